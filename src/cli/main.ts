@@ -1,0 +1,136 @@
+import { mkdirSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { InvalidConfig } from '../config/errors';
+import { CONFIG_DIRS } from '../config/load';
+import { readConfig } from '../config/read';
+import type { ResolvedConfig } from '../config/resolve';
+import { planUnits, type GeneratorOutput } from '../generator/plan';
+import { statSource, writeOutput } from '../generator/write';
+
+const USAGE = `usage: impermanencectl COMMAND [OPTIONS]
+
+Commands:
+  check                 check the config; exit 0 if valid, 1 if not
+  generate --out DIR    write what impermanence-generator would write into DIR ("-" prints it)
+
+Options:
+  --config DIR          read the config from DIR instead of the system folders (repeatable)
+  --root DIR            resolve users and storage under DIR (an image or mounted root)
+  --json                print data as JSON
+  -h, --help            show this help
+`;
+
+/** Exit codes: 0 success, 1 invalid config, 2 usage error. */
+export function run(argv: string[], out: (s: string) => void, err: (s: string) => void): number {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', multiple: true },
+        root: { type: 'string' },
+        out: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (e) {
+    err(`impermanencectl: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const [command, ...rest] = positionals;
+  if (values.help || !command) {
+    (values.help ? out : err)(USAGE);
+    return values.help ? 0 : 2;
+  }
+  if (rest.length) {
+    err(`impermanencectl: unexpected argument ${JSON.stringify(rest[0])}\n`);
+    return 2;
+  }
+  const root = values.root ?? '/';
+  const dirs = (values.config ?? CONFIG_DIRS.map((d) => join(root, d))).map((d) => resolve(d));
+
+  switch (command) {
+    case 'check':
+      return check(dirs, root, values.json, out, err);
+    case 'generate':
+      if (!values.out) {
+        err('impermanencectl generate: --out DIR is required ("-" prints to standard output)\n');
+        return 2;
+      }
+      return generate(dirs, root, values.out, values.json, out, err);
+    default:
+      err(`impermanencectl: unknown command ${JSON.stringify(command)}\n${USAGE}`);
+      return 2;
+  }
+}
+
+function plan(dirs: string[], root: string, outputDir: string): { config: ResolvedConfig; output: GeneratorOutput } {
+  const config = readConfig(dirs, root);
+  const output = planUnits(config, { outputDir, statSource: (source) => statSource(join(root, source)) });
+  return { config, output };
+}
+
+function reportInvalid(e: unknown, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
+  if (!(e instanceof InvalidConfig)) throw e;
+  if (json) {
+    out(JSON.stringify({ valid: false, problems: e.problems.map(({ file, entry, problem }) => ({ file, entry: entry ?? null, problem })) }, null, 2) + '\n');
+  } else {
+    for (const p of e.problems) err(`${p.message}\n`);
+  }
+  return 1;
+}
+
+function check(dirs: string[], root: string, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
+  try {
+    const { config, output } = plan(dirs, root, '/run/systemd/generator');
+    const mounts = [...output.files.keys()].filter((f) => f.endsWith('.mount')).length;
+    if (json) {
+      out(JSON.stringify({ valid: true, files: config.files, storages: config.storages.map((s) => s.path), entries: config.entries.length, mounts }, null, 2) + '\n');
+    } else if (config.files.length === 0) {
+      out(`no config files in ${dirs.join(', ')}: nothing is persisted\n`);
+    } else {
+      out(`valid: ${config.entries.length} entries (${mounts} bind mounts) in ${config.files.length} file(s): ${config.files.join(', ')}\n`);
+    }
+    return 0;
+  } catch (e) {
+    return reportInvalid(e, json, out, err);
+  }
+}
+
+function generate(dirs: string[], root: string, target: string, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
+  let output: GeneratorOutput;
+  try {
+    output = plan(dirs, root, target === '-' ? '/run/systemd/generator' : target).output;
+  } catch (e) {
+    return reportInvalid(e, json, out, err);
+  }
+  if (target === '-') {
+    if (json) out(JSON.stringify({ files: Object.fromEntries(output.files), links: Object.fromEntries(output.links) }, null, 2) + '\n');
+    else {
+      for (const [name, content] of output.files) out(`# ${name}\n${content}\n`);
+      for (const [name, linkTarget] of output.links) out(`# ${name} -> ${linkTarget}\n`);
+    }
+    return 0;
+  }
+  mkdirSync(target, { recursive: true });
+  if (readdirSync(target).length) {
+    err(`impermanencectl generate: ${target} is not empty; give an empty or new folder\n`);
+    return 2;
+  }
+  writeOutput(target, output);
+  if (json) out(JSON.stringify({ out: target, files: [...output.files.keys()], links: [...output.links.keys()] }, null, 2) + '\n');
+  else out(`wrote ${output.files.size} files and ${output.links.size} links to ${target}\n`);
+  return 0;
+}
+
+if (require.main === module) {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
+  process.exitCode = run(process.argv.slice(2), (s) => process.stdout.write(s), (s) => process.stderr.write(s));
+}

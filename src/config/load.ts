@@ -1,0 +1,153 @@
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse as parseToml, TomlError } from 'smol-toml';
+import type { z } from 'zod';
+import { ConfigError, InvalidConfig, keyPath } from './errors';
+import { ConfigFileSchema, KNOWN_KEYS, type ConfigFile } from './schema';
+
+/** Where the config lives, highest priority first (tmpfiles.d's order). */
+export const CONFIG_DIRS = ['/etc/impermanence/persist.d', '/run/impermanence/persist.d', '/usr/lib/impermanence/persist.d'];
+
+export interface LoadedFile { file: string; config: ConfigFile }
+
+/**
+ * The config files in effect, in the order they apply: the drop-in rules of tmpfiles.d and
+ * sysusers.d. Files are *.toml or *.json; a file in an earlier directory hides one of the same
+ * name in a later directory; a file that is empty or a symlink to /dev/null masks that name;
+ * the files in effect are taken in lexical order of their names.
+ */
+export function findConfigFiles(dirs: readonly string[]): string[] {
+  const byName = new Map<string, string>();
+  for (const dir of dirs) {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
+      throw new InvalidConfig([new ConfigError(dir, undefined, `cannot read directory: ${(err as Error).message}`)]);
+    }
+    for (const name of names) {
+      if (!/\.(toml|json)$/.test(name) || name.startsWith('.') || byName.has(name)) continue;
+      byName.set(name, join(dir, name));
+    }
+  }
+  return [...byName.keys()]
+    .sort()
+    .map((name) => byName.get(name)!)
+    .filter((file) => !isMasked(file));
+}
+
+function isMasked(file: string): boolean {
+  try {
+    if (realpathSync(file) === '/dev/null') return true;
+    return statSync(file).size === 0;
+  } catch {
+    return false; // a dangling link is reported when the file is read
+  }
+}
+
+/** Parses one config file's text (TOML, or JSON for *.json) and checks its shape. */
+export function parseConfigText(file: string, text: string): ConfigFile {
+  let data: unknown;
+  if (file.endsWith('.json')) {
+    try {
+      data = JSON.parse(text);
+    } catch (err) {
+      throw new InvalidConfig([new ConfigError(jsonLocation(file, text, err as Error), undefined, `invalid JSON: ${(err as Error).message.replace(/ in JSON at position \d+.*$/, '')}`)]);
+    }
+  } else {
+    try {
+      data = parseToml(text);
+    } catch (err) {
+      if (err instanceof TomlError) {
+        const what = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
+        throw new InvalidConfig([new ConfigError(`${file}:${err.line}:${err.column}`, undefined, `invalid TOML: ${what}`)]);
+      }
+      throw err;
+    }
+  }
+  const result = ConfigFileSchema.safeParse(data);
+  if (!result.success) throw new InvalidConfig(result.error.issues.map((issue) => issueToError(file, issue)));
+  return result.data;
+}
+
+export function loadConfigFile(file: string): LoadedFile {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new InvalidConfig([new ConfigError(file, undefined, `cannot read: ${(err as Error).message}`)]);
+  }
+  return { file, config: parseConfigText(file, text) };
+}
+
+/** Reads every file in effect; all problems in all files are reported together. */
+export function loadConfig(dirs: readonly string[]): LoadedFile[] {
+  const problems: ConfigError[] = [];
+  const loaded: LoadedFile[] = [];
+  for (const file of findConfigFiles(dirs)) {
+    try {
+      loaded.push(loadConfigFile(file));
+    } catch (err) {
+      if (!(err instanceof InvalidConfig)) throw err;
+      problems.push(...err.problems);
+    }
+  }
+  if (problems.length) throw new InvalidConfig(problems);
+  return loaded;
+}
+
+export function configDirsExist(dirs: readonly string[]): boolean {
+  return dirs.some((d) => existsSync(d));
+}
+
+function jsonLocation(file: string, text: string, err: Error): string {
+  const m = / at position (\d+)/.exec(err.message);
+  if (!m) return file;
+  const before = text.slice(0, Number(m[1]));
+  const line = before.split('\n').length;
+  const column = before.length - before.lastIndexOf('\n');
+  return `${file}:${line}:${column}`;
+}
+
+function issueToError(file: string, issue: z.core.$ZodIssue): ConfigError {
+  const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
+  const where = path.length ? keyPath(path) : undefined;
+  if (issue.code === 'unrecognized_keys') {
+    const problems = issue.keys.map((key) => {
+      const hint = closest(key);
+      return `unknown option ${JSON.stringify(key)}${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ''}`;
+    });
+    return new ConfigError(file, where, problems.join('; '));
+  }
+  if (issue.code === 'invalid_type' && issue.message.startsWith('Invalid input')) {
+    return new ConfigError(file, where, `expected ${issue.expected}`);
+  }
+  return new ConfigError(file, where, issue.message);
+}
+
+/** The known option nearest to a misspelled one (edit distance at most 3), if any. */
+function closest(key: string): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 4;
+  for (const known of new Set(KNOWN_KEYS)) {
+    const d = editDistance(key.toLowerCase(), known.toLowerCase());
+    if (d < bestDistance) {
+      best = known;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length]!;
+}

@@ -1,0 +1,271 @@
+import { ConfigError, InvalidConfig, keyPath } from './errors';
+import type { LoadedFile } from './load';
+import { parseMode } from './mode';
+import { isInside, normalizePath, parentsOf } from './paths';
+import type { DirectoryDecl, FileDecl, PermsDecl, StorageDecl } from './schema';
+import type { UserDb } from './userdb';
+
+/** Owner and mode, applied only when a path is first created. */
+export interface Perms { user: string; group: string; mode: number }
+
+/** Where an entry was declared: the file and the key path inside it. */
+export interface Origin { file: string; entry: string }
+
+/** One persisted path, fully resolved: every default applied, every name checked. */
+export interface Entry {
+  kind: 'directory' | 'file';
+  /** Absolute path on the (wiped) root. */
+  path: string;
+  /** The storage root that holds it (the table key, or `persistentStoragePath`). */
+  storage: string;
+  /** Absolute path of the persistent copy: storage + path. */
+  source: string;
+  /** Owner and mode of a persisted directory (files keep whatever the program gives them). */
+  perms?: Perms;
+  /** Files only: `auto` bind-mounts a file that exists in storage and symlinks it otherwise. */
+  method?: 'auto' | 'symlink';
+  /** Owner and mode for each parent directory this entry may have to create, keyed by path. */
+  parents: Map<string, Perms>;
+  /** Parents whose owner and mode were declared with `parentDirectory` (rather than defaults). */
+  explicitParent?: string;
+  hideMount: boolean;
+  allowTrash: boolean;
+  /** For a user's entry, the user it belongs to. */
+  user?: string;
+  origin: Origin;
+}
+
+export interface StorageRoot { path: string; origin: Origin }
+
+export interface ResolvedConfig {
+  files: string[];
+  storages: StorageRoot[];
+  entries: Entry[];
+}
+
+const ROOT_DEFAULT: Perms = { user: 'root', group: 'root', mode: 0o755 };
+
+/**
+ * Turns loaded config files into the list of persisted paths. Pure apart from the user database
+ * it is handed. Every problem is collected; if there is any, InvalidConfig is thrown and nothing
+ * is returned, so that a bad config never activates half a setup.
+ */
+export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): ResolvedConfig {
+  const problems: ConfigError[] = [];
+  const fail = (origin: Origin, problem: string) => problems.push(new ConfigError(origin.file, origin.entry, problem));
+
+  // Storage-wide options may be set in several files; they must agree.
+  interface StorageState { path: string; origin: Origin; enable?: [boolean, Origin]; hideMounts?: [boolean, Origin]; allowTrash?: [boolean, Origin] }
+  const storages = new Map<string, StorageState>();
+  const homes = new Map<string, [string, Origin]>();
+  const declared: Array<{ decl: StorageDecl; storage: string; file: string; key: string }> = [];
+
+  for (const { file, config } of loaded) {
+    for (const [key, decl] of Object.entries(config.persistence ?? {})) {
+      const origin = { file, entry: keyPath(['persistence', key]) };
+      let storage: string;
+      try {
+        storage = normalizePath(key, { relative: false });
+      } catch (err) {
+        fail(origin, `storage root: ${(err as Error).message}`);
+        continue;
+      }
+      const state = storages.get(storage) ?? { path: storage, origin };
+      storages.set(storage, state);
+      for (const option of ['enable', 'hideMounts', 'allowTrash'] as const) {
+        const value = decl[option];
+        if (value === undefined) continue;
+        const before = state[option];
+        if (before && before[0] !== value) {
+          fail(origin, `${option} = ${value} conflicts with ${option} = ${before[0]} in ${before[1].file}; set it once`);
+        } else state[option] = [value, origin];
+      }
+      declared.push({ decl, storage, file, key });
+    }
+  }
+
+  const entries: Entry[] = [];
+  for (const { decl, storage, file, key } of declared) {
+    const state = storages.get(storage)!;
+    if (state.enable && !state.enable[0]) continue;
+    const defaults = { hideMount: state.hideMounts?.[0] ?? false, allowTrash: state.allowTrash?.[0] ?? false };
+    const base = ['persistence', key];
+
+    const context: Context = { file, storage, defaults, users, fail };
+    decl.directories?.forEach((d, i) => push(directoryEntry(context, d, [...base, 'directories', i], undefined)));
+    decl.files?.forEach((f, i) => push(fileEntry(context, f, [...base, 'files', i], undefined)));
+
+    for (const [name, userDecl] of Object.entries(decl.users ?? {})) {
+      const origin = { file, entry: keyPath([...base, 'users', name]) };
+      const record = users.user(name);
+      if (!record) {
+        fail(origin, `unknown user ${JSON.stringify(name)}: not in ${users.source}/passwd`);
+        continue;
+      }
+      let home = record.home;
+      if (userDecl.home !== undefined) {
+        try {
+          home = normalizePath(userDecl.home, { relative: false });
+        } catch (err) {
+          fail({ file, entry: keyPath([...base, 'users', name, 'home']) }, (err as Error).message);
+          continue;
+        }
+      }
+      const known = homes.get(name);
+      if (known && known[0] !== home) {
+        fail(origin, `home ${JSON.stringify(home)} conflicts with home ${JSON.stringify(known[0])} in ${known[1].file}`);
+        continue;
+      }
+      homes.set(name, [home, origin]);
+      const owner: HomeOwner = { name, group: users.primaryGroup(record), home };
+      userDecl.directories?.forEach((d, i) => push(directoryEntry(context, d, [...base, 'users', name, 'directories', i], owner)));
+      userDecl.files?.forEach((f, i) => push(fileEntry(context, f, [...base, 'users', name, 'files', i], owner)));
+    }
+  }
+
+  function push(entry: Entry | undefined) {
+    if (entry) entries.push(entry);
+  }
+
+  checkOverlaps(entries, [...storages.values()].filter((s) => !s.enable || s.enable[0]), fail);
+  if (problems.length) throw new InvalidConfig(problems);
+  return {
+    files: loaded.map((l) => l.file),
+    storages: [...storages.values()].filter((s) => !s.enable || s.enable[0]).map(({ path, origin }) => ({ path, origin })),
+    entries,
+  };
+}
+
+interface HomeOwner { name: string; group: string; home: string }
+interface Context {
+  file: string;
+  storage: string;
+  defaults: { hideMount: boolean; allowTrash: boolean };
+  users: UserDb;
+  fail: (origin: Origin, problem: string) => void;
+}
+
+function directoryEntry(ctx: Context, decl: DirectoryDecl, at: Array<string | number>, owner: HomeOwner | undefined): Entry | undefined {
+  const origin = { file: ctx.file, entry: keyPath(at) };
+  const common = commonFields(ctx, decl.directory, decl.persistentStoragePath, decl.parentDirectory, origin, owner);
+  if (!common) return undefined;
+  const fallback = owner ? { user: owner.name, group: owner.group, mode: 0o755 } : ROOT_DEFAULT;
+  const perms = checkPerms(ctx, { user: decl.user, group: decl.group, mode: decl.mode }, fallback, origin, '');
+  if (!perms) return undefined;
+  return {
+    kind: 'directory',
+    ...common,
+    perms,
+    hideMount: decl.hideMount ?? ctx.defaults.hideMount,
+    allowTrash: decl.allowTrash ?? ctx.defaults.allowTrash,
+  };
+}
+
+function fileEntry(ctx: Context, decl: FileDecl, at: Array<string | number>, owner: HomeOwner | undefined): Entry | undefined {
+  const origin = { file: ctx.file, entry: keyPath(at) };
+  const common = commonFields(ctx, decl.file, decl.persistentStoragePath, decl.parentDirectory, origin, owner);
+  if (!common) return undefined;
+  return { kind: 'file', ...common, method: decl.method ?? 'auto', hideMount: ctx.defaults.hideMount, allowTrash: false };
+}
+
+function commonFields(
+  ctx: Context,
+  rawPath: string,
+  rawStorage: string | undefined,
+  parentDecl: PermsDecl | undefined,
+  origin: Origin,
+  owner: HomeOwner | undefined,
+) {
+  let path: string;
+  let storage = ctx.storage;
+  try {
+    path = owner ? `${owner.home}/${normalizePath(rawPath, { relative: true })}` : normalizePath(rawPath, { relative: false });
+    if (rawStorage !== undefined) storage = normalizePath(rawStorage, { relative: false });
+  } catch (err) {
+    ctx.fail(origin, (err as Error).message);
+    return undefined;
+  }
+
+  // Defaults for parents: root:root 0755 for system paths; inside a home, the user's, and 0700
+  // for the home itself. `parentDirectory` sets the immediate parent, as impermanence does.
+  const parents = new Map<string, Perms>();
+  for (const dir of parentsOf(path)) {
+    if (owner && dir === owner.home) parents.set(dir, { user: owner.name, group: owner.group, mode: 0o700 });
+    else if (owner && isInside(dir, owner.home)) parents.set(dir, { user: owner.name, group: owner.group, mode: 0o755 });
+    else parents.set(dir, ROOT_DEFAULT);
+  }
+  let explicitParent: string | undefined;
+  if (parentDecl) {
+    const immediate = parentsOf(path).at(-1);
+    if (!immediate) {
+      ctx.fail(origin, 'parentDirectory is set, but the parent is "/", which is never created');
+      return undefined;
+    }
+    const perms = checkPerms(ctx, parentDecl, parents.get(immediate)!, origin, 'parentDirectory.');
+    if (!perms) return undefined;
+    parents.set(immediate, perms);
+    explicitParent = immediate;
+  }
+  return { path, storage, source: storage + path, parents, explicitParent, user: owner?.name, origin };
+}
+
+function checkPerms(ctx: Context, decl: PermsDecl, fallback: Perms, origin: Origin, prefix: string): Perms | undefined {
+  let ok = true;
+  let mode = fallback.mode;
+  if (decl.mode !== undefined) {
+    try {
+      mode = parseMode(decl.mode);
+    } catch (err) {
+      ctx.fail(origin, `${prefix}mode: ${(err as Error).message}`);
+      ok = false;
+    }
+  }
+  if (decl.user !== undefined && !ctx.users.hasUser(decl.user)) {
+    ctx.fail(origin, `${prefix}user: unknown user ${JSON.stringify(decl.user)}: not in ${ctx.users.source}/passwd`);
+    ok = false;
+  }
+  if (decl.group !== undefined && !ctx.users.hasGroup(decl.group)) {
+    ctx.fail(origin, `${prefix}group: unknown group ${JSON.stringify(decl.group)}: not in ${ctx.users.source}/group`);
+    ok = false;
+  }
+  return ok ? { user: decl.user ?? fallback.user, group: decl.group ?? fallback.group, mode } : undefined;
+}
+
+/**
+ * Refuses what cannot be mounted as declared: the same path twice, a path inside another
+ * persisted path (the outer bind mount would hide or shadow it), a path inside a storage root,
+ * a storage root inside a persisted path, and parents declared with two different owners or modes.
+ */
+function checkOverlaps(entries: Entry[], storages: Array<{ path: string }>, fail: (o: Origin, p: string) => void) {
+  const byPath = new Map<string, Entry>();
+  const where = (e: Entry) => `${e.origin.file}: ${e.origin.entry}`;
+  for (const e of entries) {
+    const first = byPath.get(e.path);
+    if (first) fail(e.origin, `duplicate: ${e.path} is already persisted by ${where(first)}`);
+    else byPath.set(e.path, e);
+  }
+  const storagePaths = new Set([...storages.map((s) => s.path), ...entries.map((e) => e.storage)]);
+  const explicitParents = new Map<string, Entry>();
+  for (const e of entries) {
+    if (byPath.get(e.path) !== e) continue;
+    for (const dir of parentsOf(e.path)) {
+      const outer = byPath.get(dir);
+      if (outer) {
+        fail(e.origin, `${e.path} is inside ${outer.path}, which is already persisted by ${where(outer)}; persist only one of them`);
+        break;
+      }
+    }
+    for (const storage of storagePaths) {
+      if (e.path === storage || isInside(e.path, storage)) fail(e.origin, `${e.path} is inside the storage root ${storage}`);
+      else if (isInside(storage, e.path)) fail(e.origin, `the storage root ${storage} is inside ${e.path}; a storage root cannot be persisted`);
+    }
+    if (e.explicitParent) {
+      const other = explicitParents.get(e.explicitParent);
+      const mine = e.parents.get(e.explicitParent)!;
+      const theirs = other?.parents.get(e.explicitParent);
+      if (other && theirs && (theirs.user !== mine.user || theirs.group !== mine.group || theirs.mode !== mine.mode)) {
+        fail(e.origin, `parentDirectory of ${e.explicitParent} differs from the one declared by ${where(other)}; declare it the same way or once`);
+      } else explicitParents.set(e.explicitParent, e);
+    }
+  }
+}

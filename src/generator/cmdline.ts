@@ -1,0 +1,20 @@
+import { existsSync, readFileSync } from 'node:fs';
+
+/**
+ * Config folders named on the kernel command line with `impermanence.config=DIR` (repeatable).
+ * This is how the config is found on a freshly wiped root when it lives on the storage itself,
+ * e.g. `impermanence.config=/persist/etc/impermanence/persist.d`. In a container systemd takes
+ * its own arguments as the command line, and so do we (systemd's proc_cmdline()).
+ */
+export function configDirsFromCmdline(): string[] {
+  const inContainer = !!process.env.container || existsSync('/run/systemd/container');
+  let words: string[];
+  try {
+    words = inContainer
+      ? readFileSync('/proc/1/cmdline', 'utf8').split('\0').slice(1)
+      : readFileSync('/proc/cmdline', 'utf8').trim().split(/\s+/);
+  } catch {
+    return [];
+  }
+  return words.filter((w) => w.startsWith('impermanence.config=')).map((w) => w.slice('impermanence.config='.length)).filter((d) => d.startsWith('/'));
+}

@@ -1,0 +1,37 @@
+import { InvalidConfig } from '../config/errors';
+import { CONFIG_DIRS } from '../config/load';
+import { readConfig } from '../config/read';
+import { configDirsFromCmdline } from './cmdline';
+import { planConfigError, planUnits, type GeneratorOutput } from './plan';
+import { statSource, writeOutput } from './write';
+
+/**
+ * impermanence-generator NORMAL-DIR [EARLY-DIR LATE-DIR] (systemd.generator(7)).
+ * Runs at every boot and daemon-reload, before anything is mounted but / (and /usr, and what
+ * the initrd mounted, such as the storage). It talks to no other process and writes only into
+ * NORMAL-DIR. IMPERMANENCE_CONFIG=DIR[:DIR…] replaces the config folders (as SYSTEMD_FSTAB does
+ * for systemd-fstab-generator), for tests and benchmarks.
+ */
+function main(argv: string[]): number {
+  const normalDir = argv[0];
+  if (!normalDir || !normalDir.startsWith('/')) {
+    process.stderr.write('usage: impermanence-generator NORMAL-DIR [EARLY-DIR LATE-DIR]\n');
+    return 1;
+  }
+  const dirs = process.env.IMPERMANENCE_CONFIG
+    ? process.env.IMPERMANENCE_CONFIG.split(':').filter(Boolean)
+    : [...configDirsFromCmdline(), ...CONFIG_DIRS];
+  let output: GeneratorOutput;
+  try {
+    output = planUnits(readConfig(dirs), { outputDir: normalDir, statSource });
+  } catch (err) {
+    if (!(err instanceof InvalidConfig)) throw err;
+    const problems = err.problems.map((p) => p.message);
+    for (const p of problems) process.stderr.write(`<3>impermanence-generator: ${p}\n`);
+    output = planConfigError(problems);
+  }
+  writeOutput(normalDir, output);
+  return 0;
+}
+
+process.exitCode = main(process.argv.slice(2));

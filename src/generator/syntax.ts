@@ -1,0 +1,23 @@
+/**
+ * Quoting for the two text formats the generator writes. Paths may hold spaces, quotes,
+ * backslashes, "%" (a specifier in both formats) and non-ASCII text; control characters were
+ * refused when the config was read.
+ */
+
+/** A value in a unit file that takes one path verbatim (What=, Where=, SourcePath=, Description=). */
+export function unitValue(text: string): string {
+  return text.replace(/%/g, '%%');
+}
+
+/** One word in a unit-file list (RequiresMountsFor=) or command line (ExecStart=). */
+export function unitWord(text: string): string {
+  if (/^[A-Za-z0-9/_.:+,=@-]+$/.test(text)) return text;
+  return '"' + text.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%').replace(/\$/g, '$$$$') + '"';
+}
+
+/** The path field of a tmpfiles.d line (C-unescaped, specifiers expanded). */
+export function tmpfilesPath(path: string): string {
+  const escaped = path.replace(/%/g, '%%');
+  if (/^[A-Za-z0-9/_.:+,=@%-]+$/.test(escaped)) return escaped;
+  return '"' + escaped.replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"';
+}
