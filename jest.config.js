@@ -1,5 +1,5 @@
 /** Two projects: fast unit tests (npm test) and the nspawn boot test (npm run test:e2e). */
-const base = { transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true }] }, testEnvironment: 'node' };
+const base = { transform: { '^.+\\.ts$': 'ts-jest' }, testEnvironment: 'node' };
 module.exports = {
   projects: [
     { ...base, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },

@@ -77,7 +77,7 @@ function plan(dirs: string[], root: string, outputDir: string): { config: Resolv
 function reportInvalid(e: unknown, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
   if (!(e instanceof InvalidConfig)) throw e;
   if (json) {
-    out(JSON.stringify({ valid: false, problems: e.problems.map(({ file, entry, problem }) => ({ file, entry: entry ?? null, problem })) }, null, 2) + '\n');
+    out(JSON.stringify({ valid: false, problems: e.problems.map(({ file, entry, problem, line, column }) => ({ file, line: line ?? null, column: column ?? null, entry: entry ?? null, problem })) }, null, 2) + '\n');
   } else {
     for (const p of e.problems) err(`${p.message}\n`);
   }

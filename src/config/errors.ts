@@ -7,8 +7,12 @@ export class ConfigError extends Error {
     readonly file: string,
     readonly entry: string | undefined,
     readonly problem: string,
+    /** For syntax errors: where in the file. */
+    readonly line?: number,
+    readonly column?: number,
   ) {
-    super(entry ? `${file}: ${entry}: ${problem}` : `${file}: ${problem}`);
+    const where = line === undefined ? file : `${file}:${line}:${column ?? 1}`;
+    super(entry ? `${where}: ${entry}: ${problem}` : `${where}: ${problem}`);
     this.name = 'ConfigError';
   }
 }

@@ -1,9 +1,9 @@
-import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 import { ConfigError, InvalidConfig, keyPath } from './errors';
-import { ConfigFileSchema, KNOWN_KEYS, type ConfigFile } from './schema';
+import { ConfigFileSchema, knownKeysAt, type ConfigFile } from './schema';
 
 /** Where the config lives, highest priority first (tmpfiles.d's order). */
 export const CONFIG_DIRS = ['/etc/impermanence/persist.d', '/run/impermanence/persist.d', '/usr/lib/impermanence/persist.d'];
@@ -53,7 +53,9 @@ export function parseConfigText(file: string, text: string): ConfigFile {
     try {
       data = JSON.parse(text);
     } catch (err) {
-      throw new InvalidConfig([new ConfigError(jsonLocation(file, text, err as Error), undefined, `invalid JSON: ${(err as Error).message.replace(/ in JSON at position \d+.*$/, '')}`)]);
+      const at = jsonLocation(text, err as Error);
+      const what = (err as Error).message.replace(/ in JSON at position \d+.*$/, '');
+      throw new InvalidConfig([new ConfigError(file, undefined, `invalid JSON: ${what}`, at?.line, at?.column)]);
     }
   } else {
     try {
@@ -61,7 +63,7 @@ export function parseConfigText(file: string, text: string): ConfigFile {
     } catch (err) {
       if (err instanceof TomlError) {
         const what = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
-        throw new InvalidConfig([new ConfigError(`${file}:${err.line}:${err.column}`, undefined, `invalid TOML: ${what}`)]);
+        throw new InvalidConfig([new ConfigError(file, undefined, `invalid TOML: ${what}`, err.line, err.column)]);
       }
       throw err;
     }
@@ -97,17 +99,11 @@ export function loadConfig(dirs: readonly string[]): LoadedFile[] {
   return loaded;
 }
 
-export function configDirsExist(dirs: readonly string[]): boolean {
-  return dirs.some((d) => existsSync(d));
-}
-
-function jsonLocation(file: string, text: string, err: Error): string {
+function jsonLocation(text: string, err: Error): { line: number; column: number } | undefined {
   const m = / at position (\d+)/.exec(err.message);
-  if (!m) return file;
+  if (!m) return undefined;
   const before = text.slice(0, Number(m[1]));
-  const line = before.split('\n').length;
-  const column = before.length - before.lastIndexOf('\n');
-  return `${file}:${line}:${column}`;
+  return { line: before.split('\n').length, column: before.length - before.lastIndexOf('\n') };
 }
 
 function issueToError(file: string, issue: z.core.$ZodIssue): ConfigError {
@@ -115,7 +111,7 @@ function issueToError(file: string, issue: z.core.$ZodIssue): ConfigError {
   const where = path.length ? keyPath(path) : undefined;
   if (issue.code === 'unrecognized_keys') {
     const problems = issue.keys.map((key) => {
-      const hint = closest(key);
+      const hint = closest(key, knownKeysAt(issue.path));
       return `unknown option ${JSON.stringify(key)}${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ''}`;
     });
     return new ConfigError(file, where, problems.join('; '));
@@ -127,10 +123,10 @@ function issueToError(file: string, issue: z.core.$ZodIssue): ConfigError {
 }
 
 /** The known option nearest to a misspelled one (edit distance at most 3), if any. */
-function closest(key: string): string | undefined {
+function closest(key: string, candidates: string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = 4;
-  for (const known of new Set(KNOWN_KEYS)) {
+  for (const known of candidates) {
     const d = editDistance(key.toLowerCase(), known.toLowerCase());
     if (d < bestDistance) {
       best = known;

@@ -73,11 +73,15 @@ export type DirectoryDecl = z.infer<typeof DirectorySchema>;
 export type FileDecl = z.infer<typeof FileSchema>;
 export type PermsDecl = z.infer<typeof PermsSchema>;
 
-/** Known option names per level, to suggest the intended one for a misspelled option. */
-export const KNOWN_KEYS = [
-  ...Object.keys(ConfigFileSchema.shape),
-  ...Object.keys(StorageSchema.shape),
-  ...Object.keys(DirectorySchema.shape),
-  ...Object.keys(FileSchema.shape),
-  ...Object.keys(UserSchema.shape),
-];
+/** The options a table may hold, by where it stands (a key path), to suggest the intended one for a misspelled option. */
+export function knownKeysAt(path: ReadonlyArray<PropertyKey>): string[] {
+  const last = path.at(-1);
+  const parent = path.at(-2);
+  const keys = (o: object) => Object.keys(o);
+  if (path.length === 0) return keys(ConfigFileSchema.shape);
+  if (last === 'parentDirectory') return keys(PermsSchema.shape);
+  if (parent === 'directories') return keys(DirectorySchema.shape);
+  if (parent === 'files') return keys(FileSchema.shape);
+  if (parent === 'users') return keys(UserSchema.shape);
+  return keys(StorageSchema.shape);
+}

@@ -1,0 +1,45 @@
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+export const REPO = join(__dirname, '..', '..');
+export const EXAMPLES = join(REPO, 'examples', 'persist.d');
+export const EXAMPLE_ROOT = join(REPO, 'examples', 'root');
+
+/** A temporary folder, removed after the current test file. */
+const made: string[] = [];
+export function tempDir(prefix = 'impermanence-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
+afterAll(() => {
+  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** Writes files (relative path → text) under a new temp folder and returns it. */
+export function tree(files: Record<string, string>): string {
+  const dir = tempDir();
+  for (const [name, text] of Object.entries(files)) {
+    mkdirSync(dirname(join(dir, name)), { recursive: true });
+    writeFileSync(join(dir, name), text);
+  }
+  return dir;
+}
+
+/** A root with the example user database, for `--root`. */
+export function rootWithUsers(): string {
+  const root = tempDir();
+  spawnSync('cp', ['-a', join(EXAMPLE_ROOT, 'etc'), root]);
+  return root;
+}
+
+export function run(cmd: string, args: string[], env: Record<string, string> = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env } });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+export const ctl = (...args: string[]) => run(process.execPath, [join(REPO, 'dist', 'impermanencectl.js'), ...args]);
+export const generator = (args: string[], env: Record<string, string>) =>
+  run(process.execPath, [join(REPO, 'dist', 'impermanence-generator.js'), ...args], env);
