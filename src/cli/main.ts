@@ -5,8 +5,8 @@ import { InvalidConfig } from '../config/errors';
 import { CONFIG_DIRS } from '../config/load';
 import { readConfig } from '../config/read';
 import type { ResolvedConfig } from '../config/resolve';
-import { planUnits, type GeneratorOutput } from '../generator/plan';
-import { statSource, writeOutput } from '../generator/write';
+import { collect, planUnits, type GeneratorOutput } from '../generator/plan';
+import { sourceStatter, writeOutput } from '../generator/write';
 
 const USAGE = `usage: impermanencectl COMMAND [OPTIONS]
 
@@ -70,7 +70,9 @@ export function run(argv: string[], out: (s: string) => void, err: (s: string) =
 
 function plan(dirs: string[], root: string, outputDir: string): { config: ResolvedConfig; output: GeneratorOutput } {
   const config = readConfig(dirs, root);
-  const output = planUnits(config, { outputDir, statSource: (source) => statSource(join(root, source)) });
+  const output = collect();
+  const statSource = sourceStatter();
+  planUnits(config, { outputDir, statSource: (source) => statSource(join(root, source)) }, output);
   return { config, output };
 }
 

@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
-import type { z } from 'zod';
+import type * as z from 'zod/mini';
 import { ConfigError, InvalidConfig, keyPath } from './errors';
 import { ConfigFileSchema, knownKeysAt, type ConfigFile } from './schema';
 
@@ -69,7 +69,7 @@ export function parseConfigText(file: string, text: string): ConfigFile {
     }
   }
   const result = ConfigFileSchema.safeParse(data);
-  if (!result.success) throw new InvalidConfig(result.error.issues.map((issue) => issueToError(file, issue)));
+  if (!result.success) throw new InvalidConfig(flatten(result.error.issues, []).map((issue) => issueToError(file, issue)));
   return result.data;
 }
 
@@ -104,6 +104,24 @@ function jsonLocation(text: string, err: Error): { line: number; column: number 
   if (!m) return undefined;
   const before = text.slice(0, Number(m[1]));
   return { line: before.split('\n').length, column: before.length - before.lastIndexOf('\n') };
+}
+
+/**
+ * An entry is `path | table`: when neither fits, report the table's own problems if the entry
+ * was a table, and otherwise that it should be one or the other.
+ */
+function flatten(issues: z.core.$ZodIssue[], prefix: PropertyKey[]): z.core.$ZodIssue[] {
+  return issues.flatMap((issue) => {
+    const path = [...prefix, ...issue.path];
+    if (issue.code !== 'invalid_union' || issue.errors.length !== 2) return [{ ...issue, path }];
+    const asTable = issue.errors[1]!;
+    const notATable = asTable.length === 1 && asTable[0]!.code === 'invalid_type' && asTable[0]!.path.length === 0;
+    if (notATable) {
+      const key = path.at(-2) === 'files' ? 'file' : 'directory';
+      return [{ code: 'custom', path, message: `expected a path or a table with "${key}"`, input: undefined } as z.core.$ZodIssue];
+    }
+    return flatten(asTable, path);
+  });
 }
 
 function issueToError(file: string, issue: z.core.$ZodIssue): ConfigError {

@@ -36,6 +36,9 @@ export function parseMode(text: string): number {
   return mode;
 }
 
+const formatted = new Map<number, string>();
 export function formatMode(mode: number): string {
-  return mode.toString(8).padStart(4, '0');
+  let text = formatted.get(mode);
+  if (text === undefined) formatted.set(mode, (text = mode.toString(8).padStart(4, '0')));
+  return text;
 }

@@ -5,6 +5,7 @@
  * Returns the normalized path or throws with what is wrong.
  */
 export function normalizePath(raw: string, opts: { relative: boolean }): string {
+  if (!opts.relative && NORMAL.test(raw)) return raw; // fast path: already normal
   if (raw === '') throw new Error('path is empty');
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(raw)) throw new Error(`path ${JSON.stringify(raw)} contains a control character`);
@@ -24,6 +25,10 @@ export function normalizePath(raw: string, opts: { relative: boolean }): string 
   if (parts.length === 0) throw new Error(absolute ? 'the root directory "/" itself cannot be persisted' : 'path is empty');
   return (absolute ? '/' : '') + parts.join('/');
 }
+
+/** An absolute path with no empty, "." or ".." component and no control character. */
+// eslint-disable-next-line no-control-regex
+const NORMAL = /^(?:\/(?!\.\.?(?:\/|$))[^/\u0000-\u001f\u007f]+)+$/;
 
 /** The parent directories of an absolute normalized path, outermost first, without "/". */
 export function parentsOf(path: string): string[] {

@@ -24,15 +24,28 @@ export interface Entry {
   perms?: Perms;
   /** Files only: `auto` bind-mounts a file that exists in storage and symlinks it otherwise. */
   method?: 'auto' | 'symlink';
-  /** Owner and mode for each parent directory this entry may have to create, keyed by path. */
-  parents: Map<string, Perms>;
-  /** Parents whose owner and mode were declared with `parentDirectory` (rather than defaults). */
-  explicitParent?: string;
+  /** The immediate parent's owner and mode, when declared with `parentDirectory`. */
+  parentDirectory?: { path: string; perms: Perms };
+  /** For a user's entry: the home, whose inside belongs to the user (see parentPerms). */
+  home?: HomeOwner;
   hideMount: boolean;
   allowTrash: boolean;
-  /** For a user's entry, the user it belongs to. */
-  user?: string;
   origin: Origin;
+}
+
+export interface HomeOwner { name: string; group: string; home: string }
+
+/**
+ * Owner and mode for a parent directory an entry may have to create: `parentDirectory` for the
+ * immediate parent if declared; otherwise root:root 0755, and inside a home the user's, with
+ * 0700 for the home itself (impermanence's defaults).
+ */
+export function parentPerms(entry: Entry, dir: string): Perms {
+  if (entry.parentDirectory && entry.parentDirectory.path === dir) return entry.parentDirectory.perms;
+  const h = entry.home;
+  if (h && dir === h.home) return { user: h.name, group: h.group, mode: 0o700 };
+  if (h && isInside(dir, h.home)) return { user: h.name, group: h.group, mode: 0o755 };
+  return ROOT_DEFAULT;
 }
 
 export interface StorageRoot { path: string; origin: Origin }
@@ -92,8 +105,9 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
     const base = ['persistence', key];
 
     const context: Context = { file, storage, defaults, users, fail };
-    decl.directories?.forEach((d, i) => push(directoryEntry(context, d, [...base, 'directories', i], undefined)));
-    decl.files?.forEach((f, i) => push(fileEntry(context, f, [...base, 'files', i], undefined)));
+    const at = keyPath(base);
+    decl.directories?.forEach((d, i) => push(directoryEntry(context, d, `${at}.directories[${i}]`, undefined)));
+    decl.files?.forEach((f, i) => push(fileEntry(context, f, `${at}.files[${i}]`, undefined)));
 
     for (const [name, userDecl] of Object.entries(decl.users ?? {})) {
       const origin = { file, entry: keyPath([...base, 'users', name]) };
@@ -118,8 +132,8 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
       }
       homes.set(name, [home, origin]);
       const owner: HomeOwner = { name, group: users.primaryGroup(record), home };
-      userDecl.directories?.forEach((d, i) => push(directoryEntry(context, d, [...base, 'users', name, 'directories', i], owner)));
-      userDecl.files?.forEach((f, i) => push(fileEntry(context, f, [...base, 'users', name, 'files', i], owner)));
+      userDecl.directories?.forEach((d, i) => push(directoryEntry(context, d, `${origin.entry}.directories[${i}]`, owner)));
+      userDecl.files?.forEach((f, i) => push(fileEntry(context, f, `${origin.entry}.files[${i}]`, owner)));
     }
   }
 
@@ -136,7 +150,6 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
   };
 }
 
-interface HomeOwner { name: string; group: string; home: string }
 interface Context {
   file: string;
   storage: string;
@@ -145,8 +158,9 @@ interface Context {
   fail: (origin: Origin, problem: string) => void;
 }
 
-function directoryEntry(ctx: Context, decl: DirectoryDecl, at: Array<string | number>, owner: HomeOwner | undefined): Entry | undefined {
-  const origin = { file: ctx.file, entry: keyPath(at) };
+function directoryEntry(ctx: Context, item: string | DirectoryDecl, at: string, owner: HomeOwner | undefined): Entry | undefined {
+  const decl = typeof item === 'string' ? { directory: item } : item;
+  const origin = { file: ctx.file, entry: at };
   const common = commonFields(ctx, decl.directory, decl.persistentStoragePath, decl.parentDirectory, origin, owner);
   if (!common) return undefined;
   const fallback = owner ? { user: owner.name, group: owner.group, mode: 0o755 } : ROOT_DEFAULT;
@@ -161,8 +175,9 @@ function directoryEntry(ctx: Context, decl: DirectoryDecl, at: Array<string | nu
   };
 }
 
-function fileEntry(ctx: Context, decl: FileDecl, at: Array<string | number>, owner: HomeOwner | undefined): Entry | undefined {
-  const origin = { file: ctx.file, entry: keyPath(at) };
+function fileEntry(ctx: Context, item: string | FileDecl, at: string, owner: HomeOwner | undefined): Entry | undefined {
+  const decl: FileDecl = typeof item === 'string' ? { file: item } : item;
+  const origin = { file: ctx.file, entry: at };
   const common = commonFields(ctx, decl.file, decl.persistentStoragePath, decl.parentDirectory, origin, owner);
   if (!common) return undefined;
   return { kind: 'file', ...common, method: decl.method ?? 'auto', hideMount: ctx.defaults.hideMount, allowTrash: false };
@@ -186,27 +201,19 @@ function commonFields(
     return undefined;
   }
 
-  // Defaults for parents: root:root 0755 for system paths; inside a home, the user's, and 0700
-  // for the home itself. `parentDirectory` sets the immediate parent, as impermanence does.
-  const parents = new Map<string, Perms>();
-  for (const dir of parentsOf(path)) {
-    if (owner && dir === owner.home) parents.set(dir, { user: owner.name, group: owner.group, mode: 0o700 });
-    else if (owner && isInside(dir, owner.home)) parents.set(dir, { user: owner.name, group: owner.group, mode: 0o755 });
-    else parents.set(dir, ROOT_DEFAULT);
-  }
-  let explicitParent: string | undefined;
+  const entry = { path, storage, source: storage + path, home: owner, origin, parentDirectory: undefined as Entry['parentDirectory'] };
   if (parentDecl) {
-    const immediate = parentsOf(path).at(-1);
+    // As impermanence: `parentDirectory` sets the immediate parent only.
+    const immediate = path.slice(0, path.lastIndexOf('/'));
     if (!immediate) {
       ctx.fail(origin, 'parentDirectory is set, but the parent is "/", which is never created');
       return undefined;
     }
-    const perms = checkPerms(ctx, parentDecl, parents.get(immediate)!, origin, 'parentDirectory.');
+    const perms = checkPerms(ctx, parentDecl, parentPerms(entry as Entry, immediate), origin, 'parentDirectory.');
     if (!perms) return undefined;
-    parents.set(immediate, perms);
-    explicitParent = immediate;
+    entry.parentDirectory = { path: immediate, perms };
   }
-  return { path, storage, source: storage + path, parents, explicitParent, user: owner?.name, origin };
+  return entry;
 }
 
 function checkPerms(ctx: Context, decl: PermsDecl, fallback: Perms, origin: Origin, prefix: string): Perms | undefined {
@@ -228,7 +235,9 @@ function checkPerms(ctx: Context, decl: PermsDecl, fallback: Perms, origin: Orig
     ctx.fail(origin, `${prefix}group: unknown group ${JSON.stringify(decl.group)}: not in ${ctx.users.source}/group`);
     ok = false;
   }
-  return ok ? { user: decl.user ?? fallback.user, group: decl.group ?? fallback.group, mode } : undefined;
+  if (!ok) return undefined;
+  if (decl.user === undefined && decl.group === undefined && decl.mode === undefined) return fallback; // shared, not copied
+  return { user: decl.user ?? fallback.user, group: decl.group ?? fallback.group, mode };
 }
 
 /**
@@ -259,13 +268,13 @@ function checkOverlaps(entries: Entry[], storages: Array<{ path: string }>, fail
       if (e.path === storage || isInside(e.path, storage)) fail(e.origin, `${e.path} is inside the storage root ${storage}`);
       else if (isInside(storage, e.path)) fail(e.origin, `the storage root ${storage} is inside ${e.path}; a storage root cannot be persisted`);
     }
-    if (e.explicitParent) {
-      const other = explicitParents.get(e.explicitParent);
-      const mine = e.parents.get(e.explicitParent)!;
-      const theirs = other?.parents.get(e.explicitParent);
+    if (e.parentDirectory) {
+      const { path, perms: mine } = e.parentDirectory;
+      const other = explicitParents.get(path);
+      const theirs = other?.parentDirectory?.perms;
       if (other && theirs && (theirs.user !== mine.user || theirs.group !== mine.group || theirs.mode !== mine.mode)) {
-        fail(e.origin, `parentDirectory of ${e.explicitParent} differs from the one declared by ${where(other)}; declare it the same way or once`);
-      } else explicitParents.set(e.explicitParent, e);
+        fail(e.origin, `parentDirectory of ${path} differs from the one declared by ${where(other)}; declare it the same way or once`);
+      } else explicitParents.set(path, e);
     }
   }
 }

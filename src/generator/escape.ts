@@ -5,6 +5,8 @@
  * "\xNN", as do "-" and "\", and so does a leading ".".
  */
 export function escapePath(path: string): string {
+  // Fast path for the common case (normalized, nothing to escape): just swap the slashes.
+  if (SIMPLE.test(path)) return path.slice(1).replace(/\//g, '-');
   const trimmed = path.split('/').filter((p) => p !== '' && p !== '.').join('/');
   if (trimmed === '') return '-';
   let out = '';
@@ -20,6 +22,8 @@ export function escapePath(path: string): string {
   }
   return out;
 }
+
+const SIMPLE = /^(?:\/[A-Za-z0-9:_][A-Za-z0-9:_.]*)+$/;
 
 /** systemd's limit on a unit name, suffix included (UNIT_NAME_MAX - 1). */
 export const UNIT_NAME_MAX = 255;

@@ -2,8 +2,8 @@ import { InvalidConfig } from '../config/errors';
 import { CONFIG_DIRS } from '../config/load';
 import { readConfig } from '../config/read';
 import { configDirsFromCmdline } from './cmdline';
-import { planConfigError, planUnits, type GeneratorOutput } from './plan';
-import { statSource, writeOutput } from './write';
+import { planConfigError, planUnits } from './plan';
+import { folderSink, sourceStatter } from './write';
 
 /**
  * impermanence-generator NORMAL-DIR [EARLY-DIR LATE-DIR] (systemd.generator(7)).
@@ -21,16 +21,16 @@ function main(argv: string[]): number {
   const dirs = process.env.IMPERMANENCE_CONFIG
     ? process.env.IMPERMANENCE_CONFIG.split(':').filter(Boolean)
     : [...configDirsFromCmdline(), ...CONFIG_DIRS];
-  let output: GeneratorOutput;
+  const out = folderSink(normalDir);
   try {
-    output = planUnits(readConfig(dirs), { outputDir: normalDir, statSource });
+    // Throws before writing anything if the config is invalid.
+    planUnits(readConfig(dirs), { outputDir: normalDir, statSource: sourceStatter() }, out);
   } catch (err) {
     if (!(err instanceof InvalidConfig)) throw err;
     const problems = err.problems.map((p) => p.message);
     for (const p of problems) process.stderr.write(`<3>impermanence-generator: ${p}\n`);
-    output = planConfigError(problems);
+    planConfigError(problems, out);
   }
-  writeOutput(normalDir, output);
   return 0;
 }
 

@@ -2,7 +2,7 @@ import { symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InvalidConfig } from '../../src/config/errors';
 import { findConfigFiles, loadConfig, parseConfigText } from '../../src/config/load';
-import { resolveConfig, type ResolvedConfig } from '../../src/config/resolve';
+import { parentPerms, resolveConfig, type ResolvedConfig } from '../../src/config/resolve';
 import { UserDb } from '../../src/config/userdb';
 import { EXAMPLES, EXAMPLE_ROOT, tree } from './helpers';
 
@@ -35,17 +35,17 @@ describe('the seed examples', () => {
     });
     expect(byPath.get('/var/lib/colord')?.perms).toEqual({ user: 'colord', group: 'colord', mode: 0o750 });
     expect(byPath.get('/etc/machine-id')).toMatchObject({ kind: 'file', method: 'auto' });
-    expect(byPath.get('/var/keys/secret_file')?.parents.get('/var/keys')).toEqual({ user: 'root', group: 'root', mode: 0o700 });
+    expect(parentPerms(byPath.get('/var/keys/secret_file')!, '/var/keys')).toEqual({ user: 'root', group: 'root', mode: 0o700 });
   });
 
   it('resolves home paths from the user database with the user as owner and 0700 homes', () => {
     const ssh = byPath.get('/home/bird/.ssh')!;
     expect(ssh.perms).toEqual({ user: 'bird', group: 'bird', mode: 0o700 });
-    expect(ssh.parents.get('/home/bird')).toEqual({ user: 'bird', group: 'bird', mode: 0o700 });
-    expect(ssh.parents.get('/home')).toEqual({ user: 'root', group: 'root', mode: 0o755 });
+    expect(parentPerms(ssh, '/home/bird')).toEqual({ user: 'bird', group: 'bird', mode: 0o700 });
+    expect(parentPerms(ssh, '/home')).toEqual({ user: 'root', group: 'root', mode: 0o755 });
     const keyrings = byPath.get('/home/bird/.local/share/keyrings')!;
-    expect(keyrings.parents.get('/home/bird/.local')).toEqual({ user: 'bird', group: 'bird', mode: 0o755 });
-    expect(byPath.get('/home/alice/.config/monitors.xml')).toMatchObject({ kind: 'file', method: 'symlink', user: 'alice' });
+    expect(parentPerms(keyrings, '/home/bird/.local')).toEqual({ user: 'bird', group: 'bird', mode: 0o755 });
+    expect(byPath.get('/home/alice/.config/monitors.xml')).toMatchObject({ kind: 'file', method: 'symlink', home: { name: 'alice', home: '/home/alice' } });
     expect(byPath.get('/home/bird/VirtualBox VMs')?.source).toBe('/persistent/home/bird/VirtualBox VMs');
   });
 
