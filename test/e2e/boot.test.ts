@@ -1,0 +1,204 @@
+/**
+ * The real thing: a Debian with systemd as PID 1, our package installed into a root that is
+ * wiped at every boot (a fresh tmpfs copy of the pristine image), a host folder as the storage
+ * /persistent, and the config kept on the storage, found at boot through impermanence.config=.
+ * After boot every declared path must be mounted (or symlinked) with its declared owner and
+ * mode; after writing everywhere and rebooting onto a wiped root, everything declared must have
+ * survived and nothing undeclared.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Container, ensureRootfs, leftovers } from './nspawn';
+
+jest.setTimeout(20 * 60_000); // the first run debootstraps (~1 min); boots take about a second
+
+const REPO = path.join(__dirname, '..', '..');
+const CONFIG_IN_STORAGE = '/persistent/etc/impermanence/persist.d';
+
+/** What the seed configs declare, with the owner and mode each path must show after boot. */
+const DIRECTORIES: Array<[string, string]> = [
+  ['/var/log', 'root:root 755'],
+  ['/var/lib/bluetooth', 'root:root 755'],
+  ['/var/lib/systemd/coredump', 'root:root 755'],
+  ['/etc/NetworkManager/system-connections', 'root:root 755'],
+  ['/var/lib/colord', 'colord:colord 750'],
+  ['/home/bird/Downloads', 'bird:bird 755'],
+  ['/home/bird/VirtualBox VMs', 'bird:bird 755'],
+  ['/home/bird/.ssh', 'bird:bird 700'],
+  ['/home/bird/.local/share/keyrings', 'bird:bird 700'],
+  ['/home/alice/Documents', 'alice:alice 755'],
+  ['/home/alice/.gnupg', 'alice:alice 700'],
+  ['/home/alice/.mozilla/firefox', 'alice:alice 755'],
+  ['/srv/odd name/ünï-cödé', 'root:root 2770'],
+];
+/** Files: bind-mounted (present in storage before boot) and symlinked (absent, or method = "symlink"). */
+const BOUND_FILE = '/etc/e2e/bound.conf';
+const SYMLINKED = ['/var/keys/secret_file', '/home/bird/.screenrc', '/home/alice/.gitconfig', '/home/alice/.config/monitors.xml', '/etc/e2e/linked.conf'];
+const UNDECLARED = ['/etc/undeclared', '/var/lib/undeclared', '/root/undeclared', '/home/bird/undeclared', '/home/alice/.config/undeclared'];
+
+const E2E_CONFIG = `
+# Beyond the seed examples: a bind-mounted file, a file that is always a symlink, and a
+# directory whose name needs escaping, with a setgid mode.
+[persistence."/persistent"]
+directories = [{ directory = "/srv/odd name/ünï-cödé", mode = "2770" }]
+files = ["${BOUND_FILE}", { file = "/etc/e2e/linked.conf", method = "symlink" }]
+`;
+
+let tmp: string;
+let storage: string;
+let rootfs: string;
+const containers: Container[] = [];
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+function q(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+async function boot(name: string, storageDir: string): Promise<Container> {
+  const c = await Container.boot({
+    name: `${name}-${process.pid}`,
+    rootfs,
+    binds: [{ host: storageDir, container: '/persistent' }],
+    initArgs: [`impermanence.config=${CONFIG_IN_STORAGE}`],
+    // The image knows nothing of impermanence but the installed package: the config is on the storage.
+    setup: (root) => {
+      const r = spawnSync(path.join(REPO, 'packaging', 'install.sh'), [root], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`install.sh failed: ${r.stderr}`);
+    },
+  });
+  containers.push(c);
+  return c;
+}
+
+async function sh(c: Container, script: string): Promise<string> {
+  const r = await c.sh(script);
+  if (r.code !== 0) throw new Error(`in container: ${script}\nexit ${r.code}\n${r.stdout}${r.stderr}`);
+  return r.stdout;
+}
+
+/** owner:group mode of each path, as the container sees it. */
+async function owners(c: Container, paths: string[]): Promise<string[]> {
+  const out = await sh(c, paths.map((p) => `stat -c '%U:%G %a' ${q(p)}`).join('; '));
+  return out.trimEnd().split('\n');
+}
+
+beforeAll(async () => {
+  rootfs = await ensureRootfs();
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'impermanence-boot-'));
+  storage = path.join(tmp, 'persistent');
+  const config = path.join(storage, CONFIG_IN_STORAGE.slice('/persistent/'.length));
+  fs.mkdirSync(config, { recursive: true });
+  for (const f of fs.readdirSync(path.join(REPO, 'examples', 'persist.d'))) {
+    fs.copyFileSync(path.join(REPO, 'examples', 'persist.d', f), path.join(config, f));
+  }
+  fs.writeFileSync(path.join(config, '30-e2e.toml'), E2E_CONFIG);
+  // A file already in storage is bind-mounted; its owner and mode are what the mount shows.
+  fs.mkdirSync(path.join(storage, path.dirname(BOUND_FILE)), { recursive: true });
+  fs.writeFileSync(path.join(storage, BOUND_FILE), 'kept in storage\n', { mode: 0o640 });
+});
+
+afterAll(async () => {
+  for (const c of containers) await c.stop();
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  expect(leftovers()).toEqual([]);
+});
+
+describe('a boot with the seed configs', () => {
+  let c: Container;
+  beforeAll(async () => {
+    c = await boot('seed', storage);
+  });
+
+  it('boots cleanly, with impermanence.target reached and nothing failed', async () => {
+    const failed = await sh(c, 'systemctl --failed --no-legend --plain');
+    expect(failed).toBe('');
+    expect(c.state).toBe('running');
+    expect((await sh(c, 'systemctl is-active impermanence.target impermanence-prepare.service')).split('\n').slice(0, 2)).toEqual(['active', 'active']);
+  });
+
+  it('generated units pass systemd-analyze verify inside the booted system', async () => {
+    await sh(c, 'cd /run/systemd/generator && systemd-analyze verify --man=no ./*.mount impermanence.target impermanence-prepare.service');
+  });
+
+  it('mounts every declared directory from storage, with the declared owner and mode', async () => {
+    for (const [dir] of DIRECTORIES) {
+      // The source is the host folder behind /persistent: the bind mount's root in it is the entry's storage path.
+      expect((await sh(c, `findmnt -n -o SOURCE --mountpoint ${q(dir)}`)).trimEnd()).toMatch(new RegExp(`\\[${escapeRegExp(storage + dir)}\\]$`));
+      expect((await sh(c, `systemctl is-active "$(systemd-escape --path --suffix=mount ${q(dir)})"`)).trim()).toBe('active');
+    }
+    expect(await owners(c, DIRECTORIES.map(([d]) => d))).toEqual(DIRECTORIES.map(([, o]) => o));
+    // Parents it had to create: the home 0700, inside a home the user's, parentDirectory as declared.
+    // (/home/bird itself came with the image, 0755: owner and mode apply only on creation.)
+    expect(await owners(c, ['/home/bird', '/persistent/home/bird', '/home/bird/.local', '/var/keys', '/persistent/var/keys', '/persistent/home/alice'])).toEqual([
+      'bird:bird 755', 'bird:bird 700', 'bird:bird 755', 'root:root 700', 'root:root 700', 'alice:alice 700',
+    ]);
+  });
+
+  it('bind-mounts a file present in storage and symlinks the others', async () => {
+    expect((await c.sh(`mountpoint -q ${BOUND_FILE}`)).code).toBe(0);
+    expect(await sh(c, `cat ${BOUND_FILE}`)).toBe('kept in storage\n');
+    expect(await owners(c, [BOUND_FILE])).toEqual(['root:root 640']);
+    for (const f of SYMLINKED) expect((await sh(c, `readlink ${q(f)}`)).trim()).toBe(`/persistent${f}`);
+  });
+
+  it('after writes everywhere and a reboot onto a wiped root, keeps exactly what was declared', async () => {
+    const marker = `written before reboot ${Date.now()}`;
+    const writes = [
+      ...DIRECTORIES.map(([dir, owner]) => {
+        const user = owner.split(':')[0]!;
+        return `runuser -u ${user} -- sh -c ${q(`echo ${q(marker)} > ${q(dir + '/kept')}`)}`;
+      }),
+      `echo ${q(marker)} >> ${BOUND_FILE}`,
+      `echo ${q(marker)} > /var/keys/secret_file`,
+      `runuser -u bird -- sh -c ${q(`echo ${q(marker)} > /home/bird/.screenrc`)}`,
+      `runuser -u alice -- sh -c ${q(`echo ${q(marker)} > /home/alice/.config/monitors.xml`)}`,
+      ...UNDECLARED.map((p) => `echo ${q(marker)} > ${q(p)}`),
+      'journalctl --flush',
+    ];
+    await sh(c, writes.join('\n'));
+    const bootIdBefore = (await sh(c, 'cat /proc/sys/kernel/random/boot_id')).trim();
+
+    await c.reboot();
+
+    expect((await sh(c, 'cat /proc/sys/kernel/random/boot_id')).trim()).not.toBe(bootIdBefore);
+    expect(await sh(c, 'systemctl --failed --no-legend --plain')).toBe('');
+    for (const [dir, owner] of DIRECTORIES) {
+      expect(await sh(c, `cat ${q(dir + '/kept')}`)).toBe(`${marker}\n`);
+      expect((await owners(c, [dir + '/kept']))[0]).toMatch(new RegExp(`^${owner.split(' ')[0]} `));
+    }
+    expect(await owners(c, DIRECTORIES.map(([d]) => d))).toEqual(DIRECTORIES.map(([, o]) => o));
+    expect(await sh(c, `cat ${BOUND_FILE}`)).toBe(`kept in storage\n${marker}\n`);
+    expect(await sh(c, 'cat /var/keys/secret_file /home/bird/.screenrc /home/alice/.config/monitors.xml')).toBe(`${marker}\n`.repeat(3));
+    expect(await owners(c, ['/persistent/home/bird/.screenrc'])).toEqual(['bird:bird 644']);
+    // `auto`: .screenrc now exists in storage, so this boot bind-mounts it instead of symlinking it.
+    expect((await c.sh('mountpoint -q /home/bird/.screenrc')).code).toBe(0);
+    // `symlink`: stays a symlink whatever storage holds.
+    expect((await sh(c, 'readlink /home/alice/.config/monitors.xml')).trim()).toBe('/persistent/home/alice/.config/monitors.xml');
+    for (const p of UNDECLARED) expect((await c.sh(`test -e ${q(p)}`)).code).toBe(1);
+    // /var/log is persisted: the journal of the first boot is still there.
+    expect(Number((await sh(c, 'journalctl --list-boots --no-pager | wc -l')).trim())).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('a boot with a bad config', () => {
+  it('activates nothing from it and shows the failure in systemctl --failed and status', async () => {
+    const bad = path.join(tmp, 'bad-storage');
+    const config = path.join(bad, CONFIG_IN_STORAGE.slice('/persistent/'.length));
+    fs.mkdirSync(config, { recursive: true });
+    fs.writeFileSync(path.join(config, '10-bad.toml'), '[persistence."/persistent"]\ndirectories = ["/var/log", "var/lib/foo"]\n');
+    const c = await boot('bad', bad);
+    expect(c.state).toBe('degraded');
+    expect(await sh(c, 'systemctl --failed --no-legend --plain')).toMatch(/^impermanence-config-error\.service +loaded failed failed impermanence: invalid configuration, nothing was persisted/);
+    const status = (await c.sh('systemctl status --no-pager --lines=20 impermanence-config-error.service')).stdout;
+    expect(status).toContain(`impermanence: ${CONFIG_IN_STORAGE}/10-bad.toml: persistence."/persistent".directories[1]: path "var/lib/foo" is relative`);
+    expect((await c.sh('mountpoint -q /var/log')).code).not.toBe(0);
+    expect(await sh(c, 'ls /run/systemd/generator | grep -c "\\.mount$" || true')).toBe('0\n');
+    expect(fs.readdirSync(bad)).toEqual(['etc']); // nothing was created in storage either
+    await c.stop();
+  });
+});
