@@ -160,37 +160,36 @@ interface Context {
 
 function directoryEntry(ctx: Context, item: string | DirectoryDecl, at: string, owner: HomeOwner | undefined): Entry | undefined {
   const decl = typeof item === 'string' ? { directory: item } : item;
-  const origin = { file: ctx.file, entry: at };
-  const common = commonFields(ctx, decl.directory, decl.persistentStoragePath, decl.parentDirectory, origin, owner);
-  if (!common) return undefined;
+  const entry = baseEntry(ctx, 'directory', decl.directory, decl.persistentStoragePath, decl.parentDirectory, at, owner);
+  if (!entry) return undefined;
   const fallback = owner ? { user: owner.name, group: owner.group, mode: 0o755 } : ROOT_DEFAULT;
-  const perms = checkPerms(ctx, { user: decl.user, group: decl.group, mode: decl.mode }, fallback, origin, '');
-  if (!perms) return undefined;
-  return {
-    kind: 'directory',
-    ...common,
-    perms,
-    hideMount: decl.hideMount ?? ctx.defaults.hideMount,
-    allowTrash: decl.allowTrash ?? ctx.defaults.allowTrash,
-  };
+  entry.perms = checkPerms(ctx, decl, fallback, entry.origin, '');
+  if (!entry.perms) return undefined;
+  entry.hideMount = decl.hideMount ?? ctx.defaults.hideMount;
+  entry.allowTrash = decl.allowTrash ?? ctx.defaults.allowTrash;
+  return entry;
 }
 
 function fileEntry(ctx: Context, item: string | FileDecl, at: string, owner: HomeOwner | undefined): Entry | undefined {
   const decl: FileDecl = typeof item === 'string' ? { file: item } : item;
-  const origin = { file: ctx.file, entry: at };
-  const common = commonFields(ctx, decl.file, decl.persistentStoragePath, decl.parentDirectory, origin, owner);
-  if (!common) return undefined;
-  return { kind: 'file', ...common, method: decl.method ?? 'auto', hideMount: ctx.defaults.hideMount, allowTrash: false };
+  const entry = baseEntry(ctx, 'file', decl.file, decl.persistentStoragePath, decl.parentDirectory, at, owner);
+  if (!entry) return undefined;
+  entry.method = decl.method ?? 'auto';
+  entry.hideMount = ctx.defaults.hideMount;
+  return entry;
 }
 
-function commonFields(
+/** An entry with its path, storage and parentDirectory resolved; every field present, so all entries share one shape. */
+function baseEntry(
   ctx: Context,
+  kind: Entry['kind'],
   rawPath: string,
   rawStorage: string | undefined,
   parentDecl: PermsDecl | undefined,
-  origin: Origin,
+  at: string,
   owner: HomeOwner | undefined,
-) {
+): Entry | undefined {
+  const origin = { file: ctx.file, entry: at };
   let path: string;
   let storage = ctx.storage;
   try {
@@ -200,8 +199,10 @@ function commonFields(
     ctx.fail(origin, (err as Error).message);
     return undefined;
   }
-
-  const entry = { path, storage, source: storage + path, home: owner, origin, parentDirectory: undefined as Entry['parentDirectory'] };
+  const entry: Entry = {
+    kind, path, storage, source: storage + path, perms: undefined, method: undefined,
+    parentDirectory: undefined, home: owner, hideMount: false, allowTrash: false, origin,
+  };
   if (parentDecl) {
     // As impermanence: `parentDirectory` sets the immediate parent only.
     const immediate = path.slice(0, path.lastIndexOf('/'));
@@ -209,7 +210,7 @@ function commonFields(
       ctx.fail(origin, 'parentDirectory is set, but the parent is "/", which is never created');
       return undefined;
     }
-    const perms = checkPerms(ctx, parentDecl, parentPerms(entry as Entry, immediate), origin, 'parentDirectory.');
+    const perms = checkPerms(ctx, parentDecl, parentPerms(entry, immediate), origin, 'parentDirectory.');
     if (!perms) return undefined;
     entry.parentDirectory = { path: immediate, perms };
   }

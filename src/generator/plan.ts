@@ -88,13 +88,18 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
     }
     let done = parentsDone.get(entry.storage);
     if (!done) parentsDone.set(entry.storage, (done = new Set()));
-    for (const dir of parentsOf(entry.path)) {
-      const explicit = dir === entry.parentDirectory?.path;
-      if (!explicit && done.has(dir)) continue; // parents shared by many entries: once
-      done.add(dir);
-      const perms = parentPerms(entry, dir);
-      addDir(dir, perms, explicit);
-      addDir(entry.storage + dir, perms, explicit);
+    // Parents shared by many entries are handled once; a parent is only ever marked done with
+    // all of its own parents, so a done immediate parent means nothing is left to do.
+    const immediate = entry.path.slice(0, entry.path.lastIndexOf('/'));
+    if (entry.parentDirectory || !done.has(immediate)) {
+      for (const dir of parentsOf(entry.path)) {
+        const explicit = dir === entry.parentDirectory?.path;
+        if (!explicit && done.has(dir)) continue;
+        done.add(dir);
+        const perms = parentPerms(entry, dir);
+        addDir(dir, perms, explicit);
+        addDir(entry.storage + dir, perms, explicit);
+      }
     }
     if (entry.kind === 'directory') {
       addDir(entry.source, entry.perms!, true);
