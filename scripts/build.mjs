@@ -1,11 +1,14 @@
 // Bundles each program into one file under dist/: the generator runs at every boot, so it must
 // start fast and need no node_modules.
 import { build } from 'esbuild';
-import { chmodSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
+
+const { version } = JSON.parse(readFileSync('package.json', 'utf8'));
 
 const programs = {
   'impermanence-generator': 'src/generator/main.ts',
   impermanencectl: 'src/cli/main.ts',
+  impermanenced: 'src/daemon/main.ts',
 };
 await Promise.all(
   Object.entries(programs).map(async ([name, entry]) => {
@@ -20,6 +23,10 @@ await Promise.all(
       banner: { js: '#!/usr/bin/env node' },
       legalComments: 'none',
       logLevel: 'warning',
+      loader: { '.xml': 'text' },
+      define: { VERSION: JSON.stringify(version) },
+      // Native: loaded from node_modules beside the bundle (packaging installs it there).
+      external: ['unix-dgram'],
     });
     chmodSync(outfile, 0o755);
   }),

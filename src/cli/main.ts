@@ -7,22 +7,35 @@ import { readConfig } from '../config/read';
 import type { ResolvedConfig } from '../config/resolve';
 import { collect, planUnits, type GeneratorOutput } from '../generator/plan';
 import { sourceStatter, writeOutput } from '../generator/write';
+import { onBus } from './commands';
 
 const USAGE = `usage: impermanencectl COMMAND [OPTIONS]
 
-Commands:
+Commands (offline, on config files):
   check                 check the config; exit 0 if valid, 1 if not
   generate --out DIR    write what impermanence-generator would write into DIR ("-" prints it)
+
+Commands (asking impermanenced on the system bus):
+  status                the daemon's state, config and counts; exit 3 if degraded
+  list                  every persisted entry and whether it is in place
+  reload                make the daemon re-read the config (polkit: org.impermanence.reload)
+  monitor               print the daemon's signals as they come, until interrupted
 
 Options:
   --config DIR          read the config from DIR instead of the system folders (repeatable)
   --root DIR            resolve users and storage under DIR (an image or mounted root)
   --json                print data as JSON
+  --no-ask-password     do not let polkit ask for a password (fail instead)
+  --no-pager            accepted for systemd compatibility; output is never paged
+  --bus ADDRESS         the bus to use (default: the system bus, or $DBUS_SYSTEM_BUS_ADDRESS)
   -h, --help            show this help
+
+Exit codes: 0 success, 1 failure (invalid config, refused or failed call), 2 usage error,
+3 degraded (status), 4 impermanenced not reachable.
 `;
 
-/** Exit codes: 0 success, 1 invalid config, 2 usage error. */
-export function run(argv: string[], out: (s: string) => void, err: (s: string) => void): number {
+/** Exit codes: 0 success, 1 invalid config or failed call, 2 usage error, 3 degraded, 4 daemon not reachable. */
+export async function run(argv: string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({
@@ -33,6 +46,9 @@ export function run(argv: string[], out: (s: string) => void, err: (s: string) =
         root: { type: 'string' },
         out: { type: 'string' },
         json: { type: 'boolean', default: false },
+        'no-ask-password': { type: 'boolean', default: false },
+        'no-pager': { type: 'boolean', default: false },
+        bus: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -62,6 +78,11 @@ export function run(argv: string[], out: (s: string) => void, err: (s: string) =
         return 2;
       }
       return generate(dirs, root, values.out, values.json, out, err);
+    case 'status':
+    case 'list':
+    case 'reload':
+    case 'monitor':
+      return onBus(command, { json: values.json, interactive: !values['no-ask-password'], bus: values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS }, out, err);
     default:
       err(`impermanencectl: unknown command ${JSON.stringify(command)}\n${USAGE}`);
       return 2;
@@ -130,9 +151,16 @@ function generate(dirs: string[], root: string, target: string, json: boolean, o
 }
 
 if (require.main === module) {
+  // run() resolves to the exit code (monitor: when interrupted); open bus connections end with the process.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code === 'EPIPE') process.exit(0);
     throw e;
   });
-  process.exitCode = run(process.argv.slice(2), (s) => process.stdout.write(s), (s) => process.stderr.write(s));
+  run(process.argv.slice(2), (s) => process.stdout.write(s), (s) => process.stderr.write(s)).then(
+    (code) => process.exit(code),
+    (e: Error) => {
+      process.stderr.write(`impermanencectl: ${e.message}\n`);
+      process.exit(1);
+    },
+  );
 }

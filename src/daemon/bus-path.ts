@@ -1,0 +1,30 @@
+/**
+ * Object paths for entries, escaped as sd_bus_path_encode() does: every byte that is not an
+ * ASCII letter or digit becomes "_" and two lower-case hex digits ("/var/log" → "_2fvar_2flog").
+ */
+export const MANAGER_PATH = '/org/impermanence/Manager';
+export const ENTRY_PREFIX = `${MANAGER_PATH}/entry`;
+
+export function entryObjectPath(path: string): string {
+  let out = '';
+  for (const byte of Buffer.from(path, 'utf8')) {
+    const alnum = (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a);
+    out += alnum ? String.fromCharCode(byte) : '_' + byte.toString(16).padStart(2, '0');
+  }
+  return `${ENTRY_PREFIX}/${out || '_'}`;
+}
+
+/** The path an entry's object path stands for, or undefined if it is not one. */
+export function pathFromObjectPath(objectPath: string): string | undefined {
+  if (!objectPath.startsWith(ENTRY_PREFIX + '/')) return undefined;
+  const label = objectPath.slice(ENTRY_PREFIX.length + 1);
+  if (!/^(?:[A-Za-z0-9]|_[0-9a-f]{2})+$/.test(label)) return undefined;
+  const bytes: number[] = [];
+  for (let i = 0; i < label.length; i++) {
+    if (label[i] === '_') {
+      bytes.push(parseInt(label.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else bytes.push(label.charCodeAt(i));
+  }
+  return Buffer.from(bytes).toString('utf8');
+}

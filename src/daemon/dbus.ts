@@ -1,0 +1,308 @@
+import { readFileSync } from 'node:fs';
+import { Message, MessageType, NameFlag, RequestNameReply, Variant, type MessageBus } from '@jellybrick/dbus-next';
+import { z } from 'zod/mini';
+import { normalizePath } from '../config/paths';
+import { ENTRY_PREFIX, MANAGER_PATH, entryObjectPath } from './bus-path';
+import {
+  DOCTYPE,
+  OBJECT_MANAGER_INTERFACE,
+  STANDARD_INTERFACES,
+  STANDARD_METHODS,
+  type InterfaceContract,
+} from './contract';
+import { callerOf } from './credentials';
+import { LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
+import type { EntryView, Manager, ReloadResult } from './manager';
+import { ACTION_RELOAD, ALLOW_INTERACTIVE_AUTHORIZATION, checkAuthorization } from './polkit';
+import { canSee, type Caller } from './visibility';
+
+export const BUS_NAME = 'org.impermanence.Manager';
+const MANAGER_IFACE = 'org.impermanence.Manager';
+const ENTRY_IFACE = 'org.impermanence.Entry';
+const NO_REPLY_EXPECTED = 0x1;
+
+/** A D-Bus error reply: its name and message. */
+export class BusError extends Error {
+  constructor(
+    readonly errorName: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+const error = {
+  invalidArgument: (m: string) => new BusError('org.impermanence.Error.InvalidArgument', m),
+  noSuchEntry: (m: string) => new BusError('org.impermanence.Error.NoSuchEntry', m),
+  notAuthorized: (m: string) => new BusError('org.impermanence.Error.NotAuthorized', m),
+  canObtain: (m: string) => new BusError('org.impermanence.Error.NotAuthorizedCanObtain', m),
+  invalidConfig: (m: string) => new BusError('org.impermanence.Error.InvalidConfig', m),
+  invalidArgs: (m: string) => new BusError('org.freedesktop.DBus.Error.InvalidArgs', m),
+  unknownMethod: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownMethod', m),
+  unknownObject: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownObject', m),
+  unknownInterface: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownInterface', m),
+  unknownProperty: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownProperty', m),
+  readOnly: (m: string) => new BusError('org.freedesktop.DBus.Error.PropertyReadOnly', m),
+};
+
+/** Options dictionaries: validated before use; no option is defined yet, so any key is refused. */
+const NoOptions = z.record(z.string(), z.unknown());
+function checkOptions(value: unknown): void {
+  const parsed = NoOptions.safeParse(value);
+  if (!parsed.success) throw error.invalidArgs('options must be a dictionary a{sv}');
+  const keys = Object.keys(parsed.data);
+  if (keys.length) throw error.invalidArgument(`unknown option ${JSON.stringify(keys[0]!.slice(0, 200))}`);
+}
+
+const PathArg = z.string().check(z.maxLength(4096, 'path is longer than 4096 bytes'));
+function checkPath(value: unknown): string {
+  const parsed = PathArg.safeParse(value);
+  if (!parsed.success) throw error.invalidArgument(parsed.error.issues[0]?.message ?? 'invalid path');
+  try {
+    return normalizePath(parsed.data, { relative: false });
+  } catch (err) {
+    throw error.invalidArgument((err as Error).message.slice(0, 300));
+  }
+}
+
+/**
+ * The D-Bus front end: translates calls into the engine (Manager) and its answers into
+ * replies, properties and signals. It decides nothing but who may see and do what.
+ * Every message is handled here, in front of the library's own dispatch, because authorization
+ * needs the call's sender and flags.
+ */
+export class DbusFrontEnd {
+  private readonly onReload = (r: ReloadResult) => this.emitReload(r);
+
+  constructor(
+    private readonly bus: MessageBus,
+    private readonly manager: Manager,
+    private readonly contract: Map<string, InterfaceContract>,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.bus.addMethodHandler(this.handle);
+    this.manager.on('reloaded', this.onReload);
+    const reply = await this.bus.requestName(BUS_NAME, NameFlag.DO_NOT_QUEUE);
+    if (reply !== RequestNameReply.PRIMARY_OWNER && reply !== RequestNameReply.ALREADY_OWNER) {
+      throw new Error(`cannot own ${BUS_NAME} on the bus (another instance is running?)`);
+    }
+  }
+
+  stop(): void {
+    this.manager.off('reloaded', this.onReload);
+    this.bus.removeMethodHandler(this.handle);
+  }
+
+  private readonly handle = (msg: Message): boolean => {
+    if (msg.type !== MessageType.METHOD_CALL) return false;
+    this.dispatch(msg).then(
+      (reply) => this.reply(msg, reply ?? Message.newMethodReturn(msg)),
+      (err: unknown) => {
+        if (err instanceof BusError) this.reply(msg, Message.newError(msg, err.errorName, err.message));
+        else {
+          this.log.log(LOG_WARNING, `Failed to handle ${msg.interface}.${msg.member}: ${(err as Error)?.stack ?? String(err)}`);
+          this.reply(msg, Message.newError(msg, 'org.impermanence.Error.Failed', (err as Error)?.message ?? String(err)));
+        }
+      },
+    );
+    return true;
+  };
+
+  private reply(call: Message, reply: Message): void {
+    if (call.flags & NO_REPLY_EXPECTED) return;
+    this.bus.send(reply);
+  }
+
+  /** The interfaces an object path has, or undefined if there is no such object. */
+  private interfacesAt(path: string): string[] | undefined {
+    const base = ['org.freedesktop.DBus.Peer', 'org.freedesktop.DBus.Introspectable'];
+    if (path === MANAGER_PATH) return [...base, 'org.freedesktop.DBus.Properties', 'org.freedesktop.DBus.ObjectManager', MANAGER_IFACE];
+    if (path === '/' || path === '/org' || path === '/org/impermanence' || path === ENTRY_PREFIX) return base;
+    if (this.manager.entry(path)) return [...base, 'org.freedesktop.DBus.Properties', ENTRY_IFACE];
+    return undefined;
+  }
+
+  private async dispatch(msg: Message): Promise<Message | undefined> {
+    const interfaces = this.interfacesAt(msg.path);
+    if (!interfaces) throw error.unknownObject(`no object at ${msg.path}`);
+    let iface = msg.interface;
+    if (!iface) iface = interfaces.find((i) => this.inSignature(i, msg.member) !== undefined) ?? '';
+    if (!interfaces.includes(iface)) throw error.unknownInterface(`no interface ${JSON.stringify(iface)} at ${msg.path}`);
+    const expected = this.inSignature(iface, msg.member);
+    if (expected === undefined) throw error.unknownMethod(`no method ${JSON.stringify(msg.member)} in ${iface}`);
+    if ((msg.signature ?? '') !== expected) {
+      throw error.invalidArgs(`${iface}.${msg.member} takes (${expected}), not (${msg.signature ?? ''})`);
+    }
+    const body = msg.body;
+
+    switch (`${iface}.${msg.member}`) {
+      case 'org.freedesktop.DBus.Peer.Ping':
+        return undefined;
+      case 'org.freedesktop.DBus.Peer.GetMachineId':
+        return Message.newMethodReturn(msg, 's', [readFileSync('/etc/machine-id', 'utf8').trim()]);
+      case 'org.freedesktop.DBus.Introspectable.Introspect':
+        return Message.newMethodReturn(msg, 's', [await this.introspect(msg)]);
+      case 'org.freedesktop.DBus.Properties.Get': {
+        const [ifaceName, prop] = body as [string, string];
+        const props = await this.properties(msg, ifaceName);
+        const value = props[prop];
+        if (!value) throw error.unknownProperty(`no property ${JSON.stringify(prop.slice(0, 200))} in ${ifaceName}`);
+        return Message.newMethodReturn(msg, 'v', [value]);
+      }
+      case 'org.freedesktop.DBus.Properties.GetAll':
+        return Message.newMethodReturn(msg, 'a{sv}', [await this.properties(msg, body[0] as string)]);
+      case 'org.freedesktop.DBus.Properties.Set':
+        throw error.readOnly('every property is read-only');
+      case 'org.freedesktop.DBus.ObjectManager.GetManagedObjects': {
+        const caller = await this.caller(msg);
+        const objects: Record<string, Record<string, Record<string, Variant>>> = {};
+        for (const v of this.visibleEntries(caller)) objects[v.objectPath] = { [ENTRY_IFACE]: this.entryProperties(v) };
+        return Message.newMethodReturn(msg, 'a{oa{sa{sv}}}', [objects]);
+      }
+      case 'org.impermanence.Manager.ListEntries': {
+        checkOptions(body[0]);
+        const caller = await this.caller(msg);
+        const rows = this.visibleEntries(caller).map((v) => [v.objectPath, v.entry.path, v.entry.kind, v.entry.storage, v.status.state]);
+        return Message.newMethodReturn(msg, 'a(ossss)', [rows]);
+      }
+      case 'org.impermanence.Manager.GetEntry': {
+        const path = checkPath(body[0]);
+        const caller = await this.caller(msg);
+        const view = this.manager.entry(entryObjectPath(path));
+        if (!view || !canSee(caller, view.entry.path, this.manager.root)) throw error.noSuchEntry(`no persisted entry for ${path}`);
+        return Message.newMethodReturn(msg, 'o', [view.objectPath]);
+      }
+      case 'org.impermanence.Manager.Reload': {
+        checkOptions(body[0]);
+        await this.authorize(msg, ACTION_RELOAD);
+        const result = this.manager.reload();
+        if (!result.ok) throw error.invalidConfig(result.problems.join('\n'));
+        return undefined;
+      }
+      default:
+        throw error.unknownMethod(`${iface}.${msg.member} is not implemented`);
+    }
+  }
+
+  private inSignature(iface: string, member: string): string | undefined {
+    return STANDARD_METHODS[iface]?.[member] ?? this.contract.get(iface)?.methods.get(member);
+  }
+
+  private caller(msg: Message): Promise<Caller> {
+    return callerOf(this.bus, msg.sender);
+  }
+
+  /** root is allowed outright (as systemd does for privileged callers); anyone else asks polkit. */
+  private async authorize(msg: Message, action: string): Promise<void> {
+    const caller = await this.caller(msg);
+    if (caller.uid === 0) return;
+    const interactive = (msg.flags & ALLOW_INTERACTIVE_AUTHORIZATION) !== 0;
+    let result;
+    try {
+      result = await checkAuthorization(this.bus, msg.sender, action, interactive);
+    } catch (err) {
+      throw error.notAuthorized(`cannot ask polkit whether uid ${caller.uid} may ${action}: ${(err as Error).message}`);
+    }
+    this.log.log(LOG_NOTICE, `${action} by uid ${caller.uid}: ${result}`, { IMPERMANENCE_ACTION: action, IMPERMANENCE_CALLER_UID: caller.uid });
+    if (result === 'authorized') return;
+    if (result === 'challenge') throw error.canObtain(`${action} needs authentication; allow interactive authorization to be asked for it`);
+    throw error.notAuthorized(`uid ${caller.uid} is not allowed to ${action}`);
+  }
+
+  private visibleEntries(caller: Caller): EntryView[] {
+    return this.manager.entries().filter((v) => canSee(caller, v.entry.path, this.manager.root));
+  }
+
+  private async properties(msg: Message, ifaceName: string): Promise<Record<string, Variant>> {
+    if (msg.path === MANAGER_PATH && ifaceName === MANAGER_IFACE) return this.managerProperties(await this.caller(msg));
+    const view = this.manager.entry(msg.path);
+    if (view && ifaceName === ENTRY_IFACE) {
+      if (!canSee(await this.caller(msg), view.entry.path, this.manager.root)) throw error.unknownObject(`no object at ${msg.path}`);
+      return this.entryProperties(view);
+    }
+    throw error.unknownInterface(`no interface ${JSON.stringify(ifaceName.slice(0, 200))} at ${msg.path}`);
+  }
+
+  private managerProperties(caller: Caller): Record<string, Variant> {
+    const m = this.manager;
+    const visible = (paths: string[]) => paths.filter((p) => canSee(caller, p));
+    const entries = this.visibleEntries(caller);
+    return this.typed(MANAGER_IFACE, {
+      Version: m.version,
+      State: m.state,
+      ConfigFiles: visible(m.configFiles),
+      ConfigProblems: caller.uid === 0 || m.configProblems.length === 0 ? m.configProblems : ['the configuration is invalid (details for root only)'],
+      StorageRoots: m.storageRoots.filter((p) => canSee(caller, p, m.root)),
+      EntryCount: entries.length,
+      ActiveCount: entries.filter((v) => v.status.state === 'mounted' || v.status.state === 'linked').length,
+    });
+  }
+
+  private entryProperties(v: EntryView): Record<string, Variant> {
+    const e = v.entry;
+    return this.typed(ENTRY_IFACE, {
+      Path: e.path,
+      Kind: e.kind,
+      Storage: e.storage,
+      Source: e.source,
+      Method: v.status.method,
+      Owner: e.perms ? `${e.perms.user}:${e.perms.group}` : '',
+      Mode: e.perms?.mode ?? 0,
+      State: v.status.state,
+      Unit: v.status.unit,
+      ConfigFile: e.origin.file,
+      ConfigEntry: e.origin.entry,
+    });
+  }
+
+  /** Wraps values in Variants of the types the contract declares. */
+  private typed(iface: string, values: Record<string, unknown>): Record<string, Variant> {
+    const types = this.contract.get(iface)!.properties;
+    const out: Record<string, Variant> = {};
+    for (const [name, type] of types) out[name] = new Variant(type, values[name]);
+    return out;
+  }
+
+  private async introspect(msg: Message): Promise<string> {
+    const path = msg.path;
+    const node = (inner: string) => `${DOCTYPE}<node>\n${inner}</node>\n`;
+    if (path === MANAGER_PATH) {
+      return node(STANDARD_INTERFACES + OBJECT_MANAGER_INTERFACE + this.contract.get(MANAGER_IFACE)!.xml + '\n  <node name="entry"/>\n');
+    }
+    if (path === ENTRY_PREFIX) {
+      const caller = await this.caller(msg);
+      const children = this.visibleEntries(caller).map((v) => `  <node name="${v.objectPath.slice(ENTRY_PREFIX.length + 1)}"/>\n`);
+      return node(STANDARD_INTERFACES.split('  <interface name="org.freedesktop.DBus.Properties">')[0]! + children.join(''));
+    }
+    const view = this.manager.entry(path);
+    if (view) return node(STANDARD_INTERFACES + this.contract.get(ENTRY_IFACE)!.xml + '\n');
+    const child = path === '/' ? 'org' : path === '/org' ? 'impermanence' : 'Manager';
+    return node(STANDARD_INTERFACES.split('  <interface name="org.freedesktop.DBus.Properties">')[0]! + `  <node name="${child}"/>\n`);
+  }
+
+  /** After a reload: entries appear and disappear on the bus; the manager's properties change. */
+  private emitReload(r: ReloadResult): void {
+    for (const v of r.removed) {
+      this.bus.send(Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.ObjectManager', 'InterfacesRemoved', 'oas', [v.objectPath, [ENTRY_IFACE]]));
+    }
+    for (const v of r.added) {
+      this.bus.send(
+        Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.ObjectManager', 'InterfacesAdded', 'oa{sa{sv}}', [
+          v.objectPath,
+          { [ENTRY_IFACE]: this.entryProperties(v) },
+        ]),
+      );
+    }
+    const props = this.managerProperties({ uid: 0, gids: [] });
+    // Paths in signals go to every listener: only what anyone may know is sent; the rest is invalidated.
+    const { ConfigFiles: _files, ConfigProblems: _problems, StorageRoots: _roots, ...open } = props;
+    this.bus.send(
+      Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', [
+        MANAGER_IFACE,
+        open,
+        ['ConfigFiles', 'ConfigProblems', 'StorageRoots'],
+      ]),
+    );
+  }
+}

@@ -1,0 +1,100 @@
+import 'reflect-metadata';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
+import { container, type DependencyContainer, type InjectionToken } from 'tsyringe';
+import { CONFIG_DIRS } from '../config/load';
+import contractXml from '../../dbus/org.impermanence.Manager.xml';
+import { parseContract, type InterfaceContract } from './contract';
+import { DbusFrontEnd } from './dbus';
+import { createLogger, LOG_ERR, LOG_INFO, type Logger } from './journal';
+import { Manager, type ManagerOptions } from './manager';
+
+declare const VERSION: string;
+
+/**
+ * impermanenced: the composition root. Every part is registered here under an explicit token
+ * (no decorator metadata: a bundle does not carry it) and built once; start and stop live here.
+ */
+export const TOKENS = {
+  options: Symbol('ManagerOptions') as InjectionToken<ManagerOptions>,
+  logger: Symbol('Logger') as InjectionToken<Logger>,
+  bus: Symbol('MessageBus') as InjectionToken<MessageBus>,
+  contract: Symbol('Contract') as InjectionToken<Map<string, InterfaceContract>>,
+  manager: Symbol('Manager') as InjectionToken<Manager>,
+  frontEnd: Symbol('DbusFrontEnd') as InjectionToken<DbusFrontEnd>,
+};
+
+export function compose(options: ManagerOptions, busAddress: string | undefined): DependencyContainer {
+  const c = container.createChildContainer();
+  const once = <T>(token: InjectionToken<T>, make: (c: DependencyContainer) => T) => {
+    let made: T | undefined;
+    c.register(token, { useFactory: (dc) => (made ??= make(dc)) });
+  };
+  c.register(TOKENS.options, { useValue: options });
+  once(TOKENS.logger, () => createLogger({ identifier: 'impermanenced' }));
+  // A given address (a test's or the demo's private bus) is connected to as such; sessionBus() is
+  // the library's way to name an address, not a statement about which bus it is.
+  once(TOKENS.bus, () => (busAddress ? sessionBus({ busAddress }) : systemBus()));
+  once(TOKENS.contract, () => parseContract(contractXml));
+  once(TOKENS.manager, (dc) => new Manager(dc.resolve(TOKENS.options), dc.resolve(TOKENS.logger)));
+  once(TOKENS.frontEnd, (dc) => new DbusFrontEnd(dc.resolve(TOKENS.bus), dc.resolve(TOKENS.manager), dc.resolve(TOKENS.contract), dc.resolve(TOKENS.logger)));
+  return c;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      root: { type: 'string', default: '/' },
+      config: { type: 'string', multiple: true },
+      bus: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write('usage: impermanenced [--root DIR] [--config DIR]... [--bus ADDRESS]\n');
+    return 0;
+  }
+  const root = values.root!;
+  const configDirs = (values.config ?? CONFIG_DIRS.map((d) => (root === '/' ? d : join(root, d)))).map((d) => resolve(d));
+  const c = compose({ configDirs, root, version: VERSION }, values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS);
+  const log = c.resolve(TOKENS.logger);
+  const manager = c.resolve(TOKENS.manager);
+  const bus = c.resolve(TOKENS.bus);
+  const lost = new Promise<number>((resolve) =>
+    (bus as unknown as NodeJS.EventEmitter).on('error', (err: Error) => {
+      log.log(LOG_ERR, `Lost the bus: ${err.message}`);
+      resolve(1);
+    }),
+  );
+  const frontEnd = c.resolve(TOKENS.frontEnd);
+
+  manager.reload();
+  const started = await Promise.race([frontEnd.start().then(() => undefined), lost]);
+  if (started !== undefined) return started;
+  log.log(LOG_INFO, `Serving ${manager.configFiles.length ? manager.entries().length + ' entries' : 'no config'} as org.impermanence.Manager`);
+
+  const stopped = new Promise<number>((resolve) => {
+    // Type=dbus: systemd knows we are ready when the name is ours; no sd_notify needed.
+    process.on('SIGHUP', () => manager.reload());
+    const stop = () => {
+      frontEnd.stop();
+      bus.disconnect();
+      log.log(LOG_INFO, 'Stopped');
+      log.close();
+      resolve(0);
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  return Promise.race([stopped, lost]);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    process.stderr.write(`<3>impermanenced: ${err.message}\n`);
+    process.exit(1);
+  },
+);

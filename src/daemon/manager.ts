@@ -1,0 +1,136 @@
+import { EventEmitter } from 'node:events';
+import { lstatSync } from 'node:fs';
+import { join } from 'node:path';
+import { InvalidConfig } from '../config/errors';
+import { readConfig } from '../config/read';
+import type { Entry, ResolvedConfig } from '../config/resolve';
+import { entryObjectPath } from './bus-path';
+import { LOG_ERR, LOG_INFO, LOG_WARNING, type Logger } from './journal';
+import { readMountPoints } from './mountinfo';
+import { entryStatus, type EntryStatus } from './state';
+
+export type ManagerState = 'ok' | 'degraded' | 'invalid-config';
+
+export interface ManagerOptions {
+  /** Config folders, highest priority first. */
+  configDirs: string[];
+  /** The root the entries live under: "/" on a real system, a folder for a sandbox (demo, tests). */
+  root: string;
+  version: string;
+}
+
+export interface EntryView { entry: Entry; objectPath: string; status: EntryStatus }
+
+export interface ReloadResult { ok: boolean; problems: string[]; added: EntryView[]; removed: EntryView[] }
+
+/**
+ * The engine: the config in effect and how each entry stands. No D-Bus here: the front end
+ * (dbus.ts) translates. Emits 'reloaded' (ReloadResult) after every reload.
+ */
+export class Manager extends EventEmitter {
+  private config: ResolvedConfig | undefined;
+  private views = new Map<string, EntryView>(); // by object path
+  private problems: string[] = [];
+
+  constructor(
+    private readonly opts: ManagerOptions,
+    private readonly log: Logger,
+  ) {
+    super();
+  }
+
+  get version(): string {
+    return this.opts.version;
+  }
+
+  get root(): string {
+    return this.opts.root;
+  }
+
+  get state(): ManagerState {
+    if (this.problems.length) return 'invalid-config';
+    return this.entries().every((v) => v.status.state === 'mounted' || v.status.state === 'linked') ? 'ok' : 'degraded';
+  }
+
+  get configFiles(): string[] {
+    return this.config?.files ?? [];
+  }
+
+  get configProblems(): string[] {
+    return this.problems;
+  }
+
+  get storageRoots(): string[] {
+    return this.config?.storages.map((s) => s.path) ?? [];
+  }
+
+  /** Every entry, its status read afresh from the system, sorted by path. */
+  entries(): EntryView[] {
+    this.refresh();
+    return [...this.views.values()].sort((a, b) => (a.entry.path < b.entry.path ? -1 : a.entry.path > b.entry.path ? 1 : 0));
+  }
+
+  entry(objectPath: string): EntryView | undefined {
+    const view = this.views.get(objectPath);
+    if (view) this.refresh([view]);
+    return view;
+  }
+
+  /**
+   * Re-reads the config. A config that fails to load changes nothing but the problems: the
+   * last good config stays in effect (it is what the generator activated at boot).
+   */
+  reload(): ReloadResult {
+    let config: ResolvedConfig;
+    try {
+      config = readConfig(this.opts.configDirs, this.opts.root);
+    } catch (err) {
+      if (!(err instanceof InvalidConfig)) throw err;
+      this.problems = err.problems.map((p) => p.message);
+      for (const p of err.problems) {
+        this.log.log(LOG_ERR, `Invalid configuration: ${p.message}`, { CONFIG_FILE: p.file, IMPERMANENCE_ENTRY: p.entry });
+      }
+      const result = { ok: false, problems: this.problems, added: [], removed: [] };
+      this.emit('reloaded', result);
+      return result;
+    }
+    this.problems = [];
+    this.config = config;
+    const next = new Map<string, EntryView>();
+    for (const entry of config.entries) {
+      const objectPath = entryObjectPath(entry.path);
+      next.set(objectPath, { entry, objectPath, status: { method: 'bind', state: 'unmounted', unit: '' } });
+    }
+    const removed = [...this.views.values()].filter((v) => !next.has(v.objectPath));
+    const added = [...next.values()].filter((v) => !this.views.has(v.objectPath));
+    this.views = next;
+    this.refresh();
+    this.log.log(LOG_INFO, `Loaded ${config.entries.length} entries from ${config.files.length} config file(s)`, {
+      IMPERMANENCE_CONFIG_FILES: config.files.join(' '),
+    });
+    for (const v of this.views.values()) {
+      if (v.status.state !== 'mounted' && v.status.state !== 'linked') {
+        this.log.log(LOG_WARNING, `${v.entry.path} is ${v.status.state}: writes there are lost at reboot`, {
+          IMPERMANENCE_PATH: v.entry.path,
+          IMPERMANENCE_STATE: v.status.state,
+          IMPERMANENCE_STORAGE: v.entry.storage,
+        });
+      }
+    }
+    const result = { ok: true, problems: [], added, removed };
+    this.emit('reloaded', result);
+    return result;
+  }
+
+  private refresh(views: Iterable<EntryView> = this.views.values()): void {
+    const mountPoints = readMountPoints();
+    const root = this.opts.root;
+    const isFile = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isFile() ?? false;
+    for (const v of views) v.status = entryStatus(v.entry, { mountPoints, root }, isFile);
+  }
+
+  /** Where an entry lives on this system (the sandbox root prefixed), for permission checks. */
+  hostPath(path: string): string {
+    return this.opts.root === '/' ? path : join(this.opts.root, path);
+  }
+}

@@ -1,0 +1,40 @@
+import { readlinkSync } from 'node:fs';
+import type { Entry } from '../config/resolve';
+import { mountUnitName } from '../generator/escape';
+
+/** How an entry stands on the running system. */
+export type EntryState = 'mounted' | 'unmounted' | 'linked' | 'unlinked' | 'replaced';
+export type Method = 'bind' | 'symlink';
+
+export interface EntryStatus { method: Method; state: EntryState; unit: string }
+
+export interface SystemView {
+  /** Mount points, as seen from the root (already prefixed with `root` for a sandbox). */
+  mountPoints: Set<string>;
+  /** The root the entries live under: "/" on a real system, a folder for a sandbox. */
+  root: string;
+}
+
+/**
+ * The method an entry was activated with, and whether it is in place. A file is expected to be
+ * bind-mounted when a mount stands at its path or when the generator would have chosen `bind`
+ * (method auto and a regular file in storage); otherwise a symlink to its source is expected.
+ */
+export function entryStatus(entry: Entry, view: SystemView, sourceIsFile: (source: string) => boolean): EntryStatus {
+  const at = view.root === '/' ? entry.path : view.root + entry.path;
+  const mounted = view.mountPoints.has(at);
+  const unit = mountUnitName(entry.path);
+  if (entry.kind === 'directory') return { method: 'bind', state: mounted ? 'mounted' : 'unmounted', unit };
+  if (mounted) return { method: 'bind', state: 'mounted', unit };
+  if (entry.method === 'auto' && sourceIsFile(view.root === '/' ? entry.source : view.root + entry.source)) {
+    return { method: 'bind', state: 'unmounted', unit };
+  }
+  let target: string | undefined;
+  try {
+    target = readlinkSync(at);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return { method: 'symlink', state: code === 'ENOENT' ? 'unlinked' : 'replaced', unit: '' };
+  }
+  return { method: 'symlink', state: target === entry.source ? 'linked' : 'replaced', unit: '' };
+}

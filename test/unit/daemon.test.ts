@@ -1,0 +1,301 @@
+/**
+ * The real daemon on a private system-like bus with the project's own bus policy, driven through
+ * busctl, impermanencectl and a raw D-Bus client; polkit is python3-dbusmock's polkitd template.
+ * The daemon runs in a private mount namespace over a sandbox root, where one entry is really
+ * bind-mounted and the others are not.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Message, MessageType, sessionBus, Variant, type MessageBus } from '@jellybrick/dbus-next';
+import { parseContract } from '../../src/daemon/contract';
+import { busctlCall, runOnBus, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus } from '../dbus/harness';
+import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
+
+jest.setTimeout(60_000);
+
+const NAME = 'org.impermanence.Manager';
+const PATH = '/org/impermanence/Manager';
+const IFACE = 'org.impermanence.Manager';
+const XML = readFileSync(join(REPO, 'dbus', 'org.impermanence.Manager.xml'), 'utf8');
+
+let bus: PrivateBus;
+let polkit: PolkitMock;
+let daemon: ChildProcess;
+let daemonLog = '';
+let root: string;
+let configDir: string;
+let client: MessageBus;
+
+const ctl = (args: string[], asUser?: string | number) =>
+  runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), ...args], { asUser, timeoutMs: 15_000 });
+const busctl = (args: string[], asUser?: string) => runOnBus(bus, ['busctl', '--system', ...args], { asUser, timeoutMs: 15_000 });
+
+async function waitForName(): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const [has] = (await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', NAME)) as [boolean];
+    if (has) return;
+    if (daemon.exitCode !== null) throw new Error(`impermanenced exited ${daemon.exitCode}:\n${daemonLog}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`impermanenced did not take its name:\n${daemonLog}`);
+}
+
+function raw(msg: Partial<Message> & { member: string }): Promise<Message | null> {
+  return client.call(new Message({ destination: NAME, path: PATH, interface: IFACE, signature: '', body: [], ...msg } as never));
+}
+
+/** The reply's error name, or 'ok'. Never hangs: a call that gets no reply fails the test. */
+async function outcome(msg: Partial<Message> & { member: string }): Promise<string> {
+  try {
+    const reply = await raw(msg);
+    return reply?.type === MessageType.ERROR ? reply.errorName : 'ok';
+  } catch (err) {
+    return (err as { type?: string }).type ?? `thrown: ${(err as Error).message}`;
+  }
+}
+
+beforeAll(async () => {
+  root = tempDir();
+  chmodSync(root, 0o755);
+  mkdirSync(join(root, 'etc'), { recursive: true });
+  for (const f of ['passwd', 'group']) writeFileSync(join(root, 'etc', f), readFileSync(join(EXAMPLE_ROOT, 'etc', f)));
+  for (const d of ['var/log', 'srv/data', 'persistent/var/log', 'persistent/srv/data', 'persistent/etc', 'home/bird/.ssh']) mkdirSync(join(root, d), { recursive: true });
+  chownSync(join(root, 'home/bird'), 1000, 1000);
+  chmodSync(join(root, 'home/bird'), 0o700);
+  symlinkSync('/persistent/etc/linked.conf', join(root, 'etc/linked.conf'));
+  configDir = join(root, 'etc/impermanence/persist.d');
+  mkdirSync(configDir, { recursive: true });
+  writeFileSync(
+    join(configDir, '10-test.toml'),
+    `[persistence."/persistent"]
+directories = ["/var/log", "/srv/data"]
+files = [{ file = "/etc/linked.conf", method = "symlink" }]
+[persistence."/persistent".users.bird]
+directories = [".ssh"]
+`,
+  );
+
+  bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
+  polkit = await startPolkitMock(bus);
+  // A private mount namespace where /var/log of the sandbox is really bind-mounted.
+  daemon = spawn(
+    'unshare',
+    ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1/persistent/var/log" "$1/var/log" && exec "$2" "$3" --bus "$4" --root "$1"', 'sh',
+      root, process.execPath, join(REPO, 'dist', 'impermanenced.js'), bus.address],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  daemon.stdout!.on('data', (d) => (daemonLog += d));
+  daemon.stderr!.on('data', (d) => (daemonLog += d));
+  await waitForName();
+  client = sessionBus({ busAddress: bus.address });
+  await new Promise<void>((r) => client.once('connect', () => r()));
+});
+
+afterAll(async () => {
+  client?.disconnect();
+  if (daemon && daemon.exitCode === null) {
+    daemon.kill('SIGTERM');
+    await new Promise((r) => daemon.once('exit', r));
+  }
+  await polkit?.stop();
+  await bus?.stop();
+});
+
+describe('the contract', () => {
+  it('busctl introspect on the live service matches dbus/org.impermanence.Manager.xml', async () => {
+    const file = parseContract(XML);
+    const r = await busctl(['introspect', '--xml-interface', NAME, PATH]);
+    expect(r.code).toBe(0);
+    const live = parseContract(r.stdout);
+    expect(live.get(IFACE)).toEqual(file.get(IFACE));
+    for (const std of ['org.freedesktop.DBus.Properties', 'org.freedesktop.DBus.ObjectManager', 'org.freedesktop.DBus.Introspectable', 'org.freedesktop.DBus.Peer']) {
+      expect(live.has(std)).toBe(true);
+    }
+    const [entryPath] = (await busctlCall(bus, NAME, PATH, IFACE, 'GetEntry', 's', '/var/log')) as [string];
+    const entry = parseContract((await busctl(['introspect', '--xml-interface', NAME, entryPath])).stdout);
+    expect(entry.get('org.impermanence.Entry')).toEqual(file.get('org.impermanence.Entry'));
+    // busctl's own table view lists every method and property of the XML.
+    const table = (await busctl(['introspect', NAME, PATH])).stdout;
+    for (const name of [...file.get(IFACE)!.methods.keys(), ...file.get(IFACE)!.properties.keys()]) expect(table).toContain(`.${name} `);
+  });
+});
+
+describe('reading', () => {
+  it('lists entries with their real state: mounted, unmounted, linked', async () => {
+    const [rows] = (await busctlCall(bus, NAME, PATH, IFACE, 'ListEntries', 'a{sv}', '0')) as [Array<[string, string, string, string, string]>];
+    expect(rows.map((r) => [r[1], r[2], r[4]])).toEqual([
+      ['/etc/linked.conf', 'file', 'linked'],
+      ['/home/bird/.ssh', 'directory', 'unmounted'],
+      ['/srv/data', 'directory', 'unmounted'],
+      ['/var/log', 'directory', 'mounted'],
+    ]);
+    expect(rows[3]![0]).toBe('/org/impermanence/Manager/entry/_2fvar_2flog');
+  });
+
+  it('serves manager and entry properties, and GetManagedObjects', async () => {
+    const [state] = (await busctlCall(bus, NAME, PATH, 'org.freedesktop.DBus.Properties', 'Get', 'ss', IFACE, 'State')) as [{ data: string }];
+    expect(state.data).toBe('degraded');
+    const r = await busctl(['--json=short', 'get-property', NAME, '/org/impermanence/Manager/entry/_2fvar_2flog', 'org.impermanence.Entry', 'Path', 'State', 'Unit', 'Owner', 'Mode', 'ConfigEntry']);
+    expect(r.stdout.trim().split('\n').map((l) => JSON.parse(l).data)).toEqual([
+      '/var/log', 'mounted', 'var-log.mount', 'root:root', 0o755, 'persistence."/persistent".directories[0]',
+    ]);
+    const [objects] = (await busctlCall(bus, NAME, PATH, 'org.freedesktop.DBus.ObjectManager', 'GetManagedObjects')) as [Record<string, unknown>];
+    expect(Object.keys(objects)).toHaveLength(4);
+  });
+
+  it('impermanencectl status and list speak to it, with exit codes a script can use', async () => {
+    const status = await ctl(['status']);
+    expect(status.code).toBe(3); // degraded
+    expect(status.stdout).toMatch(/^State: degraded\nVersion: \d+\.\d+\.\d+\nEntries: 4 \(2 in place\)\nStorage: \/persistent\n/);
+    const json = JSON.parse((await ctl(['status', '--json'])).stdout);
+    expect(json).toMatchObject({ State: 'degraded', EntryCount: 4, ActiveCount: 2, StorageRoots: ['/persistent'] });
+    const list = await ctl(['list', '--no-pager']);
+    expect(list.code).toBe(0);
+    expect(list.stdout).toMatch(/^PATH +KIND +STATE +STORAGE\n\/etc\/linked\.conf +file +linked +\/persistent\n/);
+    expect(JSON.parse((await ctl(['list', '--json'])).stdout)).toHaveLength(4);
+  });
+
+  it('does not show a non-root caller paths it could not see itself', async () => {
+    const asNobody = await ctl(['list', '--json'], 'nobody');
+    expect(asNobody.code).toBe(0);
+    const paths = JSON.parse(asNobody.stdout).map((e: { path: string }) => e.path);
+    expect(paths).toEqual(['/etc/linked.conf', '/srv/data', '/var/log']); // not /home/bird/.ssh: /home/bird is 0700
+    const get = await busctl(['call', NAME, PATH, IFACE, 'GetEntry', 's', '/home/bird/.ssh'], 'nobody');
+    expect(get.stderr).toMatch(/no persisted entry/);
+    const prop = await busctl(['get-property', NAME, '/org/impermanence/Manager/entry/_2fhome_2fbird_2f_2essh', 'org.impermanence.Entry', 'Path'], 'nobody');
+    expect(prop.code).not.toBe(0);
+    const asBird = JSON.parse((await ctl(['list', '--json'], 1000)).stdout).map((e: { path: string }) => e.path);
+    expect(asBird).toContain('/home/bird/.ssh');
+  });
+
+  it('says clearly when the daemon is not there', async () => {
+    const other = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
+    try {
+      const r = await runOnBus(other, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), 'status']);
+      expect(r.code).toBe(4);
+      expect(r.stderr).toMatch(/impermanenced is not running/);
+    } finally {
+      await other.stop();
+    }
+  });
+});
+
+describe('authorization', () => {
+  beforeEach(() => polkit.clearCalls());
+
+  it('root reloads without asking polkit', async () => {
+    expect(await ctl(['reload'])).toMatchObject({ code: 0 });
+    expect(await polkit.calls()).toEqual([]);
+  });
+
+  it('a user polkit denies gets NotAuthorized', async () => {
+    await polkit.setAllowed([]);
+    const r = await ctl(['reload'], 'nobody');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/is not allowed to org\.impermanence\.reload/);
+    const calls = await polkit.calls();
+    expect(calls).toHaveLength(1);
+    expect(calls[0]).toMatchObject({ action: 'org.impermanence.reload', flags: 1, subjectKind: 'system-bus-name' });
+  });
+
+  it('a user polkit allows may reload', async () => {
+    await polkit.setAllowed(['org.impermanence.reload']);
+    expect((await ctl(['reload'], 'nobody')).code).toBe(0);
+  });
+
+  it('honours the interactive flag: authorized with it, NotAuthorizedCanObtain without it', async () => {
+    await polkit.setAllowed([]);
+    await polkit.setAuthorizedIfInteractive(['org.impermanence.reload']);
+    expect((await ctl(['reload'], 'nobody')).code).toBe(0);
+    const r = await ctl(['reload', '--no-ask-password'], 'nobody');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/needs authentication/);
+    const withoutFlag = await busctl(['--allow-interactive-authorization=no', 'call', NAME, PATH, IFACE, 'Reload', 'a{sv}', '0'], 'nobody');
+    expect(withoutFlag.stderr).toMatch(/needs authentication/);
+    expect((await polkit.calls()).map((c) => c.flags)).toEqual([1, 0, 0]);
+  });
+});
+
+describe('the bus policy', () => {
+  it('lets no one but root own the name', async () => {
+    const r = await busctl(['call', 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'RequestName', 'su', NAME, '0'], 'nobody');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Access denied|not allowed to own/i);
+  });
+
+  it('denies non-root callers what polkit should never see', async () => {
+    const set = await busctl(['call', NAME, PATH, 'org.freedesktop.DBus.Properties', 'Set', 'ssv', IFACE, 'State', 's', 'ok'], 'nobody');
+    expect(set.stderr).toMatch(/Access denied|AccessDenied/i);
+    const unknown = await busctl(['call', NAME, PATH, IFACE, 'Frobnicate'], 'nobody');
+    expect(unknown.stderr).toMatch(/Access denied|AccessDenied/i);
+  });
+});
+
+describe('bad input', () => {
+  it('answers 1,000 malformed or hostile calls each with a D-Bus error, and keeps serving', async () => {
+    const huge = 'x'.repeat(1 << 20);
+    const cases: Array<Partial<Message> & { member: string }> = [
+      { member: 'ListEntries' }, // no options
+      { member: 'ListEntries', signature: 's', body: ['x'] },
+      { member: 'ListEntries', signature: 'a{sv}', body: [{ bogus: new Variant('s', 'x') }] },
+      { member: 'ListEntries', signature: 'a{sv}', body: [{ [huge]: new Variant('s', huge) }] },
+      { member: 'GetEntry', signature: 's', body: ['relative/path'] },
+      { member: 'GetEntry', signature: 's', body: ['/var/../etc/shadow'] },
+      { member: 'GetEntry', signature: 's', body: ['/var/log/\u0001'] },
+      { member: 'GetEntry', signature: 's', body: [huge] },
+      { member: 'GetEntry', signature: 's', body: ['/nonexistent'] },
+      { member: 'GetEntry', signature: 'u', body: [7] },
+      { member: 'GetEntry', signature: 'ss', body: ['/a', '/b'] },
+      { member: 'Reload', signature: 'a{sv}', body: [{ interactive: new Variant('b', true) }] },
+      { member: 'Reload', signature: 'as', body: [['x']] },
+      { member: 'NoSuchMethod' },
+      { member: 'ListEntries', interface: 'org.impermanence.Nope', signature: 'a{sv}', body: [{}] },
+      { member: 'Get', interface: 'org.freedesktop.DBus.Properties', signature: 'ss', body: [IFACE, 'NoSuchProperty'] },
+      { member: 'Get', interface: 'org.freedesktop.DBus.Properties', signature: 'ss', body: ['org.nope', 'State'] },
+      { member: 'Set', interface: 'org.freedesktop.DBus.Properties', signature: 'ssv', body: [IFACE, 'State', new Variant('s', 'ok')] },
+      { member: 'GetAll', interface: 'org.freedesktop.DBus.Properties', signature: 's', body: [huge] },
+      { member: 'ListEntries', path: '/org/impermanence/Manager/entry/_zz', signature: 'a{sv}', body: [{}] },
+      { member: 'Introspect', path: '/org/impermanence/Nope', interface: 'org.freedesktop.DBus.Introspectable' },
+      { member: 'GetAll', path: '/org/impermanence/Manager/entry/_2fnope', interface: 'org.freedesktop.DBus.Properties', signature: 's', body: ['org.impermanence.Entry'] },
+    ];
+    const outcomes = new Map<string, number>();
+    for (let i = 0; i < 1000; i++) {
+      const result = await outcome(cases[i % cases.length]!);
+      outcomes.set(result, (outcomes.get(result) ?? 0) + 1);
+    }
+    expect(outcomes.get('ok')).toBeUndefined();
+    for (const name of outcomes.keys()) expect(name).toMatch(/^org\.(impermanence\.Error|freedesktop\.DBus\.Error)\.[A-Za-z]+$/);
+    expect([...outcomes.values()].reduce((a, b) => a + b)).toBe(1000);
+    expect(outcomes.has('org.impermanence.Error.InvalidArgument')).toBe(true);
+    expect(outcomes.has('org.freedesktop.DBus.Error.InvalidArgs')).toBe(true);
+    // Still serving, same process.
+    expect(daemon.exitCode).toBeNull();
+    expect(await outcome({ member: 'ListEntries', signature: 'a{sv}', body: [{}] })).toBe('ok');
+  });
+});
+
+describe('reload', () => {
+  it('on SIGHUP and Reload: new entries appear, a bad config changes nothing but State and ConfigProblems', async () => {
+    const monitor = runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), 'monitor', '--json'], { timeoutMs: 4000 });
+    await new Promise((r) => setTimeout(r, 500));
+    writeFileSync(join(configDir, '20-more.toml'), '[persistence."/persistent"]\ndirectories = ["/srv/more"]\n');
+    daemon.kill('SIGHUP');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(JSON.parse((await ctl(['status', '--json'])).stdout).EntryCount).toBe(5);
+
+    writeFileSync(join(configDir, '30-bad.toml'), '[persistence."/persistent"]\ndirectories = ["relative"]\n');
+    const r = await ctl(['reload']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/30-bad\.toml: persistence\."\/persistent"\.directories\[0\]: path "relative" is relative/);
+    const status = JSON.parse((await ctl(['status', '--json'])).stdout);
+    expect(status).toMatchObject({ State: 'invalid-config', EntryCount: 5 });
+    expect(status.ConfigProblems[0]).toMatch(/30-bad\.toml/);
+
+    const events = (await monitor).stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const added = events.find((e) => e.member === 'InterfacesAdded');
+    expect(added.body[0]).toBe('/org/impermanence/Manager/entry/_2fsrv_2fmore');
+    expect(added.body[1]['org.impermanence.Entry'].Path).toBe('/srv/more');
+    expect(events.some((e) => e.member === 'PropertiesChanged' && e.body[1].State === 'invalid-config')).toBe(true);
+  });
+});
