@@ -5,11 +5,24 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 dest=${1:-${DESTDIR:-}}
-for f in impermanence-generator impermanencectl; do
+for f in impermanence-generator impermanencectl impermanenced; do
   [ -f "$here/dist/$f.js" ] || { echo "install.sh: dist/$f.js is missing: run npm run build first" >&2; exit 1; }
 done
 install -Dm0755 "$here/dist/impermanence-generator.js" "$dest/usr/lib/systemd/system-generators/impermanence-generator"
 install -Dm0755 "$here/dist/impermanencectl.js" "$dest/usr/bin/impermanencectl"
+install -Dm0755 "$here/dist/impermanenced.js" "$dest/usr/lib/impermanence/impermanenced"
+# The daemon's one native module (journald's native protocol), beside it where require() looks.
+for m in unix-dgram bindings file-uri-to-path; do
+  [ -d "$here/node_modules/$m" ] || { echo "install.sh: node_modules/$m is missing: run npm ci first" >&2; exit 1; }
+  install -dm0755 "$dest/usr/lib/impermanence/node_modules/$m"
+  (cd "$here/node_modules/$m" && find . -type f \( -name '*.js' -o -name '*.json' -o -name '*.node' \) ! -path './test/*' ! -path './build/Release/obj.target/*' \
+    -exec install -Dm0644 {} "$dest/usr/lib/impermanence/node_modules/$m/{}" \;)
+done
+install -Dm0644 "$here/units/impermanence.service" "$dest/usr/lib/systemd/system/impermanence.service"
+install -Dm0644 "$here/dbus/org.impermanence.Manager.conf" "$dest/usr/share/dbus-1/system.d/org.impermanence.Manager.conf"
+install -Dm0644 "$here/dbus/org.impermanence.Manager.service" "$dest/usr/share/dbus-1/system-services/org.impermanence.Manager.service"
+install -Dm0644 "$here/dbus/org.impermanence.Manager.xml" "$dest/usr/share/dbus-1/interfaces/org.impermanence.Manager.xml"
+install -Dm0644 "$here/packaging/org.impermanence.policy" "$dest/usr/share/polkit-1/actions/org.impermanence.policy"
 install -dm0755 "$dest/usr/lib/impermanence/persist.d" "$dest/etc/impermanence/persist.d"
 install -Dm0644 "$here/README.md" "$dest/usr/share/doc/impermanence/README.md"
 install -Dm0644 "$here/examples/persist.d/10-system.toml" "$dest/usr/share/doc/impermanence/examples/10-system.toml"

@@ -2,7 +2,7 @@ import { mkdirSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { InvalidConfig } from '../config/errors';
-import { CONFIG_DIRS } from '../config/load';
+import { CONFIG_DIRS, systemConfigDirs } from '../config/load';
 import { readConfig } from '../config/read';
 import type { ResolvedConfig } from '../config/resolve';
 import { collect, planUnits, type GeneratorOutput } from '../generator/plan';
@@ -67,7 +67,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     return 2;
   }
   const root = values.root ?? '/';
-  const dirs = (values.config ?? CONFIG_DIRS.map((d) => join(root, d))).map((d) => resolve(d));
+  const dirs = (values.config ?? (root === '/' ? systemConfigDirs() : CONFIG_DIRS.map((d) => join(root, d)))).map((d) => resolve(d));
 
   switch (command) {
     case 'check':

@@ -2,11 +2,17 @@ import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type * as z from 'zod/mini';
+import { configDirsFromCmdline } from './cmdline';
 import { ConfigError, InvalidConfig, keyPath } from './errors';
 import { ConfigFileSchema, knownKeysAt, type ConfigFile } from './schema';
 
 /** Where the config lives, highest priority first (tmpfiles.d's order). */
 export const CONFIG_DIRS = ['/etc/impermanence/persist.d', '/run/impermanence/persist.d', '/usr/lib/impermanence/persist.d'];
+
+/** The folders the generator, the daemon and the CLI read on a running system: the kernel command line's first. */
+export function systemConfigDirs(): string[] {
+  return [...configDirsFromCmdline(), ...CONFIG_DIRS];
+}
 
 export interface LoadedFile { file: string; config: ConfigFile }
 

@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
 import { container, type DependencyContainer, type InjectionToken } from 'tsyringe';
-import { CONFIG_DIRS } from '../config/load';
+import { CONFIG_DIRS, systemConfigDirs } from '../config/load';
 import contractXml from '../../dbus/org.impermanence.Manager.xml';
 import { parseContract, type InterfaceContract } from './contract';
 import { DbusFrontEnd } from './dbus';
@@ -57,7 +57,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const root = values.root!;
-  const configDirs = (values.config ?? CONFIG_DIRS.map((d) => (root === '/' ? d : join(root, d)))).map((d) => resolve(d));
+  const configDirs = (values.config ?? (root === '/' ? systemConfigDirs() : CONFIG_DIRS.map((d) => join(root, d)))).map((d) => resolve(d));
   const c = compose({ configDirs, root, version: VERSION }, values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS);
   const log = c.resolve(TOKENS.logger);
   const manager = c.resolve(TOKENS.manager);

@@ -1,7 +1,6 @@
 import { InvalidConfig } from '../config/errors';
-import { CONFIG_DIRS } from '../config/load';
+import { systemConfigDirs } from '../config/load';
 import { readConfig } from '../config/read';
-import { configDirsFromCmdline } from './cmdline';
 import { planConfigError, planUnits } from './plan';
 import { folderSink, sourceStatter } from './write';
 
@@ -20,7 +19,7 @@ function main(argv: string[]): number {
   }
   const dirs = process.env.IMPERMANENCE_CONFIG
     ? process.env.IMPERMANENCE_CONFIG.split(':').filter(Boolean)
-    : [...configDirsFromCmdline(), ...CONFIG_DIRS];
+    : systemConfigDirs();
   const out = folderSink(normalDir);
   try {
     // Throws before writing anything if the config is invalid.

@@ -146,6 +146,31 @@ describe('a boot with the seed configs', () => {
     for (const f of SYMLINKED) expect((await sh(c, `readlink ${q(f)}`)).trim()).toBe(`/persistent${f}`);
   });
 
+  it('starts impermanenced by D-Bus activation; busctl, impermanencectl and journalctl see it', async () => {
+    const introspect = await sh(c, 'busctl introspect org.impermanence.Manager /org/impermanence/Manager');
+    expect(introspect).toMatch(/^\.ListEntries +method +a\{sv\} +a\(ossss\)/m);
+    expect((await sh(c, 'systemctl is-active impermanence.service')).trim()).toBe('active');
+    const list = await c.sh('impermanencectl list --json');
+    if (list.code !== 0) throw new Error(`impermanencectl list: ${list.code} ${list.stderr}\n${(await c.sh('journalctl -u impermanence --no-pager | tail -20')).stdout}`);
+    const entries = JSON.parse(list.stdout) as Array<{ path: string; state: string }>;
+    const state = new Map(entries.map((e) => [e.path, e.state]));
+    for (const [dir] of DIRECTORIES) expect(state.get(dir)).toBe('mounted');
+    expect(state.get(BOUND_FILE)).toBe('mounted');
+    expect(state.get('/etc/e2e/linked.conf')).toBe('linked');
+    // The image has its own /etc/machine-id, which the symlink does not replace: reported, not hidden.
+    expect(state.get('/etc/machine-id')).toBe('replaced');
+    expect((await c.sh('impermanencectl status')).code).toBe(3);
+    // Structured entries: journalctl finds the event by its path.
+    const journal = await sh(c, 'journalctl -u impermanence IMPERMANENCE_PATH=/etc/machine-id -o json --no-pager');
+    const event = JSON.parse(journal.trim().split('\n')[0]!);
+    expect(event).toMatchObject({ PRIORITY: '4', SYSLOG_IDENTIFIER: 'impermanenced', IMPERMANENCE_STATE: 'replaced', _SYSTEMD_UNIT: 'impermanence.service' });
+    expect(event.MESSAGE).toBe('/etc/machine-id is replaced: writes there are lost at reboot');
+    const security = await c.sh('systemd-analyze security --no-pager impermanence.service');
+    console.log(`systemd-analyze security impermanence.service: ${security.stdout.trim().split('\n').at(-1)}`);
+    const rss = await sh(c, 'ps -o rss= -p "$(systemctl show -p MainPID --value impermanence.service)"');
+    console.log(`impermanenced RSS at idle: ${Math.round(Number(rss.trim()) / 1024)} MiB`);
+  });
+
   it('after writes everywhere and a reboot onto a wiped root, keeps exactly what was declared', async () => {
     const marker = `written before reboot ${Date.now()}`;
     const writes = [
