@@ -299,3 +299,13 @@ describe('reload', () => {
     expect(events.some((e) => e.member === 'PropertiesChanged' && e.body[1].State === 'invalid-config')).toBe(true);
   });
 });
+
+describe('stop', () => {
+  it('stops cleanly on SIGTERM, releasing its name', async () => {
+    const exited = new Promise<number | null>((r) => daemon.once('exit', (code) => r(code)));
+    daemon.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const [has] = (await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', NAME)) as [boolean];
+    expect(has).toBe(false);
+  });
+});
