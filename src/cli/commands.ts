@@ -1,7 +1,8 @@
-import type { Message } from '@jellybrick/dbus-next';
+import { Variant, type Message } from '@jellybrick/dbus-next';
 import { CallFailed, call, connect, plain, subscribe, Unreachable } from './bus';
+import { itemsFromBus, parseSince, printReport } from './diff';
 
-interface BusOptions { json: boolean; interactive: boolean; bus: string | undefined }
+interface BusOptions { json: boolean; interactive: boolean; bus: string | undefined; since?: string }
 type Print = (s: string) => void;
 
 /** status, list, reload and monitor: impermanencectl's calls to impermanenced. */
@@ -20,6 +21,17 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
         return 0;
       case 'monitor':
         return await monitor(bus, opts, out);
+      case 'diff': {
+        const options: Record<string, Variant> = {};
+        if (opts.since !== undefined) options.since = new Variant('t', BigInt(Math.floor(parseSince(opts.since))));
+        const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'Scan', signature: 'a{sv}', body: [options] })) as [
+          Array<[string, string, string, number, bigint, string]>,
+        ];
+        const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: 'ss', body: ['org.impermanence.Manager', 'LastScanSince'] });
+        const items = itemsFromBus(rows);
+        printReport({ items, scanned: 0, since: Number(plain(props)) }, opts.json, out);
+        return items.length ? 3 : 0;
+      }
       default:
         throw new Error(`unknown command ${command}`);
     }

@@ -8,12 +8,15 @@ import type { ResolvedConfig } from '../config/resolve';
 import { collect, planUnits, type GeneratorOutput } from '../generator/plan';
 import { sourceStatter, writeOutput } from '../generator/write';
 import { onBus } from './commands';
+import { diffOffline, parseSince, printReport } from './diff';
 
 const USAGE = `usage: impermanencectl COMMAND [OPTIONS]
 
 Commands (offline, on config files):
   check                 check the config; exit 0 if valid, 1 if not
   generate --out DIR    write what impermanence-generator would write into DIR ("-" prints it)
+  diff                  drift: what will be lost at reboot, what is not in place, orphans in
+                        storage; asks impermanenced, or scans here with --offline, --root or --config
 
 Commands (asking impermanenced on the system bus):
   status                the daemon's state, config and counts; exit 3 if degraded
@@ -25,13 +28,15 @@ Options:
   --config DIR          read the config from DIR instead of the system folders (repeatable)
   --root DIR            resolve users and storage under DIR (an image or mounted root)
   --json                print data as JSON
+  --since WHEN          diff: count files changed since "boot" (default), "all", or epoch seconds
+  --offline             diff: scan here instead of asking impermanenced
   --no-ask-password     do not let polkit ask for a password (fail instead)
   --no-pager            accepted for systemd compatibility; output is never paged
   --bus ADDRESS         the bus to use (default: the system bus, or $DBUS_SYSTEM_BUS_ADDRESS)
   -h, --help            show this help
 
 Exit codes: 0 success, 1 failure (invalid config, refused or failed call), 2 usage error,
-3 degraded (status), 4 impermanenced not reachable.
+3 degraded (status) or drift found (diff), 4 impermanenced not reachable.
 `;
 
 /** Exit codes: 0 success, 1 invalid config or failed call, 2 usage error, 3 degraded, 4 daemon not reachable. */
@@ -49,6 +54,8 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         'no-ask-password': { type: 'boolean', default: false },
         'no-pager': { type: 'boolean', default: false },
         bus: { type: 'string' },
+        since: { type: 'string' },
+        offline: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -78,6 +85,24 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         return 2;
       }
       return generate(dirs, root, values.out, values.json, out, err);
+    case 'diff':
+      if (values.offline || values.root || values.config) {
+        let since;
+        try {
+          since = parseSince(values.since);
+        } catch (e) {
+          err(`impermanencectl diff: ${(e as Error).message}\n`);
+          return 2;
+        }
+        try {
+          const report = await diffOffline(dirs, root, since, err);
+          printReport(report, values.json, out);
+          return report.items.length ? 3 : 0;
+        } catch (e) {
+          return reportInvalid(e, values.json, out, err);
+        }
+      }
+      return onBus('diff', { json: values.json, interactive: !values['no-ask-password'], bus: values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS, since: values.since }, out, err);
     case 'status':
     case 'list':
     case 'reload':

@@ -54,6 +54,8 @@ export interface ResolvedConfig {
   files: string[];
   storages: StorageRoot[];
   entries: Entry[];
+  /** `[drift] ignore` of every file: absolute paths, where "*" stands for one whole path component. */
+  driftIgnore: string[];
 }
 
 const ROOT_DEFAULT: Perms = { user: 'root', group: 'root', mode: 0o755 };
@@ -72,8 +74,16 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
   const storages = new Map<string, StorageState>();
   const homes = new Map<string, [string, Origin]>();
   const declared: Array<{ decl: StorageDecl; storage: string; file: string; key: string }> = [];
+  const driftIgnore: string[] = [];
 
   for (const { file, config } of loaded) {
+    config.drift?.ignore?.forEach((raw, i) => {
+      try {
+        driftIgnore.push(normalizePath(raw, { relative: false }));
+      } catch (err) {
+        fail({ file, entry: `drift.ignore[${i}]` }, (err as Error).message);
+      }
+    });
     for (const [key, decl] of Object.entries(config.persistence ?? {})) {
       const origin = { file, entry: keyPath(['persistence', key]) };
       let storage: string;
@@ -147,6 +157,7 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
     files: loaded.map((l) => l.file),
     storages: [...storages.values()].filter((s) => !s.enable || s.enable[0]).map(({ path, origin }) => ({ path, origin })),
     entries,
+    driftIgnore,
   };
 }
 

@@ -58,8 +58,14 @@ export const StorageSchema = z.strictObject({
   users: z.optional(z.record(z.string(), UserSchema, { error: 'expected a table of users' })),
 });
 
+/** Drift reporting: paths never reported as about to be lost (added to the built-in list). */
+export const DriftSchema = z.strictObject({
+  ignore: z.optional(z.array(path, { error: 'expected a list of paths' })),
+});
+
 export const ConfigFileSchema = z.strictObject({
   persistence: z.optional(z.record(z.string(), StorageSchema, { error: 'expected a table of storage roots' })),
+  drift: z.optional(DriftSchema),
 });
 
 export type ConfigFile = z.infer<typeof ConfigFileSchema>;
@@ -75,6 +81,7 @@ export function knownKeysAt(path: ReadonlyArray<PropertyKey>): string[] {
   const keys = (o: object) => Object.keys(o);
   if (path.length === 0) return keys(ConfigFileSchema.shape);
   if (last === 'parentDirectory') return keys(PermsSchema.shape);
+  if (last === 'drift') return keys(DriftSchema.shape);
   if (parent === 'directories') return keys(DirectorySchema.shape);
   if (parent === 'files') return keys(FileSchema.shape);
   if (parent === 'users') return keys(UserSchema.shape);

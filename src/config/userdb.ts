@@ -60,6 +60,28 @@ export class UserDb {
     return this.groupsByName.has(nameOrId);
   }
 
+  all(): UserRecord[] {
+    return [...this.users.values()];
+  }
+
+  /** A user's id, from a name or a number; undefined when unknown. */
+  uidOf(nameOrId: string): number | undefined {
+    return /^\d+$/.test(nameOrId) ? Number(nameOrId) : this.users.get(nameOrId)?.uid;
+  }
+
+  gidOf(nameOrId: string): number | undefined {
+    return /^\d+$/.test(nameOrId) ? Number(nameOrId) : this.groupsByName.get(nameOrId)?.gid;
+  }
+
+  userName(uid: number): string {
+    for (const u of this.users.values()) if (u.uid === uid) return u.name;
+    return String(uid);
+  }
+
+  groupName(gid: number): string {
+    return this.groupsById.get(gid)?.name ?? String(gid);
+  }
+
   /** The name of a user's primary group, or its number when the group has no entry. */
   primaryGroup(user: UserRecord): string {
     return this.groupsById.get(user.gid)?.name ?? String(user.gid);

@@ -12,7 +12,8 @@ import {
 } from './contract';
 import { callerOf } from './credentials';
 import { LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
-import type { EntryView, Manager, ReloadResult } from './manager';
+import type { DriftItem } from '../drift/report';
+import { ScanCancelled, type DriftChange, type EntryView, type Manager, type ReloadResult } from './manager';
 import { ACTION_RELOAD, ALLOW_INTERACTIVE_AUTHORIZATION, checkAuthorization } from './polkit';
 import { canSee, type Caller } from './visibility';
 
@@ -36,6 +37,7 @@ const error = {
   notAuthorized: (m: string) => new BusError('org.impermanence.Error.NotAuthorized', m),
   canObtain: (m: string) => new BusError('org.impermanence.Error.NotAuthorizedCanObtain', m),
   invalidConfig: (m: string) => new BusError('org.impermanence.Error.InvalidConfig', m),
+  cancelled: (m: string) => new BusError('org.impermanence.Error.Cancelled', m),
   invalidArgs: (m: string) => new BusError('org.freedesktop.DBus.Error.InvalidArgs', m),
   unknownMethod: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownMethod', m),
   unknownObject: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownObject', m),
@@ -51,6 +53,20 @@ function checkOptions(value: unknown): void {
   if (!parsed.success) throw error.invalidArgs('options must be a dictionary a{sv}');
   const keys = Object.keys(parsed.data);
   if (keys.length) throw error.invalidArgument(`unknown option ${JSON.stringify(keys[0]!.slice(0, 200))}`);
+}
+
+/** Scan options: "since" (t, seconds since the epoch; 0 for everything). */
+function checkScanOptions(value: unknown): number | undefined {
+  const parsed = NoOptions.safeParse(value);
+  if (!parsed.success) throw error.invalidArgs('options must be a dictionary a{sv}');
+  let since: number | undefined;
+  for (const [key, v] of Object.entries(parsed.data)) {
+    if (key !== 'since') throw error.invalidArgument(`unknown option ${JSON.stringify(key.slice(0, 200))}`);
+    const variant = v as Variant;
+    if (variant?.signature !== 't') throw error.invalidArgument('option "since" takes a t (seconds since the epoch)');
+    since = Number(variant.value);
+  }
+  return since;
 }
 
 const PathArg = z.string().check(z.maxLength(4096, 'path is longer than 4096 bytes'));
@@ -72,6 +88,14 @@ function checkPath(value: unknown): string {
  */
 export class DbusFrontEnd {
   private readonly onReload = (r: ReloadResult) => this.emitReload(r);
+  private readonly onDrift = (d: DriftChange) => this.emitDrift(d);
+  private lastProgress = 0;
+  private readonly onProgress = (n: number) => {
+    const now = Date.now();
+    if (now - this.lastProgress < 250) return; // at most four a second
+    this.lastProgress = now;
+    this.bus.send(Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'ScanProgress', 'u', [Math.min(n, 0xffffffff)]));
+  };
 
   constructor(
     private readonly bus: MessageBus,
@@ -83,6 +107,8 @@ export class DbusFrontEnd {
   async start(): Promise<void> {
     this.bus.addMethodHandler(this.handle);
     this.manager.on('reloaded', this.onReload);
+    this.manager.on('drift', this.onDrift);
+    this.manager.on('progress', this.onProgress);
     const reply = await this.bus.requestName(BUS_NAME, NameFlag.DO_NOT_QUEUE);
     if (reply !== RequestNameReply.PRIMARY_OWNER && reply !== RequestNameReply.ALREADY_OWNER) {
       throw new Error(`cannot own ${BUS_NAME} on the bus (another instance is running?)`);
@@ -91,6 +117,8 @@ export class DbusFrontEnd {
 
   stop(): void {
     this.manager.off('reloaded', this.onReload);
+    this.manager.off('drift', this.onDrift);
+    this.manager.off('progress', this.onProgress);
     this.bus.removeMethodHandler(this.handle);
   }
 
@@ -173,6 +201,27 @@ export class DbusFrontEnd {
         if (!view || !canSee(caller, view.entry.path, this.manager.root)) throw error.noSuchEntry(`no persisted entry for ${path}`);
         return Message.newMethodReturn(msg, 'o', [view.objectPath]);
       }
+      case 'org.impermanence.Manager.Scan': {
+        const since = checkScanOptions(body[0]);
+        const caller = await this.caller(msg);
+        let report;
+        try {
+          report = await this.manager.scan(since, msg.sender);
+        } catch (err) {
+          if (err instanceof ScanCancelled) throw error.cancelled(err.message);
+          throw err;
+        }
+        return Message.newMethodReturn(msg, 'a(sssuts)', [this.driftRows(report.items, caller)]);
+      }
+      case 'org.impermanence.Manager.GetDrift': {
+        checkOptions(body[0]);
+        return Message.newMethodReturn(msg, 'a(sssuts)', [this.driftRows(this.manager.drift.items, await this.caller(msg))]);
+      }
+      case 'org.impermanence.Manager.CancelScan': {
+        const caller = await this.caller(msg);
+        this.manager.cancelScan(msg.sender, caller.uid === 0);
+        return undefined;
+      }
       case 'org.impermanence.Manager.Reload': {
         checkOptions(body[0]);
         await this.authorize(msg, ACTION_RELOAD);
@@ -210,6 +259,27 @@ export class DbusFrontEnd {
     throw error.notAuthorized(`uid ${caller.uid} is not allowed to ${action}`);
   }
 
+  /** Drift items as D-Bus rows, without the paths the caller could not see. */
+  private driftRows(items: DriftItem[], caller: Caller): unknown[] {
+    return items
+      .filter((i) => canSee(caller, i.path, this.manager.root))
+      .map((i) => [i.kind, i.path, i.detail, i.files, BigInt(i.bytes), i.suggestion]);
+  }
+
+  private emitDrift(d: DriftChange): void {
+    const root = { uid: 0, gids: [] };
+    // Delivered to root only by the bus policy: these carry paths.
+    if (d.appeared.length) this.bus.send(Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'DriftAppeared', 'a(sssuts)', [this.driftRows(d.appeared, root)]));
+    if (d.resolved.length) this.bus.send(Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'DriftResolved', 'a(ss)', [d.resolved.map((i) => [i.kind, i.path])]));
+    this.bus.send(
+      Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', [
+        MANAGER_IFACE,
+        { DriftCount: new Variant('u', d.report.items.length), LastScanSince: new Variant('t', BigInt(Math.floor(d.report.since))) },
+        [],
+      ]),
+    );
+  }
+
   private visibleEntries(caller: Caller): EntryView[] {
     return this.manager.entries().filter((v) => canSee(caller, v.entry.path, this.manager.root));
   }
@@ -236,6 +306,8 @@ export class DbusFrontEnd {
       StorageRoots: m.storageRoots.filter((p) => canSee(caller, p, m.root)),
       EntryCount: entries.length,
       ActiveCount: entries.filter((v) => v.status.state === 'mounted' || v.status.state === 'linked').length,
+      DriftCount: m.drift.items.length,
+      LastScanSince: BigInt(Math.floor(m.drift.since)),
     });
   }
 

@@ -4,10 +4,14 @@ import { join } from 'node:path';
 import { InvalidConfig } from '../config/errors';
 import { readConfig } from '../config/read';
 import type { Entry, ResolvedConfig } from '../config/resolve';
+import { UserDb } from '../config/userdb';
+import { bootTime } from '../drift/boot';
+import type { DriftItem, DriftReport } from '../drift/report';
+import { scanDrift } from '../drift/scan';
 import { entryObjectPath } from './bus-path';
-import { LOG_ERR, LOG_INFO, LOG_WARNING, type Logger } from './journal';
-import { readMountPoints } from './mountinfo';
-import { entryStatus, type EntryStatus } from './state';
+import { LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
+import { readMountPoints } from '../drift/mountinfo';
+import { entryStatus, type EntryStatus } from '../drift/state';
 
 export type ManagerState = 'ok' | 'degraded' | 'invalid-config';
 
@@ -23,6 +27,13 @@ export interface EntryView { entry: Entry; objectPath: string; status: EntryStat
 
 export interface ReloadResult { ok: boolean; problems: string[]; added: EntryView[]; removed: EntryView[] }
 
+/** What changed between two scans: emitted as 'drift'. */
+export interface DriftChange { appeared: DriftItem[]; resolved: DriftItem[]; report: DriftReport }
+
+export class ScanCancelled extends Error {}
+
+interface RunningScan { since: number; promise: Promise<DriftReport>; controller: AbortController; owners: Set<string> }
+
 /**
  * The engine: the config in effect and how each entry stands. No D-Bus here: the front end
  * (dbus.ts) translates. Emits 'reloaded' (ReloadResult) after every reload.
@@ -31,6 +42,8 @@ export class Manager extends EventEmitter {
   private config: ResolvedConfig | undefined;
   private views = new Map<string, EntryView>(); // by object path
   private problems: string[] = [];
+  private lastReport: DriftReport = { items: [], scanned: 0, since: 0 };
+  private running: RunningScan | undefined;
 
   constructor(
     private readonly opts: ManagerOptions,
@@ -120,6 +133,76 @@ export class Manager extends EventEmitter {
     const result = { ok: true, problems: [], added, removed };
     this.emit('reloaded', result);
     return result;
+  }
+
+  get drift(): DriftReport {
+    return this.lastReport;
+  }
+
+  /**
+   * A full drift scan; callers asking for the same `since` while one runs share it. `owner`
+   * (a bus name) may cancel it. Emits 'progress' (files scanned) and, when done, 'drift'
+   * (DriftChange) with what appeared and what was resolved since the previous scan; logs one
+   * journal entry per new item.
+   */
+  scan(since: number | undefined, owner: string, onProgress?: (scanned: number) => void): Promise<DriftReport> {
+    const when = since ?? bootTime();
+    if (this.running && this.running.since === when) {
+      this.running.owners.add(owner);
+      return this.running.promise;
+    }
+    const controller = new AbortController();
+    const promise = (async () => {
+      if (!this.config) throw new Error('no valid configuration is loaded');
+      const report = await scanDrift({
+        root: this.opts.root,
+        config: this.config,
+        users: UserDb.read(this.opts.root),
+        mountPoints: readMountPoints(),
+        since: when,
+        configDirs: this.opts.configDirs,
+        signal: controller.signal,
+        onProgress: (n) => {
+          onProgress?.(n);
+          this.emit('progress', n);
+        },
+      }).catch((err: Error) => {
+        if (controller.signal.aborted) throw new ScanCancelled('the scan was cancelled');
+        throw err;
+      });
+      this.publish(report);
+      return report;
+    })().finally(() => {
+      if (this.running?.controller === controller) this.running = undefined;
+    });
+    this.running = { since: when, promise, controller, owners: new Set([owner]) };
+    return promise;
+  }
+
+  /** Cancels the running scan if `owner` started or joined it (or `all`). */
+  cancelScan(owner: string, all: boolean): boolean {
+    if (!this.running || (!all && !this.running.owners.has(owner))) return false;
+    this.running.controller.abort();
+    return true;
+  }
+
+  private publish(report: DriftReport): void {
+    const key = (i: DriftItem) => `${i.kind}\0${i.path}`;
+    const before = new Map(this.lastReport.items.map((i) => [key(i), i]));
+    const now = new Map(report.items.map((i) => [key(i), i]));
+    const appeared = report.items.filter((i) => !before.has(key(i)));
+    const resolved = this.lastReport.items.filter((i) => !now.has(key(i)));
+    this.lastReport = report;
+    for (const i of appeared) {
+      this.log.log(i.kind === 'ephemeral' || i.kind === 'orphan' ? LOG_NOTICE : LOG_WARNING, `Drift: ${i.kind} ${i.path}: ${i.detail}`, {
+        IMPERMANENCE_DRIFT: i.kind,
+        IMPERMANENCE_PATH: i.path,
+        IMPERMANENCE_FILES: i.files,
+        IMPERMANENCE_BYTES: i.bytes,
+      });
+    }
+    for (const i of resolved) this.log.log(LOG_INFO, `Drift resolved: ${i.kind} ${i.path}`, { IMPERMANENCE_DRIFT: i.kind, IMPERMANENCE_PATH: i.path });
+    this.emit('drift', { appeared, resolved, report } satisfies DriftChange);
   }
 
   private refresh(views: Iterable<EntryView> = this.views.values()): void {

@@ -1,0 +1,72 @@
+import { join } from 'node:path';
+import { readConfig } from '../config/read';
+import { UserDb } from '../config/userdb';
+import { bootTime } from '../drift/boot';
+import { readMountPoints } from '../drift/mountinfo';
+import type { DriftItem, DriftKind, DriftReport } from '../drift/report';
+import { scanDrift } from '../drift/scan';
+
+type Print = (s: string) => void;
+
+const HEADINGS: Record<DriftKind, string> = {
+  unmounted: 'Not in place (writes there are lost at reboot)',
+  replaced: 'Replaced behind our back',
+  ephemeral: 'Will be lost at reboot',
+  attributes: 'Storage owner or mode differs from the config',
+  orphan: 'In storage, declared by no entry',
+};
+
+/** `--since`: "boot" (default: changed since this system booted), "all", or seconds since the epoch. */
+export function parseSince(text: string | undefined): number {
+  if (text === undefined || text === 'boot') return bootTime();
+  if (text === 'all') return 0;
+  if (/^\d+(\.\d+)?$/.test(text)) return Number(text);
+  throw new Error(`--since takes "boot", "all" or seconds since the epoch, not ${JSON.stringify(text)}`);
+}
+
+/** Scans here, without the daemon: against --root (an image, a mounted root) and --config. */
+export async function diffOffline(dirs: string[], root: string, since: number, err: Print): Promise<DriftReport> {
+  const config = readConfig(dirs, root);
+  const tty = process.stderr.isTTY;
+  const report = await scanDrift({
+    root,
+    config,
+    users: UserDb.read(root),
+    mountPoints: readMountPoints(),
+    since,
+    configDirs: dirs,
+    onProgress: tty ? (n) => err(`\rscanned ${n.toLocaleString('en')} files…`) : undefined,
+  });
+  if (tty) err('\r\x1b[K');
+  return report;
+}
+
+export function printReport(report: DriftReport, json: boolean, out: Print): void {
+  if (json) {
+    out(JSON.stringify(report, null, 2) + '\n');
+    return;
+  }
+  if (report.items.length === 0) {
+    out(`No drift: everything declared is in place and nothing else was written${report.since ? ' since ' + new Date(report.since * 1000).toISOString() : ''}.\n`);
+    return;
+  }
+  let kind: DriftKind | undefined;
+  const width = Math.min(60, Math.max(...report.items.map((i) => i.path.length)));
+  for (const item of report.items) {
+    if (item.kind !== kind) {
+      kind = item.kind;
+      const since = kind === 'ephemeral' && report.since ? ` (written since ${new Date(report.since * 1000).toISOString()})` : '';
+      out(`${kind === report.items[0]!.kind ? '' : '\n'}${HEADINGS[kind]}${since}:\n`);
+    }
+    out(`  ${item.path.padEnd(width)}  ${item.detail}\n`);
+    if (item.kind === 'ephemeral') out(`  ${''.padEnd(width)}  to keep it: ${item.suggestion.replace('\n', ' ')}\n`);
+  }
+  const lost = report.items.filter((i) => i.kind === 'ephemeral');
+  out(`\n${report.items.length} item(s); ${lost.reduce((n, i) => n + i.files, 0)} file(s) will be lost at reboot.\n`);
+}
+
+export function itemsFromBus(rows: Array<[string, string, string, number, bigint | number, string]>): DriftItem[] {
+  return rows.map(([kind, path, detail, files, bytes, suggestion]) => ({ kind: kind as DriftKind, path, detail, files, bytes: Number(bytes), suggestion }));
+}
+
+export const hostJoin = (root: string, p: string) => (root === '/' ? p : join(root, p));
