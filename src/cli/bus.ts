@@ -61,6 +61,7 @@ export async function call(
 /** Variants unwrapped into plain values, recursively. */
 export function plain(value: unknown): unknown {
   if (value instanceof Variant) return plain(value.value);
+  if (typeof value === 'bigint') return Number(value); // u64 counts and times: exact below 2^53
   if (Array.isArray(value)) return value.map(plain);
   if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v)]));
   return value;

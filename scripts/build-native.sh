@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds the native helpers into dist/: impermanence-fanotify (the daemon's whole-filesystem write
+# watcher, src/drift/native/fanotify-watch.c). Needs a C compiler and the libc/kernel headers
+# (Debian: gcc libc6-dev). CC, CFLAGS, CPPFLAGS and LDFLAGS are honoured for packaging (hardening flags).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p dist
+# shellcheck disable=SC2086 # word-splitting of the flag variables is intended
+${CC:-cc} -O2 -Wall -Wextra -Werror ${CPPFLAGS:-} ${CFLAGS:-} ${LDFLAGS:-} \
+  -o dist/impermanence-fanotify src/drift/native/fanotify-watch.c
