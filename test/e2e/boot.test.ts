@@ -227,3 +227,67 @@ describe('a boot with a bad config', () => {
     await c.stop();
   });
 });
+
+describe('drift on a booted system', () => {
+  it('reports what will be lost, what is not in place, what was replaced, orphans and owner/mode drift', async () => {
+    const store = path.join(tmp, 'drift-storage');
+    const config = path.join(store, CONFIG_IN_STORAGE.slice('/persistent/'.length));
+    fs.mkdirSync(config, { recursive: true });
+    fs.writeFileSync(
+      path.join(config, '10-drift.toml'),
+      `[persistence."/persistent"]
+directories = ["/var/log", "/var/lib/kept", "/srv/gone"]
+files = [{ file = "/etc/e2e.conf", method = "symlink" }]
+[persistence."/persistent".users.bird]
+directories = ["Documents"]
+`,
+    );
+    const c = await boot('drift', store);
+    const diff = async () => {
+      const r = await c.sh('impermanencectl diff --json');
+      if (r.code !== 0 && r.code !== 3) throw new Error(`diff: ${r.code} ${r.stderr}`);
+      return (JSON.parse(r.stdout) as { items: Array<{ kind: string; path: string; files: number; suggestion: string }> }).items;
+    };
+    const kinds = (items: Awaited<ReturnType<typeof diff>>) => items.map((i) => `${i.kind} ${i.path}`);
+
+    // Right after boot: nothing written, everything in place.
+    expect(kinds(await diff())).toEqual([]);
+
+    await sh(c, [
+      'mkdir -p /var/lib/undeclared && head -c 4096 /dev/urandom > /var/lib/undeclared/state.db',
+      `runuser -u bird -- sh -c 'mkdir -p ~/.config/newapp && echo x > ~/.config/newapp/settings.ini'`,
+      'echo ignored > /tmp/ignored && echo ignored > /var/cache/ignored',
+      'umount /srv/gone',
+      // An editor writes a new file and renames it over the symlink.
+      'echo edited > /etc/e2e.conf.tmp && mv /etc/e2e.conf.tmp /etc/e2e.conf',
+      'chmod 0700 /persistent/var/lib/kept',
+    ].join(' && '));
+    // An entry dropped from the config leaves its data behind in storage.
+    fs.writeFileSync(path.join(store, 'var/lib/kept/data'), 'kept\n');
+    fs.writeFileSync(path.join(config, '10-drift.toml'), fs.readFileSync(path.join(config, '10-drift.toml'), 'utf8').replace('"/var/lib/kept", ', ''));
+    await sh(c, 'impermanencectl reload');
+
+    const items = await diff();
+    expect(kinds(items)).toEqual(expect.arrayContaining([
+      'unmounted /srv/gone',
+      'replaced /etc/e2e.conf',
+      'ephemeral /var/lib/undeclared',
+      'ephemeral /home/bird/.config/newapp',
+      'orphan /persistent/var/lib/kept',
+    ]));
+    expect(kinds(items).filter((k) => /ignored|\/tmp|\/var\/cache/.test(k))).toEqual([]);
+    const lost = items.find((i) => i.path === '/var/lib/undeclared')!;
+    expect(lost.files).toBe(1);
+    expect(lost.suggestion).toBe('[persistence."/persistent"]\ndirectories = ["/var/lib/undeclared"]');
+    expect(items.find((i) => i.path === '/home/bird/.config/newapp')!.suggestion).toBe('[persistence."/persistent".users.bird]\ndirectories = [".config/newapp"]');
+    // Attributes: a storage folder still declared, with its mode changed behind the config's back.
+    await sh(c, 'chmod 0700 /persistent/var/log');
+    expect(kinds(await diff())).toContain('attributes /persistent/var/log');
+    // One journal entry per new drift item, findable by path.
+    const journal = await sh(c, 'journalctl -u impermanence IMPERMANENCE_PATH=/var/lib/undeclared -o json --no-pager');
+    expect(JSON.parse(journal.trim().split('\n')[0]!)).toMatchObject({ IMPERMANENCE_DRIFT: 'ephemeral', IMPERMANENCE_FILES: '1' });
+    // Nothing was deleted or changed in storage by any of this.
+    expect(fs.readFileSync(path.join(store, 'var/lib/kept/data'), 'utf8')).toBe('kept\n');
+    await c.stop();
+  });
+});

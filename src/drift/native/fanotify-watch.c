@@ -341,14 +341,15 @@ int main(int argc, char **argv)
 	struct handle_buf probe = { .fh.handle_bytes = MAX_HANDLE_SZ };
 	int mnt_id;
 	if (name_to_handle_at(mount_fd, "", &probe.fh, &mnt_id, AT_EMPTY_PATH) < 0)
-		die(errno_class(errno), "%s: this filesystem has no file handles (%s); fanotify cannot watch it",
+		die(errno_class(errno),
+		    "%s: cannot watch this filesystem: it has no file handles (%s), which fanotify needs "
+		    "(e.g. overlayfs without nfs_export=on, procfs)",
 		    root_path, strerror(errno));
 	int probe_fd = open_by_handle_at(mount_fd, &probe.fh, O_PATH | O_CLOEXEC);
 	if (probe_fd < 0)
 		die(errno_class(errno), "%s: open_by_handle_at: %s%s", root_path, strerror(errno),
 		    errno == EPERM ? " (needs root: CAP_DAC_READ_SEARCH)" : "");
 	close(probe_fd);
-	check_mount_root(mnt_id);
 
 	int fan = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DFID_NAME,
 				O_RDONLY | O_LARGEFILE);
@@ -363,9 +364,10 @@ int main(int argc, char **argv)
 	if (fanotify_mark(fan, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, EVENTS | FAN_ONDIR, mount_fd, NULL) < 0) {
 		int e = errno;
 		die(errno_class(e), "%s: cannot watch this filesystem with fanotify: %s%s", root_path, strerror(e),
-		    errno_class(e) == EXIT_UNSUPPORTED ? " (unsupported filesystem, e.g. overlayfs or a btrfs subvolume)"
-						       : "");
+		    errno_class(e) == EXIT_UNSUPPORTED ? " (unsupported filesystem or kernel, e.g. a btrfs subvolume)" : "");
 	}
+
+	check_mount_root(mnt_id);
 
 	/* Signals arrive on a descriptor, so the loop below is the only place that acts. */
 	sigset_t sigs;
