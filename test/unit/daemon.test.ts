@@ -300,6 +300,35 @@ describe('reload', () => {
   });
 });
 
+describe('drift over D-Bus', () => {
+  type Row = [string, string, string, number, number, string];
+  const scan = async (asUser?: string) => {
+    const r = await busctl(['--json=short', 'call', NAME, PATH, IFACE, 'Scan', 'a{sv}', '1', 'since', 't', '0'], asUser);
+    if (r.code !== 0) throw new Error(r.stderr);
+    return (JSON.parse(r.stdout).data[0] as Row[]).map(([kind, path, , files]) => ({ kind, path, files }));
+  };
+
+  it('Scan reports drift, GetDrift returns it again, DriftCount counts it; a non-root caller sees only its paths', async () => {
+    writeFileSync(join(root, 'home/bird/secret-notes'), 'private\n');
+    writeFileSync(join(root, 'srv/data/ephemeral.txt'), 'lost at reboot\n');
+    const asRoot = await scan();
+    expect(asRoot).toEqual(expect.arrayContaining([
+      { kind: 'unmounted', path: '/srv/data', files: 0 },
+      { kind: 'ephemeral', path: '/home/bird/secret-notes', files: 1 },
+    ]));
+    const [count] = (await busctlCall(bus, NAME, PATH, 'org.freedesktop.DBus.Properties', 'Get', 'ss', IFACE, 'DriftCount')) as [{ data: number }];
+    expect(count.data).toBe(asRoot.length);
+    const [again] = (await busctlCall(bus, NAME, PATH, IFACE, 'GetDrift', 'a{sv}', '0')) as [Row[]];
+    expect(again.map((r) => r[1])).toEqual(asRoot.map((r) => r.path));
+
+    const asNobody = await scan('nobody');
+    expect(asNobody.length).toBeGreaterThan(0);
+    expect(asNobody.filter((i) => i.path.startsWith('/home/bird'))).toEqual([]);
+    const bad = await busctl(['call', NAME, PATH, IFACE, 'Scan', 'a{sv}', '1', 'since', 's', 'yesterday']);
+    expect(bad.stderr).toMatch(/option "since" takes a t/);
+  });
+});
+
 describe('stop', () => {
   it('stops cleanly on SIGTERM, releasing its name', async () => {
     const exited = new Promise<number | null>((r) => daemon.once('exit', (code) => r(code)));
