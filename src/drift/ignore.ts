@@ -22,11 +22,10 @@ export const DEFAULT_IGNORE = [
 /** A test for "is this path, or a path above it, ignored?" */
 export function ignoreMatcher(patterns: readonly string[]): (path: string) => boolean {
   const exact = new Set(patterns.filter((p) => !p.includes('*')));
-  const globs = patterns.filter((p) => p.includes('*')).map((p) => p.split('/'));
-  return (path) => {
-    if (exact.has(path)) return true;
-    if (globs.length === 0) return false;
-    const parts = path.split('/');
-    return globs.some((g) => g.length === parts.length && g.every((c, i) => c === '*' || c === parts[i]));
-  };
+  const globs = patterns.filter((p) => p.includes('*'));
+  if (globs.length === 0) return (path) => exact.has(path);
+  // One regular expression for every glob: called for each file of a scan, it must be cheap.
+  const escape = (c: string) => (c === '*' ? '[^/]+' : c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  const re = new RegExp(`^(?:${globs.map((g) => g.split('/').map(escape).join('/')).join('|')})$`);
+  return (path) => exact.has(path) || re.test(path);
 }

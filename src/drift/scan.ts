@@ -73,9 +73,15 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
   for (const e of config.entries) for (const d of parentsOf(e.path)) known.add(d);
   const ignored = ignoreMatcher([...DEFAULT_IGNORE, ...config.driftIgnore]);
   const rootDev = lstatSync(host('/')).dev;
+  // Mount points below the root, as paths on it.
+  const mounts = new Set<string>();
+  for (const m of opts.mountPoints) {
+    if (root === '/') mounts.add(m);
+    else if (m.startsWith(root + '/')) mounts.add(m.slice(root.length));
+  }
   const groups = await walk({
     start: '/', host, dev: rootDev, since: opts.since, known, signal: opts.signal, progress,
-    skip: (p) => entryPaths.has(p) || storages.has(p) || ignored(p) || opts.mountPoints.has(host(p)),
+    skip: (p) => entryPaths.has(p) || storages.has(p) || mounts.has(p) || ignored(p),
   });
   const homes = config.entries.length ? homesOf(opts.users) : [];
   for (const [group, g] of groups) {
