@@ -1,5 +1,6 @@
 import 'reflect-metadata';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
 import { container, type DependencyContainer, type InjectionToken } from 'tsyringe';
@@ -49,16 +50,22 @@ async function main(argv: string[]): Promise<number> {
       root: { type: 'string', default: '/' },
       config: { type: 'string', multiple: true },
       bus: { type: 'string' },
+      'no-watch': { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) {
-    process.stdout.write('usage: impermanenced [--root DIR] [--config DIR]... [--bus ADDRESS]\n');
+    process.stdout.write('usage: impermanenced [--root DIR] [--config DIR]... [--bus ADDRESS] [--no-watch]\n');
     return 0;
   }
   const root = values.root!;
   const configDirs = (values.config ?? (root === '/' ? systemConfigDirs() : CONFIG_DIRS.map((d) => join(root, d)))).map((d) => resolve(d));
-  const c = compose({ configDirs, root, version: VERSION }, values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS);
+  // The fanotify watcher is installed beside the daemon.
+  const watcher = join(dirname(process.argv[1]!), 'impermanence-fanotify');
+  const c = compose(
+    { configDirs, root, version: VERSION, watcher: values['no-watch'] || !existsSync(watcher) ? undefined : watcher },
+    values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS,
+  );
   const log = c.resolve(TOKENS.logger);
   const manager = c.resolve(TOKENS.manager);
   const bus = c.resolve(TOKENS.bus);
@@ -73,6 +80,7 @@ async function main(argv: string[]): Promise<number> {
   manager.reload();
   const started = await Promise.race([frontEnd.start().then(() => undefined), lost]);
   if (started !== undefined) return started;
+  await manager.startLive();
   log.log(LOG_INFO, `Serving ${manager.configFiles.length ? manager.entries().length + ' entries' : 'no config'} as org.impermanence.Manager`);
 
   const stopped = new Promise<number>((resolve) => {
@@ -80,6 +88,7 @@ async function main(argv: string[]): Promise<number> {
     process.on('SIGHUP', () => manager.reload());
     const stop = () => {
       frontEnd.stop();
+      manager.stopLive();
       bus.disconnect();
       log.log(LOG_INFO, 'Stopped');
       log.close();

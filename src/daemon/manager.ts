@@ -1,13 +1,14 @@
 import { EventEmitter } from 'node:events';
-import { lstatSync } from 'node:fs';
+import { lstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InvalidConfig } from '../config/errors';
 import { readConfig } from '../config/read';
 import type { Entry, ResolvedConfig } from '../config/resolve';
 import { UserDb } from '../config/userdb';
 import { bootTime } from '../drift/boot';
-import type { DriftItem, DriftReport } from '../drift/report';
-import { scanDrift } from '../drift/scan';
+import { LiveWatcher, type LiveChange } from '../drift/live';
+import { rank, type DriftItem, type DriftReport } from '../drift/report';
+import { entryDrift, RootLayout, scanDrift } from '../drift/scan';
 import { entryObjectPath } from './bus-path';
 import { LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
 import { readMountPoints } from '../drift/mountinfo';
@@ -21,6 +22,8 @@ export interface ManagerOptions {
   /** The root the entries live under: "/" on a real system, a folder for a sandbox (demo, tests). */
   root: string;
   version: string;
+  /** impermanence-fanotify, for live drift; none: scans only. */
+  watcher?: string;
 }
 
 export interface EntryView { entry: Entry; objectPath: string; status: EntryStatus }
@@ -44,6 +47,13 @@ export class Manager extends EventEmitter {
   private problems: string[] = [];
   private lastReport: DriftReport = { items: [], scanned: 0, since: 0 };
   private running: RunningScan | undefined;
+  // Live drift: the watcher, the layout it groups by, and the ephemeral items it keeps current.
+  private live: LiveWatcher | undefined;
+  private layout: RootLayout | undefined;
+  private readonly liveItems = new Map<string, DriftItem>(); // by group
+  private liveSince = 0;
+  private mountPoll: NodeJS.Timeout | undefined;
+  private mountinfo = '';
 
   constructor(
     private readonly opts: ManagerOptions,
@@ -118,6 +128,7 @@ export class Manager extends EventEmitter {
     const added = [...next.values()].filter((v) => !this.views.has(v.objectPath));
     this.views = next;
     this.refresh();
+    this.rebuildLayout();
     this.log.log(LOG_INFO, `Loaded ${config.entries.length} entries from ${config.files.length} config file(s)`, {
       IMPERMANENCE_CONFIG_FILES: config.files.join(' '),
     });
@@ -171,6 +182,12 @@ export class Manager extends EventEmitter {
         throw err;
       });
       this.publish(report);
+      // The live view goes on from what the scan found.
+      this.liveItems.clear();
+      for (const i of report.items) {
+        const group = i.kind === 'ephemeral' ? this.layout?.groupOf(i.path) : undefined;
+        if (group) this.liveItems.set(group, i);
+      }
       return report;
     })().finally(() => {
       if (this.running?.controller === controller) this.running = undefined;
@@ -184,6 +201,73 @@ export class Manager extends EventEmitter {
     if (!this.running || (!all && !this.running.owners.has(owner))) return false;
     this.running.controller.abort();
     return true;
+  }
+
+  /**
+   * Starts live drift watching: every write on the root is mapped to its group and that group
+   * re-measured (bursts coalesced); mounts are re-checked every second, so an unmount is seen.
+   * Resolves false (and scans still work) where the filesystem or the kernel does not allow it.
+   */
+  async startLive(): Promise<boolean> {
+    if (!this.opts.watcher) return false;
+    this.liveSince = bootTime();
+    const live = new LiveWatcher({
+      binary: this.opts.watcher,
+      root: this.opts.root,
+      groupOf: (p) => this.layout?.groupOf(p),
+      isEntry: (p) => this.layout?.isEntry(p) ?? false,
+    });
+    live.on('change', (c: LiveChange) => void this.onLiveChange(c).catch((err: Error) => this.log.log(LOG_WARNING, `Live drift update failed: ${err.message}`)));
+    let stopped = '';
+    live.on('stopped', (code: number, why: string) => {
+      stopped = `exit ${code}${why ? ': ' + why : ''}`;
+      if (this.live === live) this.log.log(LOG_WARNING, `Live drift watching stopped (${stopped}); scans still work`);
+    });
+    const ok = await live.start();
+    if (!ok) {
+      this.log.log(LOG_WARNING, `No live drift watching on ${this.opts.root} (${stopped || 'the watcher did not start'}); scans still work`);
+      return false;
+    }
+    this.live = live;
+    this.mountinfo = readFileSync('/proc/self/mountinfo', 'utf8');
+    this.mountPoll = setInterval(() => {
+      const now = readFileSync('/proc/self/mountinfo', 'utf8');
+      if (now === this.mountinfo) return;
+      this.mountinfo = now;
+      this.rebuildLayout();
+      void this.onLiveChange({ groups: new Set(), entries: true, overflow: false });
+    }, 1000);
+    this.log.log(LOG_INFO, `Watching ${this.opts.root} for drift as it happens`);
+    return true;
+  }
+
+  stopLive(): void {
+    const live = this.live;
+    this.live = undefined;
+    live?.stop();
+    if (this.mountPoll) clearInterval(this.mountPoll);
+  }
+
+  private rebuildLayout(): void {
+    if (this.config) this.layout = new RootLayout(this.config, this.opts.root, readMountPoints(), UserDb.read(this.opts.root));
+  }
+
+  private async onLiveChange(c: LiveChange): Promise<void> {
+    if (c.overflow) {
+      await this.scan(this.liveSince, 'live');
+      return;
+    }
+    const layout = this.layout;
+    if (!layout || !this.config) return;
+    for (const group of c.groups) {
+      const item = await layout.measure(group, this.liveSince);
+      if (item) this.liveItems.set(group, item);
+      else this.liveItems.delete(group);
+    }
+    const last = this.lastReport.items;
+    const entries = c.entries ? entryDrift(this.config, this.opts.root, readMountPoints()) : last.filter((i) => i.kind === 'unmounted' || i.kind === 'replaced');
+    const others = last.filter((i) => i.kind === 'orphan' || i.kind === 'attributes');
+    this.publish({ items: rank([...entries, ...this.liveItems.values(), ...others]), scanned: this.lastReport.scanned, since: this.lastReport.since || this.liveSince });
   }
 
   private publish(report: DriftReport): void {

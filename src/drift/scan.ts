@@ -33,26 +33,12 @@ function commonDir(a: string | undefined, b: string): string {
   return pa.slice(0, i).join('/') || '/';
 }
 
-/**
- * The full drift report: never changes anything. Walks the root (one filesystem, like
- * `find -xdev`, and never into a mount point, a persisted path, a storage root or an ignored
- * path) for what was written outside persisted paths, walks each storage root for what no entry
- * declares, and checks each entry's mount or symlink and each storage directory's owner and mode.
- */
-export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
-  const { config, root } = opts;
-  const host = (p: string) => (root === '/' ? p : p === '/' ? root : root + p);
+/** Entries not in place: unmounted, unlinked or replaced. */
+export function entryDrift(config: ResolvedConfig, root: string, mountPoints: Set<string>): DriftItem[] {
   const items: DriftItem[] = [];
-  let scanned = 0;
-  const progress = () => {
-    scanned++;
-    if (scanned % 4096 === 0) opts.onProgress?.(scanned);
-  };
-
-  // Entries: in place, unmounted or replaced.
   const isFile = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isFile() ?? false;
   for (const entry of config.entries) {
-    const status = entryStatus(entry, { mountPoints: opts.mountPoints, root }, isFile);
+    const status = entryStatus(entry, { mountPoints, root }, isFile);
     const declared = `declared in ${entry.origin.file}: ${entry.origin.entry}`;
     if (status.state === 'unmounted' || status.state === 'unlinked') {
       const what = status.method === 'bind' ? `not mounted from ${entry.source}` : `not a symlink to ${entry.source}`;
@@ -65,35 +51,123 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
       });
     }
   }
+  return items;
+}
 
-  // Ephemeral: written on the root outside everything persisted.
-  const entryPaths = new Set(config.entries.map((e) => e.path));
-  const storages = new Set([...config.storages.map((s) => s.path), ...config.entries.map((e) => e.storage)]);
-  const known = new Set<string>(['/']);
-  for (const e of config.entries) for (const d of parentsOf(e.path)) known.add(d);
-  const ignored = ignoreMatcher([...DEFAULT_IGNORE, ...config.driftIgnore]);
-  const rootDev = lstatSync(host('/')).dev;
-  // Mount points below the root, as paths on it.
-  const mounts = new Set<string>();
-  for (const m of opts.mountPoints) {
-    if (root === '/') mounts.add(m);
-    else if (m.startsWith(root + '/')) mounts.add(m.slice(root.length));
+/**
+ * How the root is laid out for drift: what is persisted, mounted, stored or ignored (never
+ * looked into), and how what was written is grouped (see groupOf).
+ */
+export class RootLayout {
+  readonly known = new Set<string>(['/']);
+  readonly dev: number;
+  private readonly entryPaths: Set<string>;
+  readonly storages: Set<string>;
+  private readonly mounts = new Set<string>();
+  private readonly ignored: (p: string) => boolean;
+  private readonly homes: ReturnType<typeof homesOf>;
+
+  constructor(
+    readonly config: ResolvedConfig,
+    readonly root: string,
+    mountPoints: Set<string>,
+    users: UserDb,
+  ) {
+    this.entryPaths = new Set(config.entries.map((e) => e.path));
+    this.storages = new Set([...config.storages.map((s) => s.path), ...config.entries.map((e) => e.storage)]);
+    for (const e of config.entries) for (const d of parentsOf(e.path)) this.known.add(d);
+    this.ignored = ignoreMatcher([...DEFAULT_IGNORE, ...config.driftIgnore]);
+    for (const m of mountPoints) {
+      if (root === '/') this.mounts.add(m);
+      else if (m.startsWith(root + '/')) this.mounts.add(m.slice(root.length));
+    }
+    this.dev = lstatSync(this.host('/')).dev;
+    this.homes = config.entries.length ? homesOf(users) : [];
   }
-  const groups = await walk({
-    start: '/', host, dev: rootDev, since: opts.since, known, signal: opts.signal, progress,
-    skip: (p) => entryPaths.has(p) || storages.has(p) || mounts.has(p) || ignored(p),
-  });
-  const homes = config.entries.length ? homesOf(opts.users) : [];
-  for (const [group, g] of groups) {
-    if (g.files === 0) continue;
+
+  host(p: string): string {
+    return this.root === '/' ? p : p === '/' ? this.root : this.root + p;
+  }
+
+  isEntry(p: string): boolean {
+    return this.entryPaths.has(p);
+  }
+
+  /** Never looked into: persisted paths, storage roots, mount points, ignored paths. */
+  readonly skip = (p: string): boolean => this.entryPaths.has(p) || this.storages.has(p) || this.mounts.has(p) || this.ignored(p);
+
+  /**
+   * The group a path on the root belongs to, or undefined if it is (inside) a skipped path.
+   * Groups sit two levels below the deepest folder holding persisted paths, so that /var/lib/foo
+   * and /var/lib/bar, or ~/.config/a and ~/.config/b, are told apart; each is then reported as
+   * the deepest folder holding all its changed files.
+   */
+  groupOf(path: string): string | undefined {
+    let cur = '';
+    let group: string | undefined;
+    let grandparentKnown = false;
+    for (const part of path.split('/')) {
+      if (!part) continue;
+      const parent = cur || '/';
+      cur += '/' + part;
+      if (this.skip(cur)) return undefined;
+      const parentKnown = this.known.has(parent);
+      if (parentKnown || grandparentKnown) group = cur;
+      grandparentKnown = parentKnown;
+    }
+    return group;
+  }
+
+  /** A group's drift item as it stands now (files changed since `since`), or undefined if nothing counts. */
+  async measure(group: string, since: number): Promise<DriftItem | undefined> {
+    const st = lstatSync(this.host(group), { throwIfNoEntry: false });
+    if (!st) return undefined;
+    let g: Group;
+    if (st.isDirectory()) {
+      g = { files: 0, bytes: 0, isDirectory: true };
+      await walk({ start: group, initial: g, host: (p) => this.host(p), dev: this.dev, since, known: this.known, skip: this.skip, progress: () => undefined });
+    } else {
+      if (since && st.ctimeMs / 1000 < since) return undefined;
+      g = { files: 1, bytes: st.size, isDirectory: false };
+    }
+    return this.item(group, g);
+  }
+
+  item(group: string, g: Group): DriftItem | undefined {
+    if (g.files === 0) return undefined;
     // Report the deepest folder that holds everything written in the group: /var/lib/foo rather than /var/lib.
     const path = g.common ?? group;
-    items.push({ kind: 'ephemeral', path, files: g.files, bytes: g.bytes, detail: describe({ kind: 'ephemeral', ...g }), suggestion: suggestFor(path, g.isDirectory, config, homes) });
+    return { kind: 'ephemeral', path, files: g.files, bytes: g.bytes, detail: describe({ kind: 'ephemeral', ...g }), suggestion: suggestFor(path, g.isDirectory, this.config, this.homes) };
+  }
+}
+
+/**
+ * The full drift report: never changes anything. Walks the root (one filesystem, like
+ * `find -xdev`, and never into a mount point, a persisted path, a storage root or an ignored
+ * path) for what was written outside persisted paths, walks each storage root for what no entry
+ * declares, and checks each entry's mount or symlink and each storage directory's owner and mode.
+ */
+export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
+  const { config, root } = opts;
+  const layout = new RootLayout(config, root, opts.mountPoints, opts.users);
+  const host = (p: string) => layout.host(p);
+  const items: DriftItem[] = entryDrift(config, root, opts.mountPoints);
+  let scanned = 0;
+  const progress = () => {
+    scanned++;
+    if (scanned % 4096 === 0) opts.onProgress?.(scanned);
+  };
+
+  // Ephemeral: written on the root outside everything persisted.
+  const groups = await walk({ start: '/', host, dev: layout.dev, since: opts.since, known: layout.known, signal: opts.signal, progress, skip: layout.skip });
+  for (const [group, g] of groups) {
+    const item = layout.item(group, g);
+    if (item) items.push(item);
   }
 
   // Orphans: content in storage no entry declares.
   const configDirs = new Set(opts.configDirs ?? []);
-  for (const storage of storages) {
+  for (const storage of layout.storages) {
     const inStorage = config.entries.filter((e) => e.storage === storage);
     const sources = new Set(inStorage.map((e) => e.path));
     const storageKnown = new Set<string>(['/']);
@@ -136,6 +210,8 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
 
 interface WalkOptions {
   start: string;
+  /** The group the start folder's files count towards, if any. */
+  initial?: Group;
   host: (logical: string) => string;
   dev: number;
   since: number;
@@ -147,13 +223,13 @@ interface WalkOptions {
 }
 
 /**
- * Walks one filesystem below `start`, grouping files: a child of a known directory starts a
- * group, everything below it counts towards that group. Yields to the event loop now and then,
+ * Walks one filesystem below `start`, grouping files: a child of a known directory, or of a
+ * child of one, starts a group; everything below it counts towards that group. Yields to the event loop now and then,
  * so that a daemon keeps answering during a long scan, and stops when `signal` is aborted.
  */
 async function walk(w: WalkOptions): Promise<Map<string, Group>> {
   const groups = new Map<string, Group>();
-  const stack: Array<{ dir: string; group: Group | undefined }> = [{ dir: w.start, group: undefined }];
+  const stack: Array<{ dir: string; group: Group | undefined }> = [{ dir: w.start, group: w.initial }];
   let sinceYield = 0;
   while (stack.length) {
     const { dir, group } = stack.pop()!;
@@ -163,8 +239,8 @@ async function walk(w: WalkOptions): Promise<Map<string, Group>> {
     } catch {
       continue; // vanished or unreadable: nothing to report from it
     }
-    // Below a folder that holds persisted paths, each child is a group of its own.
-    const startsGroups = w.known.has(dir);
+    // Groups start two levels below a folder that holds persisted paths (see groupOf).
+    const startsGroups = w.known.has(dir) || (dir !== '/' && w.known.has(dir.slice(0, dir.lastIndexOf('/')) || '/'));
     for (const d of names) {
       const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
       if (w.skip(path)) continue;

@@ -329,6 +329,43 @@ describe('drift over D-Bus', () => {
   });
 });
 
+describe('live drift', () => {
+  const drift = async () => {
+    const [rows] = (await busctlCall(bus, NAME, PATH, IFACE, 'GetDrift', 'a{sv}', '0')) as [Array<[string, string, string, number]>];
+    return rows.map(([kind, path, , files]) => ({ kind, path, files }));
+  };
+  const waitFor = async (pred: (items: Awaited<ReturnType<typeof drift>>) => boolean) => {
+    const start = Date.now();
+    for (;;) {
+      const items = await drift();
+      if (pred(items)) return { items, ms: Date.now() - start };
+      if (Date.now() - start > 5000) throw new Error(`live drift not seen in 5 s: ${JSON.stringify(items)}\n${daemonLog}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
+  it('sees a write outside persisted paths as it happens, without a scan', async () => {
+    mkdirSync(join(root, 'var/lib/live-app'), { recursive: true });
+    writeFileSync(join(root, 'var/lib/live-app/state'), 'x');
+    const { ms } = await waitFor((items) => items.some((i) => i.kind === 'ephemeral' && i.path === '/var/lib/live-app' && i.files === 1));
+    console.log(`live drift: write → GetDrift shows it in ${ms} ms`);
+  });
+
+  it('coalesces a burst of 1,000 files into one item', async () => {
+    mkdirSync(join(root, 'var/lib/burst'), { recursive: true });
+    for (let i = 0; i < 1000; i++) writeFileSync(join(root, 'var/lib/burst', `f${i}`), 'x');
+    const { items } = await waitFor((all) => all.some((i) => i.path === '/var/lib/burst' && i.files === 1000));
+    expect(items.filter((i) => i.path.startsWith('/var/lib/burst'))).toHaveLength(1);
+  });
+
+  it('sees an unmount within a second or so', async () => {
+    // Unmount /var/log inside the daemon's own mount namespace.
+    const r = await runOnBus(bus, ['nsenter', '-t', String(daemon.pid), '-m', 'umount', join(root, 'var/log')]);
+    expect(r.code).toBe(0);
+    await waitFor((items) => items.some((i) => i.kind === 'unmounted' && i.path === '/var/log'));
+  });
+});
+
 describe('stop', () => {
   it('stops cleanly on SIGTERM, releasing its name', async () => {
     const exited = new Promise<number | null>((r) => daemon.once('exit', (code) => r(code)));

@@ -1,0 +1,103 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { createInterface } from 'node:readline';
+
+/** What changed on the root since the last 'change': the groups written to, and whether an entry's path was touched. */
+export interface LiveChange { groups: Set<string>; entries: boolean; overflow: boolean }
+
+export interface LiveOptions {
+  /** impermanence-fanotify (src/drift/native/fanotify-watch.c). */
+  binary: string;
+  /** The root watched: "/" or a sandbox's mount point. */
+  root: string;
+  /** The group of a path on the root, or undefined when it is persisted, mounted, stored or ignored. */
+  groupOf: (path: string) => string | undefined;
+  isEntry: (path: string) => boolean;
+  /** Bursts are coalesced into one 'change' at most this often. */
+  delayMs?: number;
+}
+
+/**
+ * Live drift: the fanotify watcher sees every write on the root's filesystem (one mark for the
+ * whole filesystem), and each one is turned into the group it belongs to. A burst of writes
+ * becomes one 'change' event (after `delayMs`), never one per file. Emits 'change'
+ * (LiveChange) and 'stopped' (exit code) when the watcher ends (2: the filesystem does not
+ * support it; 3: not permitted).
+ */
+export class LiveWatcher extends EventEmitter {
+  private child: ChildProcess | undefined;
+  private pending: LiveChange | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly opts: LiveOptions) {
+    super();
+  }
+
+  /** Resolves true once the mark is in place, false if the watcher could not start. */
+  start(): Promise<boolean> {
+    const child = spawn(this.opts.binary, [this.opts.root], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    return new Promise((resolve) => {
+      let ready = false;
+      child.once('error', (err) => {
+        this.emit('stopped', -1, err.message);
+        resolve(false);
+      });
+      child.once('exit', (code) => {
+        this.child = undefined;
+        this.emit('stopped', code ?? -1, stderr.trim());
+        if (!ready) resolve(false);
+      });
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        if (!ready && line === 'ready') {
+          ready = true;
+          resolve(true);
+          return;
+        }
+        this.onLine(line);
+      });
+    });
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.child?.kill('SIGTERM');
+  }
+
+  private onLine(line: string): void {
+    const [event, , rawPath] = line.split('\t');
+    if (!event || rawPath === undefined) return;
+    const change = (this.pending ??= { groups: new Set(), entries: false, overflow: false });
+    if (event === 'overflow') change.overflow = true;
+    else {
+      const path = this.rootPath(unescape(rawPath));
+      if (path !== undefined) {
+        if (this.opts.isEntry(path)) change.entries = true;
+        const group = this.opts.groupOf(path);
+        if (group) change.groups.add(group);
+      }
+    }
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      const c = this.pending;
+      this.pending = undefined;
+      if (c && (c.groups.size || c.entries || c.overflow)) this.emit('change', c);
+    }, this.opts.delayMs ?? 100);
+  }
+
+  /** The path as seen on the root; undefined outside it or for a folder already gone ("?/name"). */
+  private rootPath(path: string): string | undefined {
+    if (!path.startsWith('/')) return undefined;
+    const root = this.opts.root;
+    if (root === '/') return path;
+    if (path === root) return '/';
+    return path.startsWith(root + '/') ? path.slice(root.length) : undefined;
+  }
+}
+
+/** The watcher escapes "\n", "\t" and "\\" in paths. */
+function unescape(text: string): string {
+  return text.replace(/\\(n|t|\\)/g, (_, c: string) => (c === 'n' ? '\n' : c === 't' ? '\t' : '\\'));
+}
