@@ -260,9 +260,8 @@ export class Manager extends EventEmitter {
     const layout = this.layout;
     if (!layout || !this.config) return;
     for (const group of c.groups) {
-      const item = await layout.measure(group, this.liveSince);
-      if (item) this.liveItems.set(group, item);
-      else this.liveItems.delete(group);
+      for (const key of [...this.liveItems.keys()]) if (key === group || key.startsWith(group + '/')) this.liveItems.delete(key);
+      for (const [key, item] of await layout.measure(group, this.liveSince)) if (item) this.liveItems.set(key, item);
     }
     const last = this.lastReport.items;
     const entries = c.entries ? entryDrift(this.config, this.opts.root, readMountPoints()) : last.filter((i) => i.kind === 'unmounted' || i.kind === 'replaced');

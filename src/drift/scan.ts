@@ -98,39 +98,51 @@ export class RootLayout {
 
   /**
    * The group a path on the root belongs to, or undefined if it is (inside) a skipped path.
-   * Groups sit two levels below the deepest folder holding persisted paths, so that /var/lib/foo
-   * and /var/lib/bar, or ~/.config/a and ~/.config/b, are told apart; each is then reported as
+   * Below the deepest folder holding persisted paths, each child is a group, and so is each
+   * subfolder of such a child: /var/lib/foo and /var/lib/bar, or ~/.config/a and ~/.config/b, are
+   * told apart, while the files right inside /var/lib/foo belong to it. Each group is reported as
    * the deepest folder holding all its changed files.
    */
   groupOf(path: string): string | undefined {
+    const parts = path.split('/').filter(Boolean);
     let cur = '';
-    let group: string | undefined;
-    let grandparentKnown = false;
-    for (const part of path.split('/')) {
-      if (!part) continue;
-      const parent = cur || '/';
-      cur += '/' + part;
+    let known = -1; // index of the deepest known folder's last component (-1: the root)
+    const prefixes: string[] = [];
+    for (let i = 0; i < parts.length; i++) {
+      cur += '/' + parts[i];
+      prefixes.push(cur);
       if (this.skip(cur)) return undefined;
-      const parentKnown = this.known.has(parent);
-      if (parentKnown || grandparentKnown) group = cur;
-      grandparentKnown = parentKnown;
+      if (i < parts.length - 1 && this.known.has(cur)) known = i;
     }
-    return group;
+    if (known + 1 >= parts.length) return undefined;
+    // A subfolder of the child, when the path goes below it.
+    return known + 3 <= parts.length ? prefixes[known + 2] : prefixes[known + 1];
   }
 
-  /** A group's drift item as it stands now (files changed since `since`), or undefined if nothing counts. */
-  async measure(group: string, since: number): Promise<DriftItem | undefined> {
+  /** Whether a group is a child of a known folder (rather than a subfolder of one). */
+  private isTopGroup(group: string): boolean {
+    return this.known.has(group.slice(0, group.lastIndexOf('/')) || '/');
+  }
+
+  /**
+   * A group's drift as it stands now (files changed since `since`): the items of the group and,
+   * for a child of a known folder, of its subfolder groups, each keyed by its group.
+   */
+  async measure(group: string, since: number): Promise<Map<string, DriftItem | undefined>> {
+    const out = new Map<string, DriftItem | undefined>([[group, undefined]]);
     const st = lstatSync(this.host(group), { throwIfNoEntry: false });
-    if (!st) return undefined;
-    let g: Group;
-    if (st.isDirectory()) {
-      g = { files: 0, bytes: 0, isDirectory: true };
-      await walk({ start: group, initial: g, host: (p) => this.host(p), dev: this.dev, since, known: this.known, skip: this.skip, progress: () => undefined });
-    } else {
-      if (since && st.ctimeMs / 1000 < since) return undefined;
-      g = { files: 1, bytes: st.size, isDirectory: false };
+    if (!st) return out;
+    if (!st.isDirectory()) {
+      if (!since || st.ctimeMs / 1000 >= since) out.set(group, this.item(group, { files: 1, bytes: st.size, isDirectory: false }));
+      return out;
     }
-    return this.item(group, g);
+    const g: Group = { files: 0, bytes: 0, isDirectory: true };
+    // A top group's subfolders are groups of their own, started by the walk; a subfolder group is walked whole.
+    const known = this.isTopGroup(group) ? this.known : new Set<string>();
+    const sub = await walk({ start: group, initial: g, host: (p) => this.host(p), dev: this.dev, since, known, skip: this.skip, progress: () => undefined });
+    out.set(group, this.item(group, g));
+    for (const [key, sg] of sub) out.set(key, this.item(key, sg));
+    return out;
   }
 
   item(group: string, g: Group): DriftItem | undefined {
@@ -239,13 +251,14 @@ async function walk(w: WalkOptions): Promise<Map<string, Group>> {
     } catch {
       continue; // vanished or unreadable: nothing to report from it
     }
-    // Groups start two levels below a folder that holds persisted paths (see groupOf).
-    const startsGroups = w.known.has(dir) || (dir !== '/' && w.known.has(dir.slice(0, dir.lastIndexOf('/')) || '/'));
+    // Groups (see groupOf): every child of a known folder; every subfolder of such a child.
+    const known = w.known.has(dir);
+    const childOfKnown = !known && dir !== '/' && w.known.has(dir.slice(0, dir.lastIndexOf('/')) || '/');
     for (const d of names) {
       const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
       if (w.skip(path)) continue;
       let g = group;
-      if (startsGroups) {
+      if (known || (childOfKnown && d.isDirectory())) {
         g = { files: 0, bytes: 0, isDirectory: d.isDirectory() };
         groups.set(path, g);
       }

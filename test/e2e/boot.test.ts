@@ -59,9 +59,10 @@ function q(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-async function boot(name: string, storageDir: string): Promise<Container> {
+async function boot(name: string, storageDir: string, extraNspawnArgs: string[] = []): Promise<Container> {
   const c = await Container.boot({
     name: `${name}-${process.pid}`,
+    extraNspawnArgs,
     rootfs,
     binds: [{ host: storageDir, container: '/persistent' }],
     initArgs: [`impermanence.config=${CONFIG_IN_STORAGE}`],
@@ -242,7 +243,9 @@ files = [{ file = "/etc/e2e.conf", method = "symlink" }]
 directories = ["Documents"]
 `,
     );
-    const c = await boot('drift', store);
+    // nspawn keeps open_by_handle_at (which the fanotify watcher needs, as root has on a real
+    // machine) from containers unless told otherwise.
+    const c = await boot('drift', store, ['--capability=CAP_DAC_READ_SEARCH', '--system-call-filter=open_by_handle_at fanotify_init fanotify_mark']);
     const diff = async () => {
       const r = await c.sh('impermanencectl diff --json');
       if (r.code !== 0 && r.code !== 3) throw new Error(`diff: ${r.code} ${r.stderr}`);
@@ -250,8 +253,9 @@ directories = ["Documents"]
     };
     const kinds = (items: Awaited<ReturnType<typeof diff>>) => items.map((i) => `${i.kind} ${i.path}`);
 
-    // Right after boot: nothing written, everything in place.
+    // Right after boot: nothing written, everything in place. (This also starts the daemon.)
     expect(kinds(await diff())).toEqual([]);
+    expect(await sh(c, 'journalctl -u impermanence --no-pager -o cat')).toContain('for drift as it happens');
 
     await sh(c, [
       'mkdir -p /var/lib/undeclared && head -c 4096 /dev/urandom > /var/lib/undeclared/state.db',
@@ -262,6 +266,13 @@ directories = ["Documents"]
       'echo edited > /etc/e2e.conf.tmp && mv /etc/e2e.conf.tmp /etc/e2e.conf',
       'chmod 0700 /persistent/var/lib/kept',
     ].join(' && '));
+    // Live: the daemon saw the write as it happened; GetDrift (no scan) already lists it.
+    let live = '';
+    for (let i = 0; i < 100 && !live.includes('/var/lib/undeclared'); i++) {
+      live = (await c.sh('busctl call org.impermanence.Manager /org/impermanence/Manager org.impermanence.Manager GetDrift a{sv} 0')).stdout;
+      if (!live.includes('/var/lib/undeclared')) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(live).toContain('"ephemeral" "/var/lib/undeclared"');
     // An entry dropped from the config leaves its data behind in storage.
     fs.writeFileSync(path.join(store, 'var/lib/kept/data'), 'kept\n');
     fs.writeFileSync(path.join(config, '10-drift.toml'), fs.readFileSync(path.join(config, '10-drift.toml'), 'utf8').replace('"/var/lib/kept", ', ''));
