@@ -19,8 +19,8 @@ export interface LiveOptions {
 
 /**
  * Live drift: the fanotify watcher sees every write on the root's filesystem (one mark for the
- * whole filesystem), and each one is turned into the group it belongs to. A burst of writes
- * becomes one 'change' event (after `delayMs`), never one per file. Emits 'change'
+ * whole filesystem), and each one is turned into the group it belongs to. A write after a quiet
+ * spell is reported at once; a burst of writes becomes one 'change' per `delayMs`, never one per file. Emits 'change'
  * (LiveChange) and 'stopped' (exit code) when the watcher ends (2: the filesystem does not
  * support it; 3: not permitted).
  */
@@ -79,12 +79,24 @@ export class LiveWatcher extends EventEmitter {
         if (group) change.groups.add(group);
       }
     }
-    this.timer ??= setTimeout(() => {
+    this.schedule();
+  }
+
+  /**
+   * Leading and trailing edge: the first write after a quiet spell is reported at once (after the
+   * lines already read are in), then at most one 'change' per `delayMs` while writes go on.
+   */
+  private lastEmit = 0;
+  private schedule(): void {
+    if (this.timer) return;
+    const wait = Math.max(0, this.lastEmit + (this.opts.delayMs ?? 100) - Date.now());
+    this.timer = setTimeout(() => {
       this.timer = undefined;
+      this.lastEmit = Date.now();
       const c = this.pending;
       this.pending = undefined;
       if (c && (c.groups.size || c.entries || c.overflow)) this.emit('change', c);
-    }, this.opts.delayMs ?? 100);
+    }, wait);
   }
 
   /** The path as seen on the root; undefined outside it or for a folder already gone ("?/name"). */
