@@ -15,7 +15,7 @@ import { LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
 import type { DriftItem } from '../drift/report';
 import { ScanCancelled, type DriftChange, type EntryView, type Manager, type ReloadResult } from './manager';
 import { ACTION_RELOAD, ALLOW_INTERACTIVE_AUTHORIZATION, checkAuthorization } from './polkit';
-import { canSee, type Caller } from './visibility';
+import { canSee, canSeeContents, type Caller } from './visibility';
 
 export const BUS_NAME = 'org.impermanence.Manager';
 const MANAGER_IFACE = 'org.impermanence.Manager';
@@ -262,7 +262,7 @@ export class DbusFrontEnd {
   /** Drift items as D-Bus rows, without the paths the caller could not see. */
   private driftRows(items: DriftItem[], caller: Caller): unknown[] {
     return items
-      .filter((i) => canSee(caller, i.path, this.manager.root))
+      .filter((i) => canSeeContents(caller, i.path, this.manager.root))
       .map((i) => [i.kind, i.path, i.detail, i.files, BigInt(i.bytes), i.suggestion]);
   }
 

@@ -20,6 +20,17 @@ export function canSee(caller: Caller, path: string, root = '/'): boolean {
   return true;
 }
 
+/**
+ * Whether `caller` could see what a drift item says about `path`: the path itself (canSee) and,
+ * for a folder, what is inside it (a count and size of the files in /root are /root's secret).
+ */
+export function canSeeContents(caller: Caller, path: string, root = '/'): boolean {
+  if (caller.uid === 0) return true;
+  if (!canSee(caller, path, root)) return false;
+  const st = statSync(root === '/' ? path : root + path, { throwIfNoEntry: false });
+  return !st?.isDirectory() || searchable(caller, st.uid, st.gid, st.mode);
+}
+
 function searchable(caller: Caller, uid: number, gid: number, mode: number): boolean {
   if (caller.uid === uid) return (mode & 0o100) !== 0;
   if (caller.gids.includes(gid)) return (mode & 0o010) !== 0;

@@ -310,11 +310,14 @@ describe('drift over D-Bus', () => {
 
   it('Scan reports drift, GetDrift returns it again, DriftCount counts it; a non-root caller sees only its paths', async () => {
     writeFileSync(join(root, 'home/bird/secret-notes'), 'private\n');
+    mkdirSync(join(root, 'root'), { mode: 0o700 });
+    writeFileSync(join(root, 'root/.bash_history'), 'secret\n');
     writeFileSync(join(root, 'srv/data/ephemeral.txt'), 'lost at reboot\n');
     const asRoot = await scan();
     expect(asRoot).toEqual(expect.arrayContaining([
       { kind: 'unmounted', path: '/srv/data', files: 0 },
       { kind: 'ephemeral', path: '/home/bird/secret-notes', files: 1 },
+      { kind: 'ephemeral', path: '/root', files: 1 }, // files right inside /root belong to it
     ]));
     const [count] = (await busctlCall(bus, NAME, PATH, 'org.freedesktop.DBus.Properties', 'Get', 'ss', IFACE, 'DriftCount')) as [{ data: number }];
     expect(count.data).toBe(asRoot.length);
@@ -323,7 +326,7 @@ describe('drift over D-Bus', () => {
 
     const asNobody = await scan('nobody');
     expect(asNobody.length).toBeGreaterThan(0);
-    expect(asNobody.filter((i) => i.path.startsWith('/home/bird'))).toEqual([]);
+    expect(asNobody.filter((i) => i.path.startsWith('/home/bird') || i.path.startsWith('/root'))).toEqual([]);
     const bad = await busctl(['call', NAME, PATH, IFACE, 'Scan', 'a{sv}', '1', 'since', 's', 'yesterday']);
     expect(bad.stderr).toMatch(/option "since" takes a t/);
   });
@@ -363,6 +366,22 @@ describe('live drift', () => {
     const r = await runOnBus(bus, ['nsenter', '-t', String(daemon.pid), '-m', 'umount', join(root, 'var/log')]);
     expect(r.code).toBe(0);
     await waitFor((items) => items.some((i) => i.kind === 'unmounted' && i.path === '/var/log'));
+  });
+});
+
+describe('cancelling a scan', () => {
+  it('CancelScan stops a long scan, whose caller gets Cancelled; the daemon goes on serving', async () => {
+    const many = join(root, 'srv/many');
+    mkdirSync(many, { recursive: true });
+    for (let d = 0; d < 50; d++) {
+      mkdirSync(join(many, `d${d}`));
+      for (let f = 0; f < 1000; f++) writeFileSync(join(many, `d${d}`, `f${f}`), '');
+    }
+    const scanning = outcome({ member: 'Scan', signature: 'a{sv}', body: [{ since: new Variant('t', 0n) }] });
+    await new Promise((r) => setTimeout(r, 30));
+    expect(await outcome({ member: 'CancelScan' })).toBe('ok');
+    expect(await scanning).toBe('org.impermanence.Error.Cancelled');
+    expect(await outcome({ member: 'GetDrift', signature: 'a{sv}', body: [{}] })).toBe('ok');
   });
 });
 
