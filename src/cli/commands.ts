@@ -22,12 +22,16 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
       case 'monitor':
         return await monitor(bus, opts, out);
       case 'diff': {
+        // Long scans: show the daemon's progress on a terminal.
+        const tty = process.stderr.isTTY;
+        if (tty) await subscribe(bus, (m) => m.member === 'ScanProgress' && err(`\rscanned ${Number(m.body[0]).toLocaleString('en')} files…`));
         const options: Record<string, Variant> = {};
         if (opts.since !== undefined) options.since = new Variant('t', BigInt(Math.floor(parseSince(opts.since))));
         const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'Scan', signature: 'a{sv}', body: [options] })) as [
           Array<[string, string, string, number, bigint, string]>,
         ];
         const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: 'ss', body: ['org.impermanence.Manager', 'LastScanSince'] });
+        if (tty) err('\r\x1b[K');
         const items = itemsFromBus(rows);
         printReport({ items, scanned: 0, since: Number(plain(props)) }, opts.json, out);
         return items.length ? 3 : 0;
