@@ -1,4 +1,3 @@
-import { join } from 'node:path';
 import { readConfig } from '../config/read';
 import { UserDb } from '../config/userdb';
 import { bootTime } from '../drift/boot';
@@ -68,5 +67,3 @@ export function printReport(report: DriftReport, json: boolean, out: Print): voi
 export function itemsFromBus(rows: Array<[string, string, string, number, bigint | number, string]>): DriftItem[] {
   return rows.map(([kind, path, detail, files, bytes, suggestion]) => ({ kind: kind as DriftKind, path, detail, files, bytes: Number(bytes), suggestion }));
 }
-
-export const hostJoin = (root: string, p: string) => (root === '/' ? p : join(root, p));

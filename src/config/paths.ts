@@ -45,8 +45,3 @@ export function parentsOf(path: string): string[] {
 export function isInside(inner: string, outer: string): boolean {
   return inner.length > outer.length && inner.startsWith(outer === '/' ? '/' : outer + '/');
 }
-
-/** Joins a storage root and an absolute target path: ("/persistent", "/var/log") → "/persistent/var/log". */
-export function storagePath(storage: string, target: string): string {
-  return storage + target;
-}

@@ -13,18 +13,3 @@ export function entryObjectPath(path: string): string {
   }
   return `${ENTRY_PREFIX}/${out || '_'}`;
 }
-
-/** The path an entry's object path stands for, or undefined if it is not one. */
-export function pathFromObjectPath(objectPath: string): string | undefined {
-  if (!objectPath.startsWith(ENTRY_PREFIX + '/')) return undefined;
-  const label = objectPath.slice(ENTRY_PREFIX.length + 1);
-  if (!/^(?:[A-Za-z0-9]|_[0-9a-f]{2})+$/.test(label)) return undefined;
-  const bytes: number[] = [];
-  for (let i = 0; i < label.length; i++) {
-    if (label[i] === '_') {
-      bytes.push(parseInt(label.slice(i + 1, i + 3), 16));
-      i += 2;
-    } else bytes.push(label.charCodeAt(i));
-  }
-  return Buffer.from(bytes).toString('utf8');
-}

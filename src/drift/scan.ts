@@ -1,4 +1,5 @@
 import { lstatSync, readdirSync } from 'node:fs';
+import { formatMode } from '../config/mode';
 import { parentsOf } from '../config/paths';
 import type { ResolvedConfig } from '../config/resolve';
 import type { UserDb } from '../config/userdb';
@@ -210,7 +211,7 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
     const problems: string[] = [];
     if (uid !== undefined && uid !== st.uid) problems.push(`owner ${opts.users.userName(st.uid)}, declared ${entry.perms.user}`);
     if (gid !== undefined && gid !== st.gid) problems.push(`group ${opts.users.groupName(st.gid)}, declared ${entry.perms.group}`);
-    if (mode !== entry.perms.mode) problems.push(`mode ${mode.toString(8).padStart(4, '0')}, declared ${entry.perms.mode.toString(8).padStart(4, '0')}`);
+    if (mode !== entry.perms.mode) problems.push(`mode ${formatMode(mode)}, declared ${formatMode(entry.perms.mode)}`);
     if (problems.length) {
       items.push({ kind: 'attributes', path: entry.source, files: 0, bytes: 0, detail: `${problems.join('; ')} (reported, never re-applied)`, suggestion: `declared in ${entry.origin.file}: ${entry.origin.entry}` });
     }
