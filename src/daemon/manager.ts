@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
 import { lstatSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { InvalidConfig } from '../config/errors';
 import { readConfig } from '../config/read';
 import type { Entry, ResolvedConfig } from '../config/resolve';
@@ -293,10 +292,5 @@ export class Manager extends EventEmitter {
     const root = this.opts.root;
     const isFile = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isFile() ?? false;
     for (const v of views) v.status = entryStatus(v.entry, { mountPoints, root }, isFile);
-  }
-
-  /** Where an entry lives on this system (the sandbox root prefixed), for permission checks. */
-  hostPath(path: string): string {
-    return this.opts.root === '/' ? path : join(this.opts.root, path);
   }
 }
