@@ -118,7 +118,7 @@ function plan(dirs: string[], root: string, outputDir: string): { config: Resolv
   const config = readConfig(dirs, root);
   const output = collect();
   const statSource = sourceStatter();
-  planUnits(config, { outputDir, statSource: (source) => statSource(join(root, source)) }, output);
+  planUnits(config, { outputDir, statSource: (source, storage) => statSource(join(root, source), join(root, storage)) }, output);
   return { config, output };
 }
 

@@ -3,6 +3,7 @@ import type { LoadedFile } from './load';
 import { parseMode } from './mode';
 import { isInside, normalizePath, parentsOf } from './paths';
 import type { DirectoryDecl, FileDecl, PermsDecl, StorageDecl } from './schema';
+import { mountUnitName } from './unit-name';
 import type { UserDb } from './userdb';
 
 /** Owner and mode, applied only when a path is first created. */
@@ -126,14 +127,13 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
         fail(origin, `unknown user ${JSON.stringify(name)}: not in ${users.source}/passwd`);
         continue;
       }
-      let home = record.home;
-      if (userDecl.home !== undefined) {
-        try {
-          home = normalizePath(userDecl.home, { relative: false });
-        } catch (err) {
-          fail({ file, entry: keyPath([...base, 'users', name, 'home']) }, (err as Error).message);
-          continue;
-        }
+      let home: string;
+      try {
+        home = normalizePath(userDecl.home ?? record.home, { relative: false });
+      } catch (err) {
+        const where = userDecl.home !== undefined ? keyPath([...base, 'users', name, 'home']) : origin.entry;
+        fail({ file, entry: where }, `home: ${(err as Error).message}${userDecl.home === undefined ? ` (from ${users.source}/passwd; set home = "…")` : ''}`);
+        continue;
       }
       const known = homes.get(name);
       if (known && known[0] !== home) {
@@ -206,6 +206,7 @@ function baseEntry(
   try {
     path = owner ? `${owner.home}/${normalizePath(rawPath, { relative: true })}` : normalizePath(rawPath, { relative: false });
     if (rawStorage !== undefined) storage = normalizePath(rawStorage, { relative: false });
+    mountUnitName(path); // a path systemd cannot name is refused here, not at boot
   } catch (err) {
     ctx.fail(origin, (err as Error).message);
     return undefined;

@@ -1,8 +1,7 @@
 import { formatMode } from '../config/mode';
 import { parentsOf } from '../config/paths';
 import { parentPerms, type Entry, type Perms, type ResolvedConfig } from '../config/resolve';
-import { ConfigError, InvalidConfig } from '../config/errors';
-import { mountUnitName } from './escape';
+import { mountUnitName } from '../config/unit-name';
 import { tmpfilesPath, unitValue, unitWord } from './syntax';
 
 /** Where the generator's output goes: files and symlinks, by path relative to the output folder. */
@@ -24,13 +23,13 @@ export function collect(): OutputSink & GeneratorOutput {
 }
 
 /** What a storage source is at generation time (a symlink is reported as one, never followed); owner and mode are known for files. */
-export interface SourceStat { type: 'directory' | 'file' | 'symlink' | 'other'; uid: number; gid: number; mode: number }
+export interface SourceStat { type: 'directory' | 'file' | 'symlink' | 'other' | 'below-symlink'; uid: number; gid: number; mode: number }
 
 export interface PlanOptions {
   /** The folder the output is written to, as systemd will see it (tmpfiles.conf is named by it). */
   outputDir: string;
   /** Looks up a source in storage (`undefined` when absent): decides `auto`, a file mount point's owner/mode, and refuses symlinked sources. */
-  statSource: (source: string) => SourceStat | undefined;
+  statSource: (source: string, storage: string) => SourceStat | undefined;
 }
 
 export const TARGET = 'impermanence.target';
@@ -42,7 +41,7 @@ const DOCS = 'Documentation=file:/usr/share/doc/impermanence/README.md\n';
 
 
 /**
- * The units and tmpfiles rules for a valid config (throws InvalidConfig for a path systemd cannot name). Pure: every fact about the system comes in
+ * The units and tmpfiles rules for a valid config. Pure: every fact about the system comes in
  * through `opts`. The output is deterministic: the same config and storage give the same bytes.
  *
  * - one bind `.mount` unit per directory and per file that is bind-mounted;
@@ -59,7 +58,6 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
   const parentsDone = new Map<string, Set<string>>(); // storage → parents already added
   const mounts: Array<{ name: string; entry: Entry }> = [];
   const storages = new Set<string>();
-  const problems: ConfigError[] = [];
   const unsafe: string[] = [];
 
   const addDir = (path: string, perms: Perms, explicit: boolean) => {
@@ -67,23 +65,22 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
     tmpfiles.set(path, tmpfilesLine('d', path, perms));
     if (!explicit) defaulted.add(path);
   };
-  const mount = (entry: Entry) => {
-    try {
-      mounts.push({ name: mountUnitName(entry.path), entry });
-    } catch (err) {
-      problems.push(new ConfigError(entry.origin.file, entry.origin.entry, (err as Error).message));
-    }
-  };
+  // resolveConfig refused every path systemd cannot name.
+  const mount = (entry: Entry) => mounts.push({ name: mountUnitName(entry.path), entry });
 
-  // First everything that can fail, so that nothing is written for a config that does.
+  // Decide everything first; then write.
   for (const entry of config.entries) {
     storages.add(entry.storage);
-    const stat = opts.statSource(entry.source);
-    const wrongType = entry.kind === 'directory' ? stat?.type !== 'directory' : stat?.type === 'directory' || stat?.type === 'other';
+    const stat = opts.statSource(entry.source, entry.storage);
+    // A file whose source is a symlink is linked to, never bind-mounted (see below); anything
+    // below a symlinked folder in storage is refused.
+    const wrongType =
+      entry.kind === 'directory' ? stat?.type !== 'directory' : stat?.type === 'directory' || stat?.type === 'other' || stat?.type === 'below-symlink';
     if (stat && wrongType) {
       // A bind mount follows a symlink in its source: one planted in storage by a user could
       // expose any path. Such an entry is not activated, and the failure is made visible.
-      unsafe.push(`${entry.origin.file}: ${entry.origin.entry}: ${entry.source} is a ${stat.type}, not a ${entry.kind}; not mounted`);
+      const what = stat.type === 'below-symlink' ? 'below a symlinked folder in storage' : `a ${stat.type}, not a ${entry.kind}`;
+      unsafe.push(`${entry.origin.file}: ${entry.origin.entry}: ${entry.source} is ${what}; not activated`);
       continue;
     }
     let done = parentsDone.get(entry.storage);
@@ -113,7 +110,6 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
       tmpfiles.set(entry.path, `L ${tmpfilesPath(entry.path)} - - - - ${entry.source.replace(/%/g, '%%')}\n`);
     }
   }
-  if (problems.length) throw new InvalidConfig(problems);
 
   // Units are written as they are rendered, rather than held: the generator runs at every boot.
   for (const { name, entry } of mounts) out.file(name, mountUnit(entry));

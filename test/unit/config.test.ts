@@ -145,6 +145,7 @@ describe('bad configs name the file, the entry and what is wrong', () => {
     ['relative storage root', '[persistence."persist"]\ndirectories = ["/a"]', /persistence\.persist: storage root: path "persist" is relative/],
     ['unknown top-level key', '[persistance."/p"]\ndirectories = ["/a"]', /unknown option "persistance" \(did you mean "persistence"\?\)/],
     ['control character', '[persistence."/p"]\ndirectories = ["/a\\nb"]', /contains a control character/],
+    ['path too long for a unit name', `[persistence."/p"]\ndirectories = ["/${'x'.repeat(260)}"]`, /directories\[0\]: the path is too long for a systemd unit name/],
   ];
   it.each(cases)('%s', (_name, text, expected) => {
     const problems = problemsOf(() => resolveText(text));

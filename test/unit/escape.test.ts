@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { escapePath, mountUnitName } from '../../src/generator/escape';
+import { escapePath, mountUnitName } from '../../src/config/unit-name';
 
 /** The real systemd-escape is the reference. */
 function systemdEscape(path: string): string {

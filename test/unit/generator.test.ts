@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { escapePath } from '../../src/generator/escape';
+import { escapePath } from '../../src/config/unit-name';
 import { ctl, EXAMPLES, generator, rootWithUsers, run, tempDir, tree } from './helpers';
 
 /** Every file and link in a folder, relative path → content or "-> target". */
@@ -136,8 +136,21 @@ files = [
     const files = snapshot(r.out);
     expect(Object.keys(files)).not.toContain('srv.mount');
     expect(Object.keys(files)).toContain('opt.mount');
-    expect(files['impermanence-config-error.service']).toContain(`${store}/srv is a symlink, not a directory; not mounted`);
+    expect(files['impermanence-config-error.service']).toContain(`${store}/srv is a symlink, not a directory; not activated`);
     expect(files['local-fs.target.wants/impermanence-config-error.service']).toBeDefined();
+  });
+
+  it('refuses a source below a symlinked folder in storage (one a user could plant in a folder they own)', () => {
+    const store = tempDir();
+    mkdirSync(join(store, 'home/bob/real/keyrings'), { recursive: true });
+    symlinkSync('real', join(store, 'home/bob/.local'));
+    mkdirSync(join(store, 'home/bob/real/share/keyrings'), { recursive: true });
+    const r = runGenerator(tree({ 'a.toml': `[persistence."${store}"]\ndirectories = ["/home/bob/.local/share/keyrings", "/opt"]\nfiles = ["/home/bob/.local/share/file"]\n` }));
+    const files = snapshot(r.out);
+    expect(Object.keys(files).filter((f) => f.endsWith('.mount'))).toEqual(['opt.mount']);
+    expect(files['impermanence-config-error.service']).toContain(`${store}/home/bob/.local/share/keyrings is below a symlinked folder in storage; not activated`);
+    expect(files['impermanence-config-error.service']).toContain(`${store}/home/bob/.local/share/file is below a symlinked folder in storage; not activated`);
+    expect(files['impermanence/tmpfiles.conf']).not.toContain('/home/bob/.local/share/file -');
   });
 
   it('writes nothing when there is no config', () => {
