@@ -137,9 +137,15 @@ export class DbusFrontEnd {
     return true;
   };
 
+  /** Sends a reply; one that cannot be encoded becomes an error reply, never a crash. */
   private reply(call: Message, reply: Message): void {
     if (call.flags & NO_REPLY_EXPECTED) return;
-    this.bus.send(reply);
+    try {
+      this.bus.send(reply);
+    } catch (err) {
+      this.log.log(LOG_WARNING, `Cannot send the reply to ${call.interface}.${call.member}: ${(err as Error).message}`);
+      this.bus.send(Message.newError(call, 'org.impermanence.Error.Failed', 'the reply could not be encoded'));
+    }
   }
 
   /** The interfaces an object path has, or undefined if there is no such object. */
@@ -154,6 +160,9 @@ export class DbusFrontEnd {
   private async dispatch(msg: Message): Promise<Message | undefined> {
     const interfaces = this.interfacesAt(msg.path);
     if (!interfaces) throw error.unknownObject(`no object at ${msg.path}`);
+    // An entry a caller could not see does not exist for it, whatever it asks of it.
+    const view = this.manager.entry(msg.path);
+    if (view && !canSee(await this.caller(msg), view.entry.path, this.manager.root)) throw error.unknownObject(`no object at ${msg.path}`);
     let iface = msg.interface;
     if (!iface) iface = interfaces.find((i) => this.inSignature(i, msg.member) !== undefined) ?? '';
     if (!interfaces.includes(iface)) throw error.unknownInterface(`no interface ${JSON.stringify(iface)} at ${msg.path}`);
@@ -174,7 +183,8 @@ export class DbusFrontEnd {
       case 'org.freedesktop.DBus.Properties.Get': {
         const [ifaceName, prop] = body as [string, string];
         const props = await this.properties(msg, ifaceName);
-        const value = props[prop];
+        // Own properties only: "constructor" or "__proto__" must not reach the encoder.
+        const value = Object.hasOwn(props, prop) ? props[prop] : undefined;
         if (!value) throw error.unknownProperty(`no property ${JSON.stringify(prop.slice(0, 200))} in ${ifaceName}`);
         return Message.newMethodReturn(msg, 'v', [value]);
       }
@@ -206,7 +216,8 @@ export class DbusFrontEnd {
         const caller = await this.caller(msg);
         let report;
         try {
-          report = await this.manager.scan(since, msg.sender);
+          // Root's scans become the daemon's current drift; anyone else just gets the answer.
+          report = await this.manager.scan(since, msg.sender, caller.uid === 0);
         } catch (err) {
           if (err instanceof ScanCancelled) throw error.cancelled(err.message);
           throw err;
@@ -274,8 +285,8 @@ export class DbusFrontEnd {
     this.bus.send(
       Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', [
         MANAGER_IFACE,
-        { DriftCount: new Variant('u', d.report.items.length), LastScanSince: new Variant('t', BigInt(Math.floor(d.report.since))) },
-        [],
+        { LastScanSince: new Variant('t', BigInt(Math.floor(d.report.since))) },
+        ['DriftCount'],
       ]),
     );
   }
@@ -306,7 +317,7 @@ export class DbusFrontEnd {
       StorageRoots: m.storageRoots.filter((p) => canSee(caller, p, m.root)),
       EntryCount: entries.length,
       ActiveCount: entries.filter((v) => v.status.state === 'mounted' || v.status.state === 'linked').length,
-      DriftCount: m.drift.items.length,
+      DriftCount: m.drift.items.filter((i) => canSeeContents(caller, i.path, m.root)).length,
       LastScanSince: BigInt(Math.floor(m.drift.since)),
     });
   }
@@ -366,14 +377,13 @@ export class DbusFrontEnd {
         ]),
       );
     }
-    const props = this.managerProperties({ uid: 0, gids: [] });
-    // Paths in signals go to every listener: only what anyone may know is sent; the rest is invalidated.
-    const { ConfigFiles: _files, ConfigProblems: _problems, StorageRoots: _roots, ...open } = props;
+    // Signals go to every listener: what depends on who asks (paths, counts of what one may see)
+    // is only invalidated; listeners Get it, and get their own answer.
     this.bus.send(
       Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', [
         MANAGER_IFACE,
-        open,
-        ['ConfigFiles', 'ConfigProblems', 'StorageRoots'],
+        { State: new Variant('s', this.manager.state) },
+        ['ConfigFiles', 'ConfigProblems', 'StorageRoots', 'EntryCount', 'ActiveCount'],
       ]),
     );
   }

@@ -44,6 +44,9 @@ export function compose(options: ManagerOptions, busAddress: string | undefined)
 }
 
 async function main(argv: string[]): Promise<number> {
+  // A daemon serving untrusted callers logs what it did not expect and goes on serving.
+  process.on('unhandledRejection', (err) => process.stderr.write(`<3>impermanenced: unhandled: ${(err as Error)?.stack ?? String(err)}\n`));
+  process.on('SIGHUP', () => undefined); // until the reload handler is installed
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -85,7 +88,13 @@ async function main(argv: string[]): Promise<number> {
 
   const stopped = new Promise<number>((resolve) => {
     // Type=dbus: systemd knows we are ready when the name is ours; no sd_notify needed.
-    process.on('SIGHUP', () => manager.reload());
+    process.on('SIGHUP', () => {
+      try {
+        manager.reload();
+      } catch (err) {
+        log.log(LOG_ERR, `Reload failed: ${(err as Error).message}`);
+      }
+    });
     const stop = () => {
       frontEnd.stop();
       manager.stopLive();

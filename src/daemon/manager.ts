@@ -34,7 +34,7 @@ export interface DriftChange { appeared: DriftItem[]; resolved: DriftItem[]; rep
 
 export class ScanCancelled extends Error {}
 
-interface RunningScan { since: number; promise: Promise<DriftReport>; controller: AbortController; owners: Set<string> }
+interface RunningScan { since: number; publish: boolean; promise: Promise<DriftReport>; controller: AbortController; owner: string }
 
 /**
  * The engine: the config in effect and how each entry stands. No D-Bus here: the front end
@@ -128,6 +128,7 @@ export class Manager extends EventEmitter {
     this.views = next;
     this.refresh();
     this.rebuildLayout();
+    this.liveItems.clear(); // grouped by the old config; the next change or scan measures afresh
     this.log.log(LOG_INFO, `Loaded ${config.entries.length} entries from ${config.files.length} config file(s)`, {
       IMPERMANENCE_CONFIG_FILES: config.files.join(' '),
     });
@@ -150,16 +151,16 @@ export class Manager extends EventEmitter {
   }
 
   /**
-   * A full drift scan; callers asking for the same `since` while one runs share it. `owner`
-   * (a bus name) may cancel it. Emits 'progress' (files scanned) and, when done, 'drift'
-   * (DriftChange) with what appeared and what was resolved since the previous scan; logs one
-   * journal entry per new item.
+   * A full drift scan. One runs at a time: a caller asking for the same scan joins it, any other
+   * waits for it to end, so no one can start walks in parallel. `publish`: the report becomes the
+   * current drift (GetDrift, DriftCount, the 'drift' event and a journal entry per new item); for
+   * other callers the report is only returned. `owner` (a bus name) may cancel the scan it started.
    */
-  scan(since: number | undefined, owner: string, onProgress?: (scanned: number) => void): Promise<DriftReport> {
+  async scan(since: number | undefined, owner: string, publish = true, onProgress?: (scanned: number) => void): Promise<DriftReport> {
     const when = since ?? bootTime();
-    if (this.running && this.running.since === when) {
-      this.running.owners.add(owner);
-      return this.running.promise;
+    while (this.running) {
+      if (this.running.since === when && this.running.publish === publish) return this.running.promise;
+      await this.running.promise.catch(() => undefined);
     }
     const controller = new AbortController();
     const promise = (async () => {
@@ -180,24 +181,26 @@ export class Manager extends EventEmitter {
         if (controller.signal.aborted) throw new ScanCancelled('the scan was cancelled');
         throw err;
       });
-      this.publish(report);
-      // The live view goes on from what the scan found.
-      this.liveItems.clear();
-      for (const i of report.items) {
-        const group = i.kind === 'ephemeral' ? this.layout?.groupOf(i.path) : undefined;
-        if (group) this.liveItems.set(group, i);
+      if (publish) {
+        this.publish(report);
+        // The live view goes on from what the scan found.
+        this.liveItems.clear();
+        for (const i of report.items) {
+          const group = i.kind === 'ephemeral' ? this.layout?.groupOf(i.path) : undefined;
+          if (group) this.liveItems.set(group, i);
+        }
       }
       return report;
     })().finally(() => {
       if (this.running?.controller === controller) this.running = undefined;
     });
-    this.running = { since: when, promise, controller, owners: new Set([owner]) };
+    this.running = { since: when, publish, promise, controller, owner };
     return promise;
   }
 
-  /** Cancels the running scan if `owner` started or joined it (or `all`). */
+  /** Cancels the running scan if `owner` started it (or `all`, for root). */
   cancelScan(owner: string, all: boolean): boolean {
-    if (!this.running || (!all && !this.running.owners.has(owner))) return false;
+    if (!this.running || (!all && this.running.owner !== owner)) return false;
     this.running.controller.abort();
     return true;
   }
@@ -216,7 +219,7 @@ export class Manager extends EventEmitter {
       groupOf: (p) => this.layout?.groupOf(p),
       isEntry: (p) => this.layout?.isEntry(p) ?? false,
     });
-    live.on('change', (c: LiveChange) => void this.onLiveChange(c).catch((err: Error) => this.log.log(LOG_WARNING, `Live drift update failed: ${err.message}`)));
+    live.on('change', (c: LiveChange) => this.onLiveChange(c).catch((err: Error) => this.log.log(LOG_WARNING, `Live drift update failed: ${err.message}`)));
     let stopped = '';
     live.on('stopped', (code: number, why: string) => {
       stopped = `exit ${code}${why ? ': ' + why : ''}`;
@@ -229,12 +232,17 @@ export class Manager extends EventEmitter {
     }
     this.live = live;
     this.mountinfo = readFileSync('/proc/self/mountinfo', 'utf8');
+    const failed = (err: Error) => this.log.log(LOG_WARNING, `Live drift update failed: ${err.message}`);
     this.mountPoll = setInterval(() => {
-      const now = readFileSync('/proc/self/mountinfo', 'utf8');
-      if (now === this.mountinfo) return;
-      this.mountinfo = now;
-      this.rebuildLayout();
-      void this.onLiveChange({ groups: new Set(), entries: true, overflow: false });
+      try {
+        const now = readFileSync('/proc/self/mountinfo', 'utf8');
+        if (now === this.mountinfo) return;
+        this.mountinfo = now;
+        this.rebuildLayout();
+        this.onLiveChange({ groups: new Set(), entries: true, overflow: false }).catch(failed);
+      } catch (err) {
+        failed(err as Error);
+      }
     }, 1000);
     this.log.log(LOG_INFO, `Watching ${this.opts.root} for drift as it happens`);
     return true;

@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { lstatSync, statSync } from 'node:fs';
 
 /** Who is asking: a bus caller's user and groups. */
 export interface Caller { uid: number; gids: number[] }
@@ -13,7 +13,7 @@ export function canSee(caller: Caller, path: string, root = '/'): boolean {
   const parts = path.split('/').filter(Boolean);
   let dir = root === '/' ? '' : root;
   for (let i = 0; i < parts.length; i++) {
-    const st = statSync(dir || '/', { throwIfNoEntry: false });
+    const st = folderStat(dir || '/');
     if (!st || !searchable(caller, st.uid, st.gid, st.mode)) return false;
     dir += '/' + parts[i];
   }
@@ -27,8 +27,25 @@ export function canSee(caller: Caller, path: string, root = '/'): boolean {
 export function canSeeContents(caller: Caller, path: string, root = '/'): boolean {
   if (caller.uid === 0) return true;
   if (!canSee(caller, path, root)) return false;
-  const st = statSync(root === '/' ? path : root + path, { throwIfNoEntry: false });
-  return !st?.isDirectory() || searchable(caller, st.uid, st.gid, st.mode);
+  const target = root === '/' ? path : root + path;
+  if (!lstatSync(target, { throwIfNoEntry: false })) return true;
+  const st = folderStat(target);
+  return !st || searchable(caller, st.uid, st.gid, st.mode);
+}
+
+/**
+ * A folder's owner and mode; undefined if it is not a folder. A symlink is followed only when
+ * root owns it (like /home → /var/home): one a user planted is not a way in.
+ */
+function folderStat(path: string) {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (!st) return undefined;
+  if (st.isDirectory()) return st;
+  if (st.isSymbolicLink() && st.uid === 0) {
+    const target = statSync(path, { throwIfNoEntry: false });
+    return target?.isDirectory() ? target : undefined;
+  }
+  return undefined;
 }
 
 function searchable(caller: Caller, uid: number, gid: number, mode: number): boolean {

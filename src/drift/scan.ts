@@ -116,8 +116,11 @@ export class RootLayout {
       if (i < parts.length - 1 && this.known.has(cur)) known = i;
     }
     if (known + 1 >= parts.length) return undefined;
-    // A subfolder of the child, when the path goes below it.
-    return known + 3 <= parts.length ? prefixes[known + 2] : prefixes[known + 1];
+    if (known + 2 >= parts.length) return prefixes[known + 1];
+    // A subfolder of the child is a group of its own; a file right inside the child belongs to it.
+    const second = prefixes[known + 2]!;
+    if (known + 3 < parts.length) return second;
+    return lstatSync(this.host(second), { throwIfNoEntry: false })?.isDirectory() ? second : prefixes[known + 1];
   }
 
   /** Whether a group is a child of a known folder (rather than a subfolder of one). */

@@ -1,6 +1,6 @@
 import { readlinkSync } from 'node:fs';
 import type { Entry } from '../config/resolve';
-import { mountUnitName } from '../generator/escape';
+import { mountUnitName } from '../config/unit-name';
 
 /** How an entry stands on the running system. */
 export type EntryState = 'mounted' | 'unmounted' | 'linked' | 'unlinked' | 'replaced';
@@ -23,7 +23,12 @@ export interface SystemView {
 export function entryStatus(entry: Entry, view: SystemView, sourceIsFile: (source: string) => boolean): EntryStatus {
   const at = view.root === '/' ? entry.path : view.root + entry.path;
   const mounted = view.mountPoints.has(at);
-  const unit = mountUnitName(entry.path);
+  let unit = '';
+  try {
+    unit = mountUnitName(entry.path);
+  } catch {
+    // refused by the config already; never let it stop a status
+  }
   if (entry.kind === 'directory') return { method: 'bind', state: mounted ? 'mounted' : 'unmounted', unit };
   if (mounted) return { method: 'bind', state: 'mounted', unit };
   if (entry.method === 'auto' && sourceIsFile(view.root === '/' ? entry.source : view.root + entry.source)) {

@@ -253,6 +253,9 @@ describe('bad input', () => {
       { member: 'ListEntries', interface: 'org.impermanence.Nope', signature: 'a{sv}', body: [{}] },
       { member: 'Get', interface: 'org.freedesktop.DBus.Properties', signature: 'ss', body: [IFACE, 'NoSuchProperty'] },
       { member: 'Get', interface: 'org.freedesktop.DBus.Properties', signature: 'ss', body: ['org.nope', 'State'] },
+      { member: 'Get', interface: 'org.freedesktop.DBus.Properties', signature: 'ss', body: [IFACE, 'constructor'] },
+      { member: 'Get', interface: 'org.freedesktop.DBus.Properties', signature: 'ss', body: [IFACE, '__proto__'] },
+      { member: 'Get', interface: 'org.freedesktop.DBus.Properties', signature: 'ss', body: [IFACE, 'toString'] },
       { member: 'Set', interface: 'org.freedesktop.DBus.Properties', signature: 'ssv', body: [IFACE, 'State', new Variant('s', 'ok')] },
       { member: 'GetAll', interface: 'org.freedesktop.DBus.Properties', signature: 's', body: [huge] },
       { member: 'ListEntries', path: '/org/impermanence/Manager/entry/_zz', signature: 'a{sv}', body: [{}] },
@@ -352,6 +355,10 @@ describe('live drift', () => {
     writeFileSync(join(root, 'var/lib/live-app/state'), 'x');
     const { ms } = await waitFor((items) => items.some((i) => i.kind === 'ephemeral' && i.path === '/var/lib/live-app' && i.files === 1));
     console.log(`live drift: write → GetDrift shows it in ${ms} ms`);
+    // A second file right inside the same folder joins its item; it is not an item of its own.
+    writeFileSync(join(root, 'var/lib/live-app/more'), 'y');
+    const { items } = await waitFor((all) => all.some((i) => i.path === '/var/lib/live-app' && i.files === 2));
+    expect(items.filter((i) => i.path.startsWith('/var/lib/live-app'))).toHaveLength(1);
   });
 
   it('coalesces a burst of 1,000 files into one item', async () => {
@@ -359,6 +366,16 @@ describe('live drift', () => {
     for (let i = 0; i < 1000; i++) writeFileSync(join(root, 'var/lib/burst', `f${i}`), 'x');
     const { items } = await waitFor((all) => all.some((i) => i.path === '/var/lib/burst' && i.files === 1000));
     expect(items.filter((i) => i.path.startsWith('/var/lib/burst'))).toHaveLength(1);
+  });
+
+  it('tells a non-root caller only what it may see: hidden entries do not exist for it', async () => {
+    const hidden = '/org/impermanence/Manager/entry/_2fhome_2fbird_2f_2essh';
+    for (const args of [['introspect', NAME, hidden], ['call', NAME, hidden, 'org.freedesktop.DBus.Peer', 'Ping']]) {
+      const r = await busctl(args, 'nobody');
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/no object|Unknown object/i);
+    }
+    expect((await busctl(['call', NAME, hidden, 'org.freedesktop.DBus.Peer', 'Ping'])).code).toBe(0); // root sees it
   });
 
   it('sees an unmount within a second or so', async () => {
