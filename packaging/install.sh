@@ -12,6 +12,7 @@ install -Dm0755 "$here/dist/impermanence-generator.js" "$dest/usr/lib/systemd/sy
 install -Dm0755 "$here/dist/impermanencectl.js" "$dest/usr/bin/impermanencectl"
 install -Dm0755 "$here/dist/impermanenced.js" "$dest/usr/lib/impermanence/impermanenced"
 install -Dm0755 "$here/dist/impermanence-fanotify" "$dest/usr/lib/impermanence/impermanence-fanotify"
+install -Dm0755 "$here/dist/impermanence-walk" "$dest/usr/lib/impermanence/impermanence-walk"
 # The daemon's one native module (journald's native protocol), beside it where require() looks.
 for m in unix-dgram bindings file-uri-to-path; do
   [ -d "$here/node_modules/$m" ] || { echo "install.sh: node_modules/$m is missing: run npm ci first" >&2; exit 1; }

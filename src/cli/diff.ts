@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { readConfig } from '../config/read';
 import { UserDb } from '../config/userdb';
 import { bootTime } from '../drift/boot';
@@ -14,6 +16,11 @@ const HEADINGS: Record<DriftKind, string> = {
   attributes: 'Storage owner or mode differs from the config',
   orphan: 'In storage, declared by no entry',
 };
+
+/** A helper program: beside this one (dist/ in a checkout) or where the package puts it. */
+export function besideMe(name: string): string | undefined {
+  return [join(dirname(process.argv[1] ?? ''), name), join('/usr/lib/impermanence', name)].find((p) => existsSync(p));
+}
 
 /** `--since`: "boot" (default: changed since this system booted), "all", or seconds since the epoch. */
 export function parseSince(text: string | undefined): number {
@@ -34,6 +41,7 @@ export async function diffOffline(dirs: string[], root: string, since: number, e
     mountPoints: readMountPoints(),
     since,
     configDirs: dirs,
+    walker: besideMe('impermanence-walk'),
     onProgress: tty ? (n) => err(`\rscanned ${n.toLocaleString('en')} files…`) : undefined,
   });
   if (tty) err('\r\x1b[K');

@@ -63,10 +63,15 @@ async function main(argv: string[]): Promise<number> {
   }
   const root = values.root!;
   const configDirs = (values.config ?? (root === '/' ? systemConfigDirs() : CONFIG_DIRS.map((d) => join(root, d)))).map((d) => resolve(d));
-  // The fanotify watcher is installed beside the daemon.
+  // The native helpers are installed beside the daemon.
   const watcher = join(dirname(process.argv[1]!), 'impermanence-fanotify');
+  const walker = join(dirname(process.argv[1]!), 'impermanence-walk');
   const c = compose(
-    { configDirs, root, version: VERSION, watcher: values['no-watch'] || !existsSync(watcher) ? undefined : watcher },
+    {
+      configDirs, root, version: VERSION,
+      watcher: values['no-watch'] || !existsSync(watcher) ? undefined : watcher,
+      walker: existsSync(walker) ? walker : undefined,
+    },
     values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS,
   );
   const log = c.resolve(TOKENS.logger);

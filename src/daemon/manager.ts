@@ -23,6 +23,8 @@ export interface ManagerOptions {
   version: string;
   /** impermanence-fanotify, for live drift; none: scans only. */
   watcher?: string;
+  /** impermanence-walk, for fast scans; none: the walk in Node. */
+  walker?: string;
 }
 
 export interface EntryView { entry: Entry; objectPath: string; status: EntryStatus }
@@ -172,6 +174,7 @@ export class Manager extends EventEmitter {
         mountPoints: readMountPoints(),
         since: when,
         configDirs: this.opts.configDirs,
+        walker: this.opts.walker,
         signal: controller.signal,
         onProgress: (n) => {
           onProgress?.(n);

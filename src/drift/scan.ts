@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { lstatSync, readdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { formatMode } from '../config/mode';
 import { parentsOf } from '../config/paths';
 import type { ResolvedConfig } from '../config/resolve';
@@ -20,6 +22,8 @@ export interface ScanOptions {
   configDirs?: string[];
   onProgress?: (scanned: number) => void;
   signal?: AbortSignal;
+  /** impermanence-walk (src/drift/native/walk.c): the fast, descriptor-based walk; without it, a slower walk in Node. */
+  walker?: string;
 }
 
 interface Group { files: number; bytes: number; isDirectory: boolean; /** the deepest folder holding all its counted files */ common?: string }
@@ -78,9 +82,11 @@ export class RootLayout {
     this.storages = new Set([...config.storages.map((s) => s.path), ...config.entries.map((e) => e.storage)]);
     for (const e of config.entries) for (const d of parentsOf(e.path)) this.known.add(d);
     this.ignored = ignoreMatcher([...DEFAULT_IGNORE, ...config.driftIgnore]);
+    // Mount points below the root (not the root itself), as paths on it.
     for (const m of mountPoints) {
-      if (root === '/') this.mounts.add(m);
-      else if (m.startsWith(root + '/')) this.mounts.add(m.slice(root.length));
+      if (root === '/') {
+        if (m !== '/') this.mounts.add(m);
+      } else if (m.startsWith(root + '/')) this.mounts.add(m.slice(root.length));
     }
     this.dev = lstatSync(this.host('/')).dev;
     this.homes = config.entries.length ? homesOf(users) : [];
@@ -88,6 +94,15 @@ export class RootLayout {
 
   host(p: string): string {
     return this.root === '/' ? p : p === '/' ? this.root : this.root + p;
+  }
+
+  /** What `skip` skips, for the native walker: exact paths and globs. */
+  skipList(): { exact: string[]; globs: string[] } {
+    const patterns = [...DEFAULT_IGNORE, ...this.config.driftIgnore];
+    return {
+      exact: [...this.entryPaths, ...this.storages, ...this.mounts, ...patterns.filter((p) => !p.includes('*'))],
+      globs: patterns.filter((p) => p.includes('*')),
+    };
   }
 
   isEntry(p: string): boolean {
@@ -175,7 +190,12 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
   };
 
   // Ephemeral: written on the root outside everything persisted.
-  const groups = await walk({ start: '/', host, dev: layout.dev, since: opts.since, known: layout.known, signal: opts.signal, progress, skip: layout.skip });
+  const groups = opts.walker
+    ? await walkNative(opts.walker, { host, since: opts.since, known: layout.known, skips: layout.skipList(), signal: opts.signal }).then((r) => {
+        scanned += r.scanned;
+        return r.groups;
+      })
+    : await walk({ start: '/', host, dev: layout.dev, since: opts.since, known: layout.known, signal: opts.signal, progress, skip: layout.skip });
   for (const [group, g] of groups) {
     const item = layout.item(group, g);
     if (item) items.push(item);
@@ -193,10 +213,13 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
     for (const c of configHere) for (const d of parentsOf(c)) storageKnown.add(d);
     const st = lstatSync(host(storage), { throwIfNoEntry: false });
     if (!st?.isDirectory()) continue;
-    const orphans = await walk({
-      start: '/', host: (p) => host(p === '/' ? storage : storage + p), dev: st.dev, since: 0, known: storageKnown, signal: opts.signal, progress,
-      skip: (p) => sources.has(p) || configHere.includes(p),
-    });
+    const storageHost = (p: string) => host(p === '/' ? storage : storage + p);
+    const orphans = opts.walker
+      ? await walkNative(opts.walker, { host: storageHost, since: 0, known: storageKnown, skips: { exact: [...sources, ...configHere], globs: [] }, signal: opts.signal }).then((r) => {
+          scanned += r.scanned;
+          return r.groups;
+        })
+      : await walk({ start: '/', host: storageHost, dev: st.dev, since: 0, known: storageKnown, signal: opts.signal, progress, skip: (p) => sources.has(p) || configHere.includes(p) });
     for (const [group, g] of orphans) {
       if (g.files === 0) continue;
       items.push({ kind: 'orphan', path: storage + (g.common ?? group), files: g.files, bytes: g.bytes, detail: describe({ kind: 'orphan', ...g }), suggestion: 'remove it from storage yourself if it is not needed, or declare it again' });
@@ -286,6 +309,79 @@ async function walk(w: WalkOptions): Promise<Map<string, Group>> {
     }
   }
   return groups;
+}
+
+interface NativeWalk {
+  host: (logical: string) => string;
+  since: number;
+  known: Set<string>;
+  skips: { exact: string[]; globs: string[] };
+  signal?: AbortSignal;
+}
+
+/**
+ * The same walk and grouping as walk(), by impermanence-walk: it walks one filesystem by file
+ * descriptors (never following a symlink, even one swapped in during the walk), and prints what
+ * it counted per folder. Folders are grouped here as walk() groups files; the files right inside
+ * a known folder, each a group of its own, are listed here (those folders are few and small).
+ */
+async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<string, Group>; scanned: number }> {
+  const child = spawn(binary, [w.host('/'), String(w.since)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const abort = () => child.kill('SIGTERM');
+  w.signal?.addEventListener('abort', abort);
+  child.stdin!.end([...w.skips.exact, ...w.skips.globs.map((g) => `glob ${g}`)].join('\n') + '\n');
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const dirs: Array<[string, number, number]> = [];
+  let scanned = 0;
+  for await (const line of createInterface({ input: child.stdout! })) {
+    const [a, b, path] = line.split('\t');
+    if (a === 'total') scanned = Number(b);
+    else if (path !== undefined) dirs.push([unescapePath(path), Number(a), Number(b)]);
+  }
+  const code: number = child.exitCode ?? (await new Promise((r) => child.once('exit', (c) => r(c ?? -1))));
+  w.signal?.removeEventListener('abort', abort);
+  if (w.signal?.aborted) throw new Error('scan cancelled');
+  if (code !== 0) throw new Error(`impermanence-walk failed (${code}): ${stderr.trim()}`);
+
+  const groups = new Map<string, Group>();
+  for (const [dir, files, bytes] of dirs) {
+    if (w.known.has(dir)) {
+      // Each file right inside a known folder is a group of its own: list them.
+      for (const d of readdirSync(w.host(dir), { withFileTypes: true })) {
+        if (d.isDirectory()) continue;
+        const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
+        if (w.skips.exact.includes(path)) continue;
+        const st = lstatSync(w.host(path), { throwIfNoEntry: false });
+        if (!st || (w.since && st.ctimeMs / 1000 < w.since)) continue;
+        groups.set(path, { files: 1, bytes: st.size, isDirectory: false });
+      }
+      continue;
+    }
+    const key = groupOfFolder(dir, w.known);
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { files: 0, bytes: 0, isDirectory: true }));
+    g.files += files;
+    g.bytes += bytes;
+    g.common = commonDir(g.common, dir);
+  }
+  return { groups, scanned };
+}
+
+/** The group of the files right inside `dir` (not itself known): see RootLayout.groupOf. */
+function groupOfFolder(dir: string, known: Set<string>): string {
+  const parts = dir.split('/').filter(Boolean);
+  let k = -1;
+  for (let i = 0, cur = ''; i < parts.length; i++) {
+    cur += '/' + parts[i];
+    if (known.has(cur)) k = i;
+  }
+  // The known folder's child, or the child's subfolder on the way to dir.
+  return '/' + parts.slice(0, Math.min(parts.length, k + 3)).join('/');
+}
+
+function unescapePath(text: string): string {
+  return text.replace(/\\(n|t|\\)/g, (_, c: string) => (c === 'n' ? '\n' : c === 't' ? '\t' : '\\'));
 }
 
 function homesOf(users: UserDb) {
