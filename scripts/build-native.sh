@@ -8,4 +8,4 @@ mkdir -p dist
 # shellcheck disable=SC2086 # word-splitting of the flag variables is intended
 ${CC:-cc} -O2 -Wall -Wextra -Werror ${CPPFLAGS:-} ${CFLAGS:-} ${LDFLAGS:-} \
   -o dist/impermanence-fanotify src/drift/native/fanotify-watch.c
-${CC:-cc} -O2 -Wall -Wextra -Werror ${CPPFLAGS:-} ${CFLAGS:-} ${LDFLAGS:-} -o dist/impermanence-walk src/drift/native/walk.c
+${CC:-cc} -O2 -Wall -Wextra -Werror -pthread ${CPPFLAGS:-} ${CFLAGS:-} ${LDFLAGS:-} -o dist/impermanence-walk src/drift/native/walk.c

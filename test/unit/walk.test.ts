@@ -43,8 +43,9 @@ function parse(stdout: string, status: number | null, stderr: string): Result {
   return { dirs, scanned: Number(last[1]), status, stderr };
 }
 
-function walk(root: string, since: string, skips: string[] = []): Result {
-  const r = spawnSync(BIN, [root, since], { input: skips.map((s) => s + '\n').join(''), encoding: 'utf8', maxBuffer: 1 << 28 });
+function walk(root: string, since: string, skips: string[] = [], threads?: number): Result {
+  const env = threads === undefined ? process.env : { ...process.env, IMPERMANENCE_WALK_THREADS: String(threads) };
+  const r = spawnSync(BIN, [root, since], { input: skips.map((s) => s + '\n').join(''), encoding: 'utf8', maxBuffer: 1 << 28, env });
   return parse(r.stdout, r.status, r.stderr);
 }
 
@@ -111,6 +112,39 @@ describe('impermanence-walk', () => {
     expect(walk(root, '0', ['/var/log/', '/var/lib/skipme', 'glob /home/*/.cache']).dirs).toEqual(expected);
     const all = walk(root, '0', ['/']);
     expect([all.dirs.size, all.scanned]).toEqual([0, 0]);
+  });
+
+  test.each([1, 2, 4])('the same with IMPERMANENCE_WALK_THREADS=%i', (threads) => {
+    const root = makeTree();
+    const r = walk(root, '0', skips, threads);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.dirs).toEqual(expected);
+    expect(r.scanned).toBe(10);
+    expect(walk(root, '0', [], threads).scanned).toBe(10 + 5);
+    const all = walk(root, '0', ['/'], threads);
+    expect([all.dirs.size, all.scanned]).toEqual([0, 0]);
+  });
+
+  test('one thread or several: the same lines over a wider tree, the total last', () => {
+    const root = tempDir('impermanence-walk-');
+    const want = new Map<string, string>();
+    for (let i = 0; i < 30; i++) {
+      for (let j = 0; j < 8; j++) {
+        const d = join(root, `d${i}`, `e${j}`, ...(j % 3 === 0 ? ['deeper', 'still'] : []));
+        mkdirSync(d, { recursive: true });
+        for (let k = 0; k <= j; k++) writeFileSync(join(d, `f${k}`), 'x'.repeat(k));
+        want.set(d.slice(root.length), `${j + 1} ${(j * (j + 1)) / 2}`);
+      }
+    }
+    const one = walk(root, '0', [], 1);
+    expect(one.dirs).toEqual(want);
+    for (const threads of [2, 3, 8]) {
+      const r = walk(root, '0', [], threads);
+      expect(r.status).toBe(0);
+      expect(r.dirs).toEqual(want);
+      expect(r.scanned).toBe(one.scanned);
+    }
   });
 
   (isRoot ? test : test.skip)('never enters another filesystem (a tmpfs mounted inside, in a private mount namespace)', () => {

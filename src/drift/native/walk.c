@@ -14,10 +14,14 @@
  * Walks depth-first without following symlinks and never into another filesystem (st_dev
  * differs from ROOT's, like find -xdev). Each directory is opened relative to its parent's fd,
  * with O_NOFOLLOW, never by full path: a symlink swapped in during the walk cannot redirect it.
+ * Walks with min(2, usable CPUs) threads, or IMPERMANENCE_WALK_THREADS (1: a single thread).
+ * They share a short queue of open directories: a thread walks its subtree depth-first and hands
+ * a subdirectory over to the queue only while the queue is short, so the open fds stay bounded
+ * by the queue plus one per level of depth per thread.
  * Every non-directory entry (file, symlink, other) whose ctime >= SINCE (or any, for 0) counts
  * towards the directory that holds it. Output, for each directory holding a counted entry:
  *   FILES \t BYTES \t LOGICALPATH \n
- * children before their parent, then a last line
+ * in no particular order (with one thread, children before their parent), then a last line
  *   total \t SCANNED \t - \n
  * SCANNED: the non-directory entries looked at, counted or not. \n, \t and \ in paths are
  * written as \n, \t and \\. Entries that vanish or cannot be read are skipped silently; a bad
@@ -28,6 +32,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,16 +46,34 @@ static dev_t root_dev;
 static bool since_all;
 static long long since_sec;
 static long since_nsec;
-static unsigned long long scanned;
 
 static char **skips; /* sorted, for bsearch */
 static size_t n_skips;
 static char **globs;
 static size_t n_globs;
 
-/* The logical path being looked at: "" for ROOT, then "/a", "/a/b"... Grows as needed. */
-static char *path;
-static size_t path_cap;
+/* One per thread: the logical path being looked at ("" for ROOT, then "/a", "/a/b"...; grows as
+ * needed), the output not yet written, and the entries scanned. */
+struct walker {
+	char *path;
+	size_t path_cap;
+	char *out;
+	size_t out_len, out_cap;
+	unsigned long long scanned;
+};
+
+/* The shared queue of directories to walk, each an open fd (owned) and its logical path. */
+struct item {
+	int fd;
+	size_t len;
+	char *path;
+};
+static pthread_mutex_t q_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cond = PTHREAD_COND_INITIALIZER;
+static struct item *queue; /* oldest (shallowest, likely largest) first */
+static size_t q_len, q_max;
+static unsigned n_threads = 1, n_idle;
+static bool q_done;
 
 static void *xrealloc(void *p, size_t n)
 {
@@ -130,20 +154,65 @@ static bool parse_since(const char *s)
 	return true;
 }
 
-static void put_escaped(const char *s)
+#define OUT_FLUSH (64 * 1024)
+
+static void flush_out(struct walker *w)
 {
-	for (; *s; s++) {
-		switch (*s) {
-		case '\n': fputs_unlocked("\\n", stdout); break;
-		case '\t': fputs_unlocked("\\t", stdout); break;
-		case '\\': fputs_unlocked("\\\\", stdout); break;
-		default: putc_unlocked(*s, stdout);
-		}
+	if (w->out_len) {
+		fwrite(w->out, 1, w->out_len, stdout); /* stdio locks stdout: lines stay whole */
+		w->out_len = 0;
 	}
 }
 
-/* Walks the directory open as fd (owned: closed here), whose logical path is path[0..len). */
-static void walk(int fd, size_t len)
+/* Appends "FILES\tBYTES\tPATH\n", the path escaped. */
+static void put_line(struct walker *w, unsigned long long files, long long bytes, const char *p)
+{
+	size_t need = w->out_len + 2 * strlen(p) + 64;
+	if (need > w->out_cap)
+		w->out = xrealloc(w->out, w->out_cap = need * 2);
+	char *o = w->out + w->out_len;
+	o += sprintf(o, "%llu\t%lld\t", files, bytes);
+	for (; *p; p++) {
+		switch (*p) {
+		case '\n': *o++ = '\\'; *o++ = 'n'; break;
+		case '\t': *o++ = '\\'; *o++ = 't'; break;
+		case '\\': *o++ = '\\'; *o++ = '\\'; break;
+		default: *o++ = *p;
+		}
+	}
+	*o++ = '\n';
+	w->out_len = o - w->out;
+	if (w->out_len >= OUT_FLUSH)
+		flush_out(w);
+}
+
+static void walk(struct walker *w, int fd, size_t len);
+
+/* The subdirectory open as sub (owned), whose logical path is w->path[0..len): hands it to the
+ * shared queue when that is short and other threads may take it, else walks it here. */
+static void descend(struct walker *w, int sub, size_t len)
+{
+	if (n_threads > 1) {
+		pthread_mutex_lock(&q_lock);
+		if (q_len < q_max) {
+			char *p = malloc(len + 1);
+			if (p) {
+				memcpy(p, w->path, len);
+				p[len] = 0;
+				queue[q_len++] = (struct item){ sub, len, p };
+				if (n_idle)
+					pthread_cond_signal(&q_cond);
+				pthread_mutex_unlock(&q_lock);
+				return;
+			}
+		}
+		pthread_mutex_unlock(&q_lock);
+	}
+	walk(w, sub, len);
+}
+
+/* Walks the directory open as fd (owned: closed here), whose logical path is w->path[0..len). */
+static void walk(struct walker *w, int fd, size_t len)
 {
 	DIR *d = fdopendir(fd);
 	if (!d) {
@@ -158,8 +227,9 @@ static void walk(int fd, size_t len)
 		if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)))
 			continue;
 		size_t nlen = strlen(name);
-		if (len + nlen + 2 > path_cap)
-			path = xrealloc(path, path_cap = (len + nlen + 2) * 2);
+		if (len + nlen + 2 > w->path_cap)
+			w->path = xrealloc(w->path, w->path_cap = (len + nlen + 2) * 2);
+		char *path = w->path;
 		path[len] = '/';
 		memcpy(path + len + 1, name, nlen + 1);
 		if (skipped(path))
@@ -171,7 +241,7 @@ static void walk(int fd, size_t len)
 			int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (sub >= 0) {
 				if (fstat(sub, &st) == 0 && st.st_dev == root_dev)
-					walk(sub, len + 1 + nlen);
+					descend(w, sub, len + 1 + nlen);
 				else
 					close(sub);
 				continue;
@@ -190,12 +260,12 @@ static void walk(int fd, size_t len)
 				continue;
 			struct stat st2;
 			if (fstat(sub, &st2) == 0 && st2.st_dev == root_dev)
-				walk(sub, len + 1 + nlen);
+				descend(w, sub, len + 1 + nlen);
 			else
 				close(sub);
 			continue;
 		}
-		scanned++;
+		w->scanned++;
 		if (since_all || st.st_ctim.tv_sec > since_sec ||
 		    (st.st_ctim.tv_sec == since_sec && st.st_ctim.tv_nsec >= since_nsec)) {
 			files++;
@@ -204,11 +274,59 @@ static void walk(int fd, size_t len)
 	}
 	closedir(d);
 	if (files) {
-		path[len] = 0;
-		printf("%llu\t%lld\t", files, bytes);
-		put_escaped(len ? path : "/");
-		putc_unlocked('\n', stdout);
+		w->path[len] = 0;
+		put_line(w, files, bytes, len ? w->path : "/");
 	}
+}
+
+/* Takes directories from the queue until it is empty and every thread is idle. */
+static void *worker(void *arg)
+{
+	struct walker *w = arg;
+	for (;;) {
+		pthread_mutex_lock(&q_lock);
+		while (!q_len && !q_done) {
+			if (n_idle + 1 == n_threads) { /* nothing queued, nobody else walking: done */
+				q_done = true;
+				pthread_cond_broadcast(&q_cond);
+				break;
+			}
+			n_idle++;
+			pthread_cond_wait(&q_cond, &q_lock);
+			n_idle--;
+		}
+		if (!q_len) {
+			pthread_mutex_unlock(&q_lock);
+			break;
+		}
+		struct item it = queue[0];
+		memmove(queue, queue + 1, --q_len * sizeof *queue);
+		pthread_mutex_unlock(&q_lock);
+
+		if (it.len + 2 > w->path_cap)
+			w->path = xrealloc(w->path, w->path_cap = (it.len + 2) * 2);
+		memcpy(w->path, it.path, it.len + 1);
+		free(it.path);
+		walk(w, it.fd, it.len);
+	}
+	flush_out(w);
+	return NULL;
+}
+
+/* IMPERMANENCE_WALK_THREADS when a number from 1, else min(2, CPUs this process may run on). */
+static unsigned threads_wanted(void)
+{
+	const char *env = getenv("IMPERMANENCE_WALK_THREADS");
+	if (env && *env) {
+		char *end;
+		errno = 0;
+		unsigned long n = strtoul(env, &end, 10);
+		if (!*end && !errno && n >= 1 && env[0] != '-')
+			return n > 64 ? 64 : (unsigned)n;
+	}
+	cpu_set_t set;
+	long cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
+	return cpus >= 2 ? 2 : 1;
 }
 
 int main(int argc, char **argv)
@@ -245,13 +363,49 @@ int main(int argc, char **argv)
 	static char outbuf[1 << 20];
 	setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
 
-	path_cap = 4096;
-	path = xrealloc(NULL, path_cap);
-	path[0] = 0;
-	if (skipped("/"))
+	unsigned want = threads_wanted();
+	struct walker *ws = calloc(want, sizeof *ws);
+	pthread_t *tids = calloc(want, sizeof *tids);
+	if (!ws || !tids) {
+		fputs("impermanence-walk: out of memory\n", stderr);
+		return 1;
+	}
+	for (unsigned i = 0; i < want; i++) {
+		ws[i].path_cap = 4096;
+		ws[i].path = xrealloc(NULL, ws[i].path_cap);
+		ws[i].path[0] = 0;
+	}
+	q_max = want > 1 ? 4 * want : 1;
+	queue = xrealloc(NULL, q_max * sizeof *queue);
+
+	if (skipped("/")) {
 		close(fd);
-	else
-		walk(fd, 0);
+		want = 1; /* nothing to walk */
+	} else {
+		char *p = strdup("");
+		if (!p) {
+			fputs("impermanence-walk: out of memory\n", stderr);
+			return 1;
+		}
+		queue[q_len++] = (struct item){ fd, 0, p };
+	}
+	/* The workers wait on the lock until n_threads says how many did start. */
+	pthread_mutex_lock(&q_lock);
+	unsigned started = 1; /* this thread is ws[0] */
+	for (unsigned i = 1; i < want; i++) {
+		if (pthread_create(&tids[started], NULL, worker, &ws[started]) != 0)
+			break; /* fewer threads, same walk */
+		started++;
+	}
+	n_threads = started;
+	pthread_mutex_unlock(&q_lock);
+	worker(&ws[0]);
+	unsigned long long scanned = ws[0].scanned;
+	for (unsigned i = 1; i < started; i++) {
+		pthread_join(tids[i], NULL);
+		scanned += ws[i].scanned;
+	}
+
 	printf("total\t%llu\t-\n", scanned);
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "impermanence-walk: writing to stdout: %s\n", strerror(errno));
