@@ -332,6 +332,13 @@ async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<
   child.stdin!.end([...w.skips.exact, ...w.skips.globs.map((g) => `glob ${g}`)].join('\n') + '\n');
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number>((resolve) => {
+    child.once('error', (err) => {
+      stderr += err.message;
+      resolve(-1);
+    });
+    child.once('exit', (c) => resolve(c ?? -1));
+  });
   const dirs: Array<[string, number, number]> = [];
   let scanned = 0;
   for await (const line of createInterface({ input: child.stdout! })) {
@@ -339,7 +346,7 @@ async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<
     if (a === 'total') scanned = Number(b);
     else if (path !== undefined) dirs.push([unescapePath(path), Number(a), Number(b)]);
   }
-  const code: number = child.exitCode ?? (await new Promise((r) => child.once('exit', (c) => r(c ?? -1))));
+  const code = await exited;
   w.signal?.removeEventListener('abort', abort);
   if (w.signal?.aborted) throw new Error('scan cancelled');
   if (code !== 0) throw new Error(`impermanence-walk failed (${code}): ${stderr.trim()}`);
