@@ -329,6 +329,7 @@ async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<
   const child = spawn(binary, [w.host('/'), String(w.since)], { stdio: ['pipe', 'pipe', 'pipe'] });
   const abort = () => child.kill('SIGTERM');
   w.signal?.addEventListener('abort', abort);
+  child.stdin!.on('error', () => undefined); // it may exit before reading: its exit code says why
   child.stdin!.end([...w.skips.exact, ...w.skips.globs.map((g) => `glob ${g}`)].join('\n') + '\n');
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
