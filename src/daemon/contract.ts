@@ -31,8 +31,8 @@ export function parseContract(xml: string): Map<string, InterfaceContract> {
   return interfaces;
 }
 
-/** The standard interfaces every object of ours implements (the D-Bus specification's). */
-export const STANDARD_INTERFACES = `  <interface name="org.freedesktop.DBus.Peer">
+/** Peer and Introspectable: what every object of ours implements (the D-Bus specification's). */
+export const BASE_INTERFACES = `  <interface name="org.freedesktop.DBus.Peer">
     <method name="Ping"/>
     <method name="GetMachineId">
       <arg type="s" name="machine_uuid" direction="out"/>
@@ -43,7 +43,10 @@ export const STANDARD_INTERFACES = `  <interface name="org.freedesktop.DBus.Peer
       <arg name="xml_data" type="s" direction="out"/>
     </method>
   </interface>
-  <interface name="org.freedesktop.DBus.Properties">
+`;
+
+/** Objects with properties (the manager and the entries) implement Properties too. */
+export const STANDARD_INTERFACES = BASE_INTERFACES + `  <interface name="org.freedesktop.DBus.Properties">
     <method name="Get">
       <arg name="interface_name" type="s" direction="in"/>
       <arg name="property_name" type="s" direction="in"/>

@@ -4,6 +4,7 @@ import { z } from 'zod/mini';
 import { normalizePath } from '../config/paths';
 import { ENTRY_PREFIX, MANAGER_PATH, entryObjectPath } from './bus-path';
 import {
+  BASE_INTERFACES,
   DOCTYPE,
   OBJECT_MANAGER_INTERFACE,
   STANDARD_INTERFACES,
@@ -153,7 +154,7 @@ export class DbusFrontEnd {
     const base = ['org.freedesktop.DBus.Peer', 'org.freedesktop.DBus.Introspectable'];
     if (path === MANAGER_PATH) return [...base, 'org.freedesktop.DBus.Properties', 'org.freedesktop.DBus.ObjectManager', MANAGER_IFACE];
     if (path === '/' || path === '/org' || path === '/org/impermanence' || path === ENTRY_PREFIX) return base;
-    if (this.manager.entry(path)) return [...base, 'org.freedesktop.DBus.Properties', ENTRY_IFACE];
+    if (this.manager.find(path)) return [...base, 'org.freedesktop.DBus.Properties', ENTRY_IFACE];
     return undefined;
   }
 
@@ -161,7 +162,7 @@ export class DbusFrontEnd {
     const interfaces = this.interfacesAt(msg.path);
     if (!interfaces) throw error.unknownObject(`no object at ${msg.path}`);
     // An entry a caller could not see does not exist for it, whatever it asks of it.
-    const view = this.manager.entry(msg.path);
+    const view = this.manager.find(msg.path);
     if (view && !canSee(await this.caller(msg), view.entry.path, this.manager.root)) throw error.unknownObject(`no object at ${msg.path}`);
     let iface = msg.interface;
     if (!iface) iface = interfaces.find((i) => this.inSignature(i, msg.member) !== undefined) ?? '';
@@ -249,8 +250,12 @@ export class DbusFrontEnd {
     return STANDARD_METHODS[iface]?.[member] ?? this.contract.get(iface)?.methods.get(member);
   }
 
+  /** The caller of a message, asked of the bus once per message. */
+  private readonly callers = new WeakMap<Message, Promise<Caller>>();
   private caller(msg: Message): Promise<Caller> {
-    return callerOf(this.bus, msg.sender);
+    let caller = this.callers.get(msg);
+    if (!caller) this.callers.set(msg, (caller = callerOf(this.bus, msg.sender)));
+    return caller;
   }
 
   /** root is allowed outright (as systemd does for privileged callers); anyone else asks polkit. */
@@ -308,10 +313,11 @@ export class DbusFrontEnd {
   private managerProperties(caller: Caller): Record<string, Variant> {
     const m = this.manager;
     const visible = (paths: string[]) => paths.filter((p) => canSee(caller, p));
-    const entries = this.visibleEntries(caller);
+    const all = m.entries();
+    const entries = all.filter((v) => canSee(caller, v.entry.path, m.root));
     return this.typed(MANAGER_IFACE, {
       Version: m.version,
-      State: m.state,
+      State: m.stateOf(all),
       ConfigFiles: visible(m.configFiles),
       ConfigProblems: caller.uid === 0 || m.configProblems.length === 0 ? m.configProblems : ['the configuration is invalid (details for root only)'],
       StorageRoots: m.storageRoots.filter((p) => canSee(caller, p, m.root)),
@@ -356,12 +362,11 @@ export class DbusFrontEnd {
     if (path === ENTRY_PREFIX) {
       const caller = await this.caller(msg);
       const children = this.visibleEntries(caller).map((v) => `  <node name="${v.objectPath.slice(ENTRY_PREFIX.length + 1)}"/>\n`);
-      return node(STANDARD_INTERFACES.split('  <interface name="org.freedesktop.DBus.Properties">')[0]! + children.join(''));
+      return node(BASE_INTERFACES + children.join(''));
     }
-    const view = this.manager.entry(path);
-    if (view) return node(STANDARD_INTERFACES + this.contract.get(ENTRY_IFACE)!.xml + '\n');
+    if (this.manager.find(path)) return node(STANDARD_INTERFACES + this.contract.get(ENTRY_IFACE)!.xml + '\n');
     const child = path === '/' ? 'org' : path === '/org' ? 'impermanence' : 'Manager';
-    return node(STANDARD_INTERFACES.split('  <interface name="org.freedesktop.DBus.Properties">')[0]! + `  <node name="${child}"/>\n`);
+    return node(BASE_INTERFACES + `  <node name="${child}"/>\n`);
   }
 
   /** After a reload: entries appear and disappear on the bus; the manager's properties change. */

@@ -72,8 +72,13 @@ export class Manager extends EventEmitter {
   }
 
   get state(): ManagerState {
+    return this.stateOf(this.entries());
+  }
+
+  /** The state, from entries whose status was just read (to read the system once per call). */
+  stateOf(views: EntryView[]): ManagerState {
     if (this.problems.length) return 'invalid-config';
-    return this.entries().every((v) => v.status.state === 'mounted' || v.status.state === 'linked') ? 'ok' : 'degraded';
+    return views.every((v) => v.status.state === 'mounted' || v.status.state === 'linked') ? 'ok' : 'degraded';
   }
 
   get configFiles(): string[] {
@@ -94,6 +99,12 @@ export class Manager extends EventEmitter {
     return [...this.views.values()].sort((a, b) => (a.entry.path < b.entry.path ? -1 : a.entry.path > b.entry.path ? 1 : 0));
   }
 
+  /** The entry at an object path, its status as last read (for existence and visibility checks). */
+  find(objectPath: string): EntryView | undefined {
+    return this.views.get(objectPath);
+  }
+
+  /** The entry at an object path, its status read afresh. */
   entry(objectPath: string): EntryView | undefined {
     const view = this.views.get(objectPath);
     if (view) this.refresh([view]);

@@ -353,13 +353,14 @@ async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<
   if (code !== 0) throw new Error(`impermanence-walk failed (${code}): ${stderr.trim()}`);
 
   const groups = new Map<string, Group>();
+  const skipped = new Set(w.skips.exact);
   for (const [dir, files, bytes] of dirs) {
     if (w.known.has(dir)) {
       // Each file right inside a known folder is a group of its own: list them.
       for (const d of readdirSync(w.host(dir), { withFileTypes: true })) {
         if (d.isDirectory()) continue;
         const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
-        if (w.skips.exact.includes(path)) continue;
+        if (skipped.has(path)) continue;
         const st = lstatSync(w.host(path), { throwIfNoEntry: false });
         if (!st || (w.since && st.ctimeMs / 1000 < w.since)) continue;
         groups.set(path, { files: 1, bytes: st.size, isDirectory: false });
