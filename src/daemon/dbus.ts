@@ -16,6 +16,7 @@ import { LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
 import type { DriftItem } from '../drift/report';
 import { ScanCancelled, type DriftChange, type EntryView, type Manager, type ReloadResult } from './manager';
 import { ACTION_RELOAD, ALLOW_INTERACTIVE_AUTHORIZATION, checkAuthorization } from './polkit';
+import { DriftSubscribers, TooManySubscribers } from './subscribers';
 import { canSee, canSeeContents, type Caller } from './visibility';
 
 export const BUS_NAME = 'org.impermanence.Manager';
@@ -45,6 +46,7 @@ const error = {
   unknownInterface: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownInterface', m),
   unknownProperty: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownProperty', m),
   readOnly: (m: string) => new BusError('org.freedesktop.DBus.Error.PropertyReadOnly', m),
+  limitsExceeded: (m: string) => new BusError('org.freedesktop.DBus.Error.LimitsExceeded', m),
 };
 
 /** Options dictionaries: validated before use; no option is defined yet, so any key is refused. */
@@ -91,6 +93,7 @@ export class DbusFrontEnd {
   private readonly onReload = (r: ReloadResult) => this.emitReload(r);
   private readonly onDrift = (d: DriftChange) => this.emitDrift(d);
   private lastProgress = 0;
+  private readonly subscribers: DriftSubscribers;
   private readonly onProgress = (n: number) => {
     const now = Date.now();
     if (now - this.lastProgress < 250) return; // at most four a second
@@ -103,7 +106,13 @@ export class DbusFrontEnd {
     private readonly manager: Manager,
     private readonly contract: Map<string, InterfaceContract>,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.subscribers = new DriftSubscribers(bus, (destination, rows) => {
+      const signal = Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'DriftChanged', 'a(sssuts)', [rows]);
+      signal.destination = destination;
+      this.bus.send(signal);
+    });
+  }
 
   async start(): Promise<void> {
     this.bus.addMethodHandler(this.handle);
@@ -120,6 +129,7 @@ export class DbusFrontEnd {
     this.manager.off('reloaded', this.onReload);
     this.manager.off('drift', this.onDrift);
     this.manager.off('progress', this.onProgress);
+    this.subscribers.stop();
     this.bus.removeMethodHandler(this.handle);
   }
 
@@ -229,6 +239,21 @@ export class DbusFrontEnd {
         checkOptions(body[0]);
         return Message.newMethodReturn(msg, 'a(sssuts)', [this.driftRows(this.manager.drift.items, await this.caller(msg))]);
       }
+      case 'org.impermanence.Manager.Subscribe': {
+        checkOptions(body[0]);
+        const caller = await this.caller(msg);
+        const rows = this.driftRows(this.manager.drift.items, caller);
+        try {
+          await this.subscribers.add(msg.sender, caller, rows);
+        } catch (err) {
+          if (err instanceof TooManySubscribers) throw error.limitsExceeded(err.message);
+          throw err;
+        }
+        return Message.newMethodReturn(msg, 'a(sssuts)', [rows]);
+      }
+      case 'org.impermanence.Manager.Unsubscribe':
+        this.subscribers.remove(msg.sender);
+        return undefined;
       case 'org.impermanence.Manager.CancelScan': {
         const caller = await this.caller(msg);
         this.manager.cancelScan(msg.sender, caller.uid === 0);
@@ -287,6 +312,8 @@ export class DbusFrontEnd {
     // Delivered to root only by the bus policy: these carry paths.
     if (d.appeared.length) this.bus.send(Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'DriftAppeared', 'a(sssuts)', [this.driftRows(d.appeared, root)]));
     if (d.resolved.length) this.bus.send(Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'DriftResolved', 'a(ss)', [d.resolved.map((i) => [i.kind, i.path])]));
+    // Subscribers (any user) get their own view, addressed to them alone.
+    this.subscribers.publish((caller) => this.driftRows(d.report.items, caller));
     this.bus.send(
       Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', [
         MANAGER_IFACE,

@@ -386,6 +386,80 @@ describe('live drift', () => {
   });
 });
 
+describe('drift subscriptions', () => {
+  type Event = { event: string; items?: Array<[string, string, string, number]>; error?: string };
+  /** test/dbus/subscriber.cjs as `user`, with `connections` subscriptions; its events as they come. */
+  function subscriber(user: number, connections = 1) {
+    const events: Event[] = [];
+    const child = spawn('setpriv', ['--reuid', String(user), '--regid', String(user), '--clear-groups', process.execPath, join(REPO, 'test/dbus/subscriber.cjs'), bus.address, String(connections)], {
+      cwd: REPO,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let buffer = '';
+    child.stdout!.on('data', (d) => {
+      buffer += d;
+      for (let i; (i = buffer.indexOf('\n')) >= 0; buffer = buffer.slice(i + 1)) events.push(JSON.parse(buffer.slice(0, i)));
+    });
+    const waitFor = async (pred: (e: Event[]) => boolean, what: string) => {
+      for (const start = Date.now(); !pred(events); await new Promise((r) => setTimeout(r, 20))) {
+        if (Date.now() - start > 5000) throw new Error(`not seen in 5 s: ${what}\n${JSON.stringify(events).slice(0, 2000)}`);
+      }
+    };
+    const stop = async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await new Promise((r) => child.once('exit', r));
+      }
+    };
+    return { events, waitFor, stop };
+  }
+  const paths = (e: Event) => (e.items ?? []).map((i) => i[1]);
+
+  it('sends each subscriber, and no one else, the drift it may see, addressed to it alone', async () => {
+    // A root connection listening for DriftChanged without subscribing: it must get none.
+    const bystander: Message[] = [];
+    await client.call(new Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'AddMatch', signature: 's', body: ["type='signal',member='DriftChanged'"] }));
+    const onMessage = (m: Message) => m.member === 'DriftChanged' && bystander.push(m);
+    client.on('message', onMessage);
+    const rootSub = subscriber(0);
+    const nobody = subscriber(65534);
+    try {
+      await rootSub.waitFor((e) => e.some((x) => x.event === 'subscribed'), 'root subscribed');
+      await nobody.waitFor((e) => e.some((x) => x.event === 'subscribed'), 'nobody subscribed');
+      mkdirSync(join(root, 'var/lib/subscribed-app'), { recursive: true });
+      writeFileSync(join(root, 'var/lib/subscribed-app/state'), 'x');
+      writeFileSync(join(root, 'home/bird/private-diary'), 'secret');
+      await rootSub.waitFor((e) => e.some((x) => x.event === 'changed' && paths(x).includes('/var/lib/subscribed-app') && paths(x).includes('/home/bird/private-diary')), 'root sees both');
+      await nobody.waitFor((e) => e.some((x) => x.event === 'changed' && paths(x).includes('/var/lib/subscribed-app')), 'nobody sees the system path');
+      await new Promise((r) => setTimeout(r, 300));
+      const seenByNobody = nobody.events.flatMap(paths);
+      expect(seenByNobody.filter((p) => p.startsWith('/home/bird') || p.startsWith('/root'))).toEqual([]);
+      // Whole views, sent only when they change: no two consecutive signals are the same.
+      const changes = nobody.events.filter((x) => x.event === 'changed').map((x) => JSON.stringify(x.items));
+      expect(changes.every((c, i) => i === 0 || c !== changes[i - 1])).toBe(true);
+      expect(bystander).toEqual([]);
+    } finally {
+      client.off('message', onMessage);
+      await rootSub.stop();
+      await nobody.stop();
+    }
+  });
+
+  it('limits subscriptions per user, and forgets those of connections that left', async () => {
+    const many = subscriber(65534, 17);
+    await many.waitFor((e) => e.filter((x) => x.event === 'subscribed' || x.event === 'refused').length === 17, '17 answers');
+    expect(many.events.filter((x) => x.event === 'subscribed')).toHaveLength(16);
+    expect(many.events.find((x) => x.event === 'refused')?.error).toBe('org.freedesktop.DBus.Error.LimitsExceeded');
+    await many.stop();
+    const again = subscriber(65534);
+    try {
+      await again.waitFor((e) => e.some((x) => x.event === 'subscribed'), 'subscribed after the others left');
+    } finally {
+      await again.stop();
+    }
+  });
+});
+
 describe('cancelling a scan', () => {
   it('CancelScan stops a long scan, whose caller gets Cancelled; the daemon goes on serving', async () => {
     const many = join(root, 'srv/many');
