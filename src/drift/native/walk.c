@@ -24,8 +24,9 @@
  * in no particular order (with one thread, children before their parent), then a last line
  *   total \t SCANNED \t - \n
  * SCANNED: the non-directory entries looked at, counted or not. \n, \t and \ in paths are
- * written as \n, \t and \\. Entries that vanish or cannot be read are skipped silently; a bad
- * ROOT or SINCE exits 1 with a message on stderr (2 for usage).
+ * written as \n, \t and \\. Lines come out in chunks of whole lines as the walk goes, not all
+ * at the end, so that the reader can work on them meanwhile. Entries that vanish or cannot be
+ * read are skipped silently; a bad ROOT or SINCE exits 1 with a message on stderr (2 for usage).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -40,6 +41,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static dev_t root_dev;
@@ -60,6 +62,8 @@ struct walker {
 	char *out;
 	size_t out_len, out_cap;
 	unsigned long long scanned;
+	char **bufs; /* a getdents64 buffer per level of depth being walked, allocated on first use */
+	size_t n_bufs;
 };
 
 /* The shared queue of directories to walk, each an open fd (owned) and its logical path. */
@@ -154,12 +158,35 @@ static bool parse_since(const char *s)
 	return true;
 }
 
-#define OUT_FLUSH (64 * 1024)
+/* Each thread's lines go out in chunks of about this size as the walk goes, so that the reader
+ * can work on them meanwhile; a lock keeps the chunks (whole lines) from interleaving. */
+#define OUT_FLUSH (16 * 1024)
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool out_failed;
+static int out_errno;
+
+static void write_all(const char *p, size_t n)
+{
+	while (n && !out_failed) {
+		ssize_t r = write(STDOUT_FILENO, p, n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			out_failed = true;
+			out_errno = errno;
+			break;
+		}
+		p += r;
+		n -= (size_t)r;
+	}
+}
 
 static void flush_out(struct walker *w)
 {
 	if (w->out_len) {
-		fwrite(w->out, 1, w->out_len, stdout); /* stdio locks stdout: lines stay whole */
+		pthread_mutex_lock(&out_lock);
+		write_all(w->out, w->out_len);
+		pthread_mutex_unlock(&out_lock);
 		w->out_len = 0;
 	}
 }
@@ -186,11 +213,11 @@ static void put_line(struct walker *w, unsigned long long files, long long bytes
 		flush_out(w);
 }
 
-static void walk(struct walker *w, int fd, size_t len);
+static void walk(struct walker *w, int fd, size_t len, size_t depth);
 
 /* The subdirectory open as sub (owned), whose logical path is w->path[0..len): hands it to the
  * shared queue when that is short and other threads may take it, else walks it here. */
-static void descend(struct walker *w, int sub, size_t len)
+static void descend(struct walker *w, int sub, size_t len, size_t depth)
 {
 	if (n_threads > 1) {
 		pthread_mutex_lock(&q_lock);
@@ -208,71 +235,97 @@ static void descend(struct walker *w, int sub, size_t len)
 		}
 		pthread_mutex_unlock(&q_lock);
 	}
-	walk(w, sub, len);
+	walk(w, sub, len, depth);
 }
 
-/* Walks the directory open as fd (owned: closed here), whose logical path is w->path[0..len). */
-static void walk(struct walker *w, int fd, size_t len)
+/* Opens the subdirectory name of fd, without following a symlink, and walks it when it is on
+ * ROOT's filesystem. Returns false, with errno, when it cannot be opened. */
+static bool enter(struct walker *w, int fd, const char *name, size_t len, size_t depth)
 {
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return;
+	/* Open first, then fstat the fd: what is entered is what was checked. */
+	int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sub < 0)
+		return false;
+	struct stat st;
+	if (fstat(sub, &st) == 0 && st.st_dev == root_dev)
+		descend(w, sub, len, depth);
+	else
+		close(sub);
+	return true;
+}
+
+/* getdents64(2), which glibc 2.36 does not wrap. */
+struct linux_dirent64 {
+	ino64_t d_ino;
+	off64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+#define DENTS_BUF (64 * 1024)
+
+/* Walks the directory open as fd (owned: closed here), whose logical path is w->path[0..len),
+ * at depth (0 for what a thread took from the queue). Reads the entries with getdents64 into a
+ * buffer of this depth's own, as readdir would, without readdir's fcntl and fstat calls. */
+static void walk(struct walker *w, int fd, size_t len, size_t depth)
+{
+	if (depth >= w->n_bufs) {
+		size_t n = depth * 2 + 8;
+		w->bufs = xrealloc(w->bufs, n * sizeof *w->bufs);
+		memset(w->bufs + w->n_bufs, 0, (n - w->n_bufs) * sizeof *w->bufs);
+		w->n_bufs = n;
 	}
+	if (!w->bufs[depth])
+		w->bufs[depth] = xrealloc(NULL, DENTS_BUF);
+	char *buf = w->bufs[depth];
 	unsigned long long files = 0;
 	long long bytes = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		const char *name = e->d_name;
-		if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)))
-			continue;
-		size_t nlen = strlen(name);
-		if (len + nlen + 2 > w->path_cap)
-			w->path = xrealloc(w->path, w->path_cap = (len + nlen + 2) * 2);
-		char *path = w->path;
-		path[len] = '/';
-		memcpy(path + len + 1, name, nlen + 1);
-		if (skipped(path))
-			continue;
+	for (;;) {
+		long got = syscall(SYS_getdents64, fd, buf, DENTS_BUF);
+		if (got <= 0) {
+			if (got < 0 && errno == EINTR)
+				continue;
+			break; /* the end, or cannot be read: what was read counts */
+		}
+		for (long off = 0; off < got;) {
+			struct linux_dirent64 *e = (struct linux_dirent64 *)(buf + off);
+			off += e->d_reclen;
+			const char *name = e->d_name;
+			if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)))
+				continue;
+			size_t nlen = strlen(name);
+			if (len + nlen + 2 > w->path_cap)
+				w->path = xrealloc(w->path, w->path_cap = (len + nlen + 2) * 2);
+			char *path = w->path;
+			path[len] = '/';
+			memcpy(path + len + 1, name, nlen + 1);
+			if (skipped(path))
+				continue;
 
-		struct stat st;
-		if (e->d_type == DT_DIR) {
-			/* Open first, then fstat the fd: what is entered is what was checked. */
-			int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub >= 0) {
-				if (fstat(sub, &st) == 0 && st.st_dev == root_dev)
-					descend(w, sub, len + 1 + nlen);
-				else
-					close(sub);
+			if (e->d_type == DT_DIR) {
+				if (enter(w, fd, name, len + 1 + nlen, depth + 1))
+					continue;
+				if (errno != ENOTDIR && errno != ELOOP)
+					continue; /* EACCES, vanished... */
+				/* replaced by a non-directory meanwhile: look at it as one */
+			}
+			struct stat st;
+			if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+				continue;
+			if (S_ISDIR(st.st_mode)) {
+				if (st.st_dev == root_dev)
+					enter(w, fd, name, len + 1 + nlen, depth + 1);
 				continue;
 			}
-			if (errno != ENOTDIR && errno != ELOOP)
-				continue; /* EACCES, vanished... */
-			/* replaced by a non-directory meanwhile: look at it as one */
-		}
-		if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-			continue;
-		if (S_ISDIR(st.st_mode)) {
-			if (st.st_dev != root_dev)
-				continue;
-			int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub < 0)
-				continue;
-			struct stat st2;
-			if (fstat(sub, &st2) == 0 && st2.st_dev == root_dev)
-				descend(w, sub, len + 1 + nlen);
-			else
-				close(sub);
-			continue;
-		}
-		w->scanned++;
-		if (since_all || st.st_ctim.tv_sec > since_sec ||
-		    (st.st_ctim.tv_sec == since_sec && st.st_ctim.tv_nsec >= since_nsec)) {
-			files++;
-			bytes += st.st_size;
+			w->scanned++;
+			if (since_all || st.st_ctim.tv_sec > since_sec ||
+			    (st.st_ctim.tv_sec == since_sec && st.st_ctim.tv_nsec >= since_nsec)) {
+				files++;
+				bytes += st.st_size;
+			}
 		}
 	}
-	closedir(d);
+	close(fd);
 	if (files) {
 		w->path[len] = 0;
 		put_line(w, files, bytes, len ? w->path : "/");
@@ -307,7 +360,7 @@ static void *worker(void *arg)
 			w->path = xrealloc(w->path, w->path_cap = (it.len + 2) * 2);
 		memcpy(w->path, it.path, it.len + 1);
 		free(it.path);
-		walk(w, it.fd, it.len);
+		walk(w, it.fd, it.len, 0);
 	}
 	flush_out(w);
 	return NULL;
@@ -360,8 +413,6 @@ int main(int argc, char **argv)
 	}
 
 	read_skips();
-	static char outbuf[1 << 20];
-	setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
 
 	unsigned want = threads_wanted();
 	struct walker *ws = calloc(want, sizeof *ws);
@@ -406,9 +457,11 @@ int main(int argc, char **argv)
 		scanned += ws[i].scanned;
 	}
 
-	printf("total\t%llu\t-\n", scanned);
-	if (fflush(stdout) != 0 || ferror(stdout)) {
-		fprintf(stderr, "impermanence-walk: writing to stdout: %s\n", strerror(errno));
+	char total[64];
+	int n = snprintf(total, sizeof total, "total\t%llu\t-\n", scanned);
+	write_all(total, (size_t)n);
+	if (out_failed) {
+		fprintf(stderr, "impermanence-walk: writing to stdout: %s\n", strerror(out_errno));
 		return 1;
 	}
 	return 0;
