@@ -1,6 +1,5 @@
 import { spawn } from 'node:child_process';
 import { lstatSync, readdirSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { formatMode } from '../config/mode';
 import { parentsOf } from '../config/paths';
 import type { ResolvedConfig } from '../config/resolve';
@@ -31,11 +30,9 @@ interface Group { files: number; bytes: number; isDirectory: boolean; /** the de
 /** The longest common folder of two folders. */
 function commonDir(a: string | undefined, b: string): string {
   if (a === undefined || a === b) return b;
-  const pa = a.split('/');
-  const pb = b.split('/');
-  let i = 0;
-  while (i < pa.length && i < pb.length && pa[i] === pb[i]) i++;
-  return pa.slice(0, i).join('/') || '/';
+  let c = a;
+  while (c !== '/' && !(b.startsWith(c) && (b.length === c.length || b.charCodeAt(c.length) === 47 /* / */))) c = c.slice(0, c.lastIndexOf('/')) || '/';
+  return c;
 }
 
 /** Entries not in place: unmounted, unlinked or replaced. */
@@ -182,27 +179,15 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
   const { config, root } = opts;
   const layout = new RootLayout(config, root, opts.mountPoints, opts.users);
   const host = (p: string) => layout.host(p);
-  const items: DriftItem[] = entryDrift(config, root, opts.mountPoints);
   let scanned = 0;
   const progress = () => {
     scanned++;
     if (scanned % 4096 === 0) opts.onProgress?.(scanned);
   };
 
-  // Ephemeral: written on the root outside everything persisted.
-  const groups = opts.walker
-    ? await walkNative(opts.walker, { host, since: opts.since, known: layout.known, skips: layout.skipList(), signal: opts.signal }).then((r) => {
-        scanned += r.scanned;
-        return r.groups;
-      })
-    : await walk({ start: '/', host, dev: layout.dev, since: opts.since, known: layout.known, signal: opts.signal, progress, skip: layout.skip });
-  for (const [group, g] of groups) {
-    const item = layout.item(group, g);
-    if (item) items.push(item);
-  }
-
-  // Orphans: content in storage no entry declares.
+  // Orphans: content in storage no entry declares. What to walk in each storage root.
   const configDirs = new Set(opts.configDirs ?? []);
+  const storageWalks: Array<{ storage: string; known: Set<string>; sources: Set<string>; configHere: string[]; dev: number }> = [];
   for (const storage of layout.storages) {
     const inStorage = config.entries.filter((e) => e.storage === storage);
     const sources = new Set(inStorage.map((e) => e.path));
@@ -212,14 +197,42 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
     const configHere = [...configDirs].filter((d) => d.startsWith(host(storage) + '/')).map((d) => d.slice(host(storage).length));
     for (const c of configHere) for (const d of parentsOf(c)) storageKnown.add(d);
     const st = lstatSync(host(storage), { throwIfNoEntry: false });
-    if (!st?.isDirectory()) continue;
-    const storageHost = (p: string) => host(p === '/' ? storage : storage + p);
-    const orphans = opts.walker
-      ? await walkNative(opts.walker, { host: storageHost, since: 0, known: storageKnown, skips: { exact: [...sources, ...configHere], globs: [] }, signal: opts.signal }).then((r) => {
-          scanned += r.scanned;
-          return r.groups;
-        })
-      : await walk({ start: '/', host: storageHost, dev: st.dev, since: 0, known: storageKnown, signal: opts.signal, progress, skip: (p) => sources.has(p) || configHere.includes(p) });
+    if (st?.isDirectory()) storageWalks.push({ storage, known: storageKnown, sources, configHere, dev: st.dev });
+  }
+  const storageHost = (storage: string) => (p: string) => host(p === '/' ? storage : storage + p);
+
+  // The native walks all start at once (each on both cores): the root, for what was written
+  // outside everything persisted, and each storage root; the rest is checked meanwhile.
+  const native = opts.walker;
+  const walks = native
+    ? [
+        walkNative(native, { host, since: opts.since, known: layout.known, skips: layout.skipList(), signal: opts.signal }),
+        ...storageWalks.map((s) => walkNative(native, { host: storageHost(s.storage), since: 0, known: s.known, skips: { exact: [...s.sources, ...s.configHere], globs: [] }, signal: opts.signal })),
+      ]
+    : [];
+  // Each rejection is seen by Promise.all below, or here when an earlier step throws first.
+  for (const w of walks) w.catch(() => undefined);
+  const items: DriftItem[] = entryDrift(config, root, opts.mountPoints);
+  const done = native ? await Promise.all(walks) : undefined;
+  const counted = (r: { groups: Map<string, Group>; scanned: number }) => {
+    scanned += r.scanned;
+    return r.groups;
+  };
+
+  // Ephemeral: written on the root outside everything persisted.
+  const groups = done
+    ? counted(done[0]!)
+    : await walk({ start: '/', host, dev: layout.dev, since: opts.since, known: layout.known, signal: opts.signal, progress, skip: layout.skip });
+  for (const [group, g] of groups) {
+    const item = layout.item(group, g);
+    if (item) items.push(item);
+  }
+
+  for (const [i, s] of storageWalks.entries()) {
+    const { storage, sources, configHere } = s;
+    const orphans = done
+      ? counted(done[i + 1]!)
+      : await walk({ start: '/', host: storageHost(storage), dev: s.dev, since: 0, known: s.known, signal: opts.signal, progress, skip: (p) => sources.has(p) || configHere.includes(p) });
     for (const [group, g] of orphans) {
       if (g.files === 0) continue;
       items.push({ kind: 'orphan', path: storage + (g.common ?? group), files: g.files, bytes: g.bytes, detail: describe({ kind: 'orphan', ...g }), suggestion: 'remove it from storage yourself if it is not needed, or declare it again' });
@@ -322,8 +335,9 @@ interface NativeWalk {
 /**
  * The same walk and grouping as walk(), by impermanence-walk: it walks one filesystem by file
  * descriptors (never following a symlink, even one swapped in during the walk), and prints what
- * it counted per folder. Folders are grouped here as walk() groups files; the files right inside
- * a known folder, each a group of its own, are listed here (those folders are few and small).
+ * it counted per folder as it goes. Folders are grouped here as walk() groups files, line by line
+ * as they come, while the walk goes on; the files right inside a known folder, each a group of
+ * its own, are listed here at the end (those folders are few and small).
  */
 async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<string, Group>; scanned: number }> {
   const child = spawn(binary, [w.host('/'), String(w.since)], { stdio: ['pipe', 'pipe', 'pipe'] });
@@ -340,53 +354,84 @@ async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<
     });
     child.once('exit', (c) => resolve(c ?? -1));
   });
-  const dirs: Array<[string, number, number]> = [];
-  let scanned = 0;
-  for await (const line of createInterface({ input: child.stdout! })) {
-    const [a, b, path] = line.split('\t');
-    if (a === 'total') scanned = Number(b);
-    else if (path !== undefined) dirs.push([unescapePath(path), Number(a), Number(b)]);
-  }
-  const code = await exited;
-  w.signal?.removeEventListener('abort', abort);
-  if (w.signal?.aborted) throw new Error('scan cancelled');
-  if (code !== 0) throw new Error(`impermanence-walk failed (${code}): ${stderr.trim()}`);
 
   const groups = new Map<string, Group>();
-  const skipped = new Set(w.skips.exact);
-  for (const [dir, files, bytes] of dirs) {
+  const knownDirs: string[] = [];
+  let scanned = 0;
+  // One line: FILES \t BYTES \t PATH, or total \t SCANNED \t -.
+  const line = (text: string, start: number, end: number) => {
+    const t1 = text.indexOf('\t', start);
+    const t2 = t1 < 0 ? -1 : text.indexOf('\t', t1 + 1);
+    if (t2 < 0 || t2 >= end) return;
+    const a = text.slice(start, t1);
+    if (a === 'total') {
+      scanned = Number(text.slice(t1 + 1, t2));
+      return;
+    }
+    const raw = text.slice(t2 + 1, end);
+    const dir = raw.includes('\\') ? unescapePath(raw) : raw;
     if (w.known.has(dir)) {
-      // Each file right inside a known folder is a group of its own: list them.
-      for (const d of readdirSync(w.host(dir), { withFileTypes: true })) {
-        if (d.isDirectory()) continue;
-        const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
-        if (skipped.has(path)) continue;
-        const st = lstatSync(w.host(path), { throwIfNoEntry: false });
-        if (!st || (w.since && st.ctimeMs / 1000 < w.since)) continue;
-        groups.set(path, { files: 1, bytes: st.size, isDirectory: false });
-      }
-      continue;
+      knownDirs.push(dir);
+      return;
     }
     const key = groupOfFolder(dir, w.known);
     let g = groups.get(key);
     if (!g) groups.set(key, (g = { files: 0, bytes: 0, isDirectory: true }));
-    g.files += files;
-    g.bytes += bytes;
+    g.files += Number(a);
+    g.bytes += Number(text.slice(t1 + 1, t2));
     g.common = commonDir(g.common, dir);
+  };
+  let rest = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (chunk: string) => {
+    const text = rest ? rest + chunk : chunk;
+    let start = 0;
+    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+      line(text, start, nl);
+      start = nl + 1;
+    }
+    rest = text.slice(start);
+  });
+  const ended = new Promise<void>((resolve) => child.stdout!.once('close', resolve));
+  const code = await exited;
+  await ended;
+  w.signal?.removeEventListener('abort', abort);
+  if (w.signal?.aborted) throw new Error('scan cancelled');
+  if (code !== 0) throw new Error(`impermanence-walk failed (${code}): ${stderr.trim()}`);
+  if (rest) line(rest, 0, rest.length);
+
+  // Each file right inside a known folder is a group of its own: list them.
+  const skipped = new Set(w.skips.exact);
+  for (const dir of knownDirs) {
+    for (const d of readdirSync(w.host(dir), { withFileTypes: true })) {
+      if (d.isDirectory()) continue;
+      const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
+      if (skipped.has(path)) continue;
+      const st = lstatSync(w.host(path), { throwIfNoEntry: false });
+      if (!st || (w.since && st.ctimeMs / 1000 < w.since)) continue;
+      groups.set(path, { files: 1, bytes: st.size, isDirectory: false });
+    }
   }
   return { groups, scanned };
 }
 
 /** The group of the files right inside `dir` (not itself known): see RootLayout.groupOf. */
 function groupOfFolder(dir: string, known: Set<string>): string {
-  const parts = dir.split('/').filter(Boolean);
-  let k = -1;
-  for (let i = 0, cur = ''; i < parts.length; i++) {
-    cur += '/' + parts[i];
-    if (known.has(cur)) k = i;
+  if (dir === '/') return dir;
+  // The components of dir up to the deepest known folder (0: none below the root), and in all.
+  let deepest = 0;
+  let n = 0;
+  for (let i = 1; i <= dir.length; i++) {
+    if (i < dir.length && dir.charCodeAt(i) !== 47 /* / */) continue;
+    n++;
+    if (known.has(dir.slice(0, i))) deepest = n;
   }
   // The known folder's child, or the child's subfolder on the way to dir.
-  return '/' + parts.slice(0, Math.min(parts.length, k + 3)).join('/');
+  const want = Math.min(n, deepest + 2);
+  if (want === n) return dir;
+  let end = 0;
+  for (let c = 0; c < want; c++) end = dir.indexOf('/', end + 1);
+  return dir.slice(0, end);
 }
 
 function unescapePath(text: string): string {
