@@ -1,0 +1,113 @@
+import { Variant, type Message } from '@jellybrick/dbus-next';
+import { CallFailed, call, connect, plain, subscribe, Unreachable } from './bus';
+import { itemsFromBus, parseSince, printReport } from './diff';
+
+interface BusOptions { json: boolean; interactive: boolean; bus: string | undefined; since?: string }
+type Print = (s: string) => void;
+
+/** status, list, reload, monitor and diff: impermanencectl's calls to impermanenced (loaded on first use by ./commands). */
+export async function onBus(command: string, opts: BusOptions, out: Print, err: Print): Promise<number> {
+  let bus;
+  try {
+    bus = await connect(opts.bus);
+    switch (command) {
+      case 'status':
+        return await status(bus, opts, out);
+      case 'list':
+        return await list(bus, opts, out);
+      case 'reload':
+        await call(bus, { iface: 'org.impermanence.Manager', member: 'Reload', signature: 'a{sv}', body: [{}], interactive: opts.interactive });
+        if (opts.json) out('{"reloaded":true}\n');
+        return 0;
+      case 'monitor':
+        return await monitor(bus, opts, out);
+      case 'diff': {
+        // Long scans: show the daemon's progress on a terminal.
+        const tty = process.stderr.isTTY;
+        if (tty) await subscribe(bus, (m) => m.member === 'ScanProgress' && err(`\rscanned ${Number(m.body[0]).toLocaleString('en')} files…`));
+        const options: Record<string, Variant> = {};
+        if (opts.since !== undefined) options.since = new Variant('t', BigInt(Math.floor(parseSince(opts.since))));
+        const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'Scan', signature: 'a{sv}', body: [options] })) as [
+          Array<[string, string, string, number, bigint, string]>,
+        ];
+        const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: 'ss', body: ['org.impermanence.Manager', 'LastScanSince'] });
+        if (tty) err('\r\x1b[K');
+        const items = itemsFromBus(rows);
+        printReport({ items, scanned: 0, since: Number(plain(props)) }, opts.json, out);
+        return items.length ? 3 : 0;
+      }
+      default:
+        throw new Error(`unknown command ${command}`);
+    }
+  } catch (e) {
+    if (e instanceof Unreachable) {
+      err(`impermanencectl: ${e.message}\n`);
+      return 4;
+    }
+    if (e instanceof CallFailed) {
+      err(`impermanencectl ${command}: ${e.message}${hint(e.errorName)}\n`);
+      return 1;
+    }
+    throw e;
+  } finally {
+    if (command !== 'monitor') bus?.disconnect();
+  }
+}
+
+function hint(errorName: string): string {
+  if (errorName === 'org.impermanence.Error.NotAuthorizedCanObtain') return ' (run it as root, or without --no-ask-password with a polkit agent)';
+  if (errorName === 'org.impermanence.Error.NotAuthorized' || errorName === 'org.freedesktop.DBus.Error.AccessDenied') return ' (run it as root)';
+  return '';
+}
+
+async function status(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions, out: Print): Promise<number> {
+  const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'GetAll', signature: 's', body: ['org.impermanence.Manager'] });
+  const p = plain(props) as {
+    Version: string; State: string; ConfigFiles: string[]; ConfigProblems: string[]; StorageRoots: string[]; EntryCount: number; ActiveCount: number;
+  };
+  if (opts.json) out(JSON.stringify(p, null, 2) + '\n');
+  else {
+    out(`State: ${p.State}\n`);
+    out(`Version: ${p.Version}\n`);
+    out(`Entries: ${p.EntryCount} (${p.ActiveCount} in place)\n`);
+    out(`Storage: ${p.StorageRoots.join(', ') || '-'}\n`);
+    out(`Config: ${p.ConfigFiles.length ? p.ConfigFiles.join('\n        ') : '-'}\n`);
+    for (const problem of p.ConfigProblems) out(`Problem: ${problem}\n`);
+  }
+  return p.State === 'ok' ? 0 : p.State === 'degraded' ? 3 : 1;
+}
+
+async function list(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions, out: Print): Promise<number> {
+  const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'ListEntries', signature: 'a{sv}', body: [{}] })) as [
+    Array<[string, string, string, string, string]>,
+  ];
+  const entries = rows.map(([object, path, kind, storage, state]) => ({ path, kind, state, storage, object }));
+  if (opts.json) {
+    out(JSON.stringify(entries, null, 2) + '\n');
+    return 0;
+  }
+  const widths = [4, 4, 5].map((w, i) => Math.max(w, ...entries.map((e) => [e.path, e.kind, e.state][i]!.length)));
+  const row = (cols: string[]) => cols.map((c, i) => (i < 3 ? c.padEnd(widths[i]!) : c)).join('  ').trimEnd() + '\n';
+  out(row(['PATH', 'KIND', 'STATE', 'STORAGE']));
+  for (const e of entries) out(row([e.path, e.kind, e.state, e.storage]));
+  out(`\n${entries.length} entries listed.\n`);
+  return 0;
+}
+
+/** One line per signal (or one JSON object per line with --json), until SIGINT/SIGTERM. */
+async function monitor(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions, out: Print): Promise<number> {
+  await subscribe(bus, (msg: Message) => {
+    const event = { time: new Date().toISOString(), path: msg.path, interface: msg.interface, member: msg.member, body: plain(msg.body) };
+    out(opts.json ? JSON.stringify(event) + '\n' : `${event.time} ${msg.path} ${msg.interface}.${msg.member} ${JSON.stringify(event.body)}\n`);
+  });
+  if (!opts.json) out('Monitoring org.impermanence.Manager; interrupt to stop.\n');
+  return new Promise<number>((resolve) => {
+    const stop = () => {
+      bus.disconnect();
+      resolve(0);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    (bus as unknown as NodeJS.EventEmitter).on('error', () => resolve(4));
+  });
+}
