@@ -9,6 +9,7 @@ const programs = {
   'impermanence-generator': 'src/generator/main.ts',
   impermanencectl: 'src/cli/main.ts',
   impermanenced: 'src/daemon/main.ts',
+  'impermanence-notify': 'src/agent/main.ts',
 };
 await Promise.all(
   Object.entries(programs).map(async ([name, entry]) => {

@@ -1,6 +1,8 @@
 import { mkdirSync, readdirSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { configPath, readNotifyConfig, setEnabled } from '../agent/config';
 import { InvalidConfig } from '../config/errors';
 import { CONFIG_DIRS, systemConfigDirs } from '../config/load';
 import { readConfig } from '../config/read';
@@ -23,6 +25,10 @@ Commands (asking impermanenced on the system bus):
   list                  every persisted entry and whether it is in place
   reload                make the daemon re-read the config (polkit: org.impermanence.reload)
   monitor               print the daemon's signals as they come, until interrupted
+
+Commands (your own desktop notifications, impermanence-notify):
+  notify on|off|status  turn drift notifications on or off for you (in
+                        $XDG_CONFIG_HOME/impermanence/notify.toml), or say which they are
 
 Options:
   --config DIR          read the config from DIR instead of the system folders (repeatable)
@@ -69,6 +75,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     (values.help ? out : err)(USAGE);
     return values.help ? 0 : 2;
   }
+  if (command === 'notify') return notify(rest, out, err);
   if (rest.length) {
     err(`impermanencectl: unexpected argument ${JSON.stringify(rest[0])}\n`);
     return 2;
@@ -111,6 +118,26 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     default:
       err(`impermanencectl: unknown command ${JSON.stringify(command)}\n${USAGE}`);
       return 2;
+  }
+}
+
+function notify(args: string[], out: (s: string) => void, err: (s: string) => void): number {
+  const home = process.env.HOME?.startsWith('/') ? process.env.HOME : homedir();
+  const file = configPath(process.env, home);
+  const [what, ...extra] = args;
+  if (extra.length || !['on', 'off', 'status'].includes(what ?? '')) {
+    err('usage: impermanencectl notify on|off|status\n');
+    return 2;
+  }
+  try {
+    if (what !== 'status') setEnabled(file, what === 'on');
+    const { enable } = readNotifyConfig(file, home);
+    out(`drift notifications are ${enable ? 'on' : 'off'} for you (${file})\n`);
+    if (what === 'on') out('impermanence-notify starts with your next session, or now: systemctl --user start impermanence-notify\n');
+    return 0;
+  } catch (e) {
+    err(`impermanencectl notify: ${(e as Error).message}\n`);
+    return 1;
   }
 }
 

@@ -1,0 +1,286 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, unwatchFile, watchFile, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DBusError, Message, MessageType, NameFlag, RequestNameReply, Variant, type MessageBus } from '@jellybrick/dbus-next';
+import { appendIgnore, readNotifyConfig, type NotifyConfig } from './config';
+import { compose, itemKey, itemsFromRows, report, type Item } from './message';
+
+export const AGENT_NAME = 'org.impermanence.Notify';
+const MANAGER = { destination: 'org.impermanence.Manager', path: '/org/impermanence/Manager', interface: 'org.impermanence.Manager' };
+const NOTIFICATIONS = { destination: 'org.freedesktop.Notifications', path: '/org/freedesktop/Notifications', interface: 'org.freedesktop.Notifications' };
+const DBUS = { destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus' };
+/** NotificationClosed reasons: the user saw it (expired or dismissed) vs. we closed it. */
+const SEEN = new Set([1, 2]);
+
+export type Log = (level: number, message: string) => void;
+
+export interface AgentOptions {
+  /** The system bus (the daemon) and the user's session bus (the notification server). */
+  system: MessageBus;
+  session: MessageBus;
+  home: string;
+  configFile: string;
+  log: Log;
+  /** A burst is shown once it settled this long after its first change… */
+  settleMs?: number;
+  /** …and updated in place at most this often. */
+  minIntervalMs?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * impermanence-notify: follows the drift its user may see (Subscribe on the daemon; DriftChanged
+ * addressed to it alone) and keeps one notification up to date with what the user has not been
+ * told yet. A notification the user dismissed, or that expired, counts as told: those items are
+ * not shown again until they are resolved and come back. Bursts are coalesced: the first
+ * notification after `settleMs`, then updates in place (replaces_id) at most every
+ * `minIntervalMs`. Signals are believed only from the current owners of the daemon's and the
+ * notification server's names. Either may go away and come back: the agent subscribes again,
+ * and shows again what was not seen.
+ */
+export class Agent {
+  private config: NotifyConfig;
+  private items: Item[] = [];
+  private readonly told = new Set<string>();
+  private daemonOwner = '';
+  private serverOwner = '';
+  private markup = false;
+  private notificationId = 0;
+  private posted = '';
+  private shownKeys: string[] = [];
+  private lastPost = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private work: Promise<void> = Promise.resolve();
+  /** A DriftChanged that came before we knew who the daemon is (its Subscribe reply tells). */
+  private early: { sender: string; rows: unknown } | undefined;
+  private resolveDone!: (code: number) => void;
+  /** Resolves with the exit code when the agent stops (disabled, or a bus went away). */
+  readonly done = new Promise<number>((r) => (this.resolveDone = r));
+
+  constructor(private readonly o: AgentOptions) {
+    this.config = readNotifyConfig(o.configFile, o.home);
+  }
+
+  /** Starts; false if the agent should not run (disabled, or another instance has the name). */
+  async start(): Promise<boolean> {
+    if (!this.config.enable) {
+      this.o.log(6, `Disabled in ${this.o.configFile} (enable = false): not starting`);
+      return false;
+    }
+    const reply = await this.o.session.requestName(AGENT_NAME, NameFlag.DO_NOT_QUEUE);
+    if (reply !== RequestNameReply.PRIMARY_OWNER && reply !== RequestNameReply.ALREADY_OWNER) {
+      this.o.log(6, `Another impermanence-notify already runs in this session (${AGENT_NAME} is taken)`);
+      return false;
+    }
+    this.o.system.on('message', this.onSystem);
+    this.o.session.on('message', this.onSession);
+    for (const bus of [this.o.system, this.o.session]) (bus as unknown as NodeJS.EventEmitter).on('error', (err: Error) => this.stop(1, `bus error: ${err.message}`));
+    await addMatch(this.o.system, nameOwnerMatch(MANAGER.destination));
+    await addMatch(this.o.session, nameOwnerMatch(NOTIFICATIONS.destination));
+    await addMatch(this.o.session, `type='signal',interface='${NOTIFICATIONS.interface}',path='${NOTIFICATIONS.path}'`);
+    this.serverOwner = await nameOwner(this.o.session, NOTIFICATIONS.destination);
+    if (this.serverOwner) await this.readCapabilities();
+    await this.subscribe();
+    watchFile(this.o.configFile, { interval: 1000 }, this.onConfigFile);
+    return true;
+  }
+
+  stop(code = 0, why = ''): void {
+    if (why) this.o.log(code ? 3 : 6, `Stopping: ${why}`);
+    clearTimeout(this.timer);
+    unwatchFile(this.o.configFile, this.onConfigFile);
+    this.o.system.off('message', this.onSystem);
+    this.o.session.off('message', this.onSession);
+    this.resolveDone(code);
+  }
+
+  /** Subscribes to the daemon (starting it by D-Bus activation if need be). */
+  private async subscribe(): Promise<void> {
+    let reply: Message | null;
+    try {
+      reply = await this.o.system.call(new Message({ ...MANAGER, member: 'Subscribe', signature: 'a{sv}', body: [{}] }));
+    } catch (err) {
+      const name = err instanceof DBusError ? err.type : (err as Error).message;
+      this.daemonOwner = '';
+      this.o.log(4, `Cannot subscribe to impermanenced (${name}); waiting for it to start`);
+      return;
+    }
+    this.daemonOwner = reply?.sender ?? '';
+    const early = this.early;
+    this.early = undefined;
+    this.setItems(early?.sender === this.daemonOwner ? early.rows : reply?.body[0]);
+    this.o.log(6, `Following drift from impermanenced (${this.daemonOwner}): ${this.items.length} item(s) concern this user`);
+  }
+
+  private readonly onSystem = (msg: Message): void => {
+    if (msg.type !== MessageType.SIGNAL) return;
+    if (msg.sender === 'org.freedesktop.DBus' && msg.member === 'NameOwnerChanged' && msg.body[0] === MANAGER.destination) {
+      const owner = msg.body[2] as string;
+      if (!owner) {
+        this.daemonOwner = '';
+        this.o.log(4, 'impermanenced left the bus; waiting for it to come back');
+      } else if (owner !== this.daemonOwner) {
+        this.queue(() => this.subscribe());
+      }
+      return;
+    }
+    if (msg.interface !== MANAGER.interface || msg.member !== 'DriftChanged') return;
+    // Anyone may send a signal to anyone: only the daemon's own are believed.
+    if (!this.daemonOwner) this.early = { sender: msg.sender, rows: msg.body[0] };
+    else if (msg.sender === this.daemonOwner) this.setItems(msg.body[0]);
+  };
+
+  private readonly onSession = (msg: Message): void => {
+    if (msg.type !== MessageType.SIGNAL) return;
+    if (msg.sender === 'org.freedesktop.DBus' && msg.member === 'NameOwnerChanged' && msg.body[0] === NOTIFICATIONS.destination) {
+      // A new server (or none) knows nothing of our notification: what was not seen is shown again.
+      this.serverOwner = msg.body[2] as string;
+      this.notificationId = 0;
+      this.posted = '';
+      this.shownKeys = [];
+      if (this.serverOwner) this.queue(() => this.readCapabilities().then(() => this.render()));
+      return;
+    }
+    if (msg.interface !== NOTIFICATIONS.interface || msg.sender !== this.serverOwner) return;
+    const [id, arg] = msg.body as [number, unknown];
+    if (!id || id !== this.notificationId) return;
+    if (msg.member === 'ActionInvoked') this.queue(() => this.onAction(String(arg)));
+    if (msg.member === 'NotificationClosed') {
+      if (SEEN.has(Number(arg))) for (const k of this.shownKeys) this.told.add(k);
+      this.notificationId = 0;
+      this.posted = '';
+      this.shownKeys = [];
+      this.schedule();
+    }
+  };
+
+  private setItems(rows: unknown): void {
+    try {
+      this.items = itemsFromRows(rows);
+    } catch (err) {
+      this.o.log(4, `Ignoring drift from impermanenced: ${(err as Error).message}`);
+      return;
+    }
+    const now = new Set(this.items.map(itemKey));
+    for (const k of [...this.told]) if (!now.has(k)) this.told.delete(k); // resolved: forget
+    this.schedule();
+  }
+
+  /** What concerns this user, after its scope and ignore list. */
+  private relevant(): Item[] {
+    const { home } = this.o;
+    const under = (p: string, dir: string) => p === dir || p.startsWith(dir === '/' ? '/' : dir + '/');
+    return this.items.filter((i) => (this.config.scope === 'all' || under(i.path, home)) && !this.config.ignore.some((d) => under(i.path, d)));
+  }
+
+  private schedule(): void {
+    if (this.timer) return;
+    const wait = Math.max(this.o.settleMs ?? 400, this.lastPost + (this.o.minIntervalMs ?? 1500) - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.queue(() => this.render());
+    }, wait);
+  }
+
+  /** Runs bus work one piece at a time, so two renders never race to post two notifications. */
+  private queue(fn: () => Promise<void>): void {
+    this.work = this.work.then(fn).catch((err: Error) => this.o.log(4, err.message));
+  }
+
+  private async render(): Promise<void> {
+    const pending = this.relevant().filter((i) => !this.told.has(itemKey(i)));
+    if (!pending.length) {
+      if (this.notificationId) await this.notifications('CloseNotification', 'u', [this.notificationId]).catch(() => undefined);
+      this.notificationId = 0;
+      this.posted = '';
+      this.shownKeys = [];
+      return;
+    }
+    const n = compose(pending, { home: this.o.home, markup: this.markup });
+    const signature = JSON.stringify(n);
+    if (signature === this.posted && this.notificationId) return;
+    const hints = { urgency: new Variant('y', n.urgency), 'desktop-entry': new Variant('s', 'impermanence-notify') };
+    const reply = await this.notifications('Notify', 'susssasa{sv}i', ['impermanence', this.notificationId, n.icon, n.summary, n.body, n.actions, hints, -1]);
+    if (!reply) return;
+    this.notificationId = Number(reply.body[0]);
+    this.serverOwner ||= reply.sender ?? '';
+    this.posted = signature;
+    this.shownKeys = pending.map(itemKey);
+    this.lastPost = Date.now();
+  }
+
+  private async onAction(action: string): Promise<void> {
+    const shown = new Set(this.shownKeys);
+    const items = this.relevant().filter((i) => shown.has(itemKey(i)));
+    if (action === 'ignore') {
+      for (const p of new Set(items.map((i) => i.path))) appendIgnore(this.o.configFile, p, this.o.home);
+      this.o.log(6, `Ignoring ${items.map((i) => i.path).join(', ')} from now on (${this.o.configFile})`);
+      this.reloadConfig();
+    } else if (action === 'default') {
+      const dir = this.o.env?.XDG_RUNTIME_DIR?.startsWith('/') ? this.o.env.XDG_RUNTIME_DIR : mkdtempSync(join(tmpdir(), 'impermanence-'));
+      const file = join(dir, 'impermanence-drift.txt');
+      writeFileSync(file, report(this.relevant(), this.o.home), { mode: 0o600 });
+      const [cmd, ...args] = this.config.details;
+      const child = spawn(cmd!, [...args, file], { stdio: 'ignore', detached: true });
+      child.on('error', (err) => this.o.log(4, `Cannot open the drift report with ${cmd}: ${err.message} (it is in ${file})`));
+      child.unref();
+    }
+  }
+
+  private readonly onConfigFile = (): void => this.reloadConfig();
+
+  private reloadConfig(): void {
+    try {
+      this.config = readNotifyConfig(this.o.configFile, this.o.home);
+    } catch (err) {
+      this.o.log(4, `${(err as Error).message}; keeping the settings in effect`);
+      return;
+    }
+    if (!this.config.enable) {
+      this.queue(async () => {
+        if (this.notificationId) await this.notifications('CloseNotification', 'u', [this.notificationId]).catch(() => undefined);
+        this.stop(0, `disabled in ${this.o.configFile}`);
+      });
+      return;
+    }
+    this.schedule();
+  }
+
+  private async readCapabilities(): Promise<void> {
+    const reply = await this.notifications('GetCapabilities', '', []);
+    this.markup = ((reply?.body[0] ?? []) as string[]).includes('body-markup');
+  }
+
+  /** A call to the notification server; null (logged) if there is none right now. */
+  private async notifications(member: string, signature: string, body: unknown[]): Promise<Message | null> {
+    try {
+      return await this.o.session.call(new Message({ ...NOTIFICATIONS, member, signature, body }));
+    } catch (err) {
+      const name = err instanceof DBusError ? err.type : (err as Error).message;
+      if (name === 'org.freedesktop.DBus.Error.ServiceUnknown' || name === 'org.freedesktop.DBus.Error.NameHasNoOwner') {
+        this.serverOwner = '';
+        this.o.log(4, 'No notification server on the session bus; will show drift when one appears');
+        return null;
+      }
+      throw new Error(`${NOTIFICATIONS.interface}.${member} failed: ${name}`);
+    }
+  }
+}
+
+function nameOwnerMatch(name: string): string {
+  return `type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='${name}'`;
+}
+
+async function addMatch(bus: MessageBus, rule: string): Promise<void> {
+  await bus.call(new Message({ ...DBUS, member: 'AddMatch', signature: 's', body: [rule] }));
+}
+
+async function nameOwner(bus: MessageBus, name: string): Promise<string> {
+  try {
+    const reply = await bus.call(new Message({ ...DBUS, member: 'GetNameOwner', signature: 's', body: [name] }));
+    return String(reply?.body[0] ?? '');
+  } catch {
+    return '';
+  }
+}

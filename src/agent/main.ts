@@ -1,0 +1,79 @@
+import { homedir } from 'node:os';
+import { sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
+import { Agent, type Log } from './agent';
+import { configPath } from './config';
+
+declare const VERSION: string;
+
+const HELP = `Usage: impermanence-notify [--bus ADDRESS] [--config FILE]
+
+Shows desktop notifications when something you may see drifts: files written where they will be
+lost at reboot, persisted paths not in place or replaced, storage nothing declares. Follows the
+daemon (impermanenced) on the system bus; posts through org.freedesktop.Notifications on the
+session bus. One per session (it owns org.impermanence.Notify there).
+
+  --bus ADDRESS   the system bus (default: DBUS_SYSTEM_BUS_ADDRESS, or the standard one)
+  --config FILE   its settings (default: $XDG_CONFIG_HOME/impermanence/notify.toml)
+
+Turn it off or on with: impermanencectl notify off|on
+`;
+
+function main(argv: string[]): Promise<number> | number {
+  let address: string | undefined;
+  let config: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--help' || a === '-h') {
+      process.stdout.write(HELP);
+      return 0;
+    }
+    if (a === '--version') {
+      process.stdout.write(`impermanence-notify ${VERSION}\n`);
+      return 0;
+    }
+    if ((a === '--bus' || a === '--config') && argv[i + 1] !== undefined) {
+      if (a === '--bus') address = argv[++i];
+      else config = argv[++i];
+      continue;
+    }
+    process.stderr.write(`impermanence-notify: unknown argument ${JSON.stringify(a)}\n${HELP}`);
+    return 2;
+  }
+  // Under systemd, stderr goes to the journal: "<N>" sets each line's priority.
+  const prefixed = Boolean(process.env.JOURNAL_STREAM || process.env.INVOCATION_ID);
+  const log: Log = (level, message) => process.stderr.write(prefixed ? `<${level}>${message}\n` : `impermanence-notify: ${message}\n`);
+  const home = process.env.HOME?.startsWith('/') ? process.env.HOME : homedir();
+  return run({ address, configFile: config ?? configPath(process.env, home), home, log });
+}
+
+async function run(o: { address?: string; configFile: string; home: string; log: Log }): Promise<number> {
+  let system: MessageBus | undefined;
+  let session: MessageBus | undefined;
+  try {
+    system = await connected(o.address ? sessionBus({ busAddress: o.address }) : systemBus(), 'system');
+    session = await connected(sessionBus(), 'session');
+    const agent = new Agent({ system, session, home: o.home, configFile: o.configFile, log: o.log, env: process.env });
+    if (!(await agent.start())) return 0;
+    for (const [bus, which] of [[system, 'system'], [session, 'session']] as const) {
+      // The library does not forward the connection's end; without its bus the agent is done.
+      (bus as unknown as { _connection: NodeJS.EventEmitter })._connection.on('end', () => agent.stop(1, `the ${which} bus went away`));
+    }
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => agent.stop(0));
+    return await agent.done;
+  } catch (err) {
+    o.log(3, (err as Error).message);
+    return 1;
+  } finally {
+    system?.disconnect();
+    session?.disconnect();
+  }
+}
+
+function connected(bus: MessageBus, which: string): Promise<MessageBus> {
+  return new Promise((resolve, reject) => {
+    (bus as unknown as NodeJS.EventEmitter).once('error', (err: Error) => reject(new Error(`cannot connect to the ${which} bus: ${err.message}`)));
+    bus.once('connect', () => resolve(bus));
+  });
+}
+
+Promise.resolve(main(process.argv.slice(2))).then((code) => process.exit(code));
