@@ -5,12 +5,13 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 dest=${1:-${DESTDIR:-}}
-for f in impermanence-generator impermanencectl impermanenced; do
+for f in impermanence-generator impermanencectl impermanenced impermanence-notify; do
   [ -f "$here/dist/$f.js" ] || { echo "install.sh: dist/$f.js is missing: run npm run build first" >&2; exit 1; }
 done
 install -Dm0755 "$here/dist/impermanence-generator.js" "$dest/usr/lib/systemd/system-generators/impermanence-generator"
 install -Dm0755 "$here/dist/impermanencectl.js" "$dest/usr/bin/impermanencectl"
 install -Dm0755 "$here/dist/impermanenced.js" "$dest/usr/lib/impermanence/impermanenced"
+install -Dm0755 "$here/dist/impermanence-notify.js" "$dest/usr/bin/impermanence-notify"
 install -Dm0755 "$here/dist/impermanence-fanotify" "$dest/usr/lib/impermanence/impermanence-fanotify"
 install -Dm0755 "$here/dist/impermanence-walk" "$dest/usr/lib/impermanence/impermanence-walk"
 # The daemon's one native module (journald's native protocol), beside it where require() looks.
@@ -21,6 +22,13 @@ for m in unix-dgram bindings file-uri-to-path; do
     -exec install -Dm0644 {} "$dest/usr/lib/impermanence/node_modules/$m/{}" \;)
 done
 install -Dm0644 "$here/units/impermanence.service" "$dest/usr/lib/systemd/system/impermanence.service"
+# The desktop agent: a user unit enabled for everyone by preset (and by the link below, which is
+# what `systemctl --global preset` makes), plus XDG autostart for sessions without systemd.
+install -Dm0644 "$here/units/impermanence-notify.service" "$dest/usr/lib/systemd/user/impermanence-notify.service"
+install -Dm0644 "$here/packaging/impermanence-notify.preset" "$dest/usr/lib/systemd/user-preset/80-impermanence.preset"
+install -dm0755 "$dest/etc/systemd/user/graphical-session.target.wants"
+ln -sf /usr/lib/systemd/user/impermanence-notify.service "$dest/etc/systemd/user/graphical-session.target.wants/impermanence-notify.service"
+install -Dm0644 "$here/packaging/impermanence-notify.desktop" "$dest/etc/xdg/autostart/impermanence-notify.desktop"
 install -Dm0644 "$here/dbus/org.impermanence.Manager.conf" "$dest/usr/share/dbus-1/system.d/org.impermanence.Manager.conf"
 install -Dm0644 "$here/dbus/org.impermanence.Manager.service" "$dest/usr/share/dbus-1/system-services/org.impermanence.Manager.service"
 install -Dm0644 "$here/dbus/org.impermanence.Manager.xml" "$dest/usr/share/dbus-1/interfaces/org.impermanence.Manager.xml"

@@ -126,6 +126,12 @@ describe('a boot with the seed configs', () => {
     await sh(c, 'cd /run/systemd/generator && systemd-analyze verify --man=no ./*.mount impermanence.target impermanence-prepare.service');
   });
 
+  it('installs the desktop agent as a user unit that graphical sessions want, and it verifies', async () => {
+    await sh(c, 'install -dm0700 /tmp/user-runtime && XDG_RUNTIME_DIR=/tmp/user-runtime systemd-analyze verify --man=no --user /usr/lib/systemd/user/impermanence-notify.service');
+    expect(await sh(c, 'systemctl --global is-enabled impermanence-notify.service')).toBe('enabled\n');
+    expect(await sh(c, 'impermanence-notify --version')).toMatch(/^impermanence-notify \d/);
+  });
+
   it('mounts every declared directory from storage, with the declared owner and mode', async () => {
     for (const [dir] of DIRECTORIES) {
       // The source is the host folder behind /persistent: the bind mount's root in it is the entry's storage path.
