@@ -242,6 +242,7 @@ export class DbusFrontEnd {
       case 'org.impermanence.Manager.Subscribe': {
         checkOptions(body[0]);
         const caller = await this.caller(msg);
+        await this.manager.lookedFirst; // a complete first view, not what the daemon saw so far
         const rows = this.driftRows(this.manager.drift.items, caller);
         try {
           await this.subscribers.add(msg.sender, caller, rows);

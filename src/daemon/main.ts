@@ -86,9 +86,11 @@ async function main(argv: string[]): Promise<number> {
   const frontEnd = c.resolve(TOKENS.frontEnd);
 
   manager.reload();
+  // Watching and the first look start before the name is ours: a subscriber that comes as soon
+  // as it appears gets a complete first view.
+  if (await manager.startLive()) manager.lookFirst();
   const started = await Promise.race([frontEnd.start().then(() => undefined), lost]);
   if (started !== undefined) return started;
-  await manager.startLive();
   log.log(LOG_INFO, `Serving ${manager.configFiles.length ? manager.entries().length + ' entries' : 'no config'} as org.impermanence.Manager`);
 
   const stopped = new Promise<number>((resolve) => {

@@ -53,6 +53,9 @@ export class Manager extends EventEmitter {
   private layout: RootLayout | undefined;
   private readonly liveItems = new Map<string, DriftItem>(); // by group
   private liveSince = 0;
+  /** Groups written to while a scan ran: the scan may have passed them already. */
+  private readonly touchedDuringScan = new Set<string>();
+  private firstLook: Promise<unknown> = Promise.resolve();
   private mountPoll: NodeJS.Timeout | undefined;
   private mountinfo = '';
 
@@ -178,7 +181,7 @@ export class Manager extends EventEmitter {
     const controller = new AbortController();
     const promise = (async () => {
       if (!this.config) throw new Error('no valid configuration is loaded');
-      const report = await scanDrift({
+      let report = await scanDrift({
         root: this.opts.root,
         config: this.config,
         users: UserDb.read(this.opts.root),
@@ -196,13 +199,23 @@ export class Manager extends EventEmitter {
         throw err;
       });
       if (publish) {
-        this.publish(report);
-        // The live view goes on from what the scan found.
+        // The live view goes on from what the scan found, and what was written meanwhile.
         this.liveItems.clear();
         for (const i of report.items) {
           const group = i.kind === 'ephemeral' ? this.layout?.groupOf(i.path) : undefined;
           if (group) this.liveItems.set(group, i);
         }
+        const touched = new Set(this.touchedDuringScan);
+        this.touchedDuringScan.clear();
+        if (touched.size && this.layout) {
+          for (const group of touched) {
+            for (const key of [...this.liveItems.keys()]) if (key === group || key.startsWith(group + '/')) this.liveItems.delete(key);
+            for (const [key, item] of await this.layout.measure(group, this.liveSince)) if (item) this.liveItems.set(key, item);
+          }
+          const ephemeral = new Set(this.liveItems.values());
+          report = { ...report, items: rank([...report.items.filter((i) => i.kind !== 'ephemeral'), ...ephemeral]) };
+        }
+        this.publish(report);
       }
       return report;
     })().finally(() => {
@@ -210,6 +223,19 @@ export class Manager extends EventEmitter {
     });
     this.running = { since: when, publish, promise, controller, owner };
     return promise;
+  }
+
+  /**
+   * The first look, once live watching runs: a scan since boot, so that what was written before
+   * the daemon started (or restarted) is known too. Subscribers get their first view after it.
+   */
+  lookFirst(): void {
+    this.firstLook = this.scan(undefined, 'startup').catch((err: Error) => this.log.log(LOG_WARNING, `The first drift scan failed: ${err.message}`));
+  }
+
+  /** Resolves once the first look is done (at once if there was none). */
+  get lookedFirst(): Promise<unknown> {
+    return this.firstLook;
   }
 
   /** Cancels the running scan if `owner` started it (or `all`, for root). */
@@ -281,6 +307,7 @@ export class Manager extends EventEmitter {
     const layout = this.layout;
     if (!layout || !this.config) return;
     for (const group of c.groups) {
+      if (this.running?.publish) this.touchedDuringScan.add(group);
       for (const key of [...this.liveItems.keys()]) if (key === group || key.startsWith(group + '/')) this.liveItems.delete(key);
       for (const [key, item] of await layout.measure(group, this.liveSince)) if (item) this.liveItems.set(key, item);
     }
