@@ -9,7 +9,6 @@ import { readConfig } from '../config/read';
 import type { ResolvedConfig } from '../config/resolve';
 import { collect, planUnits, type GeneratorOutput } from '../generator/plan';
 import { sourceStatter, writeOutput } from '../generator/write';
-import { onBus } from './commands';
 import { diffOffline, parseSince, printReport } from './diff';
 
 const USAGE = `usage: impermanencectl COMMAND [OPTIONS]
@@ -119,6 +118,14 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
       err(`impermanencectl: unknown command ${JSON.stringify(command)}\n${USAGE}`);
       return 2;
   }
+}
+
+/**
+ * status, list, reload, monitor and diff through impermanenced: the D-Bus client is loaded on
+ * first use, so that the offline commands (check, generate, diff --offline) start without it.
+ */
+async function onBus(...args: Parameters<typeof import('./bus-commands').onBus>): Promise<number> {
+  return (await import('./bus-commands')).onBus(...args);
 }
 
 function notify(args: string[], out: (s: string) => void, err: (s: string) => void): number {
