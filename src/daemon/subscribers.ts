@@ -2,9 +2,11 @@ import { Message, MessageType, type MessageBus } from '@jellybrick/dbus-next';
 import type { Caller } from './visibility';
 
 const DBUS = { destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus' };
-/** At most this many subscriptions per user, and in all: the bus's own limits are far higher. */
+/** At most this many subscriptions per user. In all, the bus's own caps on connections (per user
+ * and in total) are the limit: the daemon holds one match rule however many subscribe. */
 export const MAX_PER_USER = 16;
-export const MAX_SUBSCRIBERS = 512;
+/** Every NameOwnerChanged: a subscriber that leaves the bus is forgotten (one rule for all of them). */
+const OWNERS_MATCH = "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'";
 
 interface Subscriber {
   caller: Caller;
@@ -23,6 +25,7 @@ export class TooManySubscribers extends Error {}
  */
 export class DriftSubscribers {
   private readonly subscribers = new Map<string, Subscriber>();
+  private watching: Promise<void> | undefined;
 
   constructor(
     private readonly bus: MessageBus,
@@ -37,6 +40,7 @@ export class DriftSubscribers {
 
   /** Adds (or renews) the subscription of `name`, whose current view is `rows`. */
   async add(name: string, caller: Caller, rows: unknown[]): Promise<void> {
+    await this.watchOwners(); // throws, adding nothing, if the bus would not tell who leaves
     const known = this.subscribers.get(name);
     if (known) {
       known.last = key(rows);
@@ -44,18 +48,23 @@ export class DriftSubscribers {
     }
     const mine = [...this.subscribers.values()].filter((s) => s.caller.uid === caller.uid).length;
     if (mine >= MAX_PER_USER) throw new TooManySubscribers(`uid ${caller.uid} already has ${mine} subscriptions`);
-    if (this.subscribers.size >= MAX_SUBSCRIBERS) throw new TooManySubscribers(`${this.subscribers.size} subscriptions already`);
-    this.subscribers.set(name, { caller, last: key(rows) });
-    await this.dbus('AddMatch', [matchFor(name)]);
-    // It may have left before the match rule was in place: then no signal would ever say so.
-    const [has] = (await this.dbus('NameHasOwner', [name])) as [boolean];
-    if (!has) this.remove(name);
+    const subscriber: Subscriber = { caller, last: key(rows) };
+    this.subscribers.set(name, subscriber);
+    const drop = () => {
+      if (this.subscribers.get(name) === subscriber) this.subscribers.delete(name);
+    };
+    try {
+      // It may have left before it was in the map: then no NameOwnerChanged would ever say so.
+      const [has] = (await this.dbus('NameHasOwner', [name])) as [boolean];
+      if (!has) drop();
+    } catch (err) {
+      drop();
+      throw err;
+    }
   }
 
   remove(name: string): boolean {
-    if (!this.subscribers.delete(name)) return false;
-    this.dbus('RemoveMatch', [matchFor(name)]).catch(() => undefined);
-    return true;
+    return this.subscribers.delete(name);
   }
 
   /** Sends each subscriber its view of the drift, if that changed. */
@@ -71,7 +80,21 @@ export class DriftSubscribers {
 
   stop(): void {
     this.bus.off('message', this.onMessage);
-    for (const name of [...this.subscribers.keys()]) this.remove(name);
+    this.subscribers.clear();
+    if (this.watching) this.dbus('RemoveMatch', [OWNERS_MATCH]).catch(() => undefined);
+    this.watching = undefined;
+  }
+
+  /** Adds the NameOwnerChanged match rule, once; a failed attempt is retried at the next add. */
+  private watchOwners(): Promise<void> {
+    this.watching ??= this.dbus('AddMatch', [OWNERS_MATCH]).then(
+      () => undefined,
+      (err: unknown) => {
+        this.watching = undefined;
+        throw err;
+      },
+    );
+    return this.watching;
   }
 
   private readonly onMessage = (msg: Message): void => {
@@ -84,10 +107,6 @@ export class DriftSubscribers {
     const reply = await this.bus.call(new Message({ ...DBUS, member, signature: 's', body }));
     return reply?.body ?? [];
   }
-}
-
-function matchFor(name: string): string {
-  return `type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='${name}'`;
 }
 
 function key(rows: unknown[]): string {
