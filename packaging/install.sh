@@ -22,13 +22,20 @@ for m in unix-dgram bindings file-uri-to-path; do
     -exec install -Dm0644 {} "$dest/usr/lib/impermanence/node_modules/$m/{}" \;)
 done
 install -Dm0644 "$here/units/impermanence.service" "$dest/usr/lib/systemd/system/impermanence.service"
-# The desktop agent: a user unit enabled for everyone by preset (and by the link below, which is
-# what `systemctl --global preset` makes), plus XDG autostart for sessions without systemd.
+# The desktop agent: a user unit, enabled for everyone on the first install only (what
+# `systemctl --global preset` does with the preset file: an admin's later `systemctl --global
+# disable` is kept on upgrades), plus XDG autostart for sessions without systemd, and the
+# desktop entry its notifications name.
+first_install=yes
+[ -e "$dest/usr/lib/systemd/user/impermanence-notify.service" ] && first_install=no
 install -Dm0644 "$here/units/impermanence-notify.service" "$dest/usr/lib/systemd/user/impermanence-notify.service"
 install -Dm0644 "$here/packaging/impermanence-notify.preset" "$dest/usr/lib/systemd/user-preset/80-impermanence.preset"
-install -dm0755 "$dest/etc/systemd/user/graphical-session.target.wants"
-ln -sf /usr/lib/systemd/user/impermanence-notify.service "$dest/etc/systemd/user/graphical-session.target.wants/impermanence-notify.service"
+if [ "$first_install" = yes ]; then
+  install -dm0755 "$dest/etc/systemd/user/graphical-session.target.wants"
+  ln -sf /usr/lib/systemd/user/impermanence-notify.service "$dest/etc/systemd/user/graphical-session.target.wants/impermanence-notify.service"
+fi
 install -Dm0644 "$here/packaging/impermanence-notify.desktop" "$dest/etc/xdg/autostart/impermanence-notify.desktop"
+install -Dm0644 "$here/packaging/impermanence-notify.desktop" "$dest/usr/share/applications/impermanence-notify.desktop"
 install -Dm0644 "$here/dbus/org.impermanence.Manager.conf" "$dest/usr/share/dbus-1/system.d/org.impermanence.Manager.conf"
 install -Dm0644 "$here/dbus/org.impermanence.Manager.service" "$dest/usr/share/dbus-1/system-services/org.impermanence.Manager.service"
 install -Dm0644 "$here/dbus/org.impermanence.Manager.xml" "$dest/usr/share/dbus-1/interfaces/org.impermanence.Manager.xml"

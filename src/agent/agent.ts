@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, unwatchFile, watchFile, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, unwatchFile, watchFile, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DBusError, Message, MessageType, NameFlag, RequestNameReply, Variant, type MessageBus } from '@jellybrick/dbus-next';
-import { appendIgnore, readNotifyConfig, type NotifyConfig } from './config';
-import { compose, itemKey, itemsFromRows, report, type Item } from './message';
+import { appendIgnore, DEFAULTS, readNotifyConfig, type NotifyConfig } from './config';
+import { compose, itemKey, itemsFromRows, NORMAL, report, type Item } from './message';
 
 export const AGENT_NAME = 'org.impermanence.Notify';
 const MANAGER = { destination: 'org.impermanence.Manager', path: '/org/impermanence/Manager', interface: 'org.impermanence.Manager' };
@@ -27,6 +27,10 @@ export interface AgentOptions {
   /** …and updated in place at most this often. */
   minIntervalMs?: number;
   env?: NodeJS.ProcessEnv;
+  /** systemd-run, to start the Details viewer in a scope of its own (when running under systemd). */
+  systemdRun?: string;
+  /** Where what the user was told is kept across restarts of the agent (this boot only). */
+  toldFile?: string;
 }
 
 /**
@@ -54,12 +58,21 @@ export class Agent {
   private work: Promise<void> = Promise.resolve();
   /** A DriftChanged that came before we knew who the daemon is (its Subscribe reply tells). */
   private early: { sender: string; rows: unknown } | undefined;
+  private reportDir: string | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private retryMs = 0;
   private resolveDone!: (code: number) => void;
   /** Resolves with the exit code when the agent stops (disabled, or a bus went away). */
   readonly done = new Promise<number>((r) => (this.resolveDone = r));
 
   constructor(private readonly o: AgentOptions) {
-    this.config = readNotifyConfig(o.configFile, o.home);
+    try {
+      this.config = readNotifyConfig(o.configFile, o.home);
+    } catch (err) {
+      o.log(3, `${(err as Error).message}; using the defaults until it is fixed`);
+      this.config = { ...DEFAULTS };
+    }
+    for (const k of readTold(o.toldFile)) this.told.add(k);
   }
 
   /** Starts; false if the agent should not run (disabled, or another instance has the name). */
@@ -89,6 +102,7 @@ export class Agent {
   stop(code = 0, why = ''): void {
     if (why) this.o.log(code ? 3 : 6, `Stopping: ${why}`);
     clearTimeout(this.timer);
+    clearTimeout(this.retry);
     unwatchFile(this.o.configFile, this.onConfigFile);
     this.o.system.off('message', this.onSystem);
     this.o.session.off('message', this.onSession);
@@ -103,9 +117,18 @@ export class Agent {
     } catch (err) {
       const name = err instanceof DBusError ? err.type : (err as Error).message;
       this.daemonOwner = '';
-      this.o.log(4, `Cannot subscribe to impermanenced (${name}); waiting for it to start`);
+      if (name === 'org.freedesktop.DBus.Error.ServiceUnknown' || name === 'org.freedesktop.DBus.Error.NameHasNoOwner') {
+        this.o.log(4, `impermanenced is not running (${name}); waiting for it to start`);
+      } else {
+        // Refused or failed while it runs: try again later, less and less often.
+        this.retryMs = Math.min(Math.max(this.retryMs * 2, 5000), 300_000);
+        this.o.log(4, `Cannot subscribe to impermanenced (${name}); trying again in ${this.retryMs / 1000} s`);
+        clearTimeout(this.retry);
+        this.retry = setTimeout(() => this.queue(() => this.subscribe()), this.retryMs);
+      }
       return;
     }
+    this.retryMs = 0;
     this.daemonOwner = reply?.sender ?? '';
     const early = this.early;
     this.early = undefined;
@@ -145,9 +168,16 @@ export class Agent {
     if (msg.interface !== NOTIFICATIONS.interface || msg.sender !== this.serverOwner) return;
     const [id, arg] = msg.body as [number, unknown];
     if (!id || id !== this.notificationId) return;
-    if (msg.member === 'ActionInvoked') this.queue(() => this.onAction(String(arg)));
+    // What the notification showed, taken now: a NotificationClosed may come in the same read.
+    if (msg.member === 'ActionInvoked') {
+      const shown = new Set(this.shownKeys);
+      this.queue(() => this.onAction(String(arg), shown));
+    }
     if (msg.member === 'NotificationClosed') {
-      if (SEEN.has(Number(arg))) for (const k of this.shownKeys) this.told.add(k);
+      if (SEEN.has(Number(arg))) {
+        for (const k of this.shownKeys) this.told.add(k);
+        this.saveTold();
+      }
       this.notificationId = 0;
       this.posted = '';
       this.shownKeys = [];
@@ -163,7 +193,9 @@ export class Agent {
       return;
     }
     const now = new Set(this.items.map(itemKey));
+    const before = this.told.size;
     for (const k of [...this.told]) if (!now.has(k)) this.told.delete(k); // resolved: forget
+    if (this.told.size !== before) this.saveTold();
     this.schedule();
   }
 
@@ -201,7 +233,10 @@ export class Agent {
     const signature = JSON.stringify(n);
     if (signature === this.posted && this.notificationId) return;
     const hints = { urgency: new Variant('y', n.urgency), 'desktop-entry': new Variant('s', 'impermanence-notify') };
-    const reply = await this.notifications('Notify', 'susssasa{sv}i', ['impermanence', this.notificationId, n.icon, n.summary, n.body, n.actions, hints, -1]);
+    // Data about to be lost stays until the user dismisses it (0: never expires); the rest
+    // expires as the server likes (-1). An expired one counts as seen.
+    const timeout = n.urgency >= NORMAL ? 0 : -1;
+    const reply = await this.notifications('Notify', 'susssasa{sv}i', ['impermanence', this.notificationId, n.icon, n.summary, n.body, n.actions, hints, timeout]);
     if (!reply) return;
     this.notificationId = Number(reply.body[0]);
     this.serverOwner ||= reply.sender ?? '';
@@ -210,21 +245,33 @@ export class Agent {
     this.lastPost = Date.now();
   }
 
-  private async onAction(action: string): Promise<void> {
-    const shown = new Set(this.shownKeys);
+  private async onAction(action: string, shown: Set<string>): Promise<void> {
     const items = this.relevant().filter((i) => shown.has(itemKey(i)));
     if (action === 'ignore') {
       for (const p of new Set(items.map((i) => i.path))) appendIgnore(this.o.configFile, p, this.o.home);
       this.o.log(6, `Ignoring ${items.map((i) => i.path).join(', ')} from now on (${this.o.configFile})`);
       this.reloadConfig();
     } else if (action === 'default') {
-      const dir = this.o.env?.XDG_RUNTIME_DIR?.startsWith('/') ? this.o.env.XDG_RUNTIME_DIR : mkdtempSync(join(tmpdir(), 'impermanence-'));
-      const file = join(dir, 'impermanence-drift.txt');
+      this.reportDir ??= this.o.env?.XDG_RUNTIME_DIR?.startsWith('/') ? this.o.env.XDG_RUNTIME_DIR : mkdtempSync(join(tmpdir(), 'impermanence-'));
+      const file = join(this.reportDir, 'impermanence-drift.txt');
       writeFileSync(file, report(this.relevant(), this.o.home), { mode: 0o600 });
-      const [cmd, ...args] = this.config.details;
-      const child = spawn(cmd!, [...args, file], { stdio: 'ignore', detached: true });
+      // Under systemd, the viewer gets a scope of its own: stopping this service must not take
+      // an editor with it, nor should it inherit this service's restrictions.
+      const argv = [...this.config.details, file];
+      const viaSystemd = Boolean(this.o.env?.INVOCATION_ID) && this.o.systemdRun !== undefined;
+      const [cmd, ...args] = viaSystemd ? [this.o.systemdRun!, '--user', '--scope', '--collect', '--quiet', '--', ...argv] : argv;
+      const child = spawn(cmd!, args, { stdio: 'ignore', detached: true });
       child.on('error', (err) => this.o.log(4, `Cannot open the drift report with ${cmd}: ${err.message} (it is in ${file})`));
       child.unref();
+    }
+  }
+
+  private saveTold(): void {
+    if (!this.o.toldFile) return;
+    try {
+      writeFileSync(this.o.toldFile, JSON.stringify({ boot: bootId(), told: [...this.told] }), { mode: 0o600 });
+    } catch (err) {
+      this.o.log(4, `Cannot remember what was shown in ${this.o.toldFile}: ${(err as Error).message}`);
     }
   }
 
@@ -265,6 +312,26 @@ export class Agent {
       }
       throw new Error(`${NOTIFICATIONS.interface}.${member} failed: ${name}`);
     }
+  }
+}
+
+function bootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** What was told in this boot, by an earlier run of the agent (nothing if another boot, or none). */
+function readTold(file: string | undefined): string[] {
+  if (!file) return [];
+  try {
+    const data = JSON.parse(readFileSync(file, 'utf8')) as { boot?: unknown; told?: unknown };
+    if (data.boot !== bootId() || !Array.isArray(data.told)) return [];
+    return data.told.filter((k): k is string => typeof k === 'string');
+  } catch {
+    return [];
   }
 }
 

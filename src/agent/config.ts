@@ -1,4 +1,4 @@
-import { appendFileSync, lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parse } from 'smol-toml';
 import * as z from 'zod/mini';
@@ -13,7 +13,7 @@ import * as z from 'zod/mini';
  *   [[ignore]]               # one table per ignored path and everything below it
  *   path = "~/.cache/foo"    # ("Ignore" in a notification appends one)
  *
- * Edited by appending or by replacing one line, never by rewriting: comments stay.
+ * Edited by appending or by replacing one line: comments stay.
  */
 export interface NotifyConfig {
   enable: boolean;
@@ -69,7 +69,7 @@ export function readNotifyConfig(file: string, home: string): NotifyConfig {
     throw new Error(`${file}: ${where}: ${issue.message}`);
   }
   const c = parsed.data;
-  const ignore = (c.ignore ?? []).map((i) => expandHome(i.path, home));
+  const ignore = (c.ignore ?? []).map((i) => expandHome(i.path, home).replace(/(.)\/+$/, '$1'));
   const relative = ignore.find((p) => !p.startsWith('/'));
   if (relative) throw new Error(`${file}: ignore: ${JSON.stringify(relative)} is not absolute (start it with / or ~/)`);
   return { enable: c.enable ?? DEFAULTS.enable, scope: c.scope ?? DEFAULTS.scope, details: c.details ?? DEFAULTS.details, ignore };
@@ -91,9 +91,8 @@ export function setEnabled(file: string, enable: boolean): void {
   const at = lines.slice(0, top).findIndex((l) => /^\s*enable\s*=/.test(l));
   if (at >= 0) lines[at] = `enable = ${enable}`;
   else lines.splice(0, 0, `enable = ${enable}`);
-  const tmp = `${file}.tmp-${process.pid}`;
-  writeFileSync(tmp, lines.join('\n'), { mode: 0o644 });
-  renameSync(tmp, file);
+  // In place: a symlinked config (dotfile managers) stays a symlink, its mode stays.
+  writeFileSync(file, lines.join('\n'));
 }
 
 function ensureFile(file: string): void {

@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
 import { Agent, type Log } from './agent';
 import { configPath } from './config';
@@ -52,7 +54,17 @@ async function run(o: { address?: string; configFile: string; home: string; log:
   try {
     system = await connected(o.address ? sessionBus({ busAddress: o.address }) : systemBus(), 'system');
     session = await connected(sessionBus(), 'session');
-    const agent = new Agent({ system, session, home: o.home, configFile: o.configFile, log: o.log, env: process.env });
+    const runtime = process.env.XDG_RUNTIME_DIR?.startsWith('/') ? process.env.XDG_RUNTIME_DIR : undefined;
+    const agent = new Agent({
+      system,
+      session,
+      home: o.home,
+      configFile: o.configFile,
+      log: o.log,
+      env: process.env,
+      systemdRun: findInPath('systemd-run'),
+      toldFile: runtime && join(runtime, 'impermanence-notify.json'),
+    });
     if (!(await agent.start())) return 0;
     for (const [bus, which] of [[system, 'system'], [session, 'session']] as const) {
       // The library does not forward the connection's end; without its bus the agent is done.
@@ -67,6 +79,14 @@ async function run(o: { address?: string; configFile: string; home: string; log:
     system?.disconnect();
     session?.disconnect();
   }
+}
+
+function findInPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(':')) {
+    const p = join(dir, name);
+    if (dir.startsWith('/') && existsSync(p)) return p;
+  }
+  return undefined;
 }
 
 function connected(bus: MessageBus, which: string): Promise<MessageBus> {

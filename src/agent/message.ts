@@ -20,6 +20,24 @@ export function itemsFromRows(rows: unknown): Item[] {
   return parsed.data.map(([kind, path, detail, files, bytes, suggestion]) => ({ kind, path, detail, files, bytes: Number(bytes), suggestion }));
 }
 
+/**
+ * Text as a notification may show it: control and format characters (newlines, bidi overrides,
+ * zero-width marks) in a file name another user chose are written as \u{…}, so a name cannot
+ * forge lines or reorder what is shown; lines stay lines where the daemon made them.
+ */
+export function printable(text: string): string {
+  return text
+    .split('\n')
+    .map((line) => line.replace(/[\p{Cc}\p{Cf}\u2028\u2029]/gu, (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`))
+    .join('\n');
+}
+
+/** A path for a summary: printable, and at most 80 characters (the middle elided). */
+function short(path: string): string {
+  const p = printable(path.replace(/\n/g, '\\n'));
+  return p.length <= 80 ? p : `${p.slice(0, 38)}…${p.slice(-41)}`;
+}
+
 export const itemKey = (i: Pick<Item, 'kind' | 'path'>) => `${i.kind}\0${i.path}`;
 
 /** Freedesktop urgency levels. */
@@ -59,7 +77,7 @@ export function ranked(items: Item[]): Item[] {
 export function compose(items: Item[], o: ComposeOptions): Notification {
   const all = ranked(items);
   const first = all[0]!;
-  const shown = (p: string) => (p === o.home ? '~' : p.startsWith(o.home + '/') ? '~' + p.slice(o.home.length) : p);
+  const shown = (p: string) => short(p === o.home ? '~' : p.startsWith(o.home + '/') ? '~' + p.slice(o.home.length) : p);
   const esc = (s: string) => (o.markup ? s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;') : s);
   const urgency = Math.max(...all.map((i) => URGENCY[i.kind] ?? NORMAL));
   const files = (n: number) => `${n.toLocaleString('en')} file${n === 1 ? '' : 's'}`;
@@ -68,11 +86,11 @@ export function compose(items: Item[], o: ComposeOptions): Notification {
   let body: string;
   if (all.length === 1) {
     summary = headline(first, shown(first.path), isFile(first), files);
-    body = explain(first, files);
+    body = explain({ ...first, detail: printable(first.detail), suggestion: printable(first.suggestion) }, files);
   } else if (all.every((i) => i.kind === 'ephemeral')) {
     const total = all.reduce((n, i) => n + i.files, 0);
     summary = `${files(total)} in ${all.length} places will be lost at reboot`;
-    body = listing(all, shown, files) + '\n\nTo keep the first, add to the config (as root, in /etc/impermanence/persist.d/):\n' + first.suggestion;
+    body = listing(all, shown, files) + '\n\nTo keep the first, add to the config (as root, in /etc/impermanence/persist.d/):\n' + printable(first.suggestion);
   } else {
     summary = `${headline(first, shown(first.path), isFile(first), files)} (and ${all.length - 1} more)`;
     body = listing(all, shown, files);
@@ -127,10 +145,10 @@ function listing(all: Item[], shown: (p: string) => string, files: (n: number) =
 
 /** The drift report the Details action opens: every item, in full. */
 export function report(items: Item[], home: string): string {
-  const shown = (p: string) => (p.startsWith(home + '/') ? '~' + p.slice(home.length) : p);
+  const shown = (p: string) => printable((p.startsWith(home + '/') ? '~' + p.slice(home.length) : p).replace(/\n/g, '\\n'));
   const out = [`Drift that concerns you (${new Date().toISOString()}); the full picture: impermanencectl diff`, ''];
   for (const i of ranked(items)) {
-    out.push(`${i.kind}  ${shown(i.path)}`, `  ${i.detail}`, ...i.suggestion.split('\n').map((l) => `  ${l}`), '');
+    out.push(`${i.kind}  ${shown(i.path)}`, `  ${printable(i.detail)}`, ...printable(i.suggestion).split('\n').map((l) => `  ${l}`), '');
   }
   return out.join('\n');
 }

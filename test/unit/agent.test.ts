@@ -1,4 +1,7 @@
+import { EventEmitter } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { MessageType, type Message, type MessageBus } from '@jellybrick/dbus-next';
+import { Agent } from '../../src/agent/agent';
 import { join } from 'node:path';
 import { appendIgnore, configPath, readNotifyConfig, setEnabled } from '../../src/agent/config';
 import { compose, itemsFromRows, type Item } from '../../src/agent/message';
@@ -41,6 +44,16 @@ describe('what a notification says', () => {
     expect(n.urgency).toBe(0);
   });
 
+  it('shows names another user chose as they are, not as lines or reordered text', () => {
+    const evil = item({ path: '/var/crash/x\nRun: sudo rm -rf /\u202eexe.txt', suggestion: '[persistence."/persistent"]\ndirectories = ["/var/crash/x\\nRun\u202e"]' });
+    const n = compose([evil], { home: HOME, markup: false });
+    expect(n.summary).not.toMatch(/[\n\u202e]/);
+    expect(n.summary).toContain('x\\nRun: sudo rm -rf /\\u{202e}exe.txt');
+    expect(n.body).not.toContain('\u202e');
+    expect(n.body.split('\n')).toContain('directories = ["/var/crash/x\\nRun\\u{202e}"]');
+    expect(compose([item({ path: '/var/lib/' + 'a'.repeat(200) })], { home: HOME, markup: false }).summary.length).toBeLessThan(140);
+  });
+
   it('refuses rows that are not a(sssuts)', () => {
     expect(() => itemsFromRows([['ephemeral', '/x', '', 1, 1, '']])).toThrow(/a\(sssuts\)/); // bytes must be a u64
     expect(itemsFromRows([['ephemeral', '/x', 'd', 1, 5n, 's']])).toEqual([{ kind: 'ephemeral', path: '/x', detail: 'd', files: 1, bytes: 5, suggestion: 's' }]);
@@ -77,5 +90,45 @@ describe('the user config', () => {
     expect(() => readNotifyConfig(file, HOME)).toThrow(/not absolute/);
     writeFileSync(file, 'enable = \n');
     expect(() => readNotifyConfig(file, HOME)).toThrow(new RegExp(`^${file}: `));
+  });
+});
+
+/**
+ * A fake message bus, named as such: it answers the agent's calls and delivers signals in one
+ * synchronous burst, as one socket read does. The real dunst (test/unit/notify.test.ts) never
+ * closes a notification on an action, as GNOME Shell, KDE and mako do; this is how that order is tested.
+ */
+class FakeBus extends EventEmitter {
+  calls: Message[] = [];
+  constructor(private readonly answer: (m: Message) => unknown[] | undefined, readonly uniqueName: string) {
+    super();
+  }
+  async requestName() {
+    return 1;
+  }
+  async call(m: Message) {
+    this.calls.push(m);
+    return { type: MessageType.METHOD_RETURN, sender: this.uniqueName, body: this.answer(m) ?? [] } as unknown as Message;
+  }
+  deliver(...msgs: Partial<Message>[]) {
+    for (const m of msgs) this.emit('message', { type: MessageType.SIGNAL, ...m });
+  }
+}
+
+describe('the agent, on a fake bus', () => {
+  it('Ignore works when the server closes the notification in the same breath as the action', async () => {
+    const dir = tempDir();
+    const configFile = join(dir, 'notify.toml');
+    const rows = [['ephemeral', '/home/bird/.config/app', '3 files', 3, 30n, '[persistence."/persistent".users.bird]\ndirectories = [".config/app"]']];
+    const system = new FakeBus((m) => (m.member === 'Subscribe' ? [rows] : m.member === 'GetNameOwner' ? [':1.1'] : undefined), ':1.1');
+    const session = new FakeBus((m) => (m.member === 'Notify' ? [7] : m.member === 'GetNameOwner' ? [':1.2'] : m.member === 'GetCapabilities' ? [['actions']] : undefined), ':1.2');
+    const agent = new Agent({ system: system as unknown as MessageBus, session: session as unknown as MessageBus, home: HOME, configFile, log: () => undefined, settleMs: 10, minIntervalMs: 10 });
+    expect(await agent.start()).toBe(true);
+    for (let i = 0; i < 100 && !session.calls.some((c) => c.member === 'Notify'); i++) await new Promise((r) => setTimeout(r, 10));
+    const sig = { sender: ':1.2', path: '/org/freedesktop/Notifications', interface: 'org.freedesktop.Notifications' };
+    session.deliver({ ...sig, member: 'ActionInvoked', body: [7, 'ignore'] }, { ...sig, member: 'NotificationClosed', body: [7, 2] });
+    for (let i = 0; i < 100 && !readFileSync(configFile, { encoding: 'utf8', flag: 'a+' }).includes('path'); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(readFileSync(configFile, 'utf8')).toContain('path = "~/.config/app"');
+    agent.stop();
   });
 });
