@@ -67,14 +67,22 @@ export class DriftSubscribers {
     return this.subscribers.delete(name);
   }
 
-  /** Sends each subscriber its view of the drift, if that changed. */
+  /**
+   * Sends each subscriber its view of the drift, if that changed. A view is computed once per
+   * distinct caller (uid and groups), however many of its connections subscribed.
+   */
   publish(viewOf: (caller: Caller) => unknown[]): void {
+    const views = new Map<string, { rows: unknown[]; key: string }>();
     for (const [name, s] of this.subscribers) {
-      const rows = viewOf(s.caller);
-      const k = key(rows);
-      if (k === s.last) continue;
-      s.last = k;
-      this.send(name, rows);
+      const who = callerKey(s.caller);
+      let view = views.get(who);
+      if (!view) {
+        const rows = viewOf(s.caller);
+        views.set(who, (view = { rows, key: key(rows) }));
+      }
+      if (view.key === s.last) continue;
+      s.last = view.key;
+      this.send(name, view.rows);
     }
   }
 
@@ -107,6 +115,12 @@ export class DriftSubscribers {
     const reply = await this.bus.call(new Message({ ...DBUS, member, signature: 's', body }));
     return reply?.body ?? [];
   }
+}
+
+/** Who sees the same drift: root sees all of it; anyone else by uid and groups. */
+function callerKey(caller: Caller): string {
+  if (caller.uid === 0) return '0';
+  return `${caller.uid}:${[...new Set(caller.gids)].sort((a, b) => a - b).join(',')}`;
 }
 
 function key(rows: unknown[]): string {
