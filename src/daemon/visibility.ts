@@ -21,12 +21,17 @@ export function canSee(caller: Caller, path: string, root = '/'): boolean {
 }
 
 /**
- * Whether `caller` could see what a drift item says about `path`: the path itself (canSee) and,
- * for a folder, what is inside it (a count and size of the files in /root are /root's secret).
+ * Whether `caller` could see what a drift item says about `path`: its name, as `ls` of its
+ * folder would show it (canSee, and read permission on that folder: a 0711 home lets others
+ * reach a file whose name they know, not learn the names), and, for a folder, what is inside it
+ * (a count and size of the files in /root are /root's secret).
  */
 export function canSeeContents(caller: Caller, path: string, root = '/'): boolean {
   if (caller.uid === 0) return true;
   if (!canSee(caller, path, root)) return false;
+  const parent = path.slice(0, path.lastIndexOf('/')) || '/';
+  const parentStat = folderStat(root === '/' ? parent : root + (parent === '/' ? '' : parent));
+  if (!parentStat || !allowed(caller, parentStat.uid, parentStat.gid, parentStat.mode, 0o4)) return false;
   const target = root === '/' ? path : root + path;
   if (!lstatSync(target, { throwIfNoEntry: false })) return true;
   const st = folderStat(target);
@@ -49,7 +54,12 @@ function folderStat(path: string) {
 }
 
 function searchable(caller: Caller, uid: number, gid: number, mode: number): boolean {
-  if (caller.uid === uid) return (mode & 0o100) !== 0;
-  if (caller.gids.includes(gid)) return (mode & 0o010) !== 0;
-  return (mode & 0o001) !== 0;
+  return allowed(caller, uid, gid, mode, 0o1);
+}
+
+/** The owner/group/other rule for one permission bit (4 read, 1 search). */
+function allowed(caller: Caller, uid: number, gid: number, mode: number, bit: number): boolean {
+  if (caller.uid === uid) return (mode & (bit << 6)) !== 0;
+  if (caller.gids.includes(gid)) return (mode & (bit << 3)) !== 0;
+  return (mode & bit) !== 0;
 }
