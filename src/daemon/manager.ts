@@ -144,7 +144,9 @@ export class Manager extends EventEmitter {
     this.views = next;
     this.refresh();
     this.rebuildLayout();
-    this.liveItems.clear(); // grouped by the old config; the next change or scan measures afresh
+    // The live items stay (clearing them would make the next live change report every other one
+    // resolved); they are grouped by the old config, so a new first look regroups them afresh.
+    if (this.live) this.lookFirst();
     this.log.log(LOG_INFO, `Loaded ${config.entries.length} entries from ${config.files.length} config file(s)`, {
       IMPERMANENCE_CONFIG_FILES: config.files.join(' '),
     });
@@ -227,7 +229,9 @@ export class Manager extends EventEmitter {
 
   /**
    * The first look, once live watching runs: a scan since boot, so that what was written before
-   * the daemon started (or restarted) is known too. Subscribers get their first view after it.
+   * the daemon started (or restarted) is known too; again after a reload, to regroup the live
+   * items by the new config. Its report becomes the current drift (and the live items).
+   * Subscribers get their first view after it.
    */
   lookFirst(): void {
     this.firstLook = this.scan(undefined, 'startup').catch((err: Error) => this.log.log(LOG_WARNING, `The first drift scan failed: ${err.message}`));

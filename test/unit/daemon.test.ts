@@ -368,6 +368,17 @@ describe('live drift', () => {
     expect(items.filter((i) => i.path.startsWith('/var/lib/burst'))).toHaveLength(1);
   });
 
+  it('keeps what it saw across a reload: the next live change resolves nothing else', async () => {
+    daemon.kill('SIGHUP');
+    mkdirSync(join(root, 'var/lib/after-reload'), { recursive: true });
+    writeFileSync(join(root, 'var/lib/after-reload/state'), 'x');
+    const kept = (items: Awaited<ReturnType<typeof drift>>) => ['/var/lib/live-app', '/var/lib/burst'].every((p) => items.some((i) => i.kind === 'ephemeral' && i.path === p));
+    const { items } = await waitFor((all) => all.some((i) => i.path === '/var/lib/after-reload'));
+    expect(kept(items)).toBe(true);
+    await new Promise((r) => setTimeout(r, 500)); // the new first look after the reload is done
+    expect(kept(await drift())).toBe(true);
+  });
+
   it('tells a non-root caller only what it may see: hidden entries do not exist for it', async () => {
     const hidden = '/org/impermanence/Manager/entry/_2fhome_2fbird_2f_2essh';
     for (const args of [['introspect', NAME, hidden], ['call', NAME, hidden, 'org.freedesktop.DBus.Peer', 'Ping']]) {
