@@ -228,10 +228,10 @@ export class Manager extends EventEmitter {
   }
 
   /**
-   * The first look, once live watching runs: a scan since boot, so that what was written before
-   * the daemon started (or restarted) is known too; again after a reload, to regroup the live
-   * items by the new config. Its report becomes the current drift (and the live items).
-   * Subscribers get their first view after it.
+   * The first look: a scan since boot, so that what was written before the daemon started (or
+   * restarted) is known too, with or without live watching; again after a reload while live
+   * watching runs, to regroup the live items by the new config. Its report becomes the current
+   * drift (and the live items). Subscribers get their first view after it.
    */
   lookFirst(): void {
     this.firstLook = this.scan(undefined, 'startup').catch((err: Error) => this.log.log(LOG_WARNING, `The first drift scan failed: ${err.message}`));
