@@ -23,6 +23,8 @@ export const BUS_NAME = 'org.impermanence.Manager';
 const MANAGER_IFACE = 'org.impermanence.Manager';
 const ENTRY_IFACE = 'org.impermanence.Entry';
 const NO_REPLY_EXPECTED = 0x1;
+/** How long Subscribe waits for the first look: well under the 25 s clients wait for a reply. */
+const FIRST_LOOK_WAIT_MS = 10_000;
 
 /** A D-Bus error reply: its name and message. */
 export class BusError extends Error {
@@ -80,6 +82,16 @@ function checkPath(value: unknown): string {
     return normalizePath(parsed.data, { relative: false });
   } catch (err) {
     throw error.invalidArgument((err as Error).message.slice(0, 300));
+  }
+}
+
+/** Waits for `promise`, but at most `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([promise, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -242,7 +254,9 @@ export class DbusFrontEnd {
       case 'org.impermanence.Manager.Subscribe': {
         checkOptions(body[0]);
         const caller = await this.caller(msg);
-        await this.manager.lookedFirst; // a complete first view, not what the daemon saw so far
+        // A complete first view, not what the daemon saw so far; but on a huge root, answer with
+        // what is known before the caller's bus library gives up (sd-bus and GDBus: 25 s).
+        await within(this.manager.lookedFirst, FIRST_LOOK_WAIT_MS);
         const rows = this.driftRows(this.manager.drift.items, caller);
         try {
           await this.subscribers.add(msg.sender, caller, rows);
