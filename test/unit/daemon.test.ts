@@ -398,11 +398,15 @@ describe('live drift', () => {
 });
 
 describe('drift subscriptions', () => {
-  type Event = { event: string; items?: Array<[string, string, string, number]>; error?: string };
-  /** test/dbus/subscriber.cjs as `user`, with `connections` subscriptions; its events as they come. */
-  function subscriber(user: number, connections = 1) {
+  type Event = { event: string; name?: string; sender?: string; items?: Array<[string, string, string, number]>; error?: string };
+  /**
+   * test/dbus/subscriber.cjs as `user`, with `connections` subscriptions (`listen`: also matching
+   * every DriftChanged on the bus); its events as they come.
+   */
+  function subscriber(user: number, connections = 1, listen = false) {
     const events: Event[] = [];
-    const child = spawn('setpriv', ['--reuid', String(user), '--regid', String(user), '--clear-groups', process.execPath, join(REPO, 'test/dbus/subscriber.cjs'), bus.address, String(connections)], {
+    const args = [process.execPath, join(REPO, 'test/dbus/subscriber.cjs'), bus.address, String(connections), ...(listen ? ['listen'] : [])];
+    const child = spawn('setpriv', ['--reuid', String(user), '--regid', String(user), '--clear-groups', ...args], {
       cwd: REPO,
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -453,6 +457,29 @@ describe('drift subscriptions', () => {
       client.off('message', onMessage);
       await rootSub.stop();
       await nobody.stop();
+    }
+  });
+
+  it('lets no one broadcast DriftChanged from root, while a unicast one gets through', async () => {
+    // The policy line under test (dbus/org.impermanence.Manager.conf, root's policy):
+    //   <deny send_broadcast="true" send_interface="org.impermanence.Manager" send_member="DriftChanged"/>
+    // A listener as nobody that matches every DriftChanged; root (this test's client) sends one
+    // broadcast and then one addressed to the listener. The bus keeps one sender's messages in
+    // order, so once the unicast one arrived, the broadcast one would have arrived before it.
+    const listener = subscriber(65534, 1, true);
+    try {
+      await listener.waitFor((e) => e.some((x) => x.event === 'subscribed'), 'nobody subscribed');
+      const name = listener.events.find((x) => x.event === 'subscribed')!.name!;
+      const marker = (path: string) => Message.newSignal(PATH, IFACE, 'DriftChanged', 'a(sssuts)', [[['ephemeral', path, 'marker', 1, 1n, '']]]);
+      client.send(marker('/marker-broadcast'));
+      const unicast = marker('/marker-unicast');
+      unicast.destination = name;
+      client.send(unicast);
+      await listener.waitFor((e) => e.some((x) => x.event === 'changed' && paths(x).includes('/marker-unicast')), 'the unicast DriftChanged');
+      await new Promise((r) => setTimeout(r, 100));
+      expect(listener.events.filter((x) => paths(x).includes('/marker-broadcast'))).toEqual([]);
+    } finally {
+      await listener.stop();
     }
   });
 
