@@ -210,10 +210,7 @@ export class Manager extends EventEmitter {
         const touched = new Set(this.touchedDuringScan);
         this.touchedDuringScan.clear();
         if (touched.size && this.layout) {
-          for (const group of touched) {
-            for (const key of [...this.liveItems.keys()]) if (key === group || key.startsWith(group + '/')) this.liveItems.delete(key);
-            for (const [key, item] of await this.layout.measure(group, this.liveSince)) if (item) this.liveItems.set(key, item);
-          }
+          for (const group of touched) await this.remeasure(this.layout, group);
           const ephemeral = new Set(this.liveItems.values());
           report = { ...report, items: rank([...report.items.filter((i) => i.kind !== 'ephemeral'), ...ephemeral]) };
         }
@@ -312,13 +309,18 @@ export class Manager extends EventEmitter {
     if (!layout || !this.config) return;
     for (const group of c.groups) {
       if (this.running?.publish) this.touchedDuringScan.add(group);
-      for (const key of [...this.liveItems.keys()]) if (key === group || key.startsWith(group + '/')) this.liveItems.delete(key);
-      for (const [key, item] of await layout.measure(group, this.liveSince)) if (item) this.liveItems.set(key, item);
+      await this.remeasure(layout, group);
     }
     const last = this.lastReport.items;
     const entries = c.entries ? entryDrift(this.config, this.opts.root, readMountPoints()) : last.filter((i) => i.kind === 'unmounted' || i.kind === 'replaced');
     const others = last.filter((i) => i.kind === 'orphan' || i.kind === 'attributes');
     this.publish({ items: rank([...entries, ...this.liveItems.values(), ...others]), scanned: this.lastReport.scanned, since: this.lastReport.since || this.liveSince });
+  }
+
+  /** Replaces the live items of `group` (and below it) by what is in it now. */
+  private async remeasure(layout: RootLayout, group: string): Promise<void> {
+    for (const key of [...this.liveItems.keys()]) if (key === group || key.startsWith(group + '/')) this.liveItems.delete(key);
+    for (const [key, item] of await layout.measure(group, this.liveSince)) if (item) this.liveItems.set(key, item);
   }
 
   private publish(report: DriftReport): void {
