@@ -10,6 +10,8 @@ export const AGENT_NAME = 'org.impermanence.Notify';
 const MANAGER = { destination: 'org.impermanence.Manager', path: '/org/impermanence/Manager', interface: 'org.impermanence.Manager' };
 const NOTIFICATIONS = { destination: 'org.freedesktop.Notifications', path: '/org/freedesktop/Notifications', interface: 'org.freedesktop.Notifications' };
 const DBUS = { destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus' };
+/** The errors a call gets when nobody owns the name (and it cannot be activated). */
+const NO_OWNER = new Set(['org.freedesktop.DBus.Error.ServiceUnknown', 'org.freedesktop.DBus.Error.NameHasNoOwner']);
 /** NotificationClosed reasons: the user saw it (expired or dismissed) vs. we closed it. */
 const SEEN = new Set([1, 2]);
 
@@ -117,7 +119,7 @@ export class Agent {
     } catch (err) {
       const name = err instanceof DBusError ? err.type : (err as Error).message;
       this.daemonOwner = '';
-      if (name === 'org.freedesktop.DBus.Error.ServiceUnknown' || name === 'org.freedesktop.DBus.Error.NameHasNoOwner') {
+      if (NO_OWNER.has(name)) {
         this.o.log(4, `impermanenced is not running (${name}); waiting for it to start`);
       } else {
         // Refused or failed while it runs: try again later, less and less often.
@@ -159,9 +161,7 @@ export class Agent {
     if (msg.sender === 'org.freedesktop.DBus' && msg.member === 'NameOwnerChanged' && msg.body[0] === NOTIFICATIONS.destination) {
       // A new server (or none) knows nothing of our notification: what was not seen is shown again.
       this.serverOwner = msg.body[2] as string;
-      this.notificationId = 0;
-      this.posted = '';
-      this.shownKeys = [];
+      this.forgetNotification();
       if (this.serverOwner) this.queue(() => this.readCapabilities().then(() => this.render()));
       return;
     }
@@ -178,9 +178,7 @@ export class Agent {
         for (const k of this.shownKeys) this.told.add(k);
         this.saveTold();
       }
-      this.notificationId = 0;
-      this.posted = '';
-      this.shownKeys = [];
+      this.forgetNotification();
       this.schedule();
     }
   };
@@ -223,10 +221,7 @@ export class Agent {
   private async render(): Promise<void> {
     const pending = this.relevant().filter((i) => !this.told.has(itemKey(i)));
     if (!pending.length) {
-      if (this.notificationId) await this.notifications('CloseNotification', 'u', [this.notificationId]).catch(() => undefined);
-      this.notificationId = 0;
-      this.posted = '';
-      this.shownKeys = [];
+      await this.closeNotification();
       return;
     }
     const n = compose(pending, { home: this.o.home, markup: this.markup });
@@ -243,6 +238,19 @@ export class Agent {
     this.posted = signature;
     this.shownKeys = pending.map(itemKey);
     this.lastPost = Date.now();
+  }
+
+  /** Closes our notification, if one is up. */
+  private async closeNotification(): Promise<void> {
+    if (this.notificationId) await this.notifications('CloseNotification', 'u', [this.notificationId]).catch(() => undefined);
+    this.forgetNotification();
+  }
+
+  /** No notification of ours is up (closed, or its server is gone). */
+  private forgetNotification(): void {
+    this.notificationId = 0;
+    this.posted = '';
+    this.shownKeys = [];
   }
 
   private async onAction(action: string, shown: Set<string>): Promise<void> {
@@ -269,7 +277,7 @@ export class Agent {
   private saveTold(): void {
     if (!this.o.toldFile) return;
     try {
-      writeFileSync(this.o.toldFile, JSON.stringify({ boot: bootId(), told: [...this.told] }), { mode: 0o600 });
+      writeFileSync(this.o.toldFile, JSON.stringify({ boot: BOOT_ID, told: [...this.told] }), { mode: 0o600 });
     } catch (err) {
       this.o.log(4, `Cannot remember what was shown in ${this.o.toldFile}: ${(err as Error).message}`);
     }
@@ -286,7 +294,7 @@ export class Agent {
     }
     if (!this.config.enable) {
       this.queue(async () => {
-        if (this.notificationId) await this.notifications('CloseNotification', 'u', [this.notificationId]).catch(() => undefined);
+        await this.closeNotification();
         this.stop(0, `disabled in ${this.o.configFile}`);
       });
       return;
@@ -305,7 +313,7 @@ export class Agent {
       return await this.o.session.call(new Message({ ...NOTIFICATIONS, member, signature, body }));
     } catch (err) {
       const name = err instanceof DBusError ? err.type : (err as Error).message;
-      if (name === 'org.freedesktop.DBus.Error.ServiceUnknown' || name === 'org.freedesktop.DBus.Error.NameHasNoOwner') {
+      if (NO_OWNER.has(name)) {
         this.serverOwner = '';
         this.o.log(4, 'No notification server on the session bus; will show drift when one appears');
         return null;
@@ -315,20 +323,21 @@ export class Agent {
   }
 }
 
-function bootId(): string {
+/** This boot: what was told in another one does not count. */
+const BOOT_ID = (() => {
   try {
     return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
   } catch {
     return '';
   }
-}
+})();
 
 /** What was told in this boot, by an earlier run of the agent (nothing if another boot, or none). */
 function readTold(file: string | undefined): string[] {
   if (!file) return [];
   try {
     const data = JSON.parse(readFileSync(file, 'utf8')) as { boot?: unknown; told?: unknown };
-    if (data.boot !== bootId() || !Array.isArray(data.told)) return [];
+    if (data.boot !== BOOT_ID || !Array.isArray(data.told)) return [];
     return data.told.filter((k): k is string => typeof k === 'string');
   } catch {
     return [];
