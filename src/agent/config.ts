@@ -44,6 +44,12 @@ export function expandHome(path: string, home: string): string {
   return path;
 }
 
+/** A path as its user would write it: `~` and `~/x` inside `home` (expandHome's inverse). */
+export function tildePath(path: string, home: string): string {
+  if (path === home) return '~';
+  return path.startsWith(home + '/') ? '~' + path.slice(home.length) : path;
+}
+
 /** Reads the config; a missing file is the defaults. Throws with the file and the problem. */
 export function readNotifyConfig(file: string, home: string): NotifyConfig {
   let text: string;
@@ -77,9 +83,8 @@ export function readNotifyConfig(file: string, home: string): NotifyConfig {
 
 /** Appends an ignored path (shown with ~ when in `home`), creating the file if needed. */
 export function appendIgnore(file: string, path: string, home: string): void {
-  const shown = path === home ? '~' : path.startsWith(home + '/') ? '~' + path.slice(home.length) : path;
   ensureFile(file);
-  appendFileSync(file, `\n[[ignore]]\npath = ${JSON.stringify(shown)}\n`);
+  appendFileSync(file, `\n[[ignore]]\npath = ${JSON.stringify(tildePath(path, home))}\n`);
 }
 
 /** Sets `enable = …`: replaces that line if there is one (before any table), else adds it on top. */

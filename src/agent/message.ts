@@ -1,5 +1,6 @@
 import * as z from 'zod/mini';
 import { formatBytes } from '../drift/report';
+import { tildePath } from './config';
 
 /** A drift item as the daemon sends it: (kind, path, detail, files, bytes, suggestion). */
 export interface Item {
@@ -32,9 +33,14 @@ export function printable(text: string): string {
     .join('\n');
 }
 
+/** A path on one line: a newline in a name is written \n, like the other control characters. */
+function printablePath(path: string): string {
+  return printable(path.replace(/\n/g, '\\n'));
+}
+
 /** A path for a summary: printable, and at most 80 characters (the middle elided). */
 function short(path: string): string {
-  const p = printable(path.replace(/\n/g, '\\n'));
+  const p = printablePath(path);
   return p.length <= 80 ? p : `${p.slice(0, 38)}…${p.slice(-41)}`;
 }
 
@@ -77,7 +83,7 @@ export function ranked(items: Item[]): Item[] {
 export function compose(items: Item[], o: ComposeOptions): Notification {
   const all = ranked(items);
   const first = all[0]!;
-  const shown = (p: string) => short(p === o.home ? '~' : p.startsWith(o.home + '/') ? '~' + p.slice(o.home.length) : p);
+  const shown = (p: string) => short(tildePath(p, o.home));
   const esc = (s: string) => (o.markup ? s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;') : s);
   const urgency = Math.max(...all.map((i) => URGENCY[i.kind] ?? NORMAL));
   const files = (n: number) => `${n.toLocaleString('en')} file${n === 1 ? '' : 's'}`;
@@ -145,7 +151,7 @@ function listing(all: Item[], shown: (p: string) => string, files: (n: number) =
 
 /** The drift report the Details action opens: every item, in full. */
 export function report(items: Item[], home: string): string {
-  const shown = (p: string) => printable((p.startsWith(home + '/') ? '~' + p.slice(home.length) : p).replace(/\n/g, '\\n'));
+  const shown = (p: string) => printablePath(tildePath(p, home));
   const out = [`Drift that concerns you (${new Date().toISOString()}); the full picture: impermanencectl diff`, ''];
   for (const i of ranked(items)) {
     out.push(`${i.kind}  ${shown(i.path)}`, `  ${printable(i.detail)}`, ...printable(i.suggestion).split('\n').map((l) => `  ${l}`), '');
