@@ -1,4 +1,5 @@
 import { appendFileSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parse } from 'smol-toml';
 import * as z from 'zod/mini';
@@ -30,6 +31,11 @@ const Schema = z.strictObject({
 });
 
 export const DEFAULTS: NotifyConfig = { enable: true, scope: 'all', details: ['xdg-open'], ignore: [] };
+
+/** The user's home: $HOME when it is absolute, else the password database's. */
+export function userHome(env: NodeJS.ProcessEnv): string {
+  return env.HOME?.startsWith('/') ? env.HOME : homedir();
+}
 
 /** Where the agent's config lives for a user whose home is `home`. */
 export function configPath(env: NodeJS.ProcessEnv, home: string): string {

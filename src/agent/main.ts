@@ -1,9 +1,8 @@
 import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
 import { Agent, type Log } from './agent';
-import { configPath } from './config';
+import { configPath, userHome } from './config';
 
 declare const VERSION: string;
 
@@ -44,7 +43,7 @@ function main(argv: string[]): Promise<number> | number {
   // Under systemd, stderr goes to the journal: "<N>" sets each line's priority.
   const prefixed = Boolean(process.env.JOURNAL_STREAM || process.env.INVOCATION_ID);
   const log: Log = (level, message) => process.stderr.write(prefixed ? `<${level}>${message}\n` : `impermanence-notify: ${message}\n`);
-  const home = process.env.HOME?.startsWith('/') ? process.env.HOME : homedir();
+  const home = userHome(process.env);
   return run({ address, configFile: config ?? configPath(process.env, home), home, log });
 }
 

@@ -1,8 +1,7 @@
 import { mkdirSync, readdirSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { configPath, readNotifyConfig, setEnabled } from '../agent/config';
+import { configPath, readNotifyConfig, setEnabled, userHome } from '../agent/config';
 import { InvalidConfig } from '../config/errors';
 import { CONFIG_DIRS, systemConfigDirs } from '../config/load';
 import { readConfig } from '../config/read';
@@ -129,7 +128,7 @@ async function onBus(...args: Parameters<typeof import('./bus-commands').onBus>)
 }
 
 function notify(args: string[], out: (s: string) => void, err: (s: string) => void): number {
-  const home = process.env.HOME?.startsWith('/') ? process.env.HOME : homedir();
+  const home = userHome(process.env);
   const file = configPath(process.env, home);
   const [what, ...extra] = args;
   if (extra.length || !['on', 'off', 'status'].includes(what ?? '')) {

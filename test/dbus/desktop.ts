@@ -90,8 +90,9 @@ export async function startDesktop(uid: number): Promise<Desktop> {
     DBUS_SESSION_BUS_ADDRESS: `unix:path=${socket}`,
     XDG_RUNTIME_DIR: dir,
   };
+  const asUser = ['--reuid', String(uid), '--regid', String(uid), '--clear-groups'];
   const spawnAsUser = (argv: string[], extra: Record<string, string> = {}) => {
-    const child = spawn('setpriv', ['--reuid', String(uid), '--regid', String(uid), '--clear-groups', '--pdeathsig', 'KILL', ...argv], {
+    const child = spawn('setpriv', [...asUser, '--pdeathsig', 'KILL', ...argv], {
       env: { ...env, ...extra },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -112,7 +113,7 @@ export async function startDesktop(uid: number): Promise<Desktop> {
     }
   };
   const run = (argv: string[]) => {
-    const r = spawnSync('setpriv', ['--reuid', String(uid), '--regid', String(uid), '--clear-groups', ...argv], { env, encoding: 'utf8', timeout: 10_000 });
+    const r = spawnSync('setpriv', [...asUser, ...argv], { env, encoding: 'utf8', timeout: 10_000 });
     if (r.status !== 0) throw new Error(`${argv.join(' ')} failed (${r.status}): ${r.stderr}`);
     return r.stdout;
   };
@@ -161,8 +162,7 @@ export async function startDesktop(uid: number): Promise<Desktop> {
     async startDunst() {
       dunst = spawnAsUser(['dunst', '-config', join(dir, 'dunstrc')]);
       await waitFor('dunst', () => {
-        const r = spawnSync('setpriv', ['--reuid', String(uid), '--regid', String(uid), '--clear-groups', 'dunstctl', 'is-paused'], { env, encoding: 'utf8' });
-        return r.status === 0;
+        return spawnSync('setpriv', [...asUser, 'dunstctl', 'is-paused'], { env, encoding: 'utf8' }).status === 0;
       });
     },
     async stopDunst() {
