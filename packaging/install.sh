@@ -5,12 +5,13 @@
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 dest=${1:-${DESTDIR:-}}
-for f in impermanence-generator impermanencectl impermanenced impermanence-notify; do
+for f in impermanence-generator impermanencectl impermanenced impermanence-notify impermanence-prepare; do
   [ -f "$here/dist/$f.js" ] || { echo "install.sh: dist/$f.js is missing: run npm run build first" >&2; exit 1; }
 done
 install -Dm0755 "$here/dist/impermanence-generator.js" "$dest/usr/lib/systemd/system-generators/impermanence-generator"
 install -Dm0755 "$here/dist/impermanencectl.js" "$dest/usr/bin/impermanencectl"
 install -Dm0755 "$here/dist/impermanenced.js" "$dest/usr/lib/impermanence/impermanenced"
+install -Dm0755 "$here/dist/impermanence-prepare.js" "$dest/usr/lib/impermanence/impermanence-prepare"
 install -Dm0755 "$here/dist/impermanence-notify.js" "$dest/usr/bin/impermanence-notify"
 install -Dm0755 "$here/dist/impermanence-fanotify" "$dest/usr/lib/impermanence/impermanence-fanotify"
 install -Dm0755 "$here/dist/impermanence-walk" "$dest/usr/lib/impermanence/impermanence-walk"

@@ -10,6 +10,7 @@ const programs = {
   impermanencectl: 'src/cli/main.ts',
   impermanenced: 'src/daemon/main.ts',
   'impermanence-notify': 'src/agent/main.ts',
+  'impermanence-prepare': 'src/activate/main.ts',
 };
 await Promise.all(
   Object.entries(programs).map(async ([name, entry]) => {

@@ -64,7 +64,7 @@ export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$out/bus"
 daemon=(node dist/impermanenced.js --root "$root")
 if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
   mkdir -p "$root/var/log" "$root/persistent/var/log" "$root/home/bird/.ssh" "$root/persistent/home/bird/.ssh"
-  unshare -m --propagation private sh -c 'mount --bind "$1/persistent/var/log" "$1/var/log" && mount --bind "$1/persistent/home/bird/.ssh" "$1/home/bird/.ssh" && shift && exec "$@"' \
+  unshare -m --propagation private sh -c 'mount --bind "$1/persistent" "$1/persistent" && mount --bind "$1/persistent/var/log" "$1/var/log" && mount --bind "$1/persistent/home/bird/.ssh" "$1/home/bird/.ssh" && shift && exec "$@"' \
     sh "$root" "${daemon[@]}" 2>"$out/daemon.log" &
 else
   "${daemon[@]}" 2>"$out/daemon.log" &

@@ -51,9 +51,9 @@ export const LOW = 0;
 export const NORMAL = 1;
 export const CRITICAL = 2;
 
-const URGENCY: Record<string, number> = { unmounted: CRITICAL, replaced: CRITICAL, ephemeral: NORMAL, orphan: LOW, attributes: LOW };
+const URGENCY: Record<string, number> = { unmounted: CRITICAL, replaced: CRITICAL, ephemeral: NORMAL, shadowed: NORMAL, orphan: LOW, attributes: LOW };
 const ICON = ['dialog-information', 'dialog-warning', 'dialog-error'] as const;
-const ORDER: Record<string, number> = { unmounted: 0, replaced: 1, ephemeral: 2, attributes: 3, orphan: 4 };
+const ORDER: Record<string, number> = { unmounted: 0, replaced: 1, ephemeral: 2, shadowed: 3, attributes: 4, orphan: 5 };
 const MAX_LINES = 5;
 
 export interface Notification {
@@ -124,6 +124,8 @@ function headline(i: Item, where: string, isFile: boolean, files: (n: number) =>
       return `${formatBytes(i.bytes)} in storage that nothing declares: ${where}`;
     case 'attributes':
       return `Owner or mode in storage differ from the config: ${where}`;
+    case 'shadowed':
+      return `${files(i.files)} on the root are hidden under ${where} and will be lost at reboot`;
     default:
       return `${where}: ${i.kind}`;
   }

@@ -13,6 +13,7 @@ const HEADINGS: Record<DriftKind, string> = {
   unmounted: 'Not in place (writes there are lost at reboot)',
   replaced: 'Replaced behind our back',
   ephemeral: 'Will be lost at reboot',
+  shadowed: 'Hidden under a persisted mount (on the root only, lost at reboot)',
   attributes: 'Storage owner or mode differs from the config',
   orphan: 'In storage, declared by no entry',
 };
@@ -31,8 +32,8 @@ export function parseSince(text: string | undefined): number {
 }
 
 /** Scans here, without the daemon: against --root (an image, a mounted root) and --config. */
-export async function diffOffline(dirs: string[], root: string, since: number, err: Print): Promise<DriftReport> {
-  const config = readConfig(dirs, root);
+export async function diffOffline(dirs: string[], required: string[], root: string, since: number, err: Print): Promise<DriftReport> {
+  const config = readConfig(dirs, root, required);
   const tty = process.stderr.isTTY;
   const report = await scanDrift({
     root,

@@ -3,11 +3,11 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { configPath, readNotifyConfig, setEnabled, userHome } from '../agent/config';
 import { InvalidConfig } from '../config/errors';
-import { CONFIG_DIRS, systemConfigDirs } from '../config/load';
+import { configFolders } from '../config/load';
 import { readConfig } from '../config/read';
 import type { ResolvedConfig } from '../config/resolve';
 import { collect, planUnits, type GeneratorOutput } from '../generator/plan';
-import { sourceStatter, writeOutput } from '../generator/write';
+import { sourceStatter, statOnRoot, writeOutput } from '../generator/write';
 import { diffOffline, parseSince, printReport } from './diff';
 
 const USAGE = `usage: impermanencectl COMMAND [OPTIONS]
@@ -79,17 +79,17 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     return 2;
   }
   const root = values.root ?? '/';
-  const dirs = (values.config ?? (root === '/' ? systemConfigDirs() : CONFIG_DIRS.map((d) => join(root, d)))).map((d) => resolve(d));
+  const { dirs, required } = configFolders(values.config, root);
 
   switch (command) {
     case 'check':
-      return check(dirs, root, values.json, out, err);
+      return check(dirs, required, root, values.json, out, err);
     case 'generate':
       if (!values.out) {
         err('impermanencectl generate: --out DIR is required ("-" prints to standard output)\n');
         return 2;
       }
-      return generate(dirs, root, values.out, values.json, out, err);
+      return generate(dirs, required, root, values.out, values.json, out, err);
     case 'diff':
       if (values.offline || values.root || values.config) {
         let since;
@@ -100,7 +100,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
           return 2;
         }
         try {
-          const report = await diffOffline(dirs, root, since, err);
+          const report = await diffOffline(dirs, required, root, since, err);
           printReport(report, values.json, out);
           return report.items.length ? 3 : 0;
         } catch (e) {
@@ -147,11 +147,20 @@ function notify(args: string[], out: (s: string) => void, err: (s: string) => vo
   }
 }
 
-function plan(dirs: string[], root: string, outputDir: string): { config: ResolvedConfig; output: GeneratorOutput } {
-  const config = readConfig(dirs, root);
+function plan(dirs: string[], required: string[], root: string, outputDir: string): { config: ResolvedConfig; output: GeneratorOutput } {
+  const config = readConfig(dirs, root, required);
   const output = collect();
   const statSource = sourceStatter();
-  planUnits(config, { outputDir, statSource: (source, storage) => statSource(join(root, source), join(root, storage)) }, output);
+  planUnits(
+    config,
+    {
+      outputDir,
+      statSource: (source, storage) => statSource(join(root, source), join(root, storage)),
+      statRoot: (path) => statOnRoot(join(root, path)),
+      prepare: process.env.IMPERMANENCE_PREPARE,
+    },
+    output,
+  );
   return { config, output };
 }
 
@@ -165,9 +174,9 @@ function reportInvalid(e: unknown, json: boolean, out: (s: string) => void, err:
   return 1;
 }
 
-function check(dirs: string[], root: string, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
+function check(dirs: string[], required: string[], root: string, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
   try {
-    const { config, output } = plan(dirs, root, '/run/systemd/generator');
+    const { config, output } = plan(dirs, required, root, '/run/systemd/generator');
     const mounts = [...output.files.keys()].filter((f) => f.endsWith('.mount')).length;
     if (json) {
       out(JSON.stringify({ valid: true, files: config.files, storages: config.storages.map((s) => s.path), entries: config.entries.length, mounts }, null, 2) + '\n');
@@ -182,10 +191,10 @@ function check(dirs: string[], root: string, json: boolean, out: (s: string) => 
   }
 }
 
-function generate(dirs: string[], root: string, target: string, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
+function generate(dirs: string[], required: string[], root: string, target: string, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
   let output: GeneratorOutput;
   try {
-    output = plan(dirs, root, target === '-' ? '/run/systemd/generator' : target).output;
+    output = plan(dirs, required, root, target === '-' ? '/run/systemd/generator' : target).output;
   } catch (e) {
     return reportInvalid(e, json, out, err);
   }

@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type * as z from 'zod/mini';
 import { configDirsFromCmdline } from './cmdline';
@@ -9,9 +9,20 @@ import { ConfigFileSchema, knownKeysAt, type ConfigFile } from './schema';
 /** Where the config lives, highest priority first (tmpfiles.d's order). */
 export const CONFIG_DIRS = ['/etc/impermanence/persist.d', '/run/impermanence/persist.d', '/usr/lib/impermanence/persist.d'];
 
-/** The folders the generator, the daemon and the CLI read on a running system: the kernel command line's first. */
-export function systemConfigDirs(): string[] {
-  return [...configDirsFromCmdline(), ...CONFIG_DIRS];
+/** The config folders to read, and those of them that must exist (see configFolders). */
+export interface ConfigFolders { dirs: string[]; required: string[] }
+
+/**
+ * The config folders the generator, the daemon and the CLI read: the `given` ones (--config)
+ * if any; on the running system the kernel command line's first, then the system folders; for
+ * another root (an image), that root's system folders. Folders named with impermanence.config=
+ * must exist: they live on the storage, and a missing one means the storage is not there.
+ */
+export function configFolders(given: readonly string[] | undefined, root: string): ConfigFolders {
+  if (given?.length) return { dirs: given.map((d) => resolve(d)), required: [] };
+  if (root !== '/') return { dirs: CONFIG_DIRS.map((d) => join(root, d)), required: [] };
+  const cmdline = configDirsFromCmdline();
+  return { dirs: [...cmdline, ...CONFIG_DIRS], required: cmdline };
 }
 
 export interface LoadedFile { file: string; config: ConfigFile }
@@ -22,14 +33,20 @@ export interface LoadedFile { file: string; config: ConfigFile }
  * name in a later directory; a file that is empty or a symlink to /dev/null masks that name;
  * the files in effect are taken in lexical order of their names.
  */
-export function findConfigFiles(dirs: readonly string[]): string[] {
+export function findConfigFiles(dirs: readonly string[], required: readonly string[] = []): string[] {
   const byName = new Map<string, string>();
   for (const dir of dirs) {
     let names: string[];
     try {
       names = readdirSync(dir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && required.includes(dir)) {
+        // A folder named on the kernel command line lives on the storage: missing, it most
+        // likely means the storage is not mounted yet, and an empty config would persist nothing.
+        throw new InvalidConfig([new ConfigError(dir, undefined, `impermanence.config= names this folder, but it ${code === 'ENOENT' ? 'does not exist' : 'is not a folder'}. Is the storage that holds it mounted? It must be mounted by the initrd: x-initrd.mount in /etc/fstab, or rd.systemd.mount-extra= on the kernel command line`)]);
+      }
+      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
       throw new InvalidConfig([new ConfigError(dir, undefined, `cannot read directory: ${(err as Error).message}`)]);
     }
     for (const name of names) {
@@ -90,10 +107,10 @@ export function loadConfigFile(file: string): LoadedFile {
 }
 
 /** Reads every file in effect; all problems in all files are reported together. */
-export function loadConfig(dirs: readonly string[]): LoadedFile[] {
+export function loadConfig(dirs: readonly string[], required: readonly string[] = []): LoadedFile[] {
   const problems: ConfigError[] = [];
   const loaded: LoadedFile[] = [];
-  for (const file of findConfigFiles(dirs)) {
+  for (const file of findConfigFiles(dirs, required)) {
     try {
       loaded.push(loadConfigFile(file));
     } catch (err) {

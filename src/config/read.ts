@@ -2,7 +2,10 @@ import { loadConfig } from './load';
 import { resolveConfig, type ResolvedConfig } from './resolve';
 import { UserDb } from './userdb';
 
-/** Reads, checks and resolves the config in `dirs` against the user database under `root`. Throws InvalidConfig. */
-export function readConfig(dirs: readonly string[], root = '/'): ResolvedConfig {
-  return resolveConfig(loadConfig(dirs), UserDb.read(root));
+/**
+ * Reads, checks and resolves the config in `dirs` against the user database under `root`.
+ * `required`: folders that must exist (those named with impermanence.config=). Throws InvalidConfig.
+ */
+export function readConfig(dirs: readonly string[], root = '/', required: readonly string[] = []): ResolvedConfig {
+  return resolveConfig(loadConfig(dirs, required), UserDb.read(root));
 }

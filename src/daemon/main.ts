@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
 import { container, type DependencyContainer, type InjectionToken } from 'tsyringe';
-import { CONFIG_DIRS, systemConfigDirs } from '../config/load';
+import { configFolders } from '../config/load';
 import contractXml from '../../dbus/org.impermanence.Manager.xml';
 import { parseContract, type InterfaceContract } from './contract';
 import { DbusFrontEnd } from './dbus';
@@ -62,13 +62,13 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const root = values.root!;
-  const configDirs = (values.config ?? (root === '/' ? systemConfigDirs() : CONFIG_DIRS.map((d) => join(root, d)))).map((d) => resolve(d));
+  const { dirs: configDirs, required: requiredConfigDirs } = configFolders(values.config, root);
   // The native helpers are installed beside the daemon.
   const watcher = join(dirname(process.argv[1]!), 'impermanence-fanotify');
   const walker = join(dirname(process.argv[1]!), 'impermanence-walk');
   const c = compose(
     {
-      configDirs, root, version: VERSION,
+      configDirs, requiredConfigDirs, root, version: VERSION,
       watcher: values['no-watch'] || !existsSync(watcher) ? undefined : watcher,
       walker: existsSync(walker) ? walker : undefined,
     },

@@ -18,6 +18,8 @@ export type ManagerState = 'ok' | 'degraded' | 'invalid-config';
 export interface ManagerOptions {
   /** Config folders, highest priority first. */
   configDirs: string[];
+  /** Those of them that must exist (named with impermanence.config=). */
+  requiredConfigDirs?: string[];
   /** The root the entries live under: "/" on a real system, a folder for a sandbox (demo, tests). */
   root: string;
   version: string;
@@ -121,7 +123,7 @@ export class Manager extends EventEmitter {
   reload(): ReloadResult {
     let config: ResolvedConfig;
     try {
-      config = readConfig(this.opts.configDirs, this.opts.root);
+      config = readConfig(this.opts.configDirs, this.opts.root, this.opts.requiredConfigDirs);
     } catch (err) {
       if (!(err instanceof InvalidConfig)) throw err;
       this.problems = err.problems.map((p) => p.message);

@@ -8,8 +8,9 @@ import type { UserRecord } from '../config/userdb';
  * - replaced: a persisted symlink replaced by another file (a program writing by rename)
  * - orphan: content in storage that no entry declares any more
  * - attributes: a storage directory whose owner or mode differs from the declaration
+ * - shadowed: files on the root hidden under a persisted mount, which storage does not hold
  */
-export type DriftKind = 'ephemeral' | 'unmounted' | 'replaced' | 'orphan' | 'attributes';
+export type DriftKind = 'ephemeral' | 'unmounted' | 'replaced' | 'orphan' | 'attributes' | 'shadowed';
 
 export interface DriftItem {
   kind: DriftKind;
@@ -32,7 +33,7 @@ export interface DriftReport {
   since: number;
 }
 
-const KIND_ORDER: Record<DriftKind, number> = { unmounted: 0, replaced: 1, ephemeral: 2, attributes: 3, orphan: 4 };
+const KIND_ORDER: Record<DriftKind, number> = { unmounted: 0, replaced: 1, ephemeral: 2, shadowed: 3, attributes: 4, orphan: 5 };
 
 /** Most urgent first: what breaks persistence, then what will be lost (largest first), then the rest. */
 export function rank(items: DriftItem[]): DriftItem[] {
@@ -69,6 +70,8 @@ export function describe(item: Pick<DriftItem, 'kind' | 'files' | 'bytes'>): str
       return `${size}: will be lost at reboot`;
     case 'orphan':
       return `${size} in storage that no entry declares`;
+    case 'shadowed':
+      return `${size} on the root, hidden under the mount: lost at reboot`;
     default:
       return size;
   }

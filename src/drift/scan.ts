@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { lstatSync, readdirSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync } from 'node:fs';
+import { SHADOWED_DIR, type Shadowed } from '../activate/prepare';
 import { formatMode } from '../config/mode';
 import { parentsOf } from '../config/paths';
 import type { ResolvedConfig } from '../config/resolve';
@@ -39,11 +40,14 @@ function commonDir(a: string | undefined, b: string): string {
 export function entryDrift(config: ResolvedConfig, root: string, mountPoints: Set<string>): DriftItem[] {
   const items: DriftItem[] = [];
   const isFile = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isFile() ?? false;
+  const shadowed = readShadowed(root);
   for (const entry of config.entries) {
     const status = entryStatus(entry, { mountPoints, root }, isFile);
     const declared = `declared in ${entry.origin.file}: ${entry.origin.entry}`;
     if (status.state === 'unmounted' || status.state === 'unlinked') {
-      const what = status.method === 'bind' ? `not mounted from ${entry.source}` : `not a symlink to ${entry.source}`;
+      const what = status.storageUnmounted
+        ? `the storage ${entry.storage} is not mounted (a folder on the wiped root)`
+        : status.method === 'bind' ? `not mounted from ${entry.source}` : `not a symlink to ${entry.source}`;
       items.push({ kind: 'unmounted', path: entry.path, files: 0, bytes: 0, detail: `${what}: writes there are lost at reboot`, suggestion: declared });
     } else if (status.state === 'replaced') {
       items.push({
@@ -51,9 +55,38 @@ export function entryDrift(config: ResolvedConfig, root: string, mountPoints: Se
         detail: `something else replaced the symlink to ${entry.source} (a program writing by rename?): its content is lost at reboot; persist the parent directory instead`,
         suggestion: declared,
       });
+    } else if (status.state === 'mounted') {
+      const s = shadowed.get(entry.path);
+      if (s && s.source === entry.source) {
+        items.push({
+          kind: 'shadowed', path: entry.path, files: s.files, bytes: s.bytes,
+          detail: `${describe({ kind: 'shadowed', ...s })}: they were on the root before ${entry.source} was mounted over it, and storage does not hold them`,
+          suggestion: `to see them: mount --bind / /mnt && ls -a /mnt${entry.path}; copy what you need into ${entry.source}`,
+        });
+      }
     }
   }
   return items;
+}
+
+/** What impermanence-prepare found hidden under our mounts at boot, by path (see activate/prepare.ts). */
+function readShadowed(root: string): Map<string, Shadowed> {
+  const dir = (root === '/' ? '' : root) + SHADOWED_DIR;
+  const found = new Map<string, Shadowed>();
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith('.json'));
+  } catch {
+    return found;
+  }
+  for (const name of names) {
+    try {
+      for (const s of JSON.parse(readFileSync(`${dir}/${name}`, 'utf8')) as Shadowed[]) found.set(s.path, s);
+    } catch {
+      // being replaced, or not ours: nothing to report from it
+    }
+  }
+  return found;
 }
 
 /**

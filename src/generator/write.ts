@@ -85,3 +85,11 @@ export function sourceStatter(): (path: string, storage?: string) => SourceStat 
     return { type: 'file', uid: st.uid, gid: st.gid, mode: st.mode };
   };
 }
+
+/** Looks up a path on the root as the planner wants it (see PlanOptions.statRoot); a symlink is never followed. */
+export function statOnRoot(path: string): SourceStat | undefined {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (!st) return undefined;
+  const type = st.isFile() ? 'file' : st.isDirectory() ? 'directory' : st.isSymbolicLink() ? 'symlink' : 'other';
+  return { type, uid: st.uid, gid: st.gid, mode: st.mode };
+}

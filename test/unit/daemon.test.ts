@@ -81,7 +81,7 @@ directories = [".ssh"]
   // A private mount namespace where /var/log of the sandbox is really bind-mounted.
   daemon = spawn(
     'unshare',
-    ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1/persistent/var/log" "$1/var/log" && exec "$2" "$3" --bus "$4" --root "$1"', 'sh',
+    ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1/persistent" "$1/persistent" && mount --bind "$1/persistent/var/log" "$1/var/log" && exec "$2" "$3" --bus "$4" --root "$1"', 'sh',
       root, process.execPath, join(REPO, 'dist', 'impermanenced.js'), bus.address],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );

@@ -41,6 +41,7 @@ ignore = ["/opt/scratch", "/home/*/Downloads"]
 describe('impermanencectl diff on a real root', () => {
   const { code, items } = diffInNamespace(
     `mkdir -p "$R/var/log" "$R/persistent/var/log" "$R/srv/other" "$R/var/lib/foo/db" "$R/tmp" "$R/var/cache/apt" "$R/home/bird/.cache" "$R/home/bird/Downloads" "$R/opt/scratch" "$R/home/bird/.ssh" "$R/persistent/home/bird/.ssh"
+mount --bind "$R/persistent" "$R/persistent"
 mount --bind "$R/persistent/var/log" "$R/var/log"
 mount --bind "$R/persistent/home/bird/.ssh" "$R/home/bird/.ssh"
 echo kept > "$R/var/log/syslog"

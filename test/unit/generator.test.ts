@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { escapePath } from '../../src/config/unit-name';
-import { ctl, EXAMPLES, generator, rootWithUsers, run, tempDir, tree } from './helpers';
+import { ctl, EXAMPLES, generator, PREPARE, rootWithUsers, run, tempDir, tree } from './helpers';
 
 /** Every file and link in a folder, relative path → content or "-> target". */
 function snapshot(dir: string, prefix = ''): Record<string, string> {
@@ -76,6 +76,8 @@ files = [
       expect(unit).toContain('DefaultDependencies=no\n');
       expect(unit).toContain('Before=umount.target local-fs.target impermanence.target\n');
       expect(unit).toContain(`RequiresMountsFor=${storage}\n`);
+      // Nothing is mounted from a storage root that its prepare unit refused.
+      expect(unit).toContain(`Requires=impermanence-prepare@${escapePath(storage)}.service\nAfter=impermanence-prepare@${escapePath(storage)}.service\n`);
     }
     const log = readFileSync(join(r.out, 'var-log.mount'), 'utf8');
     expect(log).toContain(`What=${storage}/var/log\nWhere=/var/log\nType=none\nOptions=bind,x-gvfs-hide\n`);
@@ -84,6 +86,28 @@ files = [
     expect(readlinkSync(join(r.out, 'local-fs.target.wants/impermanence.target'))).toBe('../impermanence.target');
     const target = readFileSync(join(r.out, 'impermanence.target'), 'utf8');
     for (const m of mounts) expect(target).toContain(`Wants=${m}\n`);
+    expect(target).toContain(`Wants=impermanence-prepare@${escapePath(storage)}.service\n`);
+  });
+
+  it('prepares each storage root with a template instance that runs impermanence-prepare once it is mounted', () => {
+    const r = runGenerator(config);
+    const template = readFileSync(join(r.out, 'impermanence-prepare@.service'), 'utf8');
+    expect(template).toContain('RequiresMountsFor=%f\n');
+    expect(template).toContain(`ExecStart=${PREPARE} ${r.out}/impermanence %f\n`);
+    const plan = JSON.parse(readFileSync(join(r.out, `impermanence/${escapePath(storage)}.json`), 'utf8'));
+    expect(plan.storage).toBe(storage);
+    expect(plan.tmpfiles).toBe(`${r.out}/impermanence/${escapePath(storage)}.conf`);
+    expect(plan.mounts).toContainEqual({ kind: 'directory', path: '/var/log', source: `${storage}/var/log` });
+    expect(plan.mounts).toContainEqual({ kind: 'file', path: '/etc/machine-id', source: `${storage}/etc/machine-id` });
+    expect(plan.mounts.map((m: { path: string }) => m.path)).not.toContain('/etc/absent.conf');
+  });
+
+  it('keeps systemd-machine-id-commit off a persisted /etc/machine-id', () => {
+    const r = runGenerator(config);
+    const dropIn = readFileSync(join(r.out, 'systemd-machine-id-commit.service.d/50-impermanence.conf'), 'utf8');
+    expect(dropIn).toContain('[Unit]\nConditionPathIsMountPoint=!/etc/machine-id\n');
+    const none = runGenerator(tree({ 'a.toml': `[persistence."${storage}"]\ndirectories = ["/var/log"]\n` }));
+    expect(readdirSync(none.out)).not.toContain('systemd-machine-id-commit.service.d');
   });
 
   it('passes systemd-analyze verify', () => {
@@ -102,7 +126,7 @@ files = [
 
   it('symlinks files absent from storage or declared as symlinks, and bind-mounts present ones', () => {
     const r = runGenerator(config);
-    const rules = readFileSync(join(r.out, 'impermanence/tmpfiles.conf'), 'utf8');
+    const rules = readFileSync(join(r.out, `impermanence/${escapePath(storage)}.conf`), 'utf8');
     expect(rules).toContain(`L /etc/absent.conf - - - - ${storage}/etc/absent.conf\n`);
     expect(rules).toContain(`L /etc/always-link - - - - ${storage}/etc/always-link\n`);
     expect(rules).toContain('f /etc/machine-id :0444 :0 :0 -\n');
@@ -111,9 +135,17 @@ files = [
     expect(rules).toContain('d /var/lib/private-thing :0700 :root :root -\n');
     expect(rules).toContain('d "/srv/with space" :0755 :root :root -\n');
     expect(rules).toContain('d /srv/per%%cent :0755 :root :root -\n');
-    expect(readFileSync(join(r.out, 'impermanence-prepare.service'), 'utf8')).toContain(
-      `ExecStart=systemd-tmpfiles --create ${r.out}/impermanence/tmpfiles.conf\n`,
-    );
+  });
+
+  it('bind-mounts an `auto` file that storage lacks but the root has (it is adopted at boot), as systemd writes /etc/machine-id first', () => {
+    const store = tempDir();
+    const onRoot = tempDir();
+    writeFileSync(join(onRoot, 'present'), 'x');
+    const r = runGenerator(tree({ 'a.toml': `[persistence."${store}"]\nfiles = ["${onRoot}/present", "${onRoot}/absent", { file = "${onRoot}/linked", method = "symlink" }]\n` }));
+    const mounts = readdirSync(r.out).filter((f) => f.endsWith('.mount'));
+    expect(mounts).toEqual([`${escapePath(onRoot + '/present')}.mount`]);
+    const rules = readFileSync(join(r.out, `impermanence/${escapePath(store)}.conf`), 'utf8');
+    expect(rules).toContain(`L ${onRoot}/absent - - - - ${store}${onRoot}/absent\n`);
   });
 
   it('makes a bad config visible as a failed unit and generates nothing else', () => {
@@ -150,7 +182,7 @@ files = [
     expect(Object.keys(files).filter((f) => f.endsWith('.mount'))).toEqual(['opt.mount']);
     expect(files['impermanence-config-error.service']).toContain(`${store}/home/bob/.local/share/keyrings is below a symlinked folder in storage; not activated`);
     expect(files['impermanence-config-error.service']).toContain(`${store}/home/bob/.local/share/file is below a symlinked folder in storage; not activated`);
-    expect(files['impermanence/tmpfiles.conf']).not.toContain('/home/bob/.local/share/file -');
+    expect(files[`impermanence/${escapePath(store)}.conf`]).not.toContain('/home/bob/.local/share/file -');
   });
 
   it('writes nothing when there is no config', () => {
@@ -170,7 +202,7 @@ describe('the generated tmpfiles rules, applied by the real systemd-tmpfiles', (
     mkdirSync(join(root, 'persistent'));
     const out = join(tempDir(), 'out');
     expect(ctl('generate', '--config', EXAMPLES, '--root', root, '--out', out).code).toBe(0);
-    const apply = () => run('systemd-tmpfiles', ['--create', `--root=${root}`, join(out, 'impermanence/tmpfiles.conf')]);
+    const apply = () => run('systemd-tmpfiles', ['--create', `--root=${root}`, join(out, 'impermanence/persistent.conf')]);
     expect(apply()).toMatchObject({ code: 0, stderr: '' });
     const owner = (p: string) => {
       const st = statSync(join(root, p));

@@ -40,6 +40,8 @@ export function run(cmd: string, args: string[], env: Record<string, string> = {
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-export const ctl = (...args: string[]) => run(process.execPath, [join(REPO, 'dist', 'impermanencectl.js'), ...args]);
+/** The build's impermanence-prepare, named in generated units (so that systemd-analyze verify finds it). */
+export const PREPARE = join(REPO, 'dist', 'impermanence-prepare.js');
+export const ctl = (...args: string[]) => run(process.execPath, [join(REPO, 'dist', 'impermanencectl.js'), ...args], { IMPERMANENCE_PREPARE: PREPARE });
 export const generator = (args: string[], env: Record<string, string>) =>
-  run(process.execPath, [join(REPO, 'dist', 'impermanence-generator.js'), ...args], env);
+  run(process.execPath, [join(REPO, 'dist', 'impermanence-generator.js'), ...args], { IMPERMANENCE_PREPARE: PREPARE, ...env });

@@ -39,7 +39,7 @@ async function startDaemon(): Promise<void> {
   daemon = spawn(
     'unshare',
     ['-m', '--propagation', 'private', 'sh', '-c',
-      'mount --bind "$1/persistent/var/log" "$1/var/log" && mount --bind "$1/persistent/home/bird/.ssh" "$1/home/bird/.ssh" && exec "$2" "$3" --bus "$4" --root "$1"', 'sh',
+      'mount --bind "$1/persistent" "$1/persistent" && mount --bind "$1/persistent/var/log" "$1/var/log" && mount --bind "$1/persistent/home/bird/.ssh" "$1/home/bird/.ssh" && exec "$2" "$3" --bus "$4" --root "$1"', 'sh',
       root, process.execPath, join(REPO, 'dist', 'impermanenced.js'), bus.address],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );

@@ -1,0 +1,162 @@
+import { spawnSync } from 'node:child_process';
+import { closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { parentsOf } from '../config/paths';
+import { readMountPoints, storageIsMounted } from '../drift/mountinfo';
+import type { PreparePlan } from '../generator/plan';
+
+/**
+ * What impermanence-prepare does for one storage root at boot, before anything is mounted from
+ * it (see generator/plan.ts): refuse a storage root that is not there, create what tmpfiles
+ * creates, and adopt into storage what the root holds and storage lacks. Nothing in storage is
+ * ever deleted or overwritten here.
+ */
+
+/** Where the content found hidden under our mounts is recorded for the daemon (drift kind *shadowed*). */
+export const SHADOWED_DIR = '/run/impermanence/shadowed';
+
+/** Content on the root that a mount hides and that storage does not hold. */
+export interface Shadowed { path: string; source: string; files: number; bytes: number }
+
+export interface PrepareResult { adopted: string[]; shadowed: Shadowed[]; problems: string[] }
+
+/** Why a storage root cannot be used, or undefined when it is a mounted filesystem of its own. */
+export function storageProblem(storage: string, mountPoints = readMountPoints()): string | undefined {
+  const st = lstatSync(storage, { throwIfNoEntry: false });
+  if (!st) return `the storage ${storage} does not exist`;
+  if (st.isSymbolicLink()) return `the storage ${storage} is a symlink; name the real folder`;
+  if (!st.isDirectory()) return `the storage ${storage} is not a folder`;
+  if (!storageIsMounted(storage, '/', mountPoints)) {
+    return `the storage ${storage} is not mounted: it is a folder on the root filesystem, which is wiped at every boot`;
+  }
+  return undefined;
+}
+
+/** What a user is told when a storage root is refused: how to have it mounted in time. */
+export const MOUNT_EARLY_HINT =
+  'nothing is persisted from it. Mount it before local-fs.target (an /etc/fstab line); if the config or /etc/machine-id is on it, ' +
+  'the initrd must mount it: add x-initrd.mount to its options in /etc/fstab, or rd.systemd.mount-extra=WHAT:WHERE[:TYPE[:OPTIONS]] ' +
+  'to the kernel command line';
+
+/**
+ * Adopts, for every bind-mounted entry of a storage root, what the root holds and storage does
+ * not: a directory whose source is missing or empty, a file whose source is missing. The copy is
+ * made by `cp -a` (owner, mode, ACLs, xattrs, timestamps, hard links, symlinks and special
+ * files) under a temporary name beside the source, synced, then renamed into place: a crash
+ * leaves either nothing or a whole copy at the source, and at worst a partial copy under the
+ * temporary name, which drift reports as an orphan (never deleted: it may be all that is left).
+ * A directory only replaces an empty one; a file is linked into place, which fails rather than
+ * overwrite. When storage already holds the entry, storage wins: what only the root holds is
+ * recorded as shadowed.
+ */
+export function adoptAll(plan: PreparePlan, root = ''): PrepareResult {
+  const result: PrepareResult = { adopted: [], shadowed: [], problems: [] };
+  for (const m of plan.mounts) {
+    try {
+      const outcome = adopt(m.kind, root + m.path, root + m.source, root + plan.storage);
+      if (outcome === 'adopted') result.adopted.push(m.path);
+      else if (outcome) result.shadowed.push({ path: m.path, source: m.source, ...outcome });
+    } catch (err) {
+      result.problems.push(`${m.path}: not adopted into ${m.source}: ${(err as Error).message}`);
+    }
+  }
+  return result;
+}
+
+function adopt(kind: 'directory' | 'file', path: string, source: string, storage: string): 'adopted' | { files: number; bytes: number } | undefined {
+  const here = lstatSync(path, { throwIfNoEntry: false });
+  if (!here) return undefined;
+  const want = kind === 'directory' ? here.isDirectory() : here.isFile();
+  if (!want) return undefined; // a symlink or the wrong type: the mount fails on its own, and says so
+  // Nothing we copy from or into may sit below a symlink: we act as root.
+  refuseSymlinkedParents(path, '');
+  refuseSymlinkedParents(source, storage);
+  const there = lstatSync(source, { throwIfNoEntry: false });
+  if (kind === 'directory') {
+    const empty = readdirSync(path).length === 0;
+    if (there && !there.isDirectory()) return undefined;
+    if (there && readdirSync(source).length > 0) return empty ? undefined : shadowedBy(path, source, here.dev);
+    if (empty) return undefined;
+  } else if (there) {
+    return undefined; // the root's older copy of a file storage holds is not news
+  }
+  const temp = copyAside(path, source);
+  if (kind === 'directory') renameSync(temp, source); // replaces an empty folder only; fails on a non-empty one
+  else {
+    linkSync(temp, source); // fails if it appeared meanwhile: never overwrite
+    unlinkSync(temp);
+  }
+  syncFolder(dirname(source));
+  return 'adopted';
+}
+
+/** A full copy of `path` under a new temporary name beside `source`, synced to disk. */
+function copyAside(path: string, source: string): string {
+  const base = `${dirname(source)}/.${basename(source)}.impermanence-adopt`;
+  let temp = base;
+  for (let i = 1; lstatSync(temp, { throwIfNoEntry: false }); i++) temp = `${base}.${i}`; // a crashed attempt's copy stays
+  const cp = spawnSync('cp', ['-a', '--no-target-directory', '--', path, temp], { encoding: 'utf8' });
+  if (cp.status !== 0) throw new Error(`cp: ${(cp.stderr || cp.error?.message || `exit ${cp.status}`).trim()} (a partial copy may be left at ${temp})`);
+  const sync = spawnSync('sync', ['--file-system', temp], { encoding: 'utf8' });
+  if (sync.status !== 0) throw new Error(`sync: ${(sync.stderr || `exit ${sync.status}`).trim()}`);
+  return temp;
+}
+
+function syncFolder(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** A symlink root did not make (say a user, in a folder they own) could send our copy elsewhere. */
+function refuseSymlinkedParents(path: string, below: string): void {
+  for (const dir of parentsOf(path)) {
+    if (below && dir.length <= below.length) continue;
+    const st = lstatSync(dir, { throwIfNoEntry: false });
+    if (st?.isSymbolicLink() && st.uid !== 0) throw new Error(`${dir} is a symlink made by uid ${st.uid}`);
+  }
+}
+
+/** Files under `path` (not crossing into other filesystems) whose place in `source` is empty. At most 100,000 looked at. */
+function shadowedBy(path: string, source: string, dev: number): { files: number; bytes: number } | undefined {
+  let files = 0;
+  let bytes = 0;
+  let budget = 100_000;
+  const visit = (rel: string) => {
+    let names: string[];
+    try {
+      names = readdirSync(path + rel);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (--budget < 0) return;
+      const r = `${rel}/${name}`;
+      let st: Stats;
+      try {
+        st = lstatSync(path + r);
+      } catch {
+        continue;
+      }
+      if (st.isDirectory()) {
+        if (st.dev === dev) visit(r);
+      } else if (!lstatSync(source + r, { throwIfNoEntry: false })) {
+        files++;
+        bytes += st.size;
+      }
+    }
+  };
+  visit('');
+  return files ? { files, bytes } : undefined;
+}
+
+/** Records what is shadowed for the daemon: one file per storage root, replaced whole. */
+export function recordShadowed(name: string, shadowed: Shadowed[], dir = SHADOWED_DIR): void {
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const file = `${dir}/${name}.json`;
+  writeFileSync(`${file}.tmp`, JSON.stringify(shadowed) + '\n', { mode: 0o600 });
+  renameSync(`${file}.tmp`, file);
+}
