@@ -59,6 +59,7 @@ export const ERROR_UNIT = 'impermanence-config-error.service';
 /** The folder, inside the output, of each storage root's tmpfiles rules and prepare plan. */
 export const PLANS = 'impermanence';
 const MACHINE_ID = '/etc/machine-id';
+export const MACHINE_ID_JOURNAL = 'impermanence-machine-id-journal.service';
 
 export function prepareUnitName(storage: string): string {
   return `impermanence-prepare@${escapePath(storage)}.service`;
@@ -192,6 +193,26 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
         '[Unit]\n' +
         `ConditionPathIsMountPoint=!${MACHINE_ID}\n`,
     );
+    // journald read the machine ID the root had (it starts before any mount) and names its
+    // journal folders by it: `journalctl` looks under the persisted ID and would find nothing.
+    // Restarted once the persisted ID is in place, before the journal goes to /var/log.
+    const unit = machineId.name;
+    out.file(
+      MACHINE_ID_JOURNAL,
+      HEADER +
+        '[Unit]\n' +
+        'Description=Restart journald on the persisted machine ID\n' +
+        DOCS +
+        'DefaultDependencies=no\n' +
+        'Conflicts=shutdown.target\n' +
+        `Requires=${unit}\n` +
+        `After=${unit} systemd-journald.service\n` +
+        'Before=systemd-journal-flush.service sysinit.target shutdown.target\n' +
+        '\n[Service]\n' +
+        'Type=oneshot\n' +
+        'RemainAfterExit=yes\n' +
+        `ExecStart=/bin/sh -c 'test -d "/run/log/journal/$$(cat ${MACHINE_ID})" || exec systemctl restart systemd-journald.service'\n`,
+    );
   }
   out.file(
     TARGET,
@@ -202,6 +223,7 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
       'DefaultDependencies=no\n' +
       'Before=local-fs.target\n' +
       [...plans.keys()].map((storage) => `Wants=${prepareUnitName(storage)}\n`).sort().join('') +
+      (machineId ? `Wants=${MACHINE_ID_JOURNAL}\n` : '') +
       mounts.map((m) => `Wants=${m.name}\n`).sort().join(''),
   );
   out.link(`local-fs.target.wants/${TARGET}`, `../${TARGET}`);

@@ -119,11 +119,11 @@ describe('a boot with the seed configs', () => {
     const failed = await sh(c, 'systemctl --failed --no-legend --plain');
     expect(failed).toBe('');
     expect(c.state).toBe('running');
-    expect((await sh(c, 'systemctl is-active impermanence.target impermanence-prepare.service')).split('\n').slice(0, 2)).toEqual(['active', 'active']);
+    expect((await sh(c, 'systemctl is-active impermanence.target impermanence-prepare@persistent.service')).split('\n').slice(0, 2)).toEqual(['active', 'active']);
   });
 
   it('generated units pass systemd-analyze verify inside the booted system', async () => {
-    await sh(c, 'cd /run/systemd/generator && systemd-analyze verify --man=no ./*.mount impermanence.target impermanence-prepare.service');
+    await sh(c, 'cd /run/systemd/generator && systemd-analyze verify --man=no ./*.mount impermanence.target impermanence-prepare@persistent.service impermanence-machine-id-journal.service');
   });
 
   it('installs the desktop agent as a user unit that graphical sessions want, and it verifies', async () => {
@@ -164,14 +164,15 @@ describe('a boot with the seed configs', () => {
     for (const [dir] of DIRECTORIES) expect(state.get(dir)).toBe('mounted');
     expect(state.get(BOUND_FILE)).toBe('mounted');
     expect(state.get('/etc/e2e/linked.conf')).toBe('linked');
-    // The image has its own /etc/machine-id, which the symlink does not replace: reported, not hidden.
-    expect(state.get('/etc/machine-id')).toBe('replaced');
-    expect((await c.sh('impermanencectl status')).code).toBe(3);
-    // Structured entries: journalctl finds the event by its path.
-    const journal = await sh(c, 'journalctl -u impermanence IMPERMANENCE_PATH=/etc/machine-id -o json --no-pager');
-    const event = JSON.parse(journal.trim().split('\n')[0]!);
-    expect(event).toMatchObject({ PRIORITY: '4', SYSLOG_IDENTIFIER: 'impermanenced', IMPERMANENCE_STATE: 'replaced', _SYSTEMD_UNIT: 'impermanence.service' });
-    expect(event.MESSAGE).toBe('/etc/machine-id is replaced: writes there are lost at reboot');
+    // The image has its own /etc/machine-id (systemd reads it before anything is mounted): it
+    // was adopted into storage on this first boot and is bind-mounted from there.
+    expect(state.get('/etc/machine-id')).toBe('mounted');
+    expect((await c.sh('impermanencectl status')).code).toBe(0);
+    // Structured entries: journalctl finds the event by its fields.
+    const journal = await sh(c, 'journalctl -u impermanence -o json --no-pager');
+    const event = journal.trim().split('\n').map((l) => JSON.parse(l)).find((e) => e.IMPERMANENCE_CONFIG_FILES);
+    expect(event).toMatchObject({ PRIORITY: '6', SYSLOG_IDENTIFIER: 'impermanenced', _SYSTEMD_UNIT: 'impermanence.service' });
+    expect(event.IMPERMANENCE_CONFIG_FILES).toContain(`${CONFIG_IN_STORAGE}/30-e2e.toml`);
     const security = await c.sh('systemd-analyze security --no-pager impermanence.service');
     console.log(`systemd-analyze security impermanence.service: ${security.stdout.trim().split('\n').at(-1)}`);
     const rss = await sh(c, 'ps -o rss= -p "$(systemctl show -p MainPID --value impermanence.service)"');
