@@ -11,7 +11,7 @@ import { entryDrift, RootLayout, scanDrift } from '../drift/scan';
 import { entryObjectPath } from './bus-path';
 import { LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
 import { readMountPoints } from '../drift/mountinfo';
-import { entryStatus, type EntryStatus } from '../drift/state';
+import { entryStatus, generatedMounts, type EntryStatus } from '../drift/state';
 
 export type ManagerState = 'ok' | 'degraded' | 'invalid-config';
 
@@ -348,6 +348,7 @@ export class Manager extends EventEmitter {
     const mountPoints = readMountPoints();
     const root = this.opts.root;
     const isFile = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isFile() ?? false;
-    for (const v of views) v.status = entryStatus(v.entry, { mountPoints, root }, isFile);
+    const generated = generatedMounts(root);
+    for (const v of views) v.status = entryStatus(v.entry, { mountPoints, root, generated }, isFile);
   }
 }

@@ -5,7 +5,9 @@ import { formatMode } from '../config/mode';
 import { parentsOf } from '../config/paths';
 import type { ResolvedConfig } from '../config/resolve';
 import type { UserDb } from '../config/userdb';
-import { entryStatus } from './state';
+import { escapePath } from '../config/unit-name';
+import { bootTime } from './boot';
+import { entryStatus, generatedMounts } from './state';
 import { DEFAULT_IGNORE, ignoreMatcher } from './ignore';
 import { describe, rank, suggestFor, type DriftItem, type DriftReport } from './report';
 
@@ -41,8 +43,10 @@ export function entryDrift(config: ResolvedConfig, root: string, mountPoints: Se
   const items: DriftItem[] = [];
   const isFile = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isFile() ?? false;
   const shadowed = readShadowed(root);
+  const generated = generatedMounts(root);
+  const prefix = root === '/' ? '' : root;
   for (const entry of config.entries) {
-    const status = entryStatus(entry, { mountPoints, root }, isFile);
+    const status = entryStatus(entry, { mountPoints, root, generated }, isFile);
     const declared = `declared in ${entry.origin.file}: ${entry.origin.entry}`;
     if (status.state === 'unmounted' || status.state === 'unlinked') {
       const what = status.storageUnmounted
@@ -50,9 +54,15 @@ export function entryDrift(config: ResolvedConfig, root: string, mountPoints: Se
         : status.method === 'bind' ? `not mounted from ${entry.source}` : `not a symlink to ${entry.source}`;
       items.push({ kind: 'unmounted', path: entry.path, files: 0, bytes: 0, detail: `${what}: writes there are lost at reboot`, suggestion: declared });
     } else if (status.state === 'replaced') {
+      // A file older than the activation of its storage root was there first: the symlink was
+      // never made (tmpfiles never replaces a file). A newer one replaced the symlink.
+      const changed = lstatSync(prefix + entry.path, { throwIfNoEntry: false })?.ctimeMs;
+      const before = changed !== undefined && changed / 1000 < activatedAt(root, entry.storage);
       items.push({
         kind: 'replaced', path: entry.path, files: 0, bytes: 0,
-        detail: `something else replaced the symlink to ${entry.source} (a program writing by rename?): its content is lost at reboot; persist the parent directory instead`,
+        detail: before
+          ? `a file was already here when ${entry.storage} was activated, so the symlink to ${entry.source} was never made: its content is lost at reboot; move it into storage (mv ${entry.path} ${entry.source}) and reboot`
+          : `something replaced the symlink to ${entry.source} after it was made (a program writing by rename, such as sed -i or an editor?): its content is lost at reboot; persist the parent directory instead`,
         suggestion: declared,
       });
     } else if (status.state === 'mounted') {
@@ -67,6 +77,13 @@ export function entryDrift(config: ResolvedConfig, root: string, mountPoints: Se
     }
   }
   return items;
+}
+
+/** When impermanence-prepare activated a storage root this boot (it records what it found then), or else the boot. */
+function activatedAt(root: string, storage: string): number {
+  const record = `${root === '/' ? '' : root}${SHADOWED_DIR}/${escapePath(storage)}.json`;
+  const st = lstatSync(record, { throwIfNoEntry: false });
+  return st ? st.mtimeMs / 1000 : bootTime();
 }
 
 /** What impermanence-prepare found hidden under our mounts at boot, by path (see activate/prepare.ts). */

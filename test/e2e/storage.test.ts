@@ -193,3 +193,30 @@ describe('/etc/machine-id, generated anew at every boot of an image without one'
     await c.stop();
   });
 });
+
+describe('files symlinked into storage', () => {
+  it('tells a symlink written through (kept) from one replaced by sed -i and from a file that was there first', async () => {
+    const storage = path.join(tmp, 'files-storage');
+    fs.mkdirSync(storage);
+    const c = await boot('files', {
+      storage,
+      setup: (root) => {
+        shipConfig(root, '[persistence."/persistent"]\nfiles = ["/etc/through.conf", "/etc/sedded.conf", { file = "/etc/first.conf", method = "symlink" }]\n');
+        fs.writeFileSync(path.join(root, 'etc/first.conf'), 'from the image\n');
+      },
+    });
+    await sh(c, 'echo kept > /etc/through.conf && echo y > /etc/sedded.conf && sed -i s/y/z/ /etc/sedded.conf');
+    expect(fs.readFileSync(path.join(storage, 'etc/through.conf'), 'utf8')).toBe('kept\n');
+    const list = JSON.parse(await sh(c, 'impermanencectl list --json')) as Array<{ path: string; state: string }>;
+    expect(Object.fromEntries(list.map((e) => [e.path, e.state]))).toEqual({
+      '/etc/through.conf': 'linked',
+      '/etc/sedded.conf': 'replaced',
+      '/etc/first.conf': 'replaced',
+    });
+    const items = await diffItems(c);
+    expect(items.filter((i) => i.kind !== 'ephemeral').map((i) => `${i.kind} ${i.path}`).sort()).toEqual(['replaced /etc/first.conf', 'replaced /etc/sedded.conf']);
+    expect(items.find((i) => i.path === '/etc/sedded.conf')!.detail).toMatch(/^something replaced the symlink to \/persistent\/etc\/sedded\.conf after it was made \(a program writing by rename/);
+    expect(items.find((i) => i.path === '/etc/first.conf')!.detail).toMatch(/^a file was already here when \/persistent was activated, so the symlink to \/persistent\/etc\/first\.conf was never made/);
+    await c.stop();
+  });
+});
