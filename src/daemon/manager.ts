@@ -6,7 +6,7 @@ import type { Entry, ResolvedConfig } from '../config/resolve';
 import { UserDb } from '../config/userdb';
 import { bootTime } from '../drift/boot';
 import { LiveWatcher, type LiveChange } from '../drift/live';
-import { rank, type DriftItem, type DriftReport } from '../drift/report';
+import { foldNested, rank, type DriftItem, type DriftReport } from '../drift/report';
 import { entryDrift, RootLayout, scanDrift } from '../drift/scan';
 import { entryObjectPath } from './bus-path';
 import { LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
@@ -214,7 +214,7 @@ export class Manager extends EventEmitter {
         if (touched.size && this.layout) {
           for (const group of touched) await this.remeasure(this.layout, group);
           const ephemeral = new Set(this.liveItems.values());
-          report = { ...report, items: rank([...report.items.filter((i) => i.kind !== 'ephemeral'), ...ephemeral]) };
+          report = { ...report, items: rank(foldNested([...report.items.filter((i) => i.kind !== 'ephemeral'), ...ephemeral])) };
         }
         this.publish(report);
       }
@@ -316,7 +316,7 @@ export class Manager extends EventEmitter {
     const last = this.lastReport.items;
     const entries = c.entries ? entryDrift(this.config, this.opts.root, readMountPoints()) : last.filter((i) => i.kind === 'unmounted' || i.kind === 'replaced');
     const others = last.filter((i) => i.kind === 'orphan' || i.kind === 'attributes');
-    this.publish({ items: rank([...entries, ...this.liveItems.values(), ...others]), scanned: this.lastReport.scanned, since: this.lastReport.since || this.liveSince });
+    this.publish({ items: rank(foldNested([...entries, ...this.liveItems.values(), ...others])), scanned: this.lastReport.scanned, since: this.lastReport.since || this.liveSince });
   }
 
   /** Replaces the live items of `group` (and below it) by what is in it now. */

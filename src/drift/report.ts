@@ -1,3 +1,4 @@
+import { isInside } from '../config/paths';
 import type { ResolvedConfig } from '../config/resolve';
 import type { UserRecord } from '../config/userdb';
 
@@ -40,6 +41,35 @@ export function rank(items: DriftItem[]): DriftItem[] {
   return [...items].sort((a, b) => KIND_ORDER[a.kind] - KIND_ORDER[b.kind] || b.bytes - a.bytes || b.files - a.files || (a.path < b.path ? -1 : 1));
 }
 
+/**
+ * Folds each ephemeral or orphan item that lies inside another of the same kind into it: a folder
+ * with files of its own and a subfolder are one item, so that the suggestions of one report,
+ * applied together, never declare a path inside another (which the config refuses).
+ */
+export function foldNested(items: DriftItem[]): DriftItem[] {
+  const out: DriftItem[] = [];
+  const open = new Map<DriftKind, DriftItem>(); // per kind, the last kept item
+  // Sorted with "/" below every other character, so that what is inside a path comes right after it.
+  const key = (p: string) => p.replace(/\//g, '\0');
+  for (const item of [...items].sort((a, b) => (key(a.path) < key(b.path) ? -1 : key(a.path) > key(b.path) ? 1 : 0))) {
+    if (item.kind !== 'ephemeral' && item.kind !== 'orphan') {
+      out.push(item);
+      continue;
+    }
+    const outer = open.get(item.kind);
+    if (outer && (item.path === outer.path || isInside(item.path, outer.path))) {
+      outer.files += item.files;
+      outer.bytes += item.bytes;
+      outer.detail = describe(outer);
+      continue;
+    }
+    const kept = { ...item };
+    open.set(item.kind, kept);
+    out.push(kept);
+  }
+  return out;
+}
+
 export function formatBytes(n: number): string {
   const units = ['B', 'kB', 'MB', 'GB', 'TB'];
   let i = 0;
@@ -51,12 +81,16 @@ export function formatBytes(n: number): string {
   return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
+/** Where a suggestion names the storage root when the config declares none. */
+export const NO_STORAGE = '<no storage root is declared: name your mounted storage here>';
+
 /**
  * The config that would persist `path`: a `users.<name>` entry when it is inside a home,
- * a system entry otherwise, in the first storage root (or /persistent when there is none).
+ * a system entry otherwise, in the first storage root (or a placeholder when there is none).
  */
 export function suggestFor(path: string, isDirectory: boolean, config: ResolvedConfig, homes: UserRecord[]): string {
-  const storage = config.storages[0]?.path ?? '/persistent';
+  // With no storage root declared, none is invented: the placeholder says there is none yet.
+  const storage = config.storages[0]?.path ?? NO_STORAGE;
   const list = isDirectory ? 'directories' : 'files';
   const home = homes.find((u) => u.home !== '/' && path.startsWith(u.home + '/'));
   if (home) return `[persistence."${storage}".users.${home.name}]\n${list} = [${JSON.stringify(path.slice(home.home.length + 1))}]`;

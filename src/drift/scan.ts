@@ -9,7 +9,7 @@ import { escapePath } from '../config/unit-name';
 import { bootTime } from './boot';
 import { entryStatus, generatedMounts } from './state';
 import { DEFAULT_IGNORE, ignoreMatcher } from './ignore';
-import { describe, rank, suggestFor, type DriftItem, type DriftReport } from './report';
+import { describe, foldNested, rank, suggestFor, type DriftItem, type DriftReport } from './report';
 
 export interface ScanOptions {
   /** The root the config applies to: "/" on a running system, a folder for an image or sandbox. */
@@ -128,6 +128,8 @@ export class RootLayout {
     this.entryPaths = new Set(config.entries.map((e) => e.path));
     this.storages = new Set([...config.storages.map((s) => s.path), ...config.entries.map((e) => e.storage)]);
     for (const e of config.entries) for (const d of parentsOf(e.path)) this.known.add(d);
+    // A group never holds a storage root either: persisting it would persist the storage.
+    for (const s of this.storages) for (const d of parentsOf(s)) this.known.add(d);
     this.ignored = ignoreMatcher([...DEFAULT_IGNORE, ...config.driftIgnore]);
     // Mount points below the root (not the root itself), as paths on it.
     for (const m of mountPoints) {
@@ -307,7 +309,7 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
   }
 
   opts.onProgress?.(scanned);
-  return { items: rank(items), scanned, since: opts.since };
+  return { items: rank(foldNested(items)), scanned, since: opts.since };
 }
 
 interface WalkOptions {
