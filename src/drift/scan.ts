@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
-import { lstatSync, readdirSync, readFileSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { posix } from 'node:path';
 import { SHADOWED_DIR, type Shadowed } from '../activate/prepare';
 import { formatMode } from '../config/mode';
-import { parentsOf } from '../config/paths';
+import { isInside, parentsOf } from '../config/paths';
 import type { ResolvedConfig } from '../config/resolve';
 import type { UserDb } from '../config/userdb';
 import { escapePath } from '../config/unit-name';
@@ -77,6 +78,17 @@ export function entryDrift(config: ResolvedConfig, root: string, mountPoints: Se
     }
   }
   return items;
+}
+
+/** Where the symlink at `host` (the logical path `logical`) points, as a normalized logical path; undefined if it is no symlink. */
+function linkTarget(host: string, logical: string): string | undefined {
+  let target: string;
+  try {
+    target = readlinkSync(host);
+  } catch {
+    return undefined;
+  }
+  return posix.resolve(posix.dirname(logical), target);
 }
 
 /** When impermanence-prepare activated a storage root this boot (it records what it found then), or else the boot. */
@@ -243,8 +255,13 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
   for (const storage of layout.storages) {
     const inStorage = config.entries.filter((e) => e.storage === storage);
     const sources = new Set(inStorage.map((e) => e.path));
+    // A file's source may be a symlink to elsewhere in storage: what it points to is declared too.
+    for (const e of inStorage) {
+      const target = e.kind === 'file' ? linkTarget(host(e.source), e.source) : undefined;
+      if (target && isInside(target, storage)) sources.add(target.slice(storage.length));
+    }
     const storageKnown = new Set<string>(['/']);
-    for (const e of inStorage) for (const d of parentsOf(e.path)) storageKnown.add(d);
+    for (const p of sources) for (const d of parentsOf(p)) storageKnown.add(d);
     // A config kept in storage (found with impermanence.config=) is declared by being used.
     const configHere = [...configDirs].filter((d) => d.startsWith(host(storage) + '/')).map((d) => d.slice(host(storage).length));
     for (const c of configHere) for (const d of parentsOf(c)) storageKnown.add(d);

@@ -41,7 +41,6 @@ ignore = ["/opt/scratch", "/home/*/Downloads"]
 describe('impermanencectl diff on a real root', () => {
   const { code, items } = diffInNamespace(
     `mkdir -p "$R/var/log" "$R/persistent/var/log" "$R/srv/other" "$R/var/lib/foo/db" "$R/tmp" "$R/var/cache/apt" "$R/home/bird/.cache" "$R/home/bird/Downloads" "$R/opt/scratch" "$R/home/bird/.ssh" "$R/persistent/home/bird/.ssh"
-mount --bind "$R/persistent" "$R/persistent"
 mount --bind "$R/persistent/var/log" "$R/var/log"
 mount --bind "$R/persistent/home/bird/.ssh" "$R/home/bird/.ssh"
 echo kept > "$R/var/log/syslog"
@@ -76,6 +75,17 @@ mkdir -p "$R/persistent/var/lib/old" && echo old > "$R/persistent/var/lib/old/da
     expect(byPath.get('/etc/app.conf')).toBeUndefined(); // the symlink is in place
     expect(byPath.get('/persistent/var/lib/old')).toMatchObject({ kind: 'orphan', files: 1 });
     expect(items[0]!.kind).toBe('unmounted'); // what breaks persistence comes first
+  });
+
+  it("takes what a file's symlinked source points to in storage as declared, not as an orphan", () => {
+    const { items } = diffInNamespace(
+      `mkdir -p "$R/persistent/etc" "$R/persistent/shared" && echo s > "$R/persistent/shared/app.conf" && ln -s ../shared/app.conf "$R/persistent/etc/app.conf"
+ln -s /persistent/etc/app.conf "$R/etc/app.conf"
+mkdir -p "$R/persistent/stale" && echo x > "$R/persistent/stale/x"`,
+      CONFIG,
+    );
+    const orphans = items.filter((i) => i.kind === 'orphan').map((i) => i.path);
+    expect(orphans).toEqual(['/persistent/stale']);
   });
 
   it('counts only what changed since --since', () => {

@@ -164,12 +164,18 @@ files = [
   it('does not bind-mount a storage source that is a symlink', () => {
     const store = tempDir();
     symlinkSync('/etc', join(store, 'srv'));
-    const r = runGenerator(tree({ 'a.toml': `[persistence."${store}"]\ndirectories = ["/srv", "/opt"]\n` }));
+    mkdirSync(join(store, 'etc'));
+    symlinkSync('../shared/app.conf', join(store, 'etc/app.conf'));
+    const r = runGenerator(tree({ 'a.toml': `[persistence."${store}"]\ndirectories = ["/srv", "/opt"]\nfiles = ["/etc/app.conf"]\n` }));
     const files = snapshot(r.out);
     expect(Object.keys(files)).not.toContain('srv.mount');
     expect(Object.keys(files)).toContain('opt.mount');
     expect(files['impermanence-config-error.service']).toContain(`${store}/srv is a symlink, not a directory; not activated`);
     expect(files['local-fs.target.wants/impermanence-config-error.service']).toBeDefined();
+    // A file whose source is a symlink is symlinked to (the reader's own permissions apply), never bind-mounted.
+    expect(Object.keys(files)).not.toContain('etc-app.conf.mount');
+    expect(files[`impermanence/${escapePath(store)}.conf`]).toContain(`L /etc/app.conf - - - - ${store}/etc/app.conf\n`);
+    expect(files['impermanence-config-error.service']).not.toContain('app.conf');
   });
 
   it('refuses a source below a symlinked folder in storage (one a user could plant in a folder they own)', () => {
