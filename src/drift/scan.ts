@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, constants, fstatSync, lstatSync, openSync, readdirSync } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, readdirSync } from 'node:fs';
 import { formatMode } from '../config/mode';
 import { parentsOf } from '../config/paths';
 import type { ResolvedConfig } from '../config/resolve';
