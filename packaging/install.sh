@@ -15,6 +15,9 @@ install -Dm0755 "$here/dist/impermanence-prepare.js" "$dest/usr/lib/impermanence
 install -Dm0755 "$here/dist/impermanence-notify.js" "$dest/usr/bin/impermanence-notify"
 install -Dm0755 "$here/dist/impermanence-fanotify" "$dest/usr/lib/impermanence/impermanence-fanotify"
 install -Dm0755 "$here/dist/impermanence-walk" "$dest/usr/lib/impermanence/impermanence-walk"
+# mount(8) runs /sbin/mount.TYPE for the generated Type=impermanence units (on merged-/usr
+# systems /sbin is /usr/sbin).
+install -Dm0755 "$here/dist/mount.impermanence" "$dest/usr/sbin/mount.impermanence"
 # The daemon's one native module (journald's native protocol), beside it where require() looks.
 for m in unix-dgram bindings file-uri-to-path; do
   [ -d "$here/node_modules/$m" ] || { echo "install.sh: node_modules/$m is missing: run npm ci first" >&2; exit 1; }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the native helpers into dist/: impermanence-fanotify (the daemon's whole-filesystem write
-# watcher, src/drift/native/fanotify-watch.c). Needs a C compiler and the libc/kernel headers
+# watcher, src/drift/native/fanotify-watch.c), impermanence-walk (the drift walk,
+# src/drift/native/walk.c) and mount.impermanence (the mount(8) helper that mounts persisted paths
+# by file descriptor, src/generator/native/mount-impermanence.c). Needs a C compiler and the libc/kernel headers
 # (Debian: gcc libc6-dev). CC, CFLAGS, CPPFLAGS and LDFLAGS are honoured for packaging (hardening flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,3 +11,4 @@ mkdir -p dist
 ${CC:-cc} -O2 -Wall -Wextra -Werror ${CPPFLAGS:-} ${CFLAGS:-} ${LDFLAGS:-} \
   -o dist/impermanence-fanotify src/drift/native/fanotify-watch.c
 ${CC:-cc} -O2 -Wall -Wextra -Werror -pthread ${CPPFLAGS:-} ${CFLAGS:-} ${LDFLAGS:-} -o dist/impermanence-walk src/drift/native/walk.c
+${CC:-cc} -O2 -Wall -Wextra -Werror ${CPPFLAGS:-} ${CFLAGS:-} ${LDFLAGS:-} -o dist/mount.impermanence src/generator/native/mount-impermanence.c

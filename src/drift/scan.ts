@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { posix } from 'node:path';
 import { SHADOWED_DIR, type Shadowed } from '../activate/prepare';
 import { formatMode } from '../config/mode';
@@ -210,7 +210,17 @@ export class RootLayout {
    */
   async measure(group: string, since: number): Promise<Map<string, DriftItem | undefined>> {
     const out = new Map<string, DriftItem | undefined>([[group, undefined]]);
-    const st = lstatSync(this.host(group), { throwIfNoEntry: false });
+    // By descriptor, never by path: a folder on the way swapped for a symlink (by the user who
+    // owns it, maybe to /root) is not followed, so its target's files are never counted.
+    const slash = group.lastIndexOf('/');
+    const parent = openBeneath(this.host('/'), group.slice(0, slash) || '/');
+    if (parent === undefined) return out;
+    let st;
+    try {
+      st = lstatSync(`/proc/self/fd/${parent}/${group.slice(slash + 1)}`, { throwIfNoEntry: false });
+    } finally {
+      closeSync(parent);
+    }
     if (!st) return out;
     if (!st.isDirectory()) {
       if (!since || st.ctimeMs / 1000 >= since) out.set(group, this.item(group, { files: 1, bytes: st.size, isDirectory: false }));
@@ -351,46 +361,86 @@ interface WalkOptions {
 async function walk(w: WalkOptions): Promise<Map<string, Group>> {
   const groups = new Map<string, Group>();
   const stack: Array<{ dir: string; group: Group | undefined }> = [{ dir: w.start, group: w.initial }];
+  const rootHost = w.host('/');
   let sinceYield = 0;
   while (stack.length) {
     const { dir, group } = stack.pop()!;
-    let names;
+    // Each folder by descriptor (see openBeneath), its entries looked at through it.
+    const fd = openBeneath(rootHost, dir);
+    if (fd === undefined) continue; // vanished, unreadable, or a symlink now: nothing to report from it
+    const at = `/proc/self/fd/${fd}`;
     try {
-      names = readdirSync(w.host(dir), { withFileTypes: true });
-    } catch {
-      continue; // vanished or unreadable: nothing to report from it
-    }
-    // Groups (see groupOf): every child of a known folder; every subfolder of such a child.
-    const known = w.known.has(dir);
-    const childOfKnown = !known && dir !== '/' && w.known.has(dir.slice(0, dir.lastIndexOf('/')) || '/');
-    for (const d of names) {
-      const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
-      if (w.skip(path)) continue;
-      let g = group;
-      if (known || (childOfKnown && d.isDirectory())) {
-        g = { files: 0, bytes: 0, isDirectory: d.isDirectory() };
-        groups.set(path, g);
-      }
-      if (++sinceYield >= 2048) {
-        sinceYield = 0;
-        await new Promise((r) => setImmediate(r));
-        if (w.signal?.aborted) throw new Error('scan cancelled');
-      }
-      if (d.isDirectory()) {
-        const st = lstatSync(w.host(path), { throwIfNoEntry: false });
-        if (st && st.dev === w.dev) stack.push({ dir: path, group: g });
+      let names;
+      try {
+        names = readdirSync(at, { withFileTypes: true });
+      } catch {
         continue;
       }
-      w.progress();
-      if (!g) continue;
-      const st = lstatSync(w.host(path), { throwIfNoEntry: false, bigint: false });
-      if (!st || (w.since && st.ctimeMs / 1000 < w.since)) continue;
-      g.files++;
-      g.bytes += st.size;
-      if (g.isDirectory) g.common = commonDir(g.common, dir);
+      // Groups (see groupOf): every child of a known folder; every subfolder of such a child.
+      const known = w.known.has(dir);
+      const childOfKnown = !known && dir !== '/' && w.known.has(dir.slice(0, dir.lastIndexOf('/')) || '/');
+      for (const d of names) {
+        const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
+        if (w.skip(path)) continue;
+        let g = group;
+        if (known || (childOfKnown && d.isDirectory())) {
+          g = { files: 0, bytes: 0, isDirectory: d.isDirectory() };
+          groups.set(path, g);
+        }
+        if (++sinceYield >= 2048) {
+          sinceYield = 0;
+          await new Promise((r) => setImmediate(r));
+          if (w.signal?.aborted) throw new Error('scan cancelled');
+        }
+        if (d.isDirectory()) {
+          const st = lstatSync(`${at}/${d.name}`, { throwIfNoEntry: false });
+          if (st?.isDirectory() && st.dev === w.dev) stack.push({ dir: path, group: g });
+          continue;
+        }
+        w.progress();
+        if (!g) continue;
+        const st = lstatSync(`${at}/${d.name}`, { throwIfNoEntry: false, bigint: false });
+        if (!st || (w.since && st.ctimeMs / 1000 < w.since)) continue;
+        g.files++;
+        g.bytes += st.size;
+        if (g.isDirectory) g.common = commonDir(g.common, dir);
+      }
+    } finally {
+      closeSync(fd);
     }
   }
   return groups;
+}
+
+const DIR_NOFOLLOW = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
+
+/**
+ * Opens the folder at logical path `logical` below `rootHost` (the root or a storage root,
+ * whose own path is trusted) one component at a time, each opened through its parent's
+ * descriptor without following a symlink: `/proc/self/fd/N/NAME` with O_NOFOLLOW is
+ * openat(N, NAME, O_NOFOLLOW). A folder swapped for a symlink before or during a walk done as
+ * root makes the open fail, so the walk never follows it. Undefined when it cannot be opened.
+ */
+function openBeneath(rootHost: string, logical: string): number | undefined {
+  let fd: number;
+  try {
+    fd = openSync(rootHost, constants.O_RDONLY | constants.O_DIRECTORY);
+  } catch {
+    return undefined;
+  }
+  for (const name of logical.split('/')) {
+    if (!name) continue;
+    let next: number;
+    try {
+      next = openSync(`/proc/self/fd/${fd}/${name}`, DIR_NOFOLLOW);
+    } catch {
+      closeSync(fd);
+      return undefined;
+    }
+    closeSync(fd);
+    fd = next;
+  }
+  return fd;
 }
 
 interface NativeWalk {
@@ -469,16 +519,22 @@ async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<
   if (code !== 0) throw new Error(`impermanence-walk failed (${code}): ${stderr.trim()}`);
   if (rest) line(rest, 0, rest.length);
 
-  // Each file right inside a known folder is a group of its own: list them.
+  // Each file right inside a known folder is a group of its own: list them, by descriptor (see openBeneath).
   const skipped = new Set(w.skips.exact);
   for (const dir of knownDirs) {
-    for (const d of readdirSync(w.host(dir), { withFileTypes: true })) {
-      if (d.isDirectory()) continue;
-      const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
-      if (skipped.has(path)) continue;
-      const st = lstatSync(w.host(path), { throwIfNoEntry: false });
-      if (!st || (w.since && st.ctimeMs / 1000 < w.since)) continue;
-      groups.set(path, { files: 1, bytes: st.size, isDirectory: false });
+    const fd = openBeneath(w.host('/'), dir);
+    if (fd === undefined) continue;
+    try {
+      for (const d of readdirSync(`/proc/self/fd/${fd}`, { withFileTypes: true })) {
+        if (d.isDirectory()) continue;
+        const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
+        if (skipped.has(path)) continue;
+        const st = lstatSync(`/proc/self/fd/${fd}/${d.name}`, { throwIfNoEntry: false });
+        if (!st || (w.since && st.ctimeMs / 1000 < w.since)) continue;
+        groups.set(path, { files: 1, bytes: st.size, isDirectory: false });
+      }
+    } finally {
+      closeSync(fd);
     }
   }
   return { groups, scanned };

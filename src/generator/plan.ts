@@ -2,7 +2,7 @@ import { formatMode } from '../config/mode';
 import { parentsOf } from '../config/paths';
 import { parentPerms, type Entry, type Perms, type ResolvedConfig } from '../config/resolve';
 import { escapePath, mountUnitName } from '../config/unit-name';
-import { tmpfilesPath, unitValue, unitWord } from './syntax';
+import { tmpfilesPath, unitEnv, unitValue, unitWord } from './syntax';
 
 /** Where the generator's output goes: files and symlinks, by path relative to the output folder. */
 export interface OutputSink {
@@ -229,11 +229,21 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
   out.link(`local-fs.target.wants/${TARGET}`, `../${TARGET}`);
 }
 
+/**
+ * A persisted path is mounted by mount.impermanence (src/generator/native/mount-impermanence.c),
+ * which opens the source below its storage and the mount point without following symlinks and
+ * mounts by file descriptor: a folder swapped for a symlink after this check cannot redirect it.
+ * mount(8) resolves symlinks in What=/Where= and keeps x-* options from helpers, so the helper
+ * gets the paths as written, and the userspace options to record in utab, from Environment=.
+ * systemd adds no RequiresMountsFor= for What= of a mount that is not Type=bind: it is here.
+ */
 function mountUnit(entry: Entry): string {
-  const options = ['bind'];
+  const options: string[] = [];
   if (entry.hideMount) options.push('x-gvfs-hide');
   if (entry.allowTrash) options.push('x-gvfs-trash');
   const prepare = prepareUnitName(entry.storage);
+  const env = [unitEnv('IMPERMANENCE_STORAGE', entry.storage), unitEnv('IMPERMANENCE_PATH', entry.path), unitEnv('IMPERMANENCE_KIND', entry.kind)];
+  if (options.length) env.push(unitEnv('IMPERMANENCE_USER_OPTIONS', options.join(',')));
   return (
     HEADER +
       '[Unit]\n' +
@@ -245,12 +255,13 @@ function mountUnit(entry: Entry): string {
       `Requires=${prepare}\n` +
       `After=${prepare}\n` +
       `Before=umount.target local-fs.target ${TARGET}\n` +
-      `RequiresMountsFor=${unitWord(entry.storage)}\n` +
+      `RequiresMountsFor=${unitWord(entry.storage)} ${unitWord(entry.source)}\n` +
       '\n[Mount]\n' +
       `What=${unitValue(entry.source)}\n` +
       `Where=${unitValue(entry.path)}\n` +
-      'Type=none\n' +
-      `Options=${options.join(',')}\n`
+      'Type=impermanence\n' +
+      (options.length ? `Options=${options.join(',')}\n` : '') +
+      `Environment=${env.join(' ')}\n`
   );
 }
 

@@ -15,6 +15,11 @@ export function unitWord(text: string): string {
   return '"' + text.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%').replace(/\$/g, '$$$$') + '"';
 }
 
+/** One NAME=value assignment in Environment= (C-unescaped inside quotes, specifiers expanded, no $ expansion). */
+export function unitEnv(name: string, value: string): string {
+  return '"' + `${name}=${value}`.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%') + '"';
+}
+
 /** The path field of a tmpfiles.d line (C-unescaped, specifiers expanded). */
 export function tmpfilesPath(path: string): string {
   const escaped = path.replace(/%/g, '%%');

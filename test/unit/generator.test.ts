@@ -75,14 +75,26 @@ files = [
       expect(unit).toContain(`SourcePath=${join(config, '10-system.toml')}\n`);
       expect(unit).toContain('DefaultDependencies=no\n');
       expect(unit).toContain('Before=umount.target local-fs.target impermanence.target\n');
-      expect(unit).toContain(`RequiresMountsFor=${storage}\n`);
+      expect(unit).toMatch(new RegExp(`^RequiresMountsFor=${storage} \\S`, 'm'));
+      // Mounted by mount.impermanence (by file descriptor), told the paths as written.
+      expect(unit).toContain('\nType=impermanence\n');
+      expect(unit).toMatch(/^Environment="IMPERMANENCE_STORAGE=.*" "IMPERMANENCE_PATH=.*" "IMPERMANENCE_KIND=(directory|file)"/m);
       // Nothing is mounted from a storage root that its prepare unit refused.
       expect(unit).toContain(`Requires=impermanence-prepare@${escapePath(storage)}.service\nAfter=impermanence-prepare@${escapePath(storage)}.service\n`);
     }
     const log = readFileSync(join(r.out, 'var-log.mount'), 'utf8');
-    expect(log).toContain(`What=${storage}/var/log\nWhere=/var/log\nType=none\nOptions=bind,x-gvfs-hide\n`);
-    expect(readFileSync(join(r.out, 'var-lib-private\\x2dthing.mount'), 'utf8')).toContain('Options=bind,x-gvfs-hide,x-gvfs-trash\n');
-    expect(readFileSync(join(r.out, 'srv-per\\x25cent.mount'), 'utf8')).toContain('Where=/srv/per%%cent\n');
+    expect(log).toContain(`RequiresMountsFor=${storage} ${storage}/var/log\n`);
+    expect(log).toContain(
+      `What=${storage}/var/log\nWhere=/var/log\nType=impermanence\nOptions=x-gvfs-hide\n` +
+        `Environment="IMPERMANENCE_STORAGE=${storage}" "IMPERMANENCE_PATH=/var/log" "IMPERMANENCE_KIND=directory" "IMPERMANENCE_USER_OPTIONS=x-gvfs-hide"\n`,
+    );
+    expect(readFileSync(join(r.out, 'var-lib-private\\x2dthing.mount'), 'utf8')).toContain('Options=x-gvfs-hide,x-gvfs-trash\n');
+    expect(readFileSync(join(r.out, 'etc-machine\\x2did.mount'), 'utf8')).toContain('"IMPERMANENCE_PATH=/etc/machine-id" "IMPERMANENCE_KIND=file"');
+    const percent = readFileSync(join(r.out, 'srv-per\\x25cent.mount'), 'utf8');
+    expect(percent).toContain('Where=/srv/per%%cent\n');
+    expect(percent).toContain('"IMPERMANENCE_PATH=/srv/per%%cent"');
+    expect(readFileSync(join(r.out, 'srv-quote\\x22d.mount'), 'utf8')).toContain('"IMPERMANENCE_PATH=/srv/quote\\"d"');
+    expect(readFileSync(join(r.out, 'srv-back\\x5cslash.mount'), 'utf8')).toContain('"IMPERMANENCE_PATH=/srv/back\\\\slash"');
     expect(readlinkSync(join(r.out, 'local-fs.target.wants/impermanence.target'))).toBe('../impermanence.target');
     const target = readFileSync(join(r.out, 'impermanence.target'), 'utf8');
     for (const m of mounts) expect(target).toContain(`Wants=${m}\n`);
