@@ -30,10 +30,10 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
         const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'Scan', signature: 'a{sv}', body: [options] })) as [
           Array<[string, string, string, number, bigint, string]>,
         ];
-        const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: 'ss', body: ['org.impermanence.Manager', 'LastScanSince'] });
+        const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: 'ss', body: ['org.impermanence.Manager', 'LastScanSinceUSec'] });
         if (tty) err('\r\x1b[K');
         const items = itemsFromBus(rows);
-        printReport({ items, scanned: 0, since: Number(plain(props)) }, opts.json, out);
+        printReport({ items, scanned: 0, since: Number(plain(props)) / 1e6 }, opts.json, out);
         return items.length ? 3 : 0;
       }
       default:

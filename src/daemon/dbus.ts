@@ -332,7 +332,7 @@ export class DbusFrontEnd {
     this.bus.send(
       Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', [
         MANAGER_IFACE,
-        { LastScanSince: new Variant('t', BigInt(Math.floor(d.report.since))) },
+        { LastScanSince: new Variant('t', BigInt(Math.floor(d.report.since))), LastScanSinceUSec: new Variant('t', BigInt(Math.round(d.report.since * 1e6))) },
         ['DriftCount'],
       ]),
     );
@@ -367,6 +367,7 @@ export class DbusFrontEnd {
       ActiveCount: entries.filter((v) => v.status.state === 'mounted' || v.status.state === 'linked').length,
       DriftCount: m.drift.items.filter((i) => canSeeContents(caller, i.path, m.root)).length,
       LastScanSince: BigInt(Math.floor(m.drift.since)),
+      LastScanSinceUSec: BigInt(Math.round(m.drift.since * 1e6)),
     });
   }
 
