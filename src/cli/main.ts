@@ -8,6 +8,7 @@ import { readConfig } from '../config/read';
 import type { ResolvedConfig } from '../config/resolve';
 import { collect, planUnits, type GeneratorOutput } from '../generator/plan';
 import { sourceStatter, statOnRoot, writeOutput } from '../generator/write';
+import { exitWhenFlushed } from '../shared/exit';
 import { diffOffline, parseSince, printReport } from './diff';
 
 const USAGE = `usage: impermanencectl COMMAND [OPTIONS]
@@ -218,16 +219,17 @@ function generate(dirs: string[], required: string[], root: string, target: stri
 }
 
 if (require.main === module) {
-  // run() resolves to the exit code (monitor: when interrupted); open bus connections end with the process.
+  // run() resolves to the exit code (monitor: when interrupted) after closing its bus connection;
+  // the process ends once its output went out, however slowly a pipe reads it.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(0);
+    if (e.code === 'EPIPE') process.exit(0); // the reader left (| head): nothing more to say
     throw e;
   });
   run(process.argv.slice(2), (s) => process.stdout.write(s), (s) => process.stderr.write(s)).then(
-    (code) => process.exit(code),
+    (code) => exitWhenFlushed(code),
     (e: Error) => {
       process.stderr.write(`impermanencectl: ${e.message}\n`);
-      process.exit(1);
+      exitWhenFlushed(1);
     },
   );
 }
