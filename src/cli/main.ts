@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { configPath, readNotifyConfig, setEnabled, userHome } from '../agent/config';
@@ -79,6 +79,11 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     err(`impermanencectl: unexpected argument ${JSON.stringify(rest[0])}\n`);
     return 2;
   }
+  const missing = missingFolder(values.root, values.config);
+  if (missing) {
+    err(`impermanencectl: ${missing}\n`);
+    return 2;
+  }
   const root = values.root ?? '/';
   const { dirs, required } = configFolders(values.config, root);
 
@@ -118,6 +123,27 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
       err(`impermanencectl: unknown command ${JSON.stringify(command)}\n${USAGE}`);
       return 2;
   }
+}
+
+/**
+ * The first --root or --config that is not a folder, as a message naming it; undefined if all are.
+ * A mistyped path must not read as an empty config ("valid", exit 0) or turn `diff --config` into
+ * a scan of the host with no entries: config/load.ts treats a missing drop-in folder as empty on
+ * purpose (the system folders need not all exist), so the folders a user names are checked here.
+ */
+function missingFolder(root: string | undefined, configs: string[] | undefined): string | undefined {
+  const given = [...(root === undefined ? [] : [{ option: '--root', path: root, holds: 'the root' }]), ...(configs ?? []).map((path) => ({ option: '--config', path, holds: 'the config files' }))];
+  for (const { option, path, holds } of given) {
+    let st;
+    try {
+      st = statSync(path, { throwIfNoEntry: false });
+    } catch (e) {
+      return `${option} ${path}: ${(e as Error).message}`;
+    }
+    if (!st) return `${option} ${path}: no such folder`;
+    if (!st.isDirectory()) return `${option} ${path}: not a folder (give the folder that holds ${holds})`;
+  }
+  return undefined;
 }
 
 /**
