@@ -9,6 +9,7 @@ import type { ResolvedConfig } from '../config/resolve';
 import { collect, planUnits, type GeneratorOutput } from '../generator/plan';
 import { sourceStatter, statOnRoot, writeOutput } from '../generator/write';
 import { exitWhenFlushed } from '../shared/exit';
+import { printablePath } from '../shared/printable';
 import { diffOffline, parseSince, printReport } from './diff';
 
 const USAGE = `usage: impermanencectl COMMAND [OPTIONS]
@@ -134,14 +135,15 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
 function missingFolder(root: string | undefined, configs: string[] | undefined): string | undefined {
   const given = [...(root === undefined ? [] : [{ option: '--root', path: root, holds: 'the root' }]), ...(configs ?? []).map((path) => ({ option: '--config', path, holds: 'the config files' }))];
   for (const { option, path, holds } of given) {
+    const shown = `${option} ${printablePath(path)}`;
     let st;
     try {
       st = statSync(path, { throwIfNoEntry: false });
     } catch (e) {
-      return `${option} ${path}: ${(e as Error).message}`;
+      return `${shown}: ${(e as Error).message}`;
     }
-    if (!st) return `${option} ${path}: no such folder`;
-    if (!st.isDirectory()) return `${option} ${path}: not a folder (give the folder that holds ${holds})`;
+    if (!st) return `${shown}: no such folder`;
+    if (!st.isDirectory()) return `${shown}: not a folder (give the folder that holds ${holds})`;
   }
   return undefined;
 }
@@ -165,7 +167,7 @@ function notify(args: string[], out: (s: string) => void, err: (s: string) => vo
   try {
     if (what !== 'status') setEnabled(file, what === 'on');
     const { enable } = readNotifyConfig(file, home);
-    out(`drift notifications are ${enable ? 'on' : 'off'} for you (${file})\n`);
+    out(`drift notifications are ${enable ? 'on' : 'off'} for you (${printablePath(file)})\n`);
     if (what === 'on') out('impermanence-notify starts with your next session, or now: systemctl --user start impermanence-notify\n');
     return 0;
   } catch (e) {
@@ -196,7 +198,7 @@ function reportInvalid(e: unknown, json: boolean, out: (s: string) => void, err:
   if (json) {
     out(JSON.stringify({ valid: false, problems: e.problems.map(({ file, entry, problem, line, column }) => ({ file, line: line ?? null, column: column ?? null, entry: entry ?? null, problem })) }, null, 2) + '\n');
   } else {
-    for (const p of e.problems) err(`${p.message}\n`);
+    for (const p of e.problems) err(`${printablePath(p.message)}\n`);
   }
   return 1;
 }
@@ -208,9 +210,9 @@ function check(dirs: string[], required: string[], root: string, json: boolean, 
     if (json) {
       out(JSON.stringify({ valid: true, files: config.files, storages: config.storages.map((s) => s.path), entries: config.entries.length, mounts }, null, 2) + '\n');
     } else if (config.files.length === 0) {
-      out(`no config files in ${dirs.join(', ')}: nothing is persisted\n`);
+      out(`no config files in ${dirs.map(printablePath).join(', ')}: nothing is persisted\n`);
     } else {
-      out(`valid: ${config.entries.length} entries (${mounts} bind mounts) in ${config.files.length} file(s): ${config.files.join(', ')}\n`);
+      out(`valid: ${config.entries.length} entries (${mounts} bind mounts) in ${config.files.length} file(s): ${config.files.map(printablePath).join(', ')}\n`);
     }
     return 0;
   } catch (e) {
@@ -235,12 +237,12 @@ function generate(dirs: string[], required: string[], root: string, target: stri
   }
   mkdirSync(target, { recursive: true });
   if (readdirSync(target).length) {
-    err(`impermanencectl generate: ${target} is not empty; give an empty or new folder\n`);
+    err(`impermanencectl generate: ${printablePath(target)} is not empty; give an empty or new folder\n`);
     return 2;
   }
   writeOutput(target, output);
   if (json) out(JSON.stringify({ out: target, files: [...output.files.keys()], links: [...output.links.keys()] }, null, 2) + '\n');
-  else out(`wrote ${output.files.size} files and ${output.links.size} links to ${target}\n`);
+  else out(`wrote ${output.files.size} files and ${output.links.size} links to ${printablePath(target)}\n`);
   return 0;
 }
 
