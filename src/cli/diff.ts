@@ -24,12 +24,17 @@ export function besideMe(name: string): string | undefined {
   return [join(dirname(process.argv[1] ?? ''), name), join('/usr/lib/impermanence', name)].find((p) => existsSync(p));
 }
 
-/** `--since`: "boot" (default: changed since this system booted), "all", or seconds since the epoch. */
+/**
+ * `--since`: "boot" (default: changed since this system booted), "all", or seconds since the
+ * epoch no later than now (the walker, like the daemon, takes nothing past the clock).
+ */
 export function parseSince(text: string | undefined): number {
   if (text === undefined || text === 'boot') return bootTime();
   if (text === 'all') return 0;
-  if (/^\d+(\.\d+)?$/.test(text)) return Number(text);
-  throw new Error(`--since takes "boot", "all" or seconds since the epoch, not ${JSON.stringify(text)}`);
+  if (!/^\d+(\.\d+)?$/.test(text)) throw new Error(`--since takes "boot", "all" or seconds since the epoch, not ${JSON.stringify(text)}`);
+  const since = Number(text);
+  if (since > Date.now() / 1000) throw new Error(`--since ${text} is later than now: give seconds since the epoch, "boot" or "all"`);
+  return since;
 }
 
 /** Scans here, without the daemon: against --root (an image, a mounted root) and --config. */

@@ -37,3 +37,13 @@ describe('impermanencectl usage errors', () => {
     expect(ctl('check', '--config', config).code).toBe(0);
   });
 });
+
+describe('impermanencectl diff --since', () => {
+  const config = tree({ 'a.toml': '[persistence."/persistent"]\ndirectories = ["/var/log"]\n' });
+
+  it.each(['99999999999999999999', '18446744073709551615', String(Math.floor(Date.now() / 1000) + 86_400)])('--since %s, later than now, is a usage error, not the walker\'s', (since) => {
+    const r = ctl('diff', '--offline', '--config', config, '--root', tempDir(), '--since', since);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`impermanencectl diff: --since ${since} is later than now: give seconds since the epoch, "boot" or "all"\n`);
+  });
+});
