@@ -142,7 +142,7 @@ describe('a boot with the seed configs', () => {
     // Parents it had to create: the home 0700, inside a home the user's, parentDirectory as declared.
     // (/home/bird itself came with the image, 0755: owner and mode apply only on creation.)
     expect(await owners(c, ['/home/bird', '/persistent/home/bird', '/home/bird/.local', '/var/keys', '/persistent/var/keys', '/persistent/home/alice'])).toEqual([
-      'bird:bird 755', 'bird:bird 700', 'bird:bird 755', 'root:root 700', 'root:root 700', 'alice:alice 700',
+      'bird:bird 755', 'bird:bird 700', 'bird:bird 700', 'root:root 700', 'root:root 700', 'alice:alice 700',
     ]);
   });
 
