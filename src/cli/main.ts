@@ -9,7 +9,7 @@ import type { ResolvedConfig } from '../config/resolve';
 import { collect, planUnits, type GeneratorOutput } from '../generator/plan';
 import { sourceStatter, statOnRoot, writeOutput } from '../generator/write';
 import { exitWhenFlushed } from '../shared/exit';
-import { printablePath } from '../shared/printable';
+import { printable, printablePath } from '../shared/printable';
 import { diffOffline, parseSince, printReport } from './diff';
 
 const USAGE = `usage: impermanencectl COMMAND [OPTIONS]
@@ -25,6 +25,14 @@ Commands (asking impermanenced on the system bus):
   list                  every persisted entry and whether it is in place
   reload                make the daemon re-read the config (polkit: org.impermanence.reload)
   monitor               print the daemon's signals as they come, until interrupted
+
+Commands (as root, on this system, without a reboot):
+  persist PATH          copy what PATH holds into storage, add it to 50-local.toml (in the
+                        first impermanence.config= folder, else /etc/impermanence/persist.d)
+                        and mount it now
+                        (--storage ROOT when there are several; --user NAME for a home)
+  unpersist PATH        copy it back onto the root, stop the mount and take it out of
+                        50-local.toml; the storage copy stays (an orphan)
 
 Commands (your own desktop notifications, impermanence-notify):
   notify on|off|status  turn drift notifications on or off for you (in
@@ -62,6 +70,8 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         bus: { type: 'string' },
         since: { type: 'string' },
         offline: { type: 'boolean', default: false },
+        storage: { type: 'string' },
+        user: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -76,6 +86,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     return values.help ? 0 : 2;
   }
   if (command === 'notify') return notify(rest, out, err);
+  if (command === 'persist' || command === 'unpersist') return persistCommand(command, rest, values, out, err);
   if (rest.length) {
     err(`impermanencectl: unexpected argument ${JSON.stringify(rest[0])}\n`);
     return 2;
@@ -154,6 +165,31 @@ function missingFolder(root: string | undefined, configs: string[] | undefined):
  */
 async function onBus(...args: Parameters<typeof import('./bus-commands').onBus>): Promise<number> {
   return (await import('./bus-commands')).onBus(...args);
+}
+
+/** persist and unpersist: loaded on first use, like the bus commands. */
+async function persistCommand(
+  command: 'persist' | 'unpersist',
+  args: string[],
+  values: { storage?: string; user?: string },
+  out: (s: string) => void,
+  err: (s: string) => void,
+): Promise<number> {
+  if (args.length !== 1) {
+    err(`usage: impermanencectl ${command} PATH${command === 'persist' ? ' [--storage ROOT] [--user NAME]' : ''}\n`);
+    return 2;
+  }
+  const { persist, unpersist, PersistError } = await import('../activate/persist');
+  const say = (line: string) => out(`${printable(line)}\n`);
+  try {
+    if (command === 'persist') persist({ path: args[0]!, storage: values.storage, user: values.user }, say);
+    else unpersist(args[0]!, say);
+    return 0;
+  } catch (e) {
+    if (!(e instanceof PersistError)) throw e;
+    err(`impermanencectl ${command}: ${printable(e.message)}\n`);
+    return 1;
+  }
 }
 
 function notify(args: string[], out: (s: string) => void, err: (s: string) => void): number {
