@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, type Stats } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmdirSync, rmSync, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { addEntry, removeEntry, type EntryRef } from '../config/edit';
 import { InvalidConfig } from '../config/errors';
@@ -9,7 +9,7 @@ import { resolveConfig, type Entry, type ResolvedConfig } from '../config/resolv
 import { escapePath, mountUnitName } from '../config/unit-name';
 import { UserDb } from '../config/userdb';
 import { bootTime } from '../drift/boot';
-import { readMountPoints } from '../drift/mountinfo';
+import { mountOf, readMountPoints } from '../drift/mountinfo';
 import { GENERATOR_DIR } from '../drift/state';
 import { collect, planUnits } from '../generator/plan';
 import { sourceStatter, statOnRoot } from '../generator/write';
@@ -102,12 +102,15 @@ export function persist(req: PersistRequest, say: Say, dropIn = localDropIn()): 
   const config = text === undefined ? ctx.config : resolveWith(ctx, dropIn, text);
   const entry = config.entries.find((e) => e.path === path)!;
 
-  // 2. What is there now, into storage (its parents first, as the boot makes them); 3. the drop-in; 4. the mount.
+  // 2. What is there now, into storage (its parents first, as the boot makes them); 3. the drop-in;
+  // 4. the mount; 5. the root's copy, now hidden under the mount, cleared: it was moved, not copied.
   const mounted = readMountPoints().has(path);
+  let covered: number | undefined;
   if (!mounted) {
     refuseWriters(path);
     createParents(config, entry);
     adoptNow(entry, say);
+    covered = openCovered(path);
   }
   if (text !== undefined) {
     mkdirSync(dirname(dropIn), { recursive: true });
@@ -117,9 +120,64 @@ export function persist(req: PersistRequest, say: Say, dropIn = localDropIn()): 
       say(`note: ${dropIn} is on the root, which is wiped at every boot: persist /etc/impermanence, or keep the config on the storage (impermanence.config=), or this entry is forgotten at reboot`);
     }
   }
-  if (!mounted) activate(entry, say);
+  try {
+    if (!mounted) activate(entry, say);
+    if (covered !== undefined && readMountPoints().has(path)) clearCovered(covered, path);
+  } finally {
+    if (covered !== undefined) closeSync(covered);
+  }
   tellDaemon();
   return entry;
+}
+
+/** A descriptor of what stands at `path` before the mount covers it (never through a symlink), or undefined. */
+function openCovered(path: string): number | undefined {
+  try {
+    return openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Empties what the mount now covers, through the descriptor opened before: a covered file is
+ * truncated; a covered folder's children are moved into a root-only folder at the top of the
+ * same filesystem (a user cannot reach or swap anything there) and deleted from it.
+ */
+function clearCovered(fd: number, path: string): void {
+  const st = fstatSync(fd);
+  if (st.isFile()) {
+    if (st.size === 0) return;
+    const w = openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY);
+    try {
+      ftruncateSync(w, 0);
+    } finally {
+      closeSync(w);
+    }
+    return;
+  }
+  if (!st.isDirectory()) return;
+  const dir = `/proc/self/fd/${fd}`;
+  const names = readdirSync(dir);
+  if (names.length === 0) return;
+  const top = mountOf(dirname(path), readMountPoints());
+  const trash = `${top === '/' ? '' : top}/.impermanence-trash-${process.pid}`;
+  mkdirSync(trash, { mode: 0o700 });
+  const tfd = openSync(trash, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    if (fstatSync(tfd).uid !== 0) return;
+    for (const name of names) renameSync(`${dir}/${name}`, `/proc/self/fd/${tfd}/${name}`);
+    for (const name of readdirSync(`/proc/self/fd/${tfd}`)) rmSync(`/proc/self/fd/${tfd}/${name}`, { recursive: true, force: true });
+  } catch {
+    // another filesystem, or cut short: what stays is a copy of what storage holds
+  } finally {
+    closeSync(tfd);
+    try {
+      rmdirSync(trash);
+    } catch {
+      // not empty: left for the wipe
+    }
+  }
 }
 
 export function unpersist(rawPath: string, say: Say, dropIn = localDropIn()): Entry {
