@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, opendirSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { parentsOf } from '../config/paths';
 import { readMountPoints, storageIsMounted } from '../drift/mountinfo';
@@ -73,9 +73,9 @@ function adopt(kind: 'directory' | 'file', path: string, source: string, storage
   refuseSymlinkedParents(source, storage);
   const there = lstatSync(source, { throwIfNoEntry: false });
   if (kind === 'directory') {
-    const empty = readdirSync(path).length === 0;
+    const empty = !holdsAnything(path);
     if (there && !there.isDirectory()) return undefined;
-    if (there && readdirSync(source).length > 0) return empty ? undefined : shadowedBy(path, source, here.dev);
+    if (there && holdsAnything(source)) return empty ? undefined : shadowedBy(path, source, here.dev);
     if (empty) return undefined;
   } else if (there) {
     return undefined; // the root's older copy of a file storage holds is not news
@@ -88,6 +88,16 @@ function adopt(kind: 'directory' | 'file', path: string, source: string, storage
   }
   syncFolder(dirname(source));
   return 'adopted';
+}
+
+/** Whether a folder holds anything, reading one name only (a storage folder may hold millions). */
+function holdsAnything(dir: string): boolean {
+  const d = opendirSync(dir);
+  try {
+    return d.readSync() !== null;
+  } finally {
+    d.closeSync();
+  }
 }
 
 /** A full copy of `path` under a new temporary name beside `source`, synced to disk. */

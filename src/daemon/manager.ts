@@ -38,6 +38,8 @@ export interface DriftChange { appeared: DriftItem[]; resolved: DriftItem[]; rep
 
 export class ScanCancelled extends Error {}
 
+const NOTHING_PERSISTED: ResolvedConfig = { files: [], storages: [], entries: [], driftIgnore: [] };
+
 interface RunningScan { since: number; publish: boolean; promise: Promise<DriftReport>; controller: AbortController; owner: string }
 
 /**
@@ -184,10 +186,11 @@ export class Manager extends EventEmitter {
     }
     const controller = new AbortController();
     const promise = (async () => {
-      if (!this.config) throw new Error('no valid configuration is loaded');
       let report = await scanDrift({
         root: this.opts.root,
-        config: this.config,
+        // With no valid config (invalid since boot), the generator activated nothing: everything
+        // written since boot is lost, and the scan says so.
+        config: this.config ?? NOTHING_PERSISTED,
         users: UserDb.read(this.opts.root),
         mountPoints: readMountPoints(),
         since: when,

@@ -232,6 +232,11 @@ describe('a boot with a bad config', () => {
     expect((await c.sh('mountpoint -q /var/log')).code).not.toBe(0);
     expect(await sh(c, 'ls /run/systemd/generator | grep -c "\\.mount$" || true')).toBe('0\n');
     expect(fs.readdirSync(bad)).toEqual(['etc']); // nothing was created in storage either
+    // diff still answers: with nothing activated, everything written since boot is lost.
+    await sh(c, 'mkdir -p /var/lib/app && echo x > /var/lib/app/state');
+    const r = await c.sh('impermanencectl diff --json');
+    expect(r.code).toBe(3);
+    expect(JSON.parse(r.stdout).items).toContainEqual(expect.objectContaining({ kind: 'ephemeral', path: '/var/lib/app', files: 1 }));
     await c.stop();
   });
 });
