@@ -1,40 +1,65 @@
-import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, symlinkSync, writeSync, type Dirent } from 'node:fs';
-import type { GeneratorOutput, OutputSink, SourceStat } from './plan';
+import { linkSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmdirSync, rmSync, symlinkSync, writeFileSync, type Dirent } from 'node:fs';
+import type { GeneratorOutput, SourceStat } from './plan';
 
-/** Writes the generator's output straight into a folder (which systemd hands us empty). */
-export function folderSink(dir: string): OutputSink {
-  const made = new Set<string>();
-  const parent = (name: string) => {
-    const slash = name.lastIndexOf('/');
-    if (slash === -1) return;
-    const d = `${dir}/${name.slice(0, slash)}`;
-    if (!made.has(d)) {
-      mkdirSync(d, { recursive: true });
-      made.add(d);
-    }
-  };
-  mkdirSync(dir, { recursive: true });
-  return {
-    file(name, content) {
-      parent(name);
-      const fd = openSync(`${dir}/${name}`, 'wx', 0o644);
-      try {
-        writeSync(fd, content);
-      } finally {
-        closeSync(fd);
-      }
-    },
-    link(name, target) {
-      parent(name);
-      symlinkSync(target, `${dir}/${name}`);
-    },
-  };
-}
-
+/**
+ * Writes the whole output into `dir`, all or nothing. Everything is written first into a hidden
+ * temporary folder inside `dir` (same filesystem), then hard-linked into place, each name
+ * refused if it exists (the output folder is shared with other generators), and the temporary
+ * folder removed. A failure at any step (a full or read-only filesystem, a name taken) removes
+ * what was placed and the folders made, then throws: `dir` is left as it was. A generator
+ * killed while writing leaves only the hidden folder, which systemd does not load.
+ */
 export function writeOutput(dir: string, output: GeneratorOutput): void {
-  const sink = folderSink(dir);
-  for (const [name, content] of output.files) sink.file(name, content);
-  for (const [name, target] of output.links) sink.link(name, target);
+  const tmp = mkdtempSync(`${dir}/.impermanence-`);
+  const placed: string[] = [];
+  const made: string[] = [];
+  try {
+    const folders = new Set<string>();
+    const parent = (name: string) => {
+      const slash = name.lastIndexOf('/');
+      if (slash === -1) return;
+      const d = name.slice(0, slash);
+      if (folders.has(d)) return;
+      mkdirSync(`${tmp}/${d}`, { recursive: true });
+      for (let i = d.indexOf('/'); ; i = d.indexOf('/', i + 1)) {
+        folders.add(i === -1 ? d : d.slice(0, i));
+        if (i === -1) break;
+      }
+    };
+    for (const [name, content] of output.files) {
+      parent(name);
+      writeFileSync(`${tmp}/${name}`, content, { flag: 'wx', mode: 0o644 });
+    }
+    for (const [name, target] of output.links) {
+      parent(name);
+      symlinkSync(target, `${tmp}/${name}`);
+    }
+    for (const d of [...folders].sort()) {
+      try {
+        mkdirSync(`${dir}/${d}`);
+        made.push(`${dir}/${d}`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !lstatSync(`${dir}/${d}`).isDirectory()) throw err;
+      }
+    }
+    // link(2) neither replaces a name nor follows a symlink.
+    for (const name of [...output.files.keys(), ...output.links.keys()]) {
+      linkSync(`${tmp}/${name}`, `${dir}/${name}`);
+      placed.push(`${dir}/${name}`);
+    }
+  } catch (err) {
+    for (const f of placed.reverse()) rmSync(f, { force: true });
+    for (const d of made.reverse()) {
+      try {
+        rmdirSync(d); // only if empty: other generators write into the same folders
+      } catch {
+        // left as another generator filled it
+      }
+    }
+    throw err;
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 /**
