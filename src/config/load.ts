@@ -101,6 +101,11 @@ export function parseConfigText(file: string, text: string): ConfigFile {
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 
 export function loadConfigFile(file: string): LoadedFile {
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(file)) {
+    // Units name their config file (SourcePath=), one line each: such a name cannot be written there.
+    throw new InvalidConfig([new ConfigError(file, undefined, 'the file name contains a control character; rename the file')]);
+  }
   let text: string;
   try {
     text = UTF8.decode(readFileSync(file));

@@ -185,6 +185,11 @@ describe('bad configs name the file, the entry and what is wrong', () => {
     expect(key).toContain('unknown option "a\\nb\\u0000c\\u001b[31m"');
   });
 
+  it('refuses a config file whose name holds a control character (units name it in SourcePath=)', () => {
+    const dir = tree({ 'a\nb.toml': '[persistence."/p"]\ndirectories = ["/srv"]\n' });
+    expect(problemsOf(() => loadConfig([dir]))).toEqual([`${dir}/a\\nb.toml: the file name contains a control character; rename the file`]);
+  });
+
   it('accepts a long path whose unit name systemd hashes', () => {
     const long = '/srv' + '/abcdefghi'.repeat(40);
     expect(resolveText(`[persistence."/p"]\ndirectories = ["${long}"]`).entries[0]?.path).toBe(long);
