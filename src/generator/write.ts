@@ -1,50 +1,52 @@
-import { linkSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, rmdirSync, rmSync, symlinkSync, writeFileSync, type Dirent } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, symlinkSync, writeSync, type Dirent } from 'node:fs';
 import type { GeneratorOutput, SourceStat } from './plan';
 
 /**
- * Writes the whole output into `dir`, all or nothing. Everything is written first into a hidden
- * temporary folder inside `dir` (same filesystem), then hard-linked into place, each name
- * refused if it exists (the output folder is shared with other generators), and the temporary
- * folder removed. A failure at any step (a full or read-only filesystem, a name taken) removes
- * what was placed and the folders made, then throws: `dir` is left as it was. A generator
- * killed while writing leaves only the hidden folder, which systemd does not load.
+ * Writes the whole output into `dir`, all or nothing: each file is created exclusively (the
+ * folder is shared with other generators: a name already there is never replaced), and on any
+ * failure (a full or read-only filesystem, a name taken) everything this call created is
+ * removed again before the error is thrown, so `dir` is left as it was. Files are written in
+ * the order given, and the planner gives impermanence.target and the link that pulls it in
+ * last: a generator killed half-way leaves units that nothing starts. (Writing into a temporary
+ * folder and moving the files into place would cover a kill too, but costs two more system
+ * calls a file: about a third more time at 10,000 entries on these machines.)
  */
 export function writeOutput(dir: string, output: GeneratorOutput): void {
-  const tmp = mkdtempSync(`${dir}/.impermanence-`);
   const placed: string[] = [];
   const made: string[] = [];
-  try {
-    const folders = new Set<string>();
-    const parent = (name: string) => {
-      const slash = name.lastIndexOf('/');
-      if (slash === -1) return;
-      const d = name.slice(0, slash);
-      if (folders.has(d)) return;
-      mkdirSync(`${tmp}/${d}`, { recursive: true });
-      for (let i = d.indexOf('/'); ; i = d.indexOf('/', i + 1)) {
-        folders.add(i === -1 ? d : d.slice(0, i));
-        if (i === -1) break;
+  const folders = new Set<string>();
+  const parent = (name: string) => {
+    const slash = name.lastIndexOf('/');
+    if (slash === -1 || folders.has(name.slice(0, slash))) return;
+    const d = name.slice(0, slash);
+    for (let i = d.indexOf('/'); ; i = d.indexOf('/', i + 1)) {
+      const sub = i === -1 ? d : d.slice(0, i);
+      if (!folders.has(sub)) {
+        try {
+          mkdirSync(`${dir}/${sub}`);
+          made.push(`${dir}/${sub}`);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !lstatSync(`${dir}/${sub}`).isDirectory()) throw err;
+        }
+        folders.add(sub);
       }
-    };
+      if (i === -1) break;
+    }
+  };
+  try {
     for (const [name, content] of output.files) {
       parent(name);
-      writeFileSync(`${tmp}/${name}`, content, { flag: 'wx', mode: 0o644 });
+      const fd = openSync(`${dir}/${name}`, 'wx', 0o644);
+      placed.push(`${dir}/${name}`); // ours from here: removed again on failure
+      try {
+        writeSync(fd, content);
+      } finally {
+        closeSync(fd);
+      }
     }
     for (const [name, target] of output.links) {
       parent(name);
-      symlinkSync(target, `${tmp}/${name}`);
-    }
-    for (const d of [...folders].sort()) {
-      try {
-        mkdirSync(`${dir}/${d}`);
-        made.push(`${dir}/${d}`);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !lstatSync(`${dir}/${d}`).isDirectory()) throw err;
-      }
-    }
-    // link(2) neither replaces a name nor follows a symlink.
-    for (const name of [...output.files.keys(), ...output.links.keys()]) {
-      linkSync(`${tmp}/${name}`, `${dir}/${name}`);
+      symlinkSync(target, `${dir}/${name}`);
       placed.push(`${dir}/${name}`);
     }
   } catch (err) {
@@ -57,8 +59,6 @@ export function writeOutput(dir: string, output: GeneratorOutput): void {
       }
     }
     throw err;
-  } finally {
-    rmSync(tmp, { recursive: true, force: true });
   }
 }
 

@@ -485,6 +485,21 @@ describe('all or nothing on a full or read-only output folder (13.15)', () => {
     expect(gen.stderr).toMatch(/^impermanencectl generate: cannot write into \S+\/out\/new: ENOSPC[^\n]*; nothing was written\n$/);
   });
 
+  it('never replaces a file of another generator: a name taken undoes everything, the error unit says why', () => {
+    const out = join(tempDir(), 'normal');
+    mkdirSync(join(out, 'local-fs.target.wants'), { recursive: true });
+    writeFileSync(join(out, 'srv-d16.mount'), 'systemd-fstab-generator was here\n');
+    symlinkSync('../other.mount', join(out, 'local-fs.target.wants/other.mount'));
+    const r = runGenerator(config, out);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain(`cannot write the units into ${out}: EEXIST`);
+    expect(Object.keys(snapshot(out)).sort()).toEqual([
+      'impermanence-config-error.service', 'local-fs.target.wants/impermanence-config-error.service', 'local-fs.target.wants/other.mount', 'srv-d16.mount',
+    ]);
+    expect(readFileSync(join(out, 'srv-d16.mount'), 'utf8')).toBe('systemd-fstab-generator was here\n');
+    expect(verify(out).output).not.toContain('impermanence-config-error');
+  });
+
   (canRun ? it : it.skip)('read-only: the generator writes nothing and exits 1; generate --out too', () => {
     const ro = inTinyTmpfs('256k', `mkdir "$1/out"; mount -o remount,ro "$1"; rc=0; "$2" ${GEN} "$1/out" "$1/e" "$1/l" 2>"$1/../err" || rc=$?; ${list}; cat "$1/../err" >&2`, { IMPERMANENCE_CONFIG: config });
     expect(ro.stdout).toBe('rc=1\n');
