@@ -1,8 +1,8 @@
-import { mkdirSync, readdirSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { configPath, readNotifyConfig, setEnabled, userHome } from '../agent/config';
-import { InvalidConfig } from '../config/errors';
+import { InvalidConfig, type ConfigError } from '../config/errors';
 import { configFolders } from '../config/load';
 import { readConfig } from '../config/read';
 import type { ResolvedConfig } from '../config/resolve';
@@ -212,11 +212,12 @@ function notify(args: string[], out: (s: string) => void, err: (s: string) => vo
   }
 }
 
-function plan(dirs: string[], required: string[], root: string, outputDir: string): { config: ResolvedConfig; output: GeneratorOutput } {
+function plan(dirs: string[], required: string[], root: string, outputDir: string): { config: ResolvedConfig; output: GeneratorOutput; notActivated: ConfigError[] } {
   const config = readConfig(dirs, root, required);
   const output = collect();
   const statSource = sourceStatter();
-  planUnits(
+  // Entries the generator would refuse at boot (a symlinked storage folder, a source it cannot look up).
+  const notActivated = planUnits(
     config,
     {
       outputDir,
@@ -226,7 +227,7 @@ function plan(dirs: string[], required: string[], root: string, outputDir: strin
     },
     output,
   );
-  return { config, output };
+  return { config, output, notActivated };
 }
 
 function reportInvalid(e: unknown, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
@@ -241,7 +242,8 @@ function reportInvalid(e: unknown, json: boolean, out: (s: string) => void, err:
 
 function check(dirs: string[], required: string[], root: string, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
   try {
-    const { config, output } = plan(dirs, required, root, '/run/systemd/generator');
+    const { config, output, notActivated } = plan(dirs, required, root, '/run/systemd/generator');
+    if (notActivated.length) throw new InvalidConfig(notActivated);
     const mounts = [...output.files.keys()].filter((f) => f.endsWith('.mount')).length;
     if (json) {
       out(JSON.stringify({ valid: true, files: config.files, storages: config.storages.map((s) => s.path), entries: config.entries.length, mounts }, null, 2) + '\n');
@@ -258,28 +260,39 @@ function check(dirs: string[], required: string[], root: string, json: boolean, 
 
 function generate(dirs: string[], required: string[], root: string, target: string, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
   let output: GeneratorOutput;
+  let notActivated: ConfigError[];
   try {
-    output = plan(dirs, required, root, target === '-' ? '/run/systemd/generator' : target).output;
+    ({ output, notActivated } = plan(dirs, required, root, target === '-' ? '/run/systemd/generator' : target));
   } catch (e) {
     return reportInvalid(e, json, out, err);
   }
+  // As the generator: the rest is written, with the error unit; the problems are printed, exit 1.
+  const status = notActivated.length ? 1 : 0;
+  if (!json) for (const p of notActivated) err(`${p.message}\n`);
   if (target === '-') {
-    if (json) out(JSON.stringify({ files: Object.fromEntries(output.files), links: Object.fromEntries(output.links) }, null, 2) + '\n');
+    if (json) out(JSON.stringify({ files: Object.fromEntries(output.files), links: Object.fromEntries(output.links), problems: notActivated.map((p) => p.message) }, null, 2) + '\n');
     else {
       for (const [name, content] of output.files) out(`# ${name}\n${content}\n`);
       for (const [name, linkTarget] of output.links) out(`# ${name} -> ${linkTarget}\n`);
     }
-    return 0;
+    return status;
   }
-  mkdirSync(target, { recursive: true });
-  if (readdirSync(target).length) {
-    err(`impermanencectl generate: ${printablePath(target)} is not empty; give an empty or new folder\n`);
-    return 2;
+  let made: string | undefined;
+  try {
+    made = mkdirSync(target, { recursive: true });
+    if (readdirSync(target).length) {
+      err(`impermanencectl generate: ${printablePath(target)} is not empty; give an empty or new folder\n`);
+      return 2;
+    }
+    writeOutput(target, output); // all or nothing
+  } catch (e) {
+    if (made) rmSync(made, { recursive: true, force: true }); // made by us, and empty again
+    err(`impermanencectl generate: cannot write into ${printablePath(target)}: ${(e as Error).message}; nothing was written\n`);
+    return 1;
   }
-  writeOutput(target, output);
-  if (json) out(JSON.stringify({ out: target, files: [...output.files.keys()], links: [...output.links.keys()] }, null, 2) + '\n');
+  if (json) out(JSON.stringify({ out: target, files: [...output.files.keys()], links: [...output.links.keys()], problems: notActivated.map((p) => p.message) }, null, 2) + '\n');
   else out(`wrote ${output.files.size} files and ${output.links.size} links to ${printablePath(target)}\n`);
-  return 0;
+  return status;
 }
 
 if (require.main === module) {

@@ -77,7 +77,8 @@ export function parseConfigText(file: string, text: string): ConfigFile {
       data = JSON.parse(text);
     } catch (err) {
       const at = jsonLocation(text, err as Error);
-      const what = (err as Error).message.replace(/ in JSON at position \d+.*$/, '');
+      // Node 20 quotes the start of the text ("… is not valid JSON"): the location says where.
+      const what = (err as Error).message.replace(/ in JSON at position \d+.*$/s, '').replace(/, ".*" is not valid JSON$/s, '');
       throw new InvalidConfig([new ConfigError(file, undefined, `invalid JSON: ${what}`, at?.line, at?.column)]);
     }
   } else {
@@ -88,7 +89,8 @@ export function parseConfigText(file: string, text: string): ConfigFile {
         const what = err.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
         throw new InvalidConfig([new ConfigError(file, undefined, `invalid TOML: ${what}`, err.line, err.column)]);
       }
-      throw err;
+      // Not a syntax error the parser names (say, arrays nested past the stack): still this file's problem.
+      throw new InvalidConfig([new ConfigError(file, undefined, `invalid TOML: ${(err as Error).message}`)]);
     }
   }
   const result = ConfigFileSchema.safeParse(data);
@@ -96,11 +98,22 @@ export function parseConfigText(file: string, text: string): ConfigFile {
   return result.data;
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
+
 export function loadConfigFile(file: string): LoadedFile {
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(file)) {
+    // Units name their config file (SourcePath=), one line each: such a name cannot be written there.
+    throw new InvalidConfig([new ConfigError(file, undefined, 'the file name contains a control character; rename the file')]);
+  }
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = UTF8.decode(readFileSync(file));
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_ENCODING_INVALID_ENCODED_DATA') {
+      // Read as UTF-8 leniently, a path would name something else than the file on disk.
+      throw new InvalidConfig([new ConfigError(file, undefined, 'is not valid UTF-8 (TOML and JSON files must be)')]);
+    }
     throw new InvalidConfig([new ConfigError(file, undefined, `cannot read: ${(err as Error).message}`)]);
   }
   return { file, config: parseConfigText(file, text) };
@@ -165,6 +178,7 @@ function issueToError(file: string, issue: z.core.$ZodIssue): ConfigError {
 
 /** The known option nearest to a misspelled one (edit distance at most 3), if any. */
 function closest(key: string, candidates: string[]): string | undefined {
+  if (key.length > 64) return undefined; // no option is that long, and the distance costs length × length
   let best: string | undefined;
   let bestDistance = 4;
   for (const known of candidates) {

@@ -45,3 +45,34 @@ export function parentsOf(path: string): string[] {
 export function isInside(inner: string, outer: string): boolean {
   return inner.length > outer.length && inner.startsWith(outer === '/' ? '/' : outer + '/');
 }
+
+/** Linux's and systemd's limits: NAME_MAX bytes per component, PATH_MAX bytes with the final NUL. */
+const NAME_MAX = 255;
+const PATH_MAX = 4096;
+
+/**
+ * Why systemd (or the kernel) would refuse a normalized absolute path as a mount point or
+ * source, or `undefined` if it would not. systemd reads Where= with its surrounding whitespace
+ * stripped, so a path ending in a space gets a unit whose name does not match its Where=
+ * ("Where= setting doesn't match unit name", the unit is refused); systemd's path_is_valid()
+ * refuses a component longer than NAME_MAX bytes or a path of PATH_MAX bytes or more, as the
+ * kernel does (ENAMETOOLONG); a lone UTF-16 surrogate cannot be written as UTF-8 at all.
+ * Control characters, "." and ".." were refused by normalizePath.
+ */
+export function systemdPathProblem(path: string): string | undefined {
+  if (path.endsWith(' ')) {
+    return `path ${JSON.stringify(path)} ends with a space, which systemd strips from Where= and What=: its mount unit would be refused; rename it`;
+  }
+  if (/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(path)) {
+    return `path ${JSON.stringify(path)} is not valid Unicode (a lone surrogate): it has no UTF-8 name`;
+  }
+  if (path.length * 3 < NAME_MAX) return undefined; // at most 3 bytes per UTF-16 unit: nothing can be too long
+  const bytes = Buffer.byteLength(path);
+  if (bytes >= PATH_MAX) return `path is ${bytes} bytes long; Linux and systemd allow at most ${PATH_MAX - 1}`;
+  for (const part of path.split('/')) {
+    if (part.length * 3 <= NAME_MAX) continue;
+    const n = Buffer.byteLength(part);
+    if (n > NAME_MAX) return `the name ${JSON.stringify(part.slice(0, 40) + '…')} in the path is ${n} bytes long; Linux and systemd allow at most ${NAME_MAX}`;
+  }
+  return undefined;
+}

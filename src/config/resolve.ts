@@ -1,9 +1,9 @@
 import { ConfigError, InvalidConfig, keyPath } from './errors';
 import type { LoadedFile } from './load';
 import { parseMode } from './mode';
-import { isInside, normalizePath, parentsOf } from './paths';
+import { isInside, normalizePath, parentsOf, systemdPathProblem } from './paths';
 import type { DirectoryDecl, FileDecl, PermsDecl, StorageDecl } from './schema';
-import { mountUnitName } from './unit-name';
+import { escapePath, UNIT_NAME_MAX } from './unit-name';
 import type { UserDb } from './userdb';
 
 /** Owner and mode, applied only when a path is first created. */
@@ -96,7 +96,7 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
       const origin = { file, entry: keyPath(['persistence', key]) };
       let storage: string;
       try {
-        storage = normalizePath(key, { relative: false });
+        storage = storageRoot(key);
       } catch (err) {
         fail(origin, `storage root: ${(err as Error).message}`);
         continue;
@@ -223,8 +223,10 @@ function baseEntry(
   let storage = ctx.storage;
   try {
     path = owner ? `${owner.home}/${normalizePath(rawPath, { relative: true })}` : normalizePath(rawPath, { relative: false });
-    if (rawStorage !== undefined) storage = normalizePath(rawStorage, { relative: false });
-    mountUnitName(path); // a path systemd cannot name is refused here, not at boot
+    if (rawStorage !== undefined) storage = storageRoot(rawStorage, 'persistentStoragePath: ');
+    // What systemd would refuse at boot is refused here, by `check`, before a reboot.
+    const bad = systemdPathProblem(path) ?? systemdPathProblem(storage + path);
+    if (bad) throw new Error(bad);
   } catch (err) {
     ctx.fail(origin, (err as Error).message);
     return undefined;
@@ -275,6 +277,22 @@ function checkMountOptions(options: string[], fail: (problem: string) => void): 
     }
   }
   return ok ? options : undefined;
+}
+
+/**
+ * A storage root, normalized, or an error saying why systemd could not use it: as a path (see
+ * systemdPathProblem), and as the instance of impermanence-prepare@.service, whose name systemd
+ * never shortens (unit_name_from_path_instance refuses a name that is too long).
+ */
+function storageRoot(raw: string, prefix = ''): string {
+  const path = normalizePath(raw, { relative: false });
+  const bad = systemdPathProblem(path);
+  if (bad) throw new Error(prefix + bad);
+  const unit = `impermanence-prepare@${escapePath(path)}.service`;
+  if (unit.length > UNIT_NAME_MAX) {
+    throw new Error(`${prefix}the storage root is too long for its unit ${unit.slice(0, 40)}…: ${unit.length} characters escaped, systemd allows ${UNIT_NAME_MAX}`);
+  }
+  return path;
 }
 
 function checkPerms(ctx: Context, decl: PermsDecl, fallback: Perms, origin: Origin, prefix: string): Perms | undefined {

@@ -1,3 +1,4 @@
+import { ConfigError, oneLine } from '../config/errors';
 import { formatMode } from '../config/mode';
 import { parentsOf } from '../config/paths';
 import { parentPerms, type Entry, type Perms, type ResolvedConfig } from '../config/resolve';
@@ -82,13 +83,13 @@ const DOCS = 'Documentation=file:/usr/share/doc/impermanence/README.md\n';
  *   its storage root's prepare unit: nothing is mounted from a storage root that failed it;
  * - `impermanence.target` pulls all of it in and is ordered before local-fs.target.
  */
-export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: OutputSink): void {
+export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: OutputSink): ConfigError[] {
   // Per storage root: tmpfiles.d lines by path (a default parent's line gives way to a declared
   // one for the same path), parents already added, and the bind mounts.
   interface StoragePlan { tmpfiles: Map<string, string>; defaulted: Set<string>; parentsDone: Set<string>; mounts: Entry[] }
   const plans = new Map<string, StoragePlan>();
   const mounts: Array<{ name: string; entry: Entry }> = [];
-  const unsafe: string[] = [];
+  const unsafe: ConfigError[] = [];
 
   const addDir = (plan: StoragePlan, path: string, perms: Perms, explicit: boolean) => {
     if (plan.tmpfiles.has(path) && !(explicit && plan.defaulted.delete(path))) return;
@@ -103,7 +104,17 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
 
   // Decide everything first; then write.
   for (const entry of config.entries) {
-    const stat = opts.statSource(entry.source, entry.storage);
+    let stat: SourceStat | undefined;
+    let onRoot: SourceStat | undefined;
+    try {
+      stat = opts.statSource(entry.source, entry.storage);
+      onRoot = entry.kind === 'file' && entry.method === 'auto' && stat === undefined ? opts.statRoot(entry.path) : undefined;
+    } catch (err) {
+      // A storage root that is a file (ENOTDIR), a name too long for this filesystem, a folder
+      // we may not read: this entry cannot be activated; the others still are.
+      unsafe.push(new ConfigError(entry.origin.file, entry.origin.entry, `cannot look up ${entry.source} or ${entry.path}: ${lookupError(err)}; not activated`));
+      continue;
+    }
     // A file whose source is a symlink is linked to, never bind-mounted (see below); anything
     // below a symlinked folder in storage is refused.
     const wrongType =
@@ -112,7 +123,7 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
       // A bind mount follows a symlink in its source: one planted in storage by a user could
       // expose any path. Such an entry is not activated, and the failure is made visible.
       const what = stat.type === 'below-symlink' ? 'below a symlinked folder in storage' : `a ${stat.type}, not a ${entry.kind}`;
-      unsafe.push(`${entry.origin.file}: ${entry.origin.entry}: ${entry.source} is ${what}; not activated`);
+      unsafe.push(new ConfigError(entry.origin.file, entry.origin.entry, `${entry.source} is ${what}; not activated`));
       continue;
     }
     let plan = plans.get(entry.storage);
@@ -139,7 +150,6 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
     }
     // A file: bind-mounted when storage has it, or when the root has it (it is adopted into
     // storage first); otherwise a symlink, which follows the file once a program creates it.
-    const onRoot = entry.method === 'auto' && stat === undefined ? opts.statRoot(entry.path) : undefined;
     const present = stat?.type === 'file' ? stat : onRoot?.type === 'file' ? onRoot : undefined;
     if (present && entry.method === 'auto') {
       const perms = { user: String(present.uid), group: String(present.gid), mode: present.mode & 0o7777 };
@@ -150,10 +160,9 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
     }
   }
 
-  // Units are written as they are rendered, rather than held: the generator runs at every boot.
   for (const { name, entry } of mounts) out.file(name, mountUnit(entry));
-  if (unsafe.length) planFailure('impermanence: some persisted paths were not activated', unsafe, out);
-  if (plans.size === 0) return;
+  if (unsafe.length) planFailure('impermanence: some persisted paths were not activated', unsafe.map((p) => p.message), out);
+  if (plans.size === 0) return unsafe;
 
   const plansDir = `${opts.outputDir}/${PLANS}`;
   for (const [storage, plan] of [...plans].sort(([a], [b]) => (a < b ? -1 : 1))) {
@@ -227,6 +236,14 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
       mounts.map((m) => `Wants=${m.name}\n`).sort().join(''),
   );
   out.link(`local-fs.target.wants/${TARGET}`, `../${TARGET}`);
+  return unsafe;
+}
+
+function lookupError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e.code === 'ENOTDIR') return 'a folder on the way is not a folder (ENOTDIR): is the storage root, or a folder in it, a file?';
+  if (e.code === 'ENAMETOOLONG') return 'a name on the way is too long for the filesystem (ENAMETOOLONG)';
+  return e.code ? `${e.code}: ${e.message}` : String(e?.message ?? e);
 }
 
 /**
@@ -275,12 +292,23 @@ export function planConfigError(problems: string[], out: OutputSink): void {
   planFailure('impermanence: invalid configuration, nothing was persisted', problems, out);
 }
 
-function planFailure(description: string, problems: string[], out: OutputSink): void {
-  const lines = problems.length > 20 ? [...problems.slice(0, 20), `… and ${problems.length - 20} more problems`] : problems;
+/** At most this many problems are listed in the error unit, each cut to MAX_LINE characters (the log and `check` have them all). */
+export const MAX_PROBLEMS = 20;
+export const MAX_LINE = 512;
+
+/**
+ * A unit that fails, listing `problems`: one `ExecStart=echo` line each. Whatever a problem
+ * quotes from a config file, the unit loads: each line is one line (control characters
+ * escaped), quoted for systemd, and cut to MAX_LINE characters; at most MAX_PROBLEMS are listed.
+ * What was cut is counted in the unit.
+ */
+export function planFailure(description: string, problems: string[], out: OutputSink): void {
+  const lines = problems.slice(0, MAX_PROBLEMS).map((p) => oneLine(p, MAX_LINE));
+  if (problems.length > MAX_PROBLEMS) lines.push(`… and ${problems.length - MAX_PROBLEMS} more problems (impermanencectl check lists them all)`);
   const unit =
     HEADER +
     '[Unit]\n' +
-    `Description=${unitValue(description)}\n` +
+    `Description=${unitValue(oneLine(description, MAX_LINE))}\n` +
     DOCS +
     'DefaultDependencies=no\n' +
     'Before=local-fs.target\n' +

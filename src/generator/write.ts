@@ -1,40 +1,65 @@
-import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, symlinkSync, writeSync, type Dirent } from 'node:fs';
-import type { GeneratorOutput, OutputSink, SourceStat } from './plan';
+import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, symlinkSync, writeSync, type Dirent } from 'node:fs';
+import type { GeneratorOutput, SourceStat } from './plan';
 
-/** Writes the generator's output straight into a folder (which systemd hands us empty). */
-export function folderSink(dir: string): OutputSink {
-  const made = new Set<string>();
+/**
+ * Writes the whole output into `dir`, all or nothing: each file is created exclusively (the
+ * folder is shared with other generators: a name already there is never replaced), and on any
+ * failure (a full or read-only filesystem, a name taken) everything this call created is
+ * removed again before the error is thrown, so `dir` is left as it was. Files are written in
+ * the order given, and the planner gives impermanence.target and the link that pulls it in
+ * last: a generator killed half-way leaves units that nothing starts. (Writing into a temporary
+ * folder and moving the files into place would cover a kill too, but costs two more system
+ * calls a file: about a third more time at 10,000 entries on these machines.)
+ */
+export function writeOutput(dir: string, output: GeneratorOutput): void {
+  const placed: string[] = [];
+  const made: string[] = [];
+  const folders = new Set<string>();
   const parent = (name: string) => {
     const slash = name.lastIndexOf('/');
-    if (slash === -1) return;
-    const d = `${dir}/${name.slice(0, slash)}`;
-    if (!made.has(d)) {
-      mkdirSync(d, { recursive: true });
-      made.add(d);
+    if (slash === -1 || folders.has(name.slice(0, slash))) return;
+    const d = name.slice(0, slash);
+    for (let i = d.indexOf('/'); ; i = d.indexOf('/', i + 1)) {
+      const sub = i === -1 ? d : d.slice(0, i);
+      if (!folders.has(sub)) {
+        try {
+          mkdirSync(`${dir}/${sub}`);
+          made.push(`${dir}/${sub}`);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !lstatSync(`${dir}/${sub}`).isDirectory()) throw err;
+        }
+        folders.add(sub);
+      }
+      if (i === -1) break;
     }
   };
-  mkdirSync(dir, { recursive: true });
-  return {
-    file(name, content) {
+  try {
+    for (const [name, content] of output.files) {
       parent(name);
       const fd = openSync(`${dir}/${name}`, 'wx', 0o644);
+      placed.push(`${dir}/${name}`); // ours from here: removed again on failure
       try {
         writeSync(fd, content);
       } finally {
         closeSync(fd);
       }
-    },
-    link(name, target) {
+    }
+    for (const [name, target] of output.links) {
       parent(name);
       symlinkSync(target, `${dir}/${name}`);
-    },
-  };
-}
-
-export function writeOutput(dir: string, output: GeneratorOutput): void {
-  const sink = folderSink(dir);
-  for (const [name, content] of output.files) sink.file(name, content);
-  for (const [name, target] of output.links) sink.link(name, target);
+      placed.push(`${dir}/${name}`);
+    }
+  } catch (err) {
+    for (const f of placed.reverse()) rmSync(f, { force: true });
+    for (const d of made.reverse()) {
+      try {
+        rmdirSync(d); // only if empty: other generators write into the same folders
+      } catch {
+        // left as another generator filled it
+      }
+    }
+    throw err;
+  }
 }
 
 /**

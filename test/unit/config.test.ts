@@ -182,12 +182,54 @@ describe('bad configs name the file, the entry and what is wrong', () => {
     ['relative storage root', '[persistence."persist"]\ndirectories = ["/a"]', /persistence\.persist: storage root: path "persist" is relative/],
     ['unknown top-level key', '[persistance."/p"]\ndirectories = ["/a"]', /unknown option "persistance" \(did you mean "persistence"\?\)/],
     ['control character', '[persistence."/p"]\ndirectories = ["/a\\nb"]', /contains a control character/],
-    ['path too long for a unit name', `[persistence."/p"]\ndirectories = ["/${'x'.repeat(260)}"]`, /directories\[0\]: the path is too long for a systemd unit name/],
+    ['a name longer than NAME_MAX', `[persistence."/p"]\ndirectories = ["/${'x'.repeat(256)}"]`, /directories\[0\]: the name "x+…" in the path is 256 bytes long; Linux and systemd allow at most 255/],
+    ['a name longer than NAME_MAX in bytes', `[persistence."/p"]\ndirectories = ["/${'é'.repeat(128)}"]`, /directories\[0\]: the name .* is 256 bytes long/],
+    ['a path of PATH_MAX bytes', `[persistence."/p"]\ndirectories = ["${'/xxxxxxx'.repeat(512)}"]`, /directories\[0\]: path is 4096 bytes long; Linux and systemd allow at most 4095/],
+    ['a source of PATH_MAX bytes', `[persistence."/p"]\ndirectories = ["${'/xxxxxxx'.repeat(511)}/xxxxx"]`, /directories\[0\]: path is 4096 bytes long/],
+    ['a path ending in a space', '[persistence."/p"]\ndirectories = ["/srv/a "]', /directories\[0\]: path "\/srv\/a " ends with a space, which systemd strips from Where=/],
+    ['a storage root ending in a space', '[persistence."/p "]\ndirectories = ["/srv/a"]', /persistence\."\/p ": storage root: path "\/p " ends with a space/],
+    ['a storage root too long for its prepare unit', `[persistence."/${'p'.repeat(230)}"]\ndirectories = ["/srv/a"]`, /storage root: the storage root is too long for its unit impermanence-prepare@p+…: 259 characters escaped, systemd allows 255/],
+    ['persistentStoragePath too long', `[persistence."/p"]\ndirectories = [{ directory = "/a", persistentStoragePath = "/${'q'.repeat(230)}" }]`, /directories\[0\]: persistentStoragePath: the storage root is too long/],
   ];
   it.each(cases)('%s', (_name, text, expected) => {
     const problems = problemsOf(() => resolveText(text));
     expect(problems.join('\n')).toMatch(expected);
     for (const p of problems) expect(p).not.toContain('\n');
+  });
+
+  it('refuses a lone surrogate in a path (it has no UTF-8 name) and a file that is not UTF-8', () => {
+    expect(problemsOf(() => resolveText('{"persistence": {"/p": {"directories": ["/srv/\\ud800x"]}}}', 'a.json')).join('\n')).toMatch(
+      /directories\[0\]: path "\/srv\/\\ud800x" is not valid Unicode/,
+    );
+    const dir = tree({});
+    writeFileSync(join(dir, 'a.toml'), Buffer.concat([Buffer.from('[persistence."/p"]\ndirectories = ["/srv/'), Buffer.of(0xff), Buffer.from('"]\n')]));
+    expect(problemsOf(() => loadConfig([dir]))).toEqual([`${dir}/a.toml: is not valid UTF-8 (TOML and JSON files must be)`]);
+  });
+
+  it('keeps every problem on one line of bounded length: control characters escaped, huge keys cut and counted', () => {
+    const huge = 'k'.repeat(10 * 1024 * 1024);
+    const started = Date.now();
+    const [problem, ...rest] = problemsOf(() => resolveText(JSON.stringify({ persistence: { '/p': { [huge]: 1 } } }), 'a.json'));
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(rest).toEqual([]);
+    expect(problem!.length).toBeLessThan(3000);
+    expect(problem).toMatch(/unknown option "k+… \(\d+ more characters\)$/);
+    // Node 20 quotes the text of a JSON syntax error, newlines included.
+    const [json] = problemsOf(() => parseConfigText('/x/a.json', '{\n"persistence":\n}\n'));
+    expect(json).toMatch(/^\/x\/a\.json(:\d+:\d+)?: invalid JSON: /);
+    expect(json).not.toMatch(/[\n\r\u0000-\u001f]/);
+    const [key] = problemsOf(() => resolveText(JSON.stringify({ persistence: { '/p': { 'a\nb\u0000c\u001b[31m': 1 } } }), 'a.json'));
+    expect(key).toContain('unknown option "a\\nb\\u0000c\\u001b[31m"');
+  });
+
+  it('refuses a config file whose name holds a control character (units name it in SourcePath=)', () => {
+    const dir = tree({ 'a\nb.toml': '[persistence."/p"]\ndirectories = ["/srv"]\n' });
+    expect(problemsOf(() => loadConfig([dir]))).toEqual([`${dir}/a\\nb.toml: the file name contains a control character; rename the file`]);
+  });
+
+  it('accepts a long path whose unit name systemd hashes', () => {
+    const long = '/srv' + '/abcdefghi'.repeat(40);
+    expect(resolveText(`[persistence."/p"]\ndirectories = ["${long}"]`).entries[0]?.path).toBe(long);
   });
 
   it('reports a JSON syntax error with its line and column', () => {

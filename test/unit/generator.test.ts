@@ -1,7 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { Entry } from '../../src/config/resolve';
 import { escapePath } from '../../src/config/unit-name';
+import { collect, planUnits } from '../../src/generator/plan';
+import { writeOutput } from '../../src/generator/write';
 import { ctl, EXAMPLES, generator, PREPARE, rootWithUsers, run, tempDir, tree } from './helpers';
 
 /** Every file and link in a folder, relative path → content or "-> target". */
@@ -303,5 +306,216 @@ describe('impermanencectl', () => {
     expect(ctl('frobnicate').code).toBe(2);
     expect(ctl('check', '--bogus').code).toBe(2);
     expect(ctl('--help').code).toBe(0);
+  });
+});
+
+/** The problems of `check` for a config folder, one line each (stderr), and its exit status. */
+function checkLines(config: string, ...args: string[]) {
+  const r = ctl('check', '--config', config, ...args);
+  return { code: r.code, lines: r.stderr.trimEnd().split('\n').filter(Boolean), stdout: r.stdout };
+}
+
+describe('every failure leaves the error unit, and every message names the file and entry (13.10, 13.11)', () => {
+  it('a storage root that is a file (ENOTDIR) and a 300-character name (ENAMETOOLONG): no stack trace, the error unit', () => {
+    const base = tempDir();
+    writeFileSync(join(base, 'not-a-folder'), 'x');
+    const config = tree({
+      'a.toml': `[persistence."${base}/not-a-folder"]\ndirectories = ["/var/lib/a"]\nfiles = ["/etc/b"]\n`,
+      'b.toml': `[persistence."${base}/store"]\ndirectories = ["/srv/${'n'.repeat(300)}"]\n`,
+    });
+    const r = runGenerator(config);
+    expect(r.code).toBe(0);
+    expect(r.stderr).not.toMatch(/^\s+at /m);
+    const files = snapshot(r.out);
+    expect(Object.keys(files).filter((f) => f.endsWith('.mount'))).toEqual([]);
+    const unit = files['impermanence-config-error.service']!;
+    expect(r.stderr).toContain(`<3>impermanence-generator: ${config}/b.toml: persistence.${JSON.stringify(`${base}/store`)}.directories[0]: the name "nnnn`);
+    expect(unit).toContain(`ExecStart=echo "impermanence: ${config}/b.toml: persistence.\\"${base}/store\\".directories[0]: the name \\"nnnn`);
+    expect(verify(r.out)).toEqual({ code: 0, output: '' });
+    // The name too long is a config problem: check says so, naming the file and the entry.
+    const c = checkLines(config);
+    expect(c.code).toBe(1);
+    expect(c.lines).toEqual([expect.stringMatching(new RegExp(`^${config}/b\\.toml: persistence\\."[^"]+"\\.directories\\[0\\]: the name "n+…" in the path is 300 bytes long`))]);
+
+    // With only the storage root that is a file: its entries cannot be looked up, and are named.
+    const fileRoot = tree({ 'a.toml': `[persistence."${base}/not-a-folder"]\ndirectories = ["/var/lib/a"]\n[persistence."${base}/ok"]\ndirectories = ["/srv/ok"]\n` });
+    const g = runGenerator(fileRoot);
+    expect(g.code).toBe(0);
+    expect(g.stderr).not.toMatch(/^\s+at /m);
+    const out = snapshot(g.out);
+    expect(Object.keys(out).filter((f) => f.endsWith('.mount'))).toEqual(['srv-ok.mount']);
+    expect(out['impermanence-config-error.service']).toContain('directories[0]: cannot look up ');
+    expect(g.stderr).toContain(
+      `<3>impermanence-generator: ${fileRoot}/a.toml: persistence.${JSON.stringify(`${base}/not-a-folder`)}.directories[0]: cannot look up ${base}/not-a-folder/var/lib/a or /var/lib/a: a folder on the way is not a folder (ENOTDIR)`,
+    );
+    expect(verify(g.out)).toEqual({ code: 0, output: '' });
+    const k = checkLines(fileRoot);
+    expect(k.code).toBe(1);
+    expect(k.lines).toEqual([expect.stringMatching(new RegExp(`^${fileRoot}/a\\.toml: persistence\\."[^"]+"\\.directories\\[0\\]: cannot look up .*ENOTDIR`))]);
+  });
+
+  it('the error unit loads whatever the problems quote: newlines, control characters, a 10 MB key, 100 problems', () => {
+    const cases: Record<string, string> = {
+      'newline.json': '{\n"persistence":\n}\n',
+      'control.json': '{"persistence": {"/p": {"directories": [1]}}, "x\\u0001\\u001b[2J\\r\\n": 1}',
+      'huge.json': JSON.stringify({ persistence: { '/p': { ['k'.repeat(10 * 1024 * 1024)]: true } } }),
+      'many.toml': `[persistence."/p"]\ndirectories = [${Array.from({ length: 100 }, (_, i) => `"rel${i}%$\\\\\\"x"`).join(', ')}]\n`,
+    };
+    for (const [name, text] of Object.entries(cases)) {
+      const r = runGenerator(tree({ [name]: text }));
+      expect(r.code).toBe(0);
+      const unit = readFileSync(join(r.out, 'impermanence-config-error.service'), 'utf8');
+      expect(unit.length).toBeLessThan(20_000);
+      expect(unit).toContain(name);
+      if (name === 'huge.json') expect(unit).toMatch(/… \(\d+ more characters\)/);
+      if (name === 'many.toml') expect(unit).toContain('… and 80 more problems');
+      // One log line per problem, none split.
+      for (const line of r.stderr.trimEnd().split('\n')) expect(line).toMatch(/^<3>impermanence-generator: /);
+      expect(verify(r.out)).toEqual({ code: 0, output: '' });
+    }
+  });
+});
+
+describe('check refuses what systemd would refuse (13.12)', () => {
+  // For each path: `check` accepts it and systemd-analyze verify accepts its mount unit, or
+  // `check` refuses it and systemd refuses the unit the generator would have written for it.
+  const odd = [
+    ['/srv/trailing ', false],
+    ['/srv/trailing  ', false],
+    ['/srv/ leading', true],
+    ['/srv/in side', true],
+    ['/srv/nbsp\u00a0', true],
+    ['/srv/ideographic\u3000', true],
+    ['/srv/fffd\ufffd', true],
+    ['/srv/emoji🙂', true],
+    ['/srv/' + 'n'.repeat(255), true],
+    ['/srv/' + 'n'.repeat(256), false],
+    ['/srv/' + 'é'.repeat(127), true],
+    ['/srv/' + 'é'.repeat(128), false],
+    ['/srv' + '/abcdefghi'.repeat(300), true],
+    ['/srv/back\\slash\\', true],
+    ['/srv/dots...', true],
+    ['/srv/-dash-', true],
+    ['/srv/%percent%', true],
+    ['/srv/quote"', true],
+  ] as const;
+  it.each(odd.map(([p, ok]) => [JSON.stringify(p).slice(0, 60), p, ok] as const))('%s', (_name, path, accepted) => {
+    const storage = '/persistent';
+    const config = tree({ 'a.json': JSON.stringify({ persistence: { [storage]: { directories: [path] } } }) });
+    const c = checkLines(config);
+    expect(c.code).toBe(accepted ? 0 : 1);
+    if (!accepted) expect(c.lines).toEqual([expect.stringMatching(new RegExp(`^${config}/a\\.json: persistence\\."/persistent"\\.directories\\[0\\]: .+`))]);
+    // The unit the generator writes (or would write, forced past the check).
+    const entry: Entry = {
+      kind: 'directory', path, storage, source: storage + path, perms: { user: 'root', group: 'root', mode: 0o755 },
+      method: undefined, parentDirectory: undefined, home: undefined, hideMount: false, allowTrash: false, mountOptions: [],
+      origin: { file: join(config, 'a.json'), entry: 'persistence."/persistent".directories[0]' },
+    };
+    const out = collect();
+    planUnits({ files: [entry.origin.file], storages: [{ path: storage, origin: entry.origin }], entries: [entry], driftIgnore: [] },
+      { outputDir: '/run/systemd/generator', statSource: () => undefined, statRoot: () => undefined, prepare: PREPARE }, out);
+    const dir = tempDir();
+    try {
+      writeOutput(dir, out);
+    } catch (err) {
+      // A name the kernel refuses cannot even be written: systemd never sees it.
+      expect(accepted).toBe(false);
+      expect((err as NodeJS.ErrnoException).code).toBe('ENAMETOOLONG');
+      return;
+    }
+    const v = verify(dir);
+    if (accepted) expect(v).toEqual({ code: 0, output: '' });
+    else expect(v.code).not.toBe(0);
+  });
+});
+
+describe('check and the generator agree (13.13)', () => {
+  it('check reports the entries the generator refuses (a symlinked storage folder), one line each, exit 1', () => {
+    const store = tempDir();
+    symlinkSync('/etc', join(store, 'srv'));
+    mkdirSync(join(store, 'home/bob/real'), { recursive: true });
+    symlinkSync('real', join(store, 'home/bob/.local'));
+    const config = tree({ 'a.toml': `[persistence."${store}"]\ndirectories = ["/srv", "/opt", "/home/bob/.local/share"]\n` });
+    const c = checkLines(config);
+    expect(c.code).toBe(1);
+    expect(c.stdout).toBe('');
+    expect(c.lines).toEqual([
+      `${config}/a.toml: persistence.${JSON.stringify(store)}.directories[0]: ${store}/srv is a symlink, not a directory; not activated`,
+      `${config}/a.toml: persistence.${JSON.stringify(store)}.directories[2]: ${store}/home/bob/.local/share is below a symlinked folder in storage; not activated`,
+    ]);
+    const json = JSON.parse(ctl('check', '--json', '--config', config).stdout);
+    expect(json.valid).toBe(false);
+    expect(json.problems).toHaveLength(2);
+    // The generator reports the same lines through its error unit, and generate --out says so too.
+    const g = runGenerator(config);
+    for (const line of c.lines) expect(g.stderr).toContain(`<3>impermanence-generator: ${line}\n`);
+    const out = join(tempDir(), 'out');
+    const d = ctl('generate', '--config', config, '--out', out);
+    expect(d.code).toBe(1);
+    expect(d.stderr.trimEnd().split('\n')).toEqual(c.lines);
+    expect(Object.keys(snapshot(out))).toEqual(Object.keys(snapshot(g.out)));
+  });
+});
+
+/**
+ * Runs `script` (sh, $1 = a fresh tmpfs of `size` in a private mount namespace, $2 = node) as
+ * root; the tmpfs vanishes with the namespace.
+ */
+function inTinyTmpfs(size: string, script: string, env: Record<string, string>) {
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `set -e; M=$(mktemp -d); mount -t tmpfs -o size=${size},mode=0755 tmpfs "$M"; set -- "$M" "$@"; ${script}`, 'sh', process.execPath], {
+    encoding: 'utf8', env: { ...process.env, IMPERMANENCE_PREPARE: PREPARE, ...env },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('all or nothing on a full or read-only output folder (13.15)', () => {
+  const canRun = process.getuid?.() === 0;
+  const storage = tempDir();
+  const config = tree({ 'a.toml': `[persistence."${storage}"]\ndirectories = [${Array.from({ length: 17 }, (_, i) => `"/srv/d${i}"`).join(', ')}]\n` });
+  const GEN = join(__dirname, '..', '..', 'dist', 'impermanence-generator.js');
+  const CTL = join(__dirname, '..', '..', 'dist', 'impermanencectl.js');
+  // Lists the output folder (recursively) after the run, then the exit status.
+  const list = 'echo "rc=$rc"; cd "$1/out" && find . -mindepth 1 | sort';
+
+  (canRun ? it : it.skip)('full: the generator leaves only the error unit if it fits, else nothing (exit 1); generate --out leaves the folder as it was', () => {
+    // Filled to the last page: nothing fits.
+    const full = inTinyTmpfs('256k', `mkdir "$1/out"; dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null || true; rc=0; "$2" ${GEN} "$1/out" "$1/e" "$1/l" 2>"$1/../err" || rc=$?; ${list}; cat "$1/../err" >&2`, { IMPERMANENCE_CONFIG: config });
+    expect(full.stdout).toBe('rc=1\n');
+    expect(full.stderr).toContain('cannot write the units into');
+    expect(full.stderr).toContain('ENOSPC');
+    expect(full.stderr).not.toMatch(/^\s+at /m);
+    // Room for a few pages: not for 17 units and the rest, but for the error unit.
+    const nearly = inTinyTmpfs('256k', `mkdir "$1/out"; dd if=/dev/zero of="$1/fill" bs=4k count=58 2>/dev/null; rc=0; "$2" ${GEN} "$1/out" "$1/e" "$1/l" 2>/dev/null || rc=$?; ${list}; cat "$1/out/impermanence-config-error.service"`, { IMPERMANENCE_CONFIG: config });
+    expect(nearly.stdout).toMatch(/^rc=0\n\.\/impermanence-config-error\.service\n\.\/local-fs\.target\.wants\n\.\/local-fs\.target\.wants\/impermanence-config-error\.service\n/);
+    expect(nearly.stdout).toContain('cannot write the units into');
+    // generate --out: the folder as it was (here: with one file of the user's), exit 1.
+    const gen = inTinyTmpfs('256k', `mkdir "$1/out"; echo mine > "$1/out/keep"; dd if=/dev/zero of="$1/fill" bs=4k count=58 2>/dev/null; rc=0; "$2" ${CTL} generate --config ${config} --out "$1/out/new" 2>"$1/../err" || rc=$?; ${list}; cat "$1/../err" >&2`, {});
+    expect(gen.stdout).toBe('rc=1\n./keep\n');
+    expect(gen.stderr).toMatch(/^impermanencectl generate: cannot write into \S+\/out\/new: ENOSPC[^\n]*; nothing was written\n$/);
+  });
+
+  it('never replaces a file of another generator: a name taken undoes everything, the error unit says why', () => {
+    const out = join(tempDir(), 'normal');
+    mkdirSync(join(out, 'local-fs.target.wants'), { recursive: true });
+    writeFileSync(join(out, 'srv-d16.mount'), 'systemd-fstab-generator was here\n');
+    symlinkSync('../other.mount', join(out, 'local-fs.target.wants/other.mount'));
+    const r = runGenerator(config, out);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain(`cannot write the units into ${out}: EEXIST`);
+    expect(Object.keys(snapshot(out)).sort()).toEqual([
+      'impermanence-config-error.service', 'local-fs.target.wants/impermanence-config-error.service', 'local-fs.target.wants/other.mount', 'srv-d16.mount',
+    ]);
+    expect(readFileSync(join(out, 'srv-d16.mount'), 'utf8')).toBe('systemd-fstab-generator was here\n');
+    expect(verify(out).output).not.toContain('impermanence-config-error');
+  });
+
+  (canRun ? it : it.skip)('read-only: the generator writes nothing and exits 1; generate --out too', () => {
+    const ro = inTinyTmpfs('256k', `mkdir "$1/out"; mount -o remount,ro "$1"; rc=0; "$2" ${GEN} "$1/out" "$1/e" "$1/l" 2>"$1/../err" || rc=$?; ${list}; cat "$1/../err" >&2`, { IMPERMANENCE_CONFIG: config });
+    expect(ro.stdout).toBe('rc=1\n');
+    expect(ro.stderr).toContain('EROFS');
+    expect(ro.stderr).toContain('cannot write impermanence-config-error.service either');
+    const gen = inTinyTmpfs('256k', `mkdir "$1/out"; mount -o remount,ro "$1"; rc=0; "$2" ${CTL} generate --config ${config} --out "$1/out" 2>"$1/../err" || rc=$?; ${list}; cat "$1/../err" >&2`, {});
+    expect(gen.stdout).toBe('rc=1\n');
+    expect(gen.stderr).toMatch(/^impermanencectl generate: cannot write into \S+\/out: EROFS[^\n]*; nothing was written\n$/);
   });
 });
