@@ -110,7 +110,7 @@ export function persist(req: PersistRequest, say: Say, dropIn = localDropIn()): 
     refuseWriters(path);
     createParents(config, entry);
     adoptNow(entry, say);
-    covered = openCovered(path);
+    if (kind === 'file') covered = openCovered(path);
   }
   if (text !== undefined) {
     mkdirSync(dirname(dropIn), { recursive: true });
@@ -122,7 +122,8 @@ export function persist(req: PersistRequest, say: Say, dropIn = localDropIn()): 
   }
   try {
     if (!mounted) activate(entry, say);
-    if (covered !== undefined && readMountPoints().has(path)) clearCovered(covered, path);
+    // Only what this run mounted over: what an earlier mount covers may be anyone's (shadowed).
+    if (!mounted && readMountPoints().has(path)) clearCovered(covered, path, kind);
   } finally {
     if (covered !== undefined) closeSync(covered);
   }
@@ -140,14 +141,16 @@ function openCovered(path: string): number | undefined {
 }
 
 /**
- * Empties what the mount now covers, through the descriptor opened before: a covered file is
- * truncated; a covered folder's children are moved into a root-only folder at the top of the
- * same filesystem (a user cannot reach or swap anything there) and deleted from it.
+ * Empties what the mount now covers (the root's copy, moved into storage). A covered file is
+ * truncated through the descriptor opened before the mount. A covered folder is reached in a
+ * mount namespace of its own, where the mount is taken off (this works as well when a run was
+ * cut short after the mount): its children are moved into a root-only folder at the top of the
+ * same filesystem (no user can reach or swap anything there), and deleted from it. (A run cut
+ * short before this leaves the copy covered; unpersist recognizes it as a copy, see copyBack.)
  */
-function clearCovered(fd: number, path: string): void {
-  const st = fstatSync(fd);
-  if (st.isFile()) {
-    if (st.size === 0) return;
+function clearCovered(fd: number | undefined, path: string, kind: Entry['kind']): void {
+  if (kind === 'file') {
+    if (fd === undefined || !fstatSync(fd).isFile() || fstatSync(fd).size === 0) return;
     const w = openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY);
     try {
       ftruncateSync(w, 0);
@@ -156,26 +159,30 @@ function clearCovered(fd: number, path: string): void {
     }
     return;
   }
-  if (!st.isDirectory()) return;
-  const dir = `/proc/self/fd/${fd}`;
-  const names = readdirSync(dir);
-  if (names.length === 0) return;
   const top = mountOf(dirname(path), readMountPoints());
   const trash = `${top === '/' ? '' : top}/.impermanence-trash-${process.pid}`;
-  mkdirSync(trash, { mode: 0o700 });
-  const tfd = openSync(trash, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
-  try {
-    if (fstatSync(tfd).uid !== 0) return;
-    for (const name of names) renameSync(`${dir}/${name}`, `/proc/self/fd/${tfd}/${name}`);
-    for (const name of readdirSync(`/proc/self/fd/${tfd}`)) rmSync(`/proc/self/fd/${tfd}/${name}`, { recursive: true, force: true });
-  } catch {
-    // another filesystem, or cut short: what stays is a copy of what storage holds
-  } finally {
-    closeSync(tfd);
+  const script = [
+    'set -e',
+    'umount -l -- "$1"', // here only: the root's own folder shows again
+    'cd -P -- "$1"',
+    '[ "$(pwd -P)" = "$1" ]', // reached without a symlink: nothing below can redirect what follows
+    'mkdir -m 0700 -- "$2"',
+    'find . -mindepth 1 -maxdepth 1 -exec mv -t "$2" -- {} +',
+    'rm -rf -- "$2"',
+  ].join('\n');
+  removeStaleTrash(top);
+  spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', path, trash], { stdio: 'ignore' });
+}
+
+/** Trash folders of runs that were cut short (their process is gone): deleted. */
+function removeStaleTrash(top: string): void {
+  for (const name of readdirSync(top)) {
+    const pid = /^\.impermanence-trash-(\d+)$/.exec(name)?.[1];
+    if (!pid || existsSync(`/proc/${pid}`)) continue;
     try {
-      rmdirSync(trash);
+      rmSync(`${top === '/' ? '' : top}/${name}`, { recursive: true, force: true });
     } catch {
-      // not empty: left for the wipe
+      // busy: the next run takes it
     }
   }
 }
@@ -294,11 +301,14 @@ function copyBack(entry: Entry, say: Say): boolean {
   const mounted = readMountPoints().has(entry.path);
   const here = lstatSync(entry.path, { throwIfNoEntry: false });
   const linked = here?.isSymbolicLink() && readlinkSync(entry.path) === entry.source;
-  if (!mounted && !linked) {
-    // Cut short after the copy was moved in (or never activated): the root holds what it holds.
+  const holds = here && !here.isSymbolicLink() && (here.isDirectory() ? readdirSync(entry.path).length > 0 : here.size > 0);
+  if (!mounted && !linked && holds) {
+    // Cut short after the copy was moved in: the root holds it.
     removeOwnLeftovers(entry.path, 'unpersist');
     return false;
   }
+  // Mounted or linked; or cut short after the mount was stopped, before the copy was moved in:
+  // the path is empty, and storage still holds everything, so the copy is made again.
   if (!existsSync(entry.source)) throw new PersistError(`${entry.source} does not exist: nothing to copy back`);
   removeOwnLeftovers(entry.path, 'unpersist');
   const temp = `${dirname(entry.path)}/.${basename(entry.path)}.impermanence-unpersist`;
@@ -313,10 +323,13 @@ function copyBack(entry: Entry, say: Say): boolean {
     systemctl('stop', mountUnitName(entry.path));
     if (readMountPoints().has(entry.path)) throw new PersistError(`${entry.path} is still mounted`);
   }
-  // What the mount hid (or the symlink) goes aside, not away: it may be someone's data.
+  // What the mount hid goes aside, not away, unless it is only an older copy of what storage
+  // holds (a persist cut short before it cleared it): it may be someone's data.
   const under = lstatSync(entry.path, { throwIfNoEntry: false });
   const hidden = under && (under.isSymbolicLink() ? false : under.isDirectory() ? readdirSync(entry.path).length > 0 : under.size > 0);
-  if (hidden) {
+  if (hidden && withinTree(entry.path, temp)) {
+    rmSync(entry.path, { recursive: true, force: true });
+  } else if (hidden) {
     const aside = `${entry.path}.impermanence-hidden-${Date.now()}`;
     renameSync(entry.path, aside);
     say(`what the mount hid on the root is in ${aside}`);
@@ -354,6 +367,15 @@ function removeOwnLeftovers(path: string, what: 'adopt' | 'unpersist'): void {
       // still being removed by someone else, or busy: the next run takes it
     }
   }
+}
+
+/** Whether everything in tree `a` is in tree `b` the same (see sameTree): `a` holds nothing of its own. */
+function withinTree(a: string, b: string): boolean {
+  const sa = lstatSync(a);
+  const sb = lstatSync(b, { throwIfNoEntry: false });
+  if (!sb) return false;
+  if (sa.isDirectory()) return sb.isDirectory() && readdirSync(a).every((n) => withinTree(`${a}/${n}`, `${b}/${n}`));
+  return sameTree(a, b);
 }
 
 /** Whether two trees hold the same names, types, sizes, modes and times (what cp -a keeps). */
