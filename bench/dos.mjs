@@ -1,5 +1,5 @@
 // Benchmark: the daemon under hostile load from an unprivileged user (issue 13). The real daemon
-// on a private bus over a sandbox root on tmpfs; the hostile client is bench/dos-client.cjs run as
+// on a private bus over a sandbox root on tmpfs; the hostile client is test/dbus/flood.cjs run as
 // `nobody`. Three parts (PARTS=props,scans,files to choose):
 // - props (13.6): a 10,000-entry config (ENTRIES); nobody fires 1,000 Get Version at once (GETS);
 //   meanwhile root pings. Prints the daemon's CPU time for the flood and root's Ping latency.
@@ -77,9 +77,9 @@ async function start(name, toml, prepare = () => undefined) {
   return { root, address, daemon, call, stop, log: () => log };
 }
 
-/** bench/dos-client.cjs as nobody; resolves its final line; `onSent` when its calls are on their way. */
+/** test/dbus/flood.cjs as nobody; resolves its final line; `onSent` when its calls are on their way. */
 function hostile(address, kind, count, onSent) {
-  const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, join(REPO, 'bench/dos-client.cjs'), address, kind, String(count)], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, join(REPO, 'test/dbus/flood.cjs'), address, kind, String(count)], { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   return new Promise((resolve, reject) => {
     child.stdout.on('data', (d) => {
@@ -92,7 +92,7 @@ function hostile(address, kind, count, onSent) {
         else resolve(line);
       }
     });
-    child.once('exit', (code) => code && reject(new Error(`dos-client exited ${code}`)));
+    child.once('exit', (code) => code && reject(new Error(`flood.cjs exited ${code}`)));
   });
 }
 

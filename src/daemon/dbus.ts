@@ -14,7 +14,7 @@ import {
 import { callerOf } from './credentials';
 import { LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
 import type { DriftItem } from '../drift/report';
-import { ScanCancelled, type DriftChange, type EntryView, type Manager, type ReloadResult } from './manager';
+import { ScanBusy, ScanCancelled, type DriftChange, type EntryView, type Manager, type ReloadResult } from './manager';
 import { ACTION_RELOAD, ALLOW_INTERACTIVE_AUTHORIZATION, checkAuthorization } from './polkit';
 import { DriftSubscribers, TooManySubscribers } from './subscribers';
 import { canSee, canSeeContents, type Caller } from './visibility';
@@ -42,6 +42,7 @@ const error = {
   canObtain: (m: string) => new BusError('org.impermanence.Error.NotAuthorizedCanObtain', m),
   invalidConfig: (m: string) => new BusError('org.impermanence.Error.InvalidConfig', m),
   cancelled: (m: string) => new BusError('org.impermanence.Error.Cancelled', m),
+  busy: (m: string) => new BusError('org.impermanence.Error.Busy', m),
   invalidArgs: (m: string) => new BusError('org.freedesktop.DBus.Error.InvalidArgs', m),
   unknownMethod: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownMethod', m),
   unknownObject: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownObject', m),
@@ -240,9 +241,10 @@ export class DbusFrontEnd {
         let report;
         try {
           // Root's scans become the daemon's current drift; anyone else just gets the answer.
-          report = await this.manager.scan(since, msg.sender, caller.uid === 0);
+          report = await this.manager.scan(since, msg.sender, caller.uid === 0, undefined, caller.uid);
         } catch (err) {
           if (err instanceof ScanCancelled) throw error.cancelled(err.message);
+          if (err instanceof ScanBusy) throw error.busy(err.message);
           throw err;
         }
         return Message.newMethodReturn(msg, 'a(sssuts)', [this.driftRows(report.items, caller)]);

@@ -37,8 +37,25 @@ export interface ReloadResult { ok: boolean; problems: string[]; added: EntryVie
 export interface DriftChange { appeared: DriftItem[]; resolved: DriftItem[]; report: DriftReport }
 
 export class ScanCancelled extends Error {}
+/** A user asked for more scans than may wait (see MAX_QUEUED_SCANS_PER_USER). */
+export class ScanBusy extends Error {}
 
-interface RunningScan { since: number; publish: boolean; promise: Promise<DriftReport>; controller: AbortController; owner: string }
+/** Scans of one user (not root) that may wait while another of theirs runs. */
+export const MAX_QUEUED_SCANS_PER_USER = 4;
+
+/** A scan asked for: running, or waiting its turn. */
+interface ScanRequest {
+  since: number;
+  publish: boolean;
+  /** The bus name that asked (may cancel it), and its user (0: root, or the daemon itself). */
+  owner: string;
+  uid: number;
+  onProgress?: (scanned: number) => void;
+  promise: Promise<DriftReport>;
+  resolve: (report: DriftReport) => void;
+  reject: (err: Error) => void;
+  controller: AbortController;
+}
 
 /**
  * The engine: the config in effect and how each entry stands. No D-Bus here: the front end
@@ -49,7 +66,12 @@ export class Manager extends EventEmitter {
   private views = new Map<string, EntryView>(); // by object path
   private problems: string[] = [];
   private lastReport: DriftReport = { items: [], scanned: 0, since: 0 };
-  private running: RunningScan | undefined;
+  private running: ScanRequest | undefined;
+  /** Scans waiting their turn, oldest first. */
+  private readonly waiting: ScanRequest[] = [];
+  /** When each user's last scan started (a counter), to take turns between users. */
+  private readonly lastTurn = new Map<number, number>();
+  private turns = 0;
   // Live drift: the watcher, the layout it groups by, and the ephemeral items it keeps current.
   private live: LiveWatcher | undefined;
   private layout: RootLayout | undefined;
@@ -171,59 +193,103 @@ export class Manager extends EventEmitter {
   }
 
   /**
-   * A full drift scan. One runs at a time: a caller asking for the same scan joins it, any other
-   * waits for it to end, so no one can start walks in parallel. `publish`: the report becomes the
-   * current drift (GetDrift, DriftCount, the 'drift' event and a journal entry per new item); for
-   * other callers the report is only returned. `owner` (a bus name) may cancel the scan it started.
+   * A full drift scan. One runs at a time, so no one can start walks in parallel; a caller asking
+   * for a scan that is running or waiting (same `since`, same `publish`) joins it. Root's scans
+   * (and the daemon's own) go first; users take turns after them, each with at most one scan
+   * running and MAX_QUEUED_SCANS_PER_USER waiting (more: ScanBusy), so no user can make root wait
+   * for more than the one scan running. `publish`: the report becomes the current drift
+   * (GetDrift, DriftCount, the 'drift' event and a journal entry per new item); for other callers
+   * the report is only returned. `owner` (a bus name) may cancel the scan it asked for.
    */
-  async scan(since: number | undefined, owner: string, publish = true, onProgress?: (scanned: number) => void): Promise<DriftReport> {
+  scan(since: number | undefined, owner: string, publish = true, onProgress?: (scanned: number) => void, uid = 0): Promise<DriftReport> {
     const when = since ?? bootTime();
-    while (this.running) {
-      if (this.running.since === when && this.running.publish === publish) return this.running.promise;
-      await this.running.promise.catch(() => undefined);
-    }
-    const controller = new AbortController();
-    const promise = (async () => {
-      if (!this.config) throw new Error('no valid configuration is loaded');
-      let report = await scanDrift({
-        root: this.opts.root,
-        config: this.config,
-        users: UserDb.read(this.opts.root),
-        mountPoints: readMountPoints(),
-        since: when,
-        configDirs: this.opts.configDirs,
-        walker: this.opts.walker,
-        signal: controller.signal,
-        onProgress: (n) => {
-          onProgress?.(n);
-          this.emit('progress', n);
-        },
-      }).catch((err: Error) => {
-        if (controller.signal.aborted) throw new ScanCancelled('the scan was cancelled');
-        throw err;
-      });
-      if (publish) {
-        // The live view goes on from what the scan found, and what was written meanwhile.
-        this.liveItems.clear();
-        for (const i of report.items) {
-          const group = i.kind === 'ephemeral' ? this.layout?.groupOf(i.path) : undefined;
-          if (group) this.liveItems.set(group, i);
-        }
-        const touched = new Set(this.touchedDuringScan);
-        this.touchedDuringScan.clear();
-        if (touched.size && this.layout) {
-          for (const group of touched) await this.remeasure(this.layout, group);
-          const ephemeral = new Set(this.liveItems.values());
-          report = { ...report, items: rank(foldNested([...report.items.filter((i) => i.kind !== 'ephemeral'), ...ephemeral])) };
-        }
-        this.publish(report);
+    const same = (r: ScanRequest) => r.since === when && r.publish === publish;
+    if (this.running && same(this.running)) return this.running.promise;
+    const joined = this.waiting.find(same);
+    if (joined) return joined.promise;
+    if (uid !== 0) {
+      const queued = this.waiting.filter((r) => r.uid === uid).length;
+      if (queued >= MAX_QUEUED_SCANS_PER_USER) {
+        return Promise.reject(new ScanBusy(`uid ${uid} already has ${queued} scans waiting (at most ${MAX_QUEUED_SCANS_PER_USER}); try again when one is done`));
       }
-      return report;
-    })().finally(() => {
-      if (this.running?.controller === controller) this.running = undefined;
+    }
+    let resolve!: (report: DriftReport) => void;
+    let reject!: (err: Error) => void;
+    const promise = new Promise<DriftReport>((res, rej) => {
+      resolve = res;
+      reject = rej;
     });
-    this.running = { since: when, publish, promise, controller, owner };
+    this.waiting.push({ since: when, publish, owner, uid, onProgress, promise, resolve, reject, controller: new AbortController() });
+    this.nextScan();
     return promise;
+  }
+
+  /** Starts the next scan if none runs: root's first (oldest first), then the user whose turn is the oldest. */
+  private nextScan(): void {
+    if (this.running || !this.waiting.length) return;
+    let pick = this.waiting.findIndex((r) => r.uid === 0);
+    if (pick < 0) {
+      // Each user's oldest waiting scan; of those, the one of the user whose last turn is oldest.
+      const seen = new Set<number>();
+      let best = Infinity;
+      for (const [i, r] of this.waiting.entries()) {
+        if (seen.has(r.uid)) continue;
+        seen.add(r.uid);
+        const turn = this.lastTurn.get(r.uid) ?? -1;
+        if (turn < best) {
+          best = turn;
+          pick = i;
+        }
+      }
+    }
+    const request = this.waiting.splice(pick, 1)[0]!;
+    if (request.uid !== 0) this.lastTurn.set(request.uid, ++this.turns);
+    // Users with nothing waiting any more need no turn kept.
+    for (const u of this.lastTurn.keys()) if (u !== request.uid && !this.waiting.some((r) => r.uid === u)) this.lastTurn.delete(u);
+    this.running = request;
+    this.runScan(request).then(request.resolve, request.reject).finally(() => {
+      if (this.running === request) this.running = undefined;
+      this.nextScan();
+    });
+  }
+
+  private async runScan(request: ScanRequest): Promise<DriftReport> {
+    const { controller, publish, onProgress } = request;
+    if (!this.config) throw new Error('no valid configuration is loaded');
+    let report = await scanDrift({
+      root: this.opts.root,
+      config: this.config,
+      users: UserDb.read(this.opts.root),
+      mountPoints: readMountPoints(),
+      since: request.since,
+      configDirs: this.opts.configDirs,
+      walker: this.opts.walker,
+      signal: controller.signal,
+      onProgress: (n) => {
+        onProgress?.(n);
+        this.emit('progress', n);
+      },
+    }).catch((err: Error) => {
+      if (controller.signal.aborted) throw new ScanCancelled('the scan was cancelled');
+      throw err;
+    });
+    if (publish) {
+      // The live view goes on from what the scan found, and what was written meanwhile.
+      this.liveItems.clear();
+      for (const i of report.items) {
+        const group = i.kind === 'ephemeral' ? this.layout?.groupOf(i.path) : undefined;
+        if (group) this.liveItems.set(group, i);
+      }
+      const touched = new Set(this.touchedDuringScan);
+      this.touchedDuringScan.clear();
+      if (touched.size && this.layout) {
+        for (const group of touched) await this.remeasure(this.layout, group);
+        const ephemeral = new Set(this.liveItems.values());
+        report = { ...report, items: rank(foldNested([...report.items.filter((i) => i.kind !== 'ephemeral'), ...ephemeral])) };
+      }
+      this.publish(report);
+    }
+    return report;
   }
 
   /**
@@ -241,11 +307,19 @@ export class Manager extends EventEmitter {
     return this.firstLook;
   }
 
-  /** Cancels the running scan if `owner` started it (or `all`, for root). */
+  /** Cancels the scans `owner` asked for, waiting or running (`all`, for root: also the running one, whoever asked). */
   cancelScan(owner: string, all: boolean): boolean {
-    if (!this.running || (!all && this.running.owner !== owner)) return false;
-    this.running.controller.abort();
-    return true;
+    let cancelled = false;
+    for (let i = this.waiting.length - 1; i >= 0; i--) {
+      if (this.waiting[i]!.owner !== owner) continue;
+      this.waiting.splice(i, 1)[0]!.reject(new ScanCancelled('the scan was cancelled'));
+      cancelled = true;
+    }
+    if (this.running && (all || this.running.owner === owner)) {
+      this.running.controller.abort();
+      cancelled = true;
+    }
+    return cancelled;
   }
 
   /**

@@ -498,6 +498,63 @@ describe('drift subscriptions', () => {
   });
 });
 
+/**
+ * test/dbus/flood.cjs as `user`: COUNT calls of one kind at once on one connection; `sent` resolves
+ * once they are on their way, `done` with what they got ({ outcomes: { ok: N, <error name>: M } }).
+ */
+function flood(kind: 'scan' | 'version', count: number, user = 65534) {
+  const child = spawn('setpriv', ['--reuid', String(user), '--regid', String(user), '--clear-groups', process.execPath, join(REPO, 'test/dbus/flood.cjs'), bus.address, kind, String(count)], {
+    cwd: REPO,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  let onSent: () => void = () => undefined;
+  const sent = new Promise<void>((r) => (onSent = r));
+  const done = new Promise<{ outcomes: Record<string, number> }>((resolve, reject) => {
+    child.stdout!.on('data', (d) => {
+      out += d;
+      for (let nl; (nl = out.indexOf('\n')) >= 0; out = out.slice(nl + 1)) {
+        const line = JSON.parse(out.slice(0, nl));
+        if (line.sent) onSent();
+        else resolve(line);
+      }
+    });
+    child.once('exit', (code) => code && reject(new Error(`flood.cjs exited ${code}`)));
+  });
+  return { sent, done };
+}
+
+describe('scans under load', () => {
+  it("a user flooding Scan gets Busy beyond its queue, and root's scan goes before the user's waiting ones", async () => {
+    const tree = join(root, 'srv/flood');
+    for (let d = 0; d < 30; d++) {
+      mkdirSync(join(tree, `d${d}`), { recursive: true });
+      for (let f = 0; f < 1000; f++) writeFileSync(join(tree, `d${d}`, `f${f}`), '');
+    }
+    const order: string[] = [];
+    const nobody = flood('scan', 40);
+    const flooded = nobody.done.then((r) => {
+      order.push('nobody done');
+      return r;
+    });
+    await nobody.sent;
+    const rootScan = outcome({ member: 'Scan', signature: 'a{sv}', body: [{}] }).then((r) => {
+      order.push('root done');
+      return r;
+    });
+    expect(await rootScan).toBe('ok');
+    const { outcomes } = await flooded;
+    // One running and four waiting at most: the rest are refused at once, with a clear error.
+    expect(outcomes['org.impermanence.Error.Busy']).toBeGreaterThan(0);
+    expect(Object.keys(outcomes).sort()).toEqual(['ok', 'org.impermanence.Error.Busy']);
+    expect(outcomes.ok! + outcomes['org.impermanence.Error.Busy']!).toBe(40);
+    // Root waited for the one scan running, not for the user's queue.
+    expect(order).toEqual(['root done', 'nobody done']);
+    const busy = await busctl(['call', NAME, PATH, IFACE, 'Scan', 'a{sv}', '1', 'since', 't', '1'], 'nobody');
+    expect(busy.code).toBe(0); // the queue is free again
+  });
+});
+
 describe('cancelling a scan', () => {
   it('CancelScan stops a long scan, whose caller gets Cancelled; the daemon goes on serving', async () => {
     const many = join(root, 'srv/many');

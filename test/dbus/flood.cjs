@@ -1,4 +1,4 @@
-// A bench client for bench/dos.mjs, meant to run as an unprivileged user (setpriv): connects to
+// A hostile client for tests and bench/dos.mjs, meant to run as an unprivileged user (setpriv): connects to
 // the bus at argv[2] and fires COUNT calls (argv[4]) of one kind (argv[3]) at the daemon on one
 // connection, 100 in flight at a time (the system bus allows 128 pending replies per connection),
 // as a hostile client would, then prints one JSON line:
