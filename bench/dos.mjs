@@ -33,7 +33,14 @@ function cpuSeconds(pid) {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
 }
-const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
+/** The resident memory of a process in MiB; 0 once it is gone (or a zombie). */
+function rssMiB(pid) {
+  try {
+    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+  } catch {
+    return 0;
+  }
+}
 
 /** A sandbox root with `toml` as its config, a private bus, the daemon on it, and a root client. */
 async function start(name, toml, prepare = () => undefined) {
@@ -181,7 +188,7 @@ if (PARTS.includes('files')) {
     let counted = 0;
     let items = 0;
     let lastChange = performance.now();
-    for (let last = -1; performance.now() - lastChange < 10_000; await sleep(500)) {
+    for (let last = -1; performance.now() - lastChange < 10_000 && d.daemon.exitCode === null && d.daemon.signalCode === null; await sleep(500)) {
       const reply = await d.call('GetDrift', 'org.impermanence.Manager', 'a{sv}', [{}]);
       const rows = reply.body[0].filter((r) => r[1].startsWith('/home/bird'));
       counted = rows.reduce((n, r) => n + r[3], 0);
@@ -194,7 +201,8 @@ if (PARTS.includes('files')) {
     clearInterval(sample);
     await sleep(2000);
     const settled = rssMiB(d.daemon.pid);
-    console.log(`files: ${FILES.toLocaleString('en')} empty files in a home, written in ${written.toFixed(1)} s; drift counts ${counted.toLocaleString('en')} of them in ${items.toLocaleString('en')} item(s) after ${settledAt.toFixed(1)} s; daemon RSS ${before.toFixed(0)} MiB before, peak ${peak.toFixed(0)} MiB, ${settled.toFixed(0)} MiB after`);
+    if (d.daemon.exitCode !== null || d.daemon.signalCode !== null) console.log(`files: the daemon DIED (${d.daemon.exitCode ?? d.daemon.signalCode}) after ${settledAt.toFixed(1)} s, peak RSS ${peak.toFixed(0)} MiB:\n${d.log().slice(-2000)}`);
+    else console.log(`files: ${FILES.toLocaleString('en')} empty files in a home, written in ${written.toFixed(1)} s; drift counts ${counted.toLocaleString('en')} of them in ${items.toLocaleString('en')} item(s) after ${settledAt.toFixed(1)} s; daemon RSS ${before.toFixed(0)} MiB before, peak ${peak.toFixed(0)} MiB, ${settled.toFixed(0)} MiB after`);
   } finally {
     await d.stop();
   }

@@ -15,6 +15,9 @@ import { entryStatus, generatedMounts, type EntryStatus } from '../drift/state';
 
 export type ManagerState = 'ok' | 'degraded' | 'invalid-config';
 
+/** How old the entries' status read from the system may be when asked for (see Manager.entries). */
+export const STATUS_MAX_AGE_MS = 1000;
+
 export interface ManagerOptions {
   /** Config folders, highest priority first. */
   configDirs: string[];
@@ -64,6 +67,7 @@ interface ScanRequest {
 export class Manager extends EventEmitter {
   private config: ResolvedConfig | undefined;
   private views = new Map<string, EntryView>(); // by object path
+  private sorted: EntryView[] = []; // the same, by path
   private problems: string[] = [];
   private lastReport: DriftReport = { items: [], scanned: 0, since: 0 };
   private running: ScanRequest | undefined;
@@ -82,6 +86,9 @@ export class Manager extends EventEmitter {
   private firstLook: Promise<unknown> = Promise.resolve();
   private mountPoll: NodeJS.Timeout | undefined;
   private mountinfo = '';
+  /** When the entries' status was last read from the system (Date.now()). */
+  private statusAt = -Infinity;
+  private gen = 0;
 
   constructor(
     private readonly opts: ManagerOptions,
@@ -120,10 +127,22 @@ export class Manager extends EventEmitter {
     return this.config?.storages.map((s) => s.path) ?? [];
   }
 
-  /** Every entry, its status read afresh from the system, sorted by path. */
+  /**
+   * Changes whenever what the entries are or how they stand changed (a reload, a mount, a
+   * symlink replaced): what the front end computed from them (per caller) is stale then.
+   */
+  get generation(): number {
+    return this.gen;
+  }
+
+  /**
+   * Every entry, sorted by path, its status at most STATUS_MAX_AGE_MS old: reading the system
+   * (mountinfo, a readlink per file entry) is not done per call, however many calls come.
+   * Mount changes and writes to entry paths seen live refresh it at once.
+   */
   entries(): EntryView[] {
-    this.refresh();
-    return [...this.views.values()].sort((a, b) => (a.entry.path < b.entry.path ? -1 : a.entry.path > b.entry.path ? 1 : 0));
+    if (Date.now() - this.statusAt > STATUS_MAX_AGE_MS) this.refresh();
+    return this.sorted;
   }
 
   /** The entry at an object path, its status as last read (for existence and visibility checks). */
@@ -131,10 +150,10 @@ export class Manager extends EventEmitter {
     return this.views.get(objectPath);
   }
 
-  /** The entry at an object path, its status read afresh. */
+  /** The entry at an object path, its status at most STATUS_MAX_AGE_MS old. */
   entry(objectPath: string): EntryView | undefined {
     const view = this.views.get(objectPath);
-    if (view) this.refresh([view]);
+    if (view && Date.now() - this.statusAt > STATUS_MAX_AGE_MS) this.refresh();
     return view;
   }
 
@@ -149,6 +168,7 @@ export class Manager extends EventEmitter {
     } catch (err) {
       if (!(err instanceof InvalidConfig)) throw err;
       this.problems = err.problems.map((p) => p.message);
+      this.gen++;
       for (const p of err.problems) {
         this.log.log(LOG_ERR, `Invalid configuration: ${p.message}`, { CONFIG_FILE: p.file, IMPERMANENCE_ENTRY: p.entry });
       }
@@ -166,6 +186,8 @@ export class Manager extends EventEmitter {
     const removed = [...this.views.values()].filter((v) => !next.has(v.objectPath));
     const added = [...next.values()].filter((v) => !this.views.has(v.objectPath));
     this.views = next;
+    this.sorted = [...next.values()].sort((a, b) => (a.entry.path < b.entry.path ? -1 : a.entry.path > b.entry.path ? 1 : 0));
+    this.gen++;
     this.refresh();
     this.rebuildLayout();
     // The live items stay (clearing them would make the next live change report every other one
@@ -355,6 +377,7 @@ export class Manager extends EventEmitter {
         const now = readFileSync('/proc/self/mountinfo', 'utf8');
         if (now === this.mountinfo) return;
         this.mountinfo = now;
+        this.refresh();
         this.rebuildLayout();
         this.onLiveChange({ groups: new Set(), entries: true, overflow: false }).catch(failed);
       } catch (err) {
@@ -387,6 +410,7 @@ export class Manager extends EventEmitter {
       if (this.running?.publish) this.touchedDuringScan.add(group);
       await this.remeasure(layout, group);
     }
+    if (c.entries) this.refresh();
     const last = this.lastReport.items;
     const entries = c.entries ? entryDrift(this.config, this.opts.root, readMountPoints()) : last.filter((i) => i.kind === 'unmounted' || i.kind === 'replaced');
     const others = last.filter((i) => i.kind === 'orphan' || i.kind === 'attributes');
@@ -418,11 +442,23 @@ export class Manager extends EventEmitter {
     this.emit('drift', { appeared, resolved, report } satisfies DriftChange);
   }
 
-  private refresh(views: Iterable<EntryView> = this.views.values()): void {
+  /** Reads every entry's status from the system; a change makes a new generation and a 'status' event. */
+  private refresh(): void {
     const mountPoints = readMountPoints();
     const root = this.opts.root;
     const isFile = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isFile() ?? false;
     const generated = generatedMounts(root);
-    for (const v of views) v.status = entryStatus(v.entry, { mountPoints, root, generated }, isFile);
+    this.statusAt = Date.now();
+    let changed = false;
+    for (const v of this.views.values()) {
+      const status = entryStatus(v.entry, { mountPoints, root, generated }, isFile);
+      const was = v.status;
+      if (status.state !== was.state || status.method !== was.method || status.unit !== was.unit) changed = true;
+      v.status = status;
+    }
+    if (changed) {
+      this.gen++;
+      this.emit('status');
+    }
   }
 }
