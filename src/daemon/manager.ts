@@ -7,7 +7,7 @@ import { UserDb } from '../config/userdb';
 import { bootTime } from '../drift/boot';
 import { LiveWatcher, type LiveChange } from '../drift/live';
 import { foldNested, rank, type DriftItem, type DriftReport } from '../drift/report';
-import { entryDrift, RootLayout, scanDrift } from '../drift/scan';
+import { entryDrift, looseDir, looseKey, RootLayout, scanDrift } from '../drift/scan';
 import { entryObjectPath } from './bus-path';
 import { LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
 import { readMountPoints } from '../drift/mountinfo';
@@ -79,7 +79,12 @@ export class Manager extends EventEmitter {
   // Live drift: the watcher, the layout it groups by, and the ephemeral items it keeps current.
   private live: LiveWatcher | undefined;
   private layout: RootLayout | undefined;
-  private readonly liveItems = new Map<string, DriftItem>(); // by group
+  private readonly liveItems = new Map<string, DriftItem>(); // by group (a loose file: by its path)
+  /** Keys of liveItems that are files right inside a known folder, each an item of its own (at most LOOSE_FILES_MAX per folder). */
+  private readonly looseItems = new Set<string>();
+  /** Live changes are handled one at a time; those that come meanwhile are merged into one. */
+  private liveBusy = false;
+  private livePending: LiveChange | undefined;
   private liveSince = 0;
   /** Groups written to while a scan ran: the scan may have passed them already. */
   private readonly touchedDuringScan = new Set<string>();
@@ -298,9 +303,18 @@ export class Manager extends EventEmitter {
     if (publish) {
       // The live view goes on from what the scan found, and what was written meanwhile.
       this.liveItems.clear();
+      this.looseItems.clear();
       for (const i of report.items) {
-        const group = i.kind === 'ephemeral' ? this.layout?.groupOf(i.path) : undefined;
-        if (group) this.liveItems.set(group, i);
+        if (i.kind !== 'ephemeral') continue;
+        if (i.loose) {
+          this.liveItems.set(looseKey(i.path), i);
+          continue;
+        }
+        const group = this.layout?.groupOf(i.path);
+        if (group && looseDir(group) !== undefined) {
+          this.liveItems.set(i.path, i);
+          this.looseItems.add(i.path);
+        } else if (group) this.liveItems.set(group, i);
       }
       const touched = new Set(this.touchedDuringScan);
       this.touchedDuringScan.clear();
@@ -358,7 +372,7 @@ export class Manager extends EventEmitter {
       groupOf: (p) => this.layout?.groupOf(p),
       isEntry: (p) => this.layout?.isEntry(p) ?? false,
     });
-    live.on('change', (c: LiveChange) => this.onLiveChange(c).catch((err: Error) => this.log.log(LOG_WARNING, `Live drift update failed: ${err.message}`)));
+    live.on('change', (c: LiveChange) => this.liveChange(c));
     let stopped = '';
     live.on('stopped', (code: number, why: string) => {
       stopped = `exit ${code}${why ? ': ' + why : ''}`;
@@ -379,7 +393,7 @@ export class Manager extends EventEmitter {
         this.mountinfo = now;
         this.refresh();
         this.rebuildLayout();
-        this.onLiveChange({ groups: new Set(), entries: true, overflow: false }).catch(failed);
+        this.liveChange({ groups: new Set(), entries: true, overflow: false });
       } catch (err) {
         failed(err as Error);
       }
@@ -397,6 +411,31 @@ export class Manager extends EventEmitter {
 
   private rebuildLayout(): void {
     if (this.config) this.layout = new RootLayout(this.config, this.opts.root, readMountPoints(), UserDb.read(this.opts.root));
+  }
+
+  /**
+   * Handles live changes one at a time: a change that comes while one is handled (a burst of
+   * writes to a huge group, whose re-measure takes a while) is merged into the next, so that no
+   * two re-measures run at once and what waits is one set of groups, never a backlog.
+   */
+  private liveChange(c: LiveChange): void {
+    const p = (this.livePending ??= { groups: new Set(), entries: false, overflow: false });
+    for (const g of c.groups) p.groups.add(g);
+    p.entries ||= c.entries;
+    p.overflow ||= c.overflow;
+    if (this.liveBusy) return;
+    this.liveBusy = true;
+    void (async () => {
+      try {
+        while (this.livePending) {
+          const next = this.livePending;
+          this.livePending = undefined;
+          await this.onLiveChange(next).catch((err: Error) => this.log.log(LOG_WARNING, `Live drift update failed: ${err.message}`));
+        }
+      } finally {
+        this.liveBusy = false;
+      }
+    })();
   }
 
   private async onLiveChange(c: LiveChange): Promise<void> {
@@ -417,10 +456,38 @@ export class Manager extends EventEmitter {
     this.publish({ items: rank(foldNested([...entries, ...this.liveItems.values(), ...others])), scanned: this.lastReport.scanned, since: this.lastReport.since || this.liveSince });
   }
 
-  /** Replaces the live items of `group` (and below it) by what is in it now. */
+  /**
+   * Replaces the live items of `group` (and below it) by what is in it now. The files right
+   * inside a known folder (looseKey) are re-measured together: an item each, or one for all.
+   */
   private async remeasure(layout: RootLayout, group: string): Promise<void> {
-    for (const key of [...this.liveItems.keys()]) if (key === group || key.startsWith(group + '/')) this.liveItems.delete(key);
-    for (const [key, item] of await layout.measure(group, this.liveSince)) if (item) this.liveItems.set(key, item);
+    const dir = looseDir(group);
+    if (dir !== undefined) {
+      this.liveItems.delete(group);
+      for (const key of [...this.looseItems]) {
+        if ((key.slice(0, key.lastIndexOf('/')) || '/') !== dir) continue;
+        this.liveItems.delete(key);
+        this.looseItems.delete(key);
+      }
+      for (const [key, item] of await layout.measure(group, this.liveSince)) {
+        if (!item) continue;
+        this.liveItems.set(key, item);
+        if (key !== group) this.looseItems.add(key);
+      }
+      return;
+    }
+    for (const key of [...this.liveItems.keys()]) {
+      if (key !== group && !key.startsWith(group + '/')) continue;
+      this.liveItems.delete(key);
+      this.looseItems.delete(key);
+    }
+    const measured = await layout.measure(group, this.liveSince);
+    for (const [key, item] of measured) if (item) this.liveItems.set(key, item);
+    // A child of a known folder that is gone may have been one of its loose files.
+    if (!measured.get(group) && layout.isTopGroup(group)) {
+      const loose = looseKey(group.slice(0, group.lastIndexOf('/')) || '/');
+      if (this.liveItems.has(loose)) await this.remeasure(layout, loose);
+    }
   }
 
   private publish(report: DriftReport): void {

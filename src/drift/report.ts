@@ -24,6 +24,11 @@ export interface DriftItem {
   detail: string;
   /** The config lines that would persist it (ephemeral), or what declares it (others). */
   suggestion: string;
+  /**
+   * Set on the one item that stands for the files right inside a folder holding persisted paths
+   * (`path`) once they are too many to be items of their own (see LOOSE_FILES_MAX in scan.ts).
+   */
+  loose?: true;
 }
 
 export interface DriftReport {
@@ -52,7 +57,8 @@ export function foldNested(items: DriftItem[]): DriftItem[] {
   // Sorted with "/" below every other character, so that what is inside a path comes right after it.
   const key = (p: string) => p.replace(/\//g, '\0');
   for (const item of [...items].sort((a, b) => (key(a.path) < key(b.path) ? -1 : key(a.path) > key(b.path) ? 1 : 0))) {
-    if (item.kind !== 'ephemeral' && item.kind !== 'orphan') {
+    // The files right inside a folder are not what is below it: never an outer item.
+    if ((item.kind !== 'ephemeral' && item.kind !== 'orphan') || item.loose) {
       out.push(item);
       continue;
     }

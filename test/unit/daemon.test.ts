@@ -632,6 +632,35 @@ describe('cancelling a scan', () => {
   });
 });
 
+describe('memory', () => {
+  const rssMiB = (field = 'VmRSS') => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${daemon.pid}/status`, 'utf8'))![1]) / 1024;
+
+  it('stays bounded when a user writes 200,000 files right inside their home: one item, not one per file', async () => {
+    const before = rssMiB();
+    // As bird, in bird's home (which holds a persisted ~/.ssh, so each file there is a child of a
+    // folder holding persisted paths): the per-file case.
+    const w = await runOnBus(bus, ['sh', '-c', 'cd "$1" && seq -f "many%.0f" 1 200000 | xargs touch', 'sh', join(root, 'home/bird')], { asUser: 1000, timeoutMs: 120_000 });
+    expect(w.code).toBe(0);
+    let rows: Array<[string, string, string, number]> = [];
+    for (const start = Date.now(); ; await new Promise((r) => setTimeout(r, 200))) {
+      [rows] = (await busctlCall(bus, NAME, PATH, IFACE, 'GetDrift', 'a{sv}', '0')) as [typeof rows];
+      rows = rows.filter((r) => r[0] === 'ephemeral' && (r[1] === '/home/bird' || r[1].startsWith('/home/bird/')));
+      if (rows.reduce((n, r) => n + r[3], 0) >= 200_000) break;
+      if (Date.now() - start > 120_000) throw new Error(`the drift did not count 200,000 files in 2 minutes: ${rows.length} items`);
+    }
+    const home = rows.find((r) => r[1] === '/home/bird')!;
+    expect(home[3]).toBeGreaterThanOrEqual(200_000);
+    expect(home[2]).toMatch(/files right inside \/home\/bird/);
+    expect(rows.length).toBeLessThan(10); // the home's loose files are one item; a few groups besides
+    const after = rssMiB();
+    console.log(`daemon RSS: ${before.toFixed(0)} MiB before 200,000 files in a home, ${after.toFixed(0)} MiB after, peak ${rssMiB('VmHWM').toFixed(0)} MiB`);
+    // A generous bound (Node's heap grows and shrinks as it likes): per-file items took ~1 kB each.
+    expect(after).toBeLessThan(before + 120);
+    const rm = await runOnBus(bus, ['find', join(root, 'home/bird'), '-maxdepth', '1', '-name', 'many*', '-delete'], { timeoutMs: 120_000 });
+    expect(rm.code).toBe(0);
+  }, 300_000);
+});
+
 describe('stop', () => {
   it('stops cleanly on SIGTERM, releasing its name', async () => {
     const exited = new Promise<number | null>((r) => daemon.once('exit', (code) => r(code)));
