@@ -189,7 +189,8 @@ if (PARTS.includes('files')) {
     let items = 0;
     let lastChange = performance.now();
     for (let last = -1; performance.now() - lastChange < 10_000 && d.daemon.exitCode === null && d.daemon.signalCode === null; await sleep(500)) {
-      const reply = await d.call('GetDrift', 'org.impermanence.Manager', 'a{sv}', [{}]);
+      const reply = await d.call('GetDrift', 'org.impermanence.Manager', 'a{sv}', [{}]).catch(() => undefined);
+      if (!reply) break; // the daemon is gone
       const rows = reply.body[0].filter((r) => r[1].startsWith('/home/bird'));
       counted = rows.reduce((n, r) => n + r[3], 0);
       items = rows.length;
@@ -198,8 +199,8 @@ if (PARTS.includes('files')) {
       if (counted === FILES) break;
     }
     const settledAt = (performance.now() - t0) / 1000;
-    clearInterval(sample);
     await sleep(2000);
+    clearInterval(sample);
     const settled = rssMiB(d.daemon.pid);
     if (d.daemon.exitCode !== null || d.daemon.signalCode !== null) console.log(`files: the daemon DIED (${d.daemon.exitCode ?? d.daemon.signalCode}) after ${settledAt.toFixed(1)} s, peak RSS ${peak.toFixed(0)} MiB:\n${d.log().slice(-2000)}`);
     else console.log(`files: ${FILES.toLocaleString('en')} empty files in a home, written in ${written.toFixed(1)} s; drift counts ${counted.toLocaleString('en')} of them in ${items.toLocaleString('en')} item(s) after ${settledAt.toFixed(1)} s; daemon RSS ${before.toFixed(0)} MiB before, peak ${peak.toFixed(0)} MiB, ${settled.toFixed(0)} MiB after`);
