@@ -13,11 +13,11 @@ import {
 } from './contract';
 import { callerOf } from './credentials';
 import { LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
-import type { DriftItem, DriftReport } from '../drift/report';
+import { describe, shownCounts, type DriftItem, type DriftReport } from '../drift/report';
 import { ScanBusy, ScanCancelled, type DriftChange, type EntryView, type Manager, type ReloadResult } from './manager';
 import { ACTION_RELOAD, ALLOW_INTERACTIVE_AUTHORIZATION, checkAuthorization } from './polkit';
 import { callerKey, DriftSubscribers, TooManySubscribers } from './subscribers';
-import { canSeeContents, visibilityFor, type Caller } from './visibility';
+import { canListFolder, visibilityFor, type Caller } from './visibility';
 
 export const BUS_NAME = 'org.impermanence.Manager';
 const MANAGER_IFACE = 'org.impermanence.Manager';
@@ -337,11 +337,28 @@ export class DbusFrontEnd {
     throw error.notAuthorized(`uid ${caller.uid} is not allowed to ${action}`);
   }
 
-  /** Drift items as D-Bus rows, without the paths the caller could not see. */
+  /**
+   * Drift items as D-Bus rows, without the paths the caller could not see, and with counts of
+   * only what it could count itself: the files in folders inside an item that it may not list
+   * are left out (the detail says so), and an item of which it could count nothing is left out.
+   */
   private driftRows(items: DriftItem[], caller: Caller): unknown[] {
-    return items
-      .filter((i) => canSeeContents(caller, i.path, this.manager.root))
-      .map((i) => [i.kind, i.path, i.detail, i.files, BigInt(i.bytes), i.suggestion]);
+    const see = visibilityFor(caller, this.manager.root);
+    const rows: unknown[] = [];
+    for (const i of items) {
+      if (!see.canSeeContents(i.path)) continue;
+      let { files, bytes, detail } = i;
+      if (caller.uid !== 0 && i.closed?.length) {
+        const shown = shownCounts(i, (c) => canListFolder(caller, c.uid, c.gid, c.mode));
+        if (shown.cut) {
+          if (shown.files === 0) continue;
+          ({ files, bytes } = shown);
+          detail = `${describe({ kind: i.kind, files, bytes })} (not counting folders you may not list)`;
+        }
+      }
+      rows.push([i.kind, i.path, detail, files, BigInt(bytes), i.suggestion]);
+    }
+    return rows;
   }
 
   private emitDrift(d: DriftChange): void {
@@ -415,7 +432,7 @@ export class DbusFrontEnd {
       StorageRoots: m.storageRoots.filter((p) => see.canSee(p)),
       EntryCount: entries.length,
       ActiveCount: entries.filter((v) => v.status.state === 'mounted' || v.status.state === 'linked').length,
-      DriftCount: m.drift.items.filter((i) => see.canSeeContents(i.path)).length,
+      DriftCount: this.driftRows(m.drift.items, caller).length,
       LastScanSince: BigInt(Math.floor(m.drift.since)),
     });
     view.properties = { drift: m.drift, value };

@@ -38,6 +38,12 @@ export function canSeeContents(caller: Caller, path: string, root = '/', stat: F
   return !st || searchable(caller, st.uid, st.gid, st.mode);
 }
 
+/** Whether `caller` could list a folder of this owner, group and mode (read and search), as `ls` would. */
+export function canListFolder(caller: Caller, uid: number, gid: number, mode: number): boolean {
+  if (caller.uid === 0) return true;
+  return allowed(caller, uid, gid, mode, 0o4) && allowed(caller, uid, gid, mode, 0o1);
+}
+
 /** A folder's owner, group and mode, or undefined if it is none (see folderStat). */
 export type FolderStat = (path: string) => { uid: number; gid: number; mode: number } | undefined;
 

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, constants, lstatSync, opendirSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, opendirSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { posix } from 'node:path';
 import { SHADOWED_DIR, type Shadowed } from '../activate/prepare';
 import { formatMode } from '../config/mode';
@@ -10,7 +10,7 @@ import { escapePath } from '../config/unit-name';
 import { bootTime } from './boot';
 import { entryStatus, generatedMounts } from './state';
 import { DEFAULT_IGNORE, ignoreMatcher } from './ignore';
-import { describe, foldNested, rank, suggestFor, type DriftItem, type DriftReport } from './report';
+import { addClosed, describe, foldNested, isClosedMode, rank, suggestFor, type ClosedDir, type DriftItem, type DriftReport } from './report';
 
 export interface ScanOptions {
   /** The root the config applies to: "/" on a running system, a folder for an image or sandbox. */
@@ -29,7 +29,31 @@ export interface ScanOptions {
   walker?: string;
 }
 
-interface Group { files: number; bytes: number; isDirectory: boolean; /** the deepest folder holding all its counted files */ common?: string }
+interface Group {
+  files: number;
+  bytes: number;
+  isDirectory: boolean;
+  /** the deepest folder holding all its counted files */
+  common?: string;
+  /** the folders in it not everyone may list, with what was counted right inside each (see DriftItem.closed) */
+  closed?: ClosedDir[];
+}
+
+/** Records `st`, the folder at `path` in group `g`, if not everyone may list it: the index of the closed folder its contents count towards. */
+function closedChain(g: Group, path: string, st: { uid: number; gid: number; mode: number }, parent: number): number {
+  if (!isClosedMode(st.mode)) return parent;
+  return addClosed((g.closed ??= []), { path, uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, parent });
+}
+
+/** Counts a file (or a folder's files) in group `g` and in the closed folder `chain` of it, if any. */
+function count(g: Group, chain: number, files: number, bytes: number): void {
+  g.files += files;
+  g.bytes += bytes;
+  if (chain < 0) return;
+  const c = g.closed![chain]!;
+  c.files += files;
+  c.bytes += bytes;
+}
 
 /**
  * The files right inside a folder that holds persisted paths (a home with a persisted ~/.ssh,
@@ -66,6 +90,8 @@ async function looseFiles(rootHost: string, dir: string, since: number, skip: (p
     closeSync(fd);
     return out;
   }
+  // A folder not everyone may list: the count of its files is shown to those who may.
+  const chain = closedChain(all, dir, fstatSync(fd), -1);
   try {
     let n = 0;
     for (let d = handle.readSync(); d; d = handle.readSync()) {
@@ -75,8 +101,7 @@ async function looseFiles(rootHost: string, dir: string, since: number, skip: (p
       if (skip(path)) continue;
       const st = lstatSync(`/proc/self/fd/${fd}/${d.name}`, { throwIfNoEntry: false });
       if (!st || st.isDirectory() || (since && st.ctimeMs / 1000 < since)) continue;
-      all.files++;
-      all.bytes += st.size;
+      count(all, chain, 1, st.size);
       if (all.files <= LOOSE_FILES_MAX) out.set(path, { files: 1, bytes: st.size, isDirectory: false });
       else if (out.size) out.clear();
     }
@@ -295,9 +320,10 @@ export class RootLayout {
       return out;
     }
     const g: Group = { files: 0, bytes: 0, isDirectory: true };
+    const initialChain = closedChain(g, group, st, -1);
     // A top group's subfolders are groups of their own, started by the walk; a subfolder group is walked whole.
     const known = this.isTopGroup(group) ? this.known : new Set<string>();
-    const sub = await walk({ start: group, initial: g, host: (p) => this.host(p), dev: this.dev, since, known, skip: this.skip, progress: () => undefined });
+    const sub = await walk({ start: group, initial: g, initialChain, host: (p) => this.host(p), dev: this.dev, since, known, skip: this.skip, progress: () => undefined });
     out.set(group, this.item(group, g));
     for (const [key, sg] of sub) out.set(key, this.item(key, sg));
     return out;
@@ -305,18 +331,19 @@ export class RootLayout {
 
   item(group: string, g: Group): DriftItem | undefined {
     if (g.files === 0) return undefined;
+    const closed = g.closed?.length ? { closed: g.closed } : {};
     const dir = looseDir(group);
     if (dir !== undefined) {
       const where = dir === '/' ? 'the root' : dir;
       return {
-        kind: 'ephemeral', path: dir, files: g.files, bytes: g.bytes, loose: true,
+        kind: 'ephemeral', path: dir, files: g.files, bytes: g.bytes, loose: true, ...closed,
         detail: `${describe({ kind: 'ephemeral', ...g })} (files right inside ${where}, not in a folder of their own)`,
         suggestion: `persist the ones you need one by one (files = [...]), or move them into a folder of their own and persist that`,
       };
     }
     // Report the deepest folder that holds everything written in the group: /var/lib/foo rather than /var/lib.
     const path = g.common ?? group;
-    return { kind: 'ephemeral', path, files: g.files, bytes: g.bytes, detail: describe({ kind: 'ephemeral', ...g }), suggestion: suggestFor(path, g.isDirectory, this.config, this.homes) };
+    return { kind: 'ephemeral', path, files: g.files, bytes: g.bytes, detail: describe({ kind: 'ephemeral', ...g }), suggestion: suggestFor(path, g.isDirectory, this.config, this.homes), ...closed };
   }
 }
 
@@ -394,7 +421,10 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
       const loose = looseDir(group);
       const path = storage + (loose === undefined ? (g.common ?? group) : loose === '/' ? '' : loose);
       const detail = describe({ kind: 'orphan', ...g }) + (loose === undefined ? '' : ` (files right inside ${path}, not in a folder of their own)`);
-      items.push({ kind: 'orphan', path, files: g.files, bytes: g.bytes, detail, suggestion: 'remove it from storage yourself if it is not needed, or declare it again', ...(loose === undefined ? {} : { loose: true as const }) });
+      items.push({
+        kind: 'orphan', path, files: g.files, bytes: g.bytes, detail, suggestion: 'remove it from storage yourself if it is not needed, or declare it again',
+        ...(loose === undefined ? {} : { loose: true as const }), ...(g.closed?.length ? { closed: g.closed } : {}),
+      });
     }
   }
 
@@ -423,6 +453,8 @@ interface WalkOptions {
   start: string;
   /** The group the start folder's files count towards, if any. */
   initial?: Group;
+  /** The closed folder (index in initial.closed) the start folder's files count towards; -1: none. */
+  initialChain?: number;
   host: (logical: string) => string;
   dev: number;
   since: number;
@@ -440,12 +472,13 @@ interface WalkOptions {
  */
 async function walk(w: WalkOptions): Promise<Map<string, Group>> {
   const groups = new Map<string, Group>();
-  const stack: Array<{ dir: string; group: Group | undefined }> = [{ dir: w.start, group: w.initial }];
+  // chain: the closed folder (index in group.closed) the folder's files count towards; -1: none.
+  const stack: Array<{ dir: string; group: Group | undefined; chain: number }> = [{ dir: w.start, group: w.initial, chain: w.initialChain ?? -1 }];
   const rootHost = w.host('/');
   const knownSeen: string[] = [];
   let sinceYield = 0;
   while (stack.length) {
-    const { dir, group } = stack.pop()!;
+    const { dir, group, chain } = stack.pop()!;
     // Each folder by descriptor (see openBeneath), its entries looked at through it.
     const fd = openBeneath(rootHost, dir);
     if (fd === undefined) continue; // vanished, unreadable, or a symlink now: nothing to report from it
@@ -479,15 +512,14 @@ async function walk(w: WalkOptions): Promise<Map<string, Group>> {
         }
         if (d.isDirectory()) {
           const st = lstatSync(`${at}/${d.name}`, { throwIfNoEntry: false });
-          if (st?.isDirectory() && st.dev === w.dev) stack.push({ dir: path, group: g });
+          if (st?.isDirectory() && st.dev === w.dev) stack.push({ dir: path, group: g, chain: g ? closedChain(g, path, st, g === group ? chain : -1) : -1 });
           continue;
         }
         w.progress();
         if (!g) continue;
         const st = lstatSync(`${at}/${d.name}`, { throwIfNoEntry: false, bigint: false });
         if (!st || (w.since && st.ctimeMs / 1000 < w.since)) continue;
-        g.files++;
-        g.bytes += st.size;
+        count(g, g === group ? chain : -1, 1, st.size);
         if (g.isDirectory) g.common = commonDir(g.common, dir);
       }
     } finally {
@@ -563,6 +595,18 @@ async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<
 
   const groups = new Map<string, Group>();
   const knownDirs: string[] = [];
+  // Owner and mode of the folders the counted files are in and of those above them up to their
+  // group, looked at once each (forgotten past 100,000: a huge tree costs no more memory).
+  const modes = new Map<string, { uid: number; gid: number; mode: number } | null>();
+  const folderMode = (p: string) => {
+    let m = modes.get(p);
+    if (m === undefined) {
+      if (modes.size >= 100_000) modes.clear();
+      const st = lstatSync(w.host(p), { throwIfNoEntry: false });
+      modes.set(p, (m = st?.isDirectory() ? { uid: st.uid, gid: st.gid, mode: st.mode } : null));
+    }
+    return m ?? undefined;
+  };
   let scanned = 0;
   // One line: FILES \t BYTES \t PATH, or total \t SCANNED \t -.
   const line = (text: string, start: number, end: number) => {
@@ -583,8 +627,16 @@ async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<
     const key = groupOfFolder(dir, w.known);
     let g = groups.get(key);
     if (!g) groups.set(key, (g = { files: 0, bytes: 0, isDirectory: true }));
-    g.files += Number(a);
-    g.bytes += Number(text.slice(t1 + 1, t2));
+    // The folders from the group's down to this one that not everyone may list (see DriftItem.closed).
+    let chain = -1;
+    for (let end = key.length; ; end = dir.indexOf('/', end + 1)) {
+      const last = end < 0 || end >= dir.length;
+      const p = last ? dir : dir.slice(0, end);
+      const st = folderMode(p);
+      if (st) chain = closedChain(g, p, st, chain);
+      if (last) break;
+    }
+    count(g, chain, Number(a), Number(text.slice(t1 + 1, t2)));
     g.common = commonDir(g.common, dir);
   };
   let rest = '';

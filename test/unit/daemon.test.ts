@@ -396,6 +396,42 @@ describe('drift over D-Bus', () => {
   });
 });
 
+describe('drift counts', () => {
+  type Row = [string, string, string, number, number, string];
+  const rows = async (member: 'Scan' | 'GetDrift', asUser?: string) => {
+    const args = member === 'Scan' ? ['Scan', 'a{sv}', '1', 'since', 't', '0'] : ['GetDrift', 'a{sv}', '0'];
+    const r = await busctl(['--json=short', 'call', NAME, PATH, IFACE, ...args], asUser);
+    if (r.code !== 0) throw new Error(r.stderr);
+    return JSON.parse(r.stdout).data[0] as Row[];
+  };
+  const item = (all: Row[], path: string) => all.find((r) => r[0] === 'ephemeral' && r[1] === path);
+
+  it('a non-root caller is shown only the files it could count itself: not those in folders inside an item it may not list', async () => {
+    const pub = join(root, 'srv/counted/pub');
+    mkdirSync(join(pub, 'secret'), { recursive: true, mode: 0o755 });
+    mkdirSync(join(pub, 'mine'), { mode: 0o755 });
+    for (const f of ['a', 'b']) writeFileSync(join(pub, f), 'x');
+    for (let i = 0; i < 5; i++) writeFileSync(join(pub, 'secret', `s${i}`), 'xx');
+    for (let i = 0; i < 3; i++) writeFileSync(join(pub, 'mine', `m${i}`), 'xxx');
+    chmodSync(join(pub, 'secret'), 0o700); // root's
+    chownSync(join(pub, 'mine'), 65534, 65534);
+    chmodSync(join(pub, 'mine'), 0o700); // nobody's own
+    // The walk of a scan (impermanence-walk)...
+    expect(item(await rows('Scan'), '/srv/counted/pub')?.slice(3, 5)).toEqual([10, 2 + 10 + 9]);
+    const asNobody = item(await rows('Scan', 'nobody'), '/srv/counted/pub');
+    expect(asNobody?.slice(3, 5)).toEqual([5, 2 + 9]);
+    expect(asNobody?.[2]).toMatch(/^5 files, 11 B: will be lost at reboot \(not counting folders you may not list\)$/);
+    expect(item(await rows('GetDrift', 'nobody'), '/srv/counted/pub')?.[3]).toBe(5);
+    // ...and the live re-measure of a group (the walk in the daemon).
+    writeFileSync(join(pub, 'secret', 'one-more'), 'x');
+    for (const start = Date.now(); item(await rows('GetDrift'), '/srv/counted/pub')?.[3] !== 11; await new Promise((r) => setTimeout(r, 50))) {
+      if (Date.now() - start > 10_000) throw new Error('the live drift did not count the new file');
+    }
+    expect(item(await rows('GetDrift', 'nobody'), '/srv/counted/pub')?.[3]).toBe(5);
+    expect(item(await rows('GetDrift', 'nobody'), '/srv/counted/pub/secret')).toBeUndefined();
+  });
+});
+
 describe('live drift', () => {
   const drift = async () => {
     const [rows] = (await busctlCall(bus, NAME, PATH, IFACE, 'GetDrift', 'a{sv}', '0')) as [Array<[string, string, string, number]>];
