@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ctl() { node dist/impermanencectl.js "$@"; }
+# The units name impermanence-prepare where the package installs it; here, the build (so that verify finds it).
+export IMPERMANENCE_PREPARE="$PWD/dist/impermanence-prepare.js"
 out=$(mktemp -d)
 chmod 0755 "$out"
 pids=()
@@ -25,12 +27,12 @@ ctl generate --config examples/persist.d --root examples/root --out "$out/genera
 
 say cat home-bird-.ssh.mount
 cat "$out/generator/home-bird-.ssh.mount"
-say grep … impermanence/tmpfiles.conf
-grep -E '/home/bird/\.ssh|/var/lib/colord|secret_file' "$out/generator/impermanence/tmpfiles.conf"
+say grep … impermanence/persistent.conf
+grep -E '/home/bird/\.ssh|/var/lib/colord|secret_file' "$out/generator/impermanence/persistent.conf"
 
 if command -v systemd-analyze >/dev/null; then
-  say systemd-analyze verify '*.mount *.service *.target'
-  (cd "$out/generator" && SYSTEMD_UNIT_PATH="$PWD:" systemd-analyze verify --man=no ./*.mount ./*.service ./*.target && echo "all units pass")
+  say systemd-analyze verify '*.mount *.target impermanence-prepare@persistent.service'
+  (cd "$out/generator" && SYSTEMD_UNIT_PATH="$PWD:" systemd-analyze verify --man=no ./*.mount ./*.target impermanence-prepare@persistent.service && echo "all units pass")
 fi
 
 say 'impermanencectl check   # a config with a mistake: nothing is generated from it'

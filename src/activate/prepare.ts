@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { parentsOf } from '../config/paths';
 import { readMountPoints, storageIsMounted } from '../drift/mountinfo';
@@ -95,11 +95,21 @@ function copyAside(path: string, source: string): string {
   const base = `${dirname(source)}/.${basename(source)}.impermanence-adopt`;
   let temp = base;
   for (let i = 1; lstatSync(temp, { throwIfNoEntry: false }); i++) temp = `${base}.${i}`; // a crashed attempt's copy stays
-  const cp = spawnSync('cp', ['-a', '--no-target-directory', '--', path, temp], { encoding: 'utf8' });
+  const cp = copyTree(path, temp);
   if (cp.status !== 0) throw new Error(`cp: ${(cp.stderr || cp.error?.message || `exit ${cp.status}`).trim()} (a partial copy may be left at ${temp})`);
   const sync = spawnSync('sync', ['--file-system', temp], { encoding: 'utf8' });
   if (sync.status !== 0) throw new Error(`sync: ${(sync.stderr || `exit ${sync.status}`).trim()}`);
   return temp;
+}
+
+/**
+ * `cp -a SOURCE TARGET`, which dies with us (setpriv --pdeathsig): a copy cut short by kill -9
+ * must not go on writing beside what the next run makes.
+ */
+export function copyTree(source: string, target: string): ReturnType<typeof spawnSync> & { stderr: string } {
+  const argv = ['cp', '-a', '--no-target-directory', '--', source, target];
+  const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+  return spawnSync(setpriv ?? argv[0]!, setpriv ? ['--pdeathsig', 'KILL', '--', ...argv] : argv.slice(1), { encoding: 'utf8' });
 }
 
 function syncFolder(dir: string): void {

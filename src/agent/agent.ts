@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, unwatchFile, watchFile, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DBusError, Message, MessageType, NameFlag, RequestNameReply, Variant, type MessageBus } from '@jellybrick/dbus-next';
 import { appendIgnore, DEFAULTS, readNotifyConfig, type NotifyConfig } from './config';
+import { replaceFile } from '../shared/replace-file';
 import { compose, itemKey, itemsFromRows, NORMAL, report, type Item } from './message';
 
 export const AGENT_NAME = 'org.impermanence.Notify';
@@ -256,13 +257,24 @@ export class Agent {
   private async onAction(action: string, shown: Set<string>): Promise<void> {
     const items = this.relevant().filter((i) => shown.has(itemKey(i)));
     if (action === 'ignore') {
-      for (const p of new Set(items.map((i) => i.path))) appendIgnore(this.o.configFile, p, this.o.home);
-      this.o.log(6, `Ignoring ${items.map((i) => i.path).join(', ')} from now on (${this.o.configFile})`);
+      const paths = [...new Set(items.map((i) => i.path))];
+      try {
+        appendIgnore(this.o.configFile, paths, this.o.home);
+      } catch (err) {
+        this.o.log(3, `Cannot ignore ${paths.join(', ')}: ${(err as Error).message}`);
+        return;
+      }
+      this.o.log(6, `Ignoring ${paths.join(', ')} from now on (${this.o.configFile})`);
       this.reloadConfig();
     } else if (action === 'default') {
       this.reportDir ??= this.o.env?.XDG_RUNTIME_DIR?.startsWith('/') ? this.o.env.XDG_RUNTIME_DIR : mkdtempSync(join(tmpdir(), 'impermanence-'));
       const file = join(this.reportDir, 'impermanence-drift.txt');
-      writeFileSync(file, report(this.relevant(), this.o.home), { mode: 0o600 });
+      try {
+        replaceFile(file, report(this.relevant(), this.o.home), { mode: 0o600 });
+      } catch (err) {
+        this.o.log(4, `Cannot show the drift report: ${(err as Error).message}`);
+        return;
+      }
       // Under systemd, the viewer gets a scope of its own: stopping this service must not take
       // an editor with it, nor should it inherit this service's restrictions.
       const argv = [...this.config.details, file];
@@ -277,9 +289,9 @@ export class Agent {
   private saveTold(): void {
     if (!this.o.toldFile) return;
     try {
-      writeFileSync(this.o.toldFile, JSON.stringify({ boot: BOOT_ID, told: [...this.told] }), { mode: 0o600 });
+      replaceFile(this.o.toldFile, JSON.stringify({ boot: BOOT_ID, told: [...this.told] }), { mode: 0o600 });
     } catch (err) {
-      this.o.log(4, `Cannot remember what was shown in ${this.o.toldFile}: ${(err as Error).message}`);
+      this.o.log(4, `Cannot remember what was shown: ${(err as Error).message}`);
     }
   }
 

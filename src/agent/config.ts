@@ -1,8 +1,9 @@
-import { appendFileSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parse } from 'smol-toml';
 import * as z from 'zod/mini';
+import { replaceFile } from '../shared/replace-file';
 
 /**
  * The user's own settings for impermanence-notify, in $XDG_CONFIG_HOME/impermanence/notify.toml:
@@ -14,7 +15,8 @@ import * as z from 'zod/mini';
  *   [[ignore]]               # one table per ignored path and everything below it
  *   path = "~/.cache/foo"    # ("Ignore" in a notification appends one)
  *
- * Edited by appending or by replacing one line: comments stay.
+ * Edited by appending or by replacing one line: comments stay. Each edit replaces the file
+ * whole (replaceFile).
  */
 export interface NotifyConfig {
   enable: boolean;
@@ -87,27 +89,38 @@ export function readNotifyConfig(file: string, home: string): NotifyConfig {
   return { enable: c.enable ?? DEFAULTS.enable, scope: c.scope ?? DEFAULTS.scope, details: c.details ?? DEFAULTS.details, ignore };
 }
 
-/** Appends an ignored path (shown with ~ when in `home`), creating the file if needed. */
-export function appendIgnore(file: string, path: string, home: string): void {
-  ensureFile(file);
-  appendFileSync(file, `\n[[ignore]]\npath = ${JSON.stringify(tildePath(path, home))}\n`);
+/** Appends ignored paths (shown with ~ when in `home`) in one edit, creating the file if needed. */
+export function appendIgnore(file: string, paths: string[], home: string): void {
+  editConfig(file, (text) => text + paths.map((p) => `\n[[ignore]]\npath = ${JSON.stringify(tildePath(p, home))}\n`).join(''));
 }
 
 /** Sets `enable = …`: replaces that line if there is one (before any table), else adds it on top. */
 export function setEnabled(file: string, enable: boolean): void {
-  ensureFile(file);
-  const lines = readFileSync(file, 'utf8').split('\n');
-  const firstTable = lines.findIndex((l) => /^\s*\[/.test(l));
-  const top = firstTable < 0 ? lines.length : firstTable;
-  const at = lines.slice(0, top).findIndex((l) => /^\s*enable\s*=/.test(l));
-  if (at >= 0) lines[at] = `enable = ${enable}`;
-  else lines.splice(0, 0, `enable = ${enable}`);
-  // In place: a symlinked config (dotfile managers) stays a symlink, its mode stays.
-  writeFileSync(file, lines.join('\n'));
+  editConfig(file, (text) => {
+    const lines = text.split('\n');
+    const firstTable = lines.findIndex((l) => /^\s*\[/.test(l));
+    const top = firstTable < 0 ? lines.length : firstTable;
+    const at = lines.slice(0, top).findIndex((l) => /^\s*enable\s*=/.test(l));
+    if (at >= 0) lines[at] = `enable = ${enable}`;
+    else lines.splice(0, 0, `enable = ${enable}`);
+    return lines.join('\n');
+  });
 }
 
-function ensureFile(file: string): void {
+const HEADER = '# impermanence-notify: drift notifications (see impermanence-notify --help)\n';
+
+/**
+ * Edits the file as text (a new one starts with a comment saying what it is) and replaces it
+ * whole: a full disk or a crash leaves the old file, never a cut one. A symlinked config (dotfile
+ * managers) stays a symlink, its mode stays.
+ */
+function editConfig(file: string, edit: (text: string) => string): void {
   mkdirSync(dirname(file), { recursive: true });
-  if (lstatSync(file, { throwIfNoEntry: false })) return;
-  writeFileSync(file, '# impermanence-notify: drift notifications (see impermanence-notify --help)\n', { flag: 'wx', mode: 0o644 });
+  let text = HEADER;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`${file}: ${(err as Error).message}`);
+  }
+  replaceFile(file, edit(text), { mode: 0o644 });
 }

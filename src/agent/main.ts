@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
 import { Agent, type Log } from './agent';
 import { configPath, userHome } from './config';
+import { exitWhenFlushed } from '../shared/exit';
 
 declare const VERSION: string;
 
@@ -95,4 +96,9 @@ function connected(bus: MessageBus, which: string): Promise<MessageBus> {
   });
 }
 
-Promise.resolve(main(process.argv.slice(2))).then((code) => process.exit(code));
+// Ends once the last log line and --help went out: process.exit() alone drops what a pipe (the
+// journal's stream, a pager) has not taken yet.
+Promise.resolve(main(process.argv.slice(2))).then(exitWhenFlushed, (err: Error) => {
+  process.stderr.write(`impermanence-notify: ${err.message}\n`);
+  exitWhenFlushed(1);
+});

@@ -1,5 +1,6 @@
 import * as z from 'zod/mini';
 import { formatBytes } from '../drift/report';
+import { printable, printablePath } from '../shared/printable';
 import { tildePath } from './config';
 
 /** A drift item as the daemon sends it: (kind, path, detail, files, bytes, suggestion). */
@@ -19,23 +20,6 @@ export function itemsFromRows(rows: unknown): Item[] {
   const parsed = Rows.safeParse(rows);
   if (!parsed.success) throw new Error('drift items are not a(sssuts)');
   return parsed.data.map(([kind, path, detail, files, bytes, suggestion]) => ({ kind, path, detail, files, bytes: Number(bytes), suggestion }));
-}
-
-/**
- * Text as a notification may show it: control and format characters (newlines, bidi overrides,
- * zero-width marks) in a file name another user chose are written as \u{…}, so a name cannot
- * forge lines or reorder what is shown; lines stay lines where the daemon made them.
- */
-export function printable(text: string): string {
-  return text
-    .split('\n')
-    .map((line) => line.replace(/[\p{Cc}\p{Cf}\u2028\u2029]/gu, (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`))
-    .join('\n');
-}
-
-/** A path on one line: a newline in a name is written \n, like the other control characters. */
-function printablePath(path: string): string {
-  return printable(path.replace(/\n/g, '\\n'));
 }
 
 /** A path for a summary: printable, and at most 80 characters (the middle elided). */

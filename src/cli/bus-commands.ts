@@ -1,5 +1,6 @@
 import { Variant, type Message } from '@jellybrick/dbus-next';
 import { CallFailed, call, connect, plain, subscribe, Unreachable } from './bus';
+import { printable, printablePath } from '../shared/printable';
 import { itemsFromBus, parseSince, printReport } from './diff';
 
 interface BusOptions { json: boolean; interactive: boolean; bus: string | undefined; since?: string }
@@ -30,10 +31,10 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
         const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'Scan', signature: 'a{sv}', body: [options] })) as [
           Array<[string, string, string, number, bigint, string]>,
         ];
-        const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: 'ss', body: ['org.impermanence.Manager', 'LastScanSince'] });
+        const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: 'ss', body: ['org.impermanence.Manager', 'LastScanSinceUSec'] });
         if (tty) err('\r\x1b[K');
         const items = itemsFromBus(rows);
-        printReport({ items, scanned: 0, since: Number(plain(props)) }, opts.json, out);
+        printReport({ items, scanned: 0, since: Number(plain(props)) / 1e6 }, opts.json, out);
         return items.length ? 3 : 0;
       }
       default:
@@ -45,7 +46,7 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
       return 4;
     }
     if (e instanceof CallFailed) {
-      err(`impermanencectl ${command}: ${e.message}${hint(e.errorName)}\n`);
+      err(`impermanencectl ${command}: ${printable(e.message)}${hint(e.errorName)}\n`);
       return 1;
     }
     throw e;
@@ -67,12 +68,13 @@ async function status(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions
   };
   if (opts.json) out(JSON.stringify(p, null, 2) + '\n');
   else {
-    out(`State: ${p.State}\n`);
-    out(`Version: ${p.Version}\n`);
+    const shown = (paths: string[]) => paths.map(printablePath);
+    out(`State: ${printablePath(p.State)}\n`);
+    out(`Version: ${printablePath(p.Version)}\n`);
     out(`Entries: ${p.EntryCount} (${p.ActiveCount} in place)\n`);
-    out(`Storage: ${p.StorageRoots.join(', ') || '-'}\n`);
-    out(`Config: ${p.ConfigFiles.length ? p.ConfigFiles.join('\n        ') : '-'}\n`);
-    for (const problem of p.ConfigProblems) out(`Problem: ${problem}\n`);
+    out(`Storage: ${shown(p.StorageRoots).join(', ') || '-'}\n`);
+    out(`Config: ${p.ConfigFiles.length ? shown(p.ConfigFiles).join('\n        ') : '-'}\n`);
+    for (const problem of shown(p.ConfigProblems)) out(`Problem: ${problem}\n`);
   }
   return p.State === 'ok' ? 0 : p.State === 'degraded' ? 3 : 1;
 }
@@ -86,10 +88,11 @@ async function list(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions, 
     out(JSON.stringify(entries, null, 2) + '\n');
     return 0;
   }
-  const widths = [4, 4, 5].map((w, i) => Math.max(w, ...entries.map((e) => [e.path, e.kind, e.state][i]!.length)));
+  const cells = entries.map((e) => [e.path, e.kind, e.state, e.storage].map(printablePath));
+  const widths = [4, 4, 5].map((w, i) => Math.max(w, ...cells.map((c) => c[i]!.length)));
   const row = (cols: string[]) => cols.map((c, i) => (i < 3 ? c.padEnd(widths[i]!) : c)).join('  ').trimEnd() + '\n';
   out(row(['PATH', 'KIND', 'STATE', 'STORAGE']));
-  for (const e of entries) out(row([e.path, e.kind, e.state, e.storage]));
+  for (const c of cells) out(row(c));
   out(`\n${entries.length} entries listed.\n`);
   return 0;
 }
@@ -98,7 +101,8 @@ async function list(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions, 
 async function monitor(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions, out: Print): Promise<number> {
   await subscribe(bus, (msg: Message) => {
     const event = { time: new Date().toISOString(), path: msg.path, interface: msg.interface, member: msg.member, body: plain(msg.body) };
-    out(opts.json ? JSON.stringify(event) + '\n' : `${event.time} ${msg.path} ${msg.interface}.${msg.member} ${JSON.stringify(event.body)}\n`);
+    // JSON.stringify leaves C1 controls and bidi overrides in names as they are: text is escaped.
+    out(opts.json ? JSON.stringify(event) + '\n' : printablePath(`${event.time} ${msg.path} ${msg.interface}.${msg.member} ${JSON.stringify(event.body)}`) + '\n');
   });
   if (!opts.json) out('Monitoring org.impermanence.Manager; interrupt to stop.\n');
   return new Promise<number>((resolve) => {

@@ -6,6 +6,7 @@ import { bootTime } from '../drift/boot';
 import { readMountPoints } from '../drift/mountinfo';
 import type { DriftItem, DriftKind, DriftReport } from '../drift/report';
 import { scanDrift } from '../drift/scan';
+import { printable, printablePath } from '../shared/printable';
 
 type Print = (s: string) => void;
 
@@ -23,12 +24,17 @@ export function besideMe(name: string): string | undefined {
   return [join(dirname(process.argv[1] ?? ''), name), join('/usr/lib/impermanence', name)].find((p) => existsSync(p));
 }
 
-/** `--since`: "boot" (default: changed since this system booted), "all", or seconds since the epoch. */
+/**
+ * `--since`: "boot" (default: changed since this system booted), "all", or seconds since the
+ * epoch no later than now (the walker, like the daemon, takes nothing past the clock).
+ */
 export function parseSince(text: string | undefined): number {
   if (text === undefined || text === 'boot') return bootTime();
   if (text === 'all') return 0;
-  if (/^\d+(\.\d+)?$/.test(text)) return Number(text);
-  throw new Error(`--since takes "boot", "all" or seconds since the epoch, not ${JSON.stringify(text)}`);
+  if (!/^\d+(\.\d+)?$/.test(text)) throw new Error(`--since takes "boot", "all" or seconds since the epoch, not ${JSON.stringify(text)}`);
+  const since = Number(text);
+  if (since > Date.now() / 1000) throw new Error(`--since ${text} is later than now: give seconds since the epoch, "boot" or "all"`);
+  return since;
 }
 
 /** Scans here, without the daemon: against --root (an image, a mounted root) and --config. */
@@ -49,6 +55,7 @@ export async function diffOffline(dirs: string[], required: string[], root: stri
   return report;
 }
 
+/** The report as text (names escaped) or, with `json`, as data (names as they are). */
 export function printReport(report: DriftReport, json: boolean, out: Print): void {
   if (json) {
     out(JSON.stringify(report, null, 2) + '\n');
@@ -59,16 +66,18 @@ export function printReport(report: DriftReport, json: boolean, out: Print): voi
     return;
   }
   let kind: DriftKind | undefined;
-  const width = Math.min(60, Math.max(...report.items.map((i) => i.path.length)));
-  for (const item of report.items) {
+  // Names come from whoever wrote the files: escaped, so that none can forge a line or a heading.
+  const paths = report.items.map((i) => printablePath(i.path));
+  const width = Math.min(60, Math.max(...paths.map((p) => p.length)));
+  report.items.forEach((item, n) => {
     if (item.kind !== kind) {
       kind = item.kind;
       const since = kind === 'ephemeral' && report.since ? ` (written since ${new Date(report.since * 1000).toISOString()})` : '';
       out(`${kind === report.items[0]!.kind ? '' : '\n'}${HEADINGS[kind]}${since}:\n`);
     }
-    out(`  ${item.path.padEnd(width)}  ${item.detail}\n`);
-    if (item.kind === 'ephemeral') out(`  ${''.padEnd(width)}  to keep it: ${item.suggestion.replace('\n', ' ')}\n`);
-  }
+    out(`  ${paths[n]!.padEnd(width)}  ${printablePath(item.detail)}\n`);
+    if (item.kind === 'ephemeral') out(`  ${''.padEnd(width)}  to keep it: ${printable(item.suggestion).replace(/\n/g, ' ')}\n`);
+  });
   const lost = report.items.filter((i) => i.kind === 'ephemeral');
   out(`\n${report.items.length} item(s); ${lost.reduce((n, i) => n + i.files, 0)} file(s) will be lost at reboot.\n`);
 }

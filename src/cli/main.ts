@@ -1,4 +1,4 @@
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { configPath, readNotifyConfig, setEnabled, userHome } from '../agent/config';
@@ -8,6 +8,8 @@ import { readConfig } from '../config/read';
 import type { ResolvedConfig } from '../config/resolve';
 import { collect, planUnits, type GeneratorOutput } from '../generator/plan';
 import { sourceStatter, statOnRoot, writeOutput } from '../generator/write';
+import { exitWhenFlushed } from '../shared/exit';
+import { printable, printablePath } from '../shared/printable';
 import { diffOffline, parseSince, printReport } from './diff';
 
 const USAGE = `usage: impermanencectl COMMAND [OPTIONS]
@@ -23,6 +25,14 @@ Commands (asking impermanenced on the system bus):
   list                  every persisted entry and whether it is in place
   reload                make the daemon re-read the config (polkit: org.impermanence.reload)
   monitor               print the daemon's signals as they come, until interrupted
+
+Commands (as root, on this system, without a reboot):
+  persist PATH          copy what PATH holds into storage, add it to 50-local.toml (in the
+                        first impermanence.config= folder, else /etc/impermanence/persist.d)
+                        and mount it now
+                        (--storage ROOT when there are several; --user NAME for a home)
+  unpersist PATH        copy it back onto the root, stop the mount and take it out of
+                        50-local.toml; the storage copy stays (an orphan)
 
 Commands (your own desktop notifications, impermanence-notify):
   notify on|off|status  turn drift notifications on or off for you (in
@@ -60,6 +70,8 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         bus: { type: 'string' },
         since: { type: 'string' },
         offline: { type: 'boolean', default: false },
+        storage: { type: 'string' },
+        user: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -74,8 +86,14 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     return values.help ? 0 : 2;
   }
   if (command === 'notify') return notify(rest, out, err);
+  if (command === 'persist' || command === 'unpersist') return persistCommand(command, rest, values, out, err);
   if (rest.length) {
     err(`impermanencectl: unexpected argument ${JSON.stringify(rest[0])}\n`);
+    return 2;
+  }
+  const missing = missingFolder(values.root, values.config);
+  if (missing) {
+    err(`impermanencectl: ${missing}\n`);
     return 2;
   }
   const root = values.root ?? '/';
@@ -120,11 +138,58 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
 }
 
 /**
+ * The first --root or --config that is not a folder, as a message naming it; undefined if all are.
+ * A mistyped path must not read as an empty config ("valid", exit 0) or turn `diff --config` into
+ * a scan of the host with no entries: config/load.ts treats a missing drop-in folder as empty on
+ * purpose (the system folders need not all exist), so the folders a user names are checked here.
+ */
+function missingFolder(root: string | undefined, configs: string[] | undefined): string | undefined {
+  const given = [...(root === undefined ? [] : [{ option: '--root', path: root, holds: 'the root' }]), ...(configs ?? []).map((path) => ({ option: '--config', path, holds: 'the config files' }))];
+  for (const { option, path, holds } of given) {
+    const shown = `${option} ${printablePath(path)}`;
+    let st;
+    try {
+      st = statSync(path, { throwIfNoEntry: false });
+    } catch (e) {
+      return `${shown}: ${(e as Error).message}`;
+    }
+    if (!st) return `${shown}: no such folder`;
+    if (!st.isDirectory()) return `${shown}: not a folder (give the folder that holds ${holds})`;
+  }
+  return undefined;
+}
+
+/**
  * status, list, reload, monitor and diff through impermanenced: the D-Bus client is loaded on
  * first use, so that the offline commands (check, generate, diff --offline) start without it.
  */
 async function onBus(...args: Parameters<typeof import('./bus-commands').onBus>): Promise<number> {
   return (await import('./bus-commands')).onBus(...args);
+}
+
+/** persist and unpersist: loaded on first use, like the bus commands. */
+async function persistCommand(
+  command: 'persist' | 'unpersist',
+  args: string[],
+  values: { storage?: string; user?: string },
+  out: (s: string) => void,
+  err: (s: string) => void,
+): Promise<number> {
+  if (args.length !== 1) {
+    err(`usage: impermanencectl ${command} PATH${command === 'persist' ? ' [--storage ROOT] [--user NAME]' : ''}\n`);
+    return 2;
+  }
+  const { persist, unpersist, PersistError } = await import('../activate/persist');
+  const say = (line: string) => out(`${printable(line)}\n`);
+  try {
+    if (command === 'persist') persist({ path: args[0]!, storage: values.storage, user: values.user }, say);
+    else unpersist(args[0]!, say);
+    return 0;
+  } catch (e) {
+    if (!(e instanceof PersistError)) throw e;
+    err(`impermanencectl ${command}: ${printable(e.message)}\n`);
+    return 1;
+  }
 }
 
 function notify(args: string[], out: (s: string) => void, err: (s: string) => void): number {
@@ -138,7 +203,7 @@ function notify(args: string[], out: (s: string) => void, err: (s: string) => vo
   try {
     if (what !== 'status') setEnabled(file, what === 'on');
     const { enable } = readNotifyConfig(file, home);
-    out(`drift notifications are ${enable ? 'on' : 'off'} for you (${file})\n`);
+    out(`drift notifications are ${enable ? 'on' : 'off'} for you (${printablePath(file)})\n`);
     if (what === 'on') out('impermanence-notify starts with your next session, or now: systemctl --user start impermanence-notify\n');
     return 0;
   } catch (e) {
@@ -169,7 +234,7 @@ function reportInvalid(e: unknown, json: boolean, out: (s: string) => void, err:
   if (json) {
     out(JSON.stringify({ valid: false, problems: e.problems.map(({ file, entry, problem, line, column }) => ({ file, line: line ?? null, column: column ?? null, entry: entry ?? null, problem })) }, null, 2) + '\n');
   } else {
-    for (const p of e.problems) err(`${p.message}\n`);
+    for (const p of e.problems) err(`${printablePath(p.message)}\n`);
   }
   return 1;
 }
@@ -181,9 +246,9 @@ function check(dirs: string[], required: string[], root: string, json: boolean, 
     if (json) {
       out(JSON.stringify({ valid: true, files: config.files, storages: config.storages.map((s) => s.path), entries: config.entries.length, mounts }, null, 2) + '\n');
     } else if (config.files.length === 0) {
-      out(`no config files in ${dirs.join(', ')}: nothing is persisted\n`);
+      out(`no config files in ${dirs.map(printablePath).join(', ')}: nothing is persisted\n`);
     } else {
-      out(`valid: ${config.entries.length} entries (${mounts} bind mounts) in ${config.files.length} file(s): ${config.files.join(', ')}\n`);
+      out(`valid: ${config.entries.length} entries (${mounts} bind mounts) in ${config.files.length} file(s): ${config.files.map(printablePath).join(', ')}\n`);
     }
     return 0;
   } catch (e) {
@@ -208,26 +273,27 @@ function generate(dirs: string[], required: string[], root: string, target: stri
   }
   mkdirSync(target, { recursive: true });
   if (readdirSync(target).length) {
-    err(`impermanencectl generate: ${target} is not empty; give an empty or new folder\n`);
+    err(`impermanencectl generate: ${printablePath(target)} is not empty; give an empty or new folder\n`);
     return 2;
   }
   writeOutput(target, output);
   if (json) out(JSON.stringify({ out: target, files: [...output.files.keys()], links: [...output.links.keys()] }, null, 2) + '\n');
-  else out(`wrote ${output.files.size} files and ${output.links.size} links to ${target}\n`);
+  else out(`wrote ${output.files.size} files and ${output.links.size} links to ${printablePath(target)}\n`);
   return 0;
 }
 
 if (require.main === module) {
-  // run() resolves to the exit code (monitor: when interrupted); open bus connections end with the process.
+  // run() resolves to the exit code (monitor: when interrupted) after closing its bus connection;
+  // the process ends once its output went out, however slowly a pipe reads it.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(0);
+    if (e.code === 'EPIPE') process.exit(0); // the reader left (| head): nothing more to say
     throw e;
   });
   run(process.argv.slice(2), (s) => process.stdout.write(s), (s) => process.stderr.write(s)).then(
-    (code) => process.exit(code),
+    (code) => exitWhenFlushed(code),
     (e: Error) => {
       process.stderr.write(`impermanencectl: ${e.message}\n`);
-      process.exit(1);
+      exitWhenFlushed(1);
     },
   );
 }

@@ -31,6 +31,8 @@ export interface Entry {
   home?: HomeOwner;
   hideMount: boolean;
   allowTrash: boolean;
+  /** Mount options: the storage root's `mountOptions`, then the entry's own (bind mounts only). */
+  mountOptions: string[];
   origin: Origin;
 }
 
@@ -38,16 +40,20 @@ export interface HomeOwner { name: string; group: string; home: string }
 
 /**
  * Owner and mode for a parent directory an entry may have to create: `parentDirectory` for the
- * immediate parent if declared; otherwise root:root 0755, and inside a home the user's, with
- * 0700 for the home itself (impermanence's defaults).
+ * immediate parent if declared; otherwise root:root 0755, and inside a home the user's. What is
+ * created never lets others read what it holds by default (impermanence #139): the home itself,
+ * the folders created inside it and /root are 0700.
  */
 export function parentPerms(entry: Entry, dir: string): Perms {
   if (entry.parentDirectory && entry.parentDirectory.path === dir) return entry.parentDirectory.perms;
   const h = entry.home;
-  if (h && dir === h.home) return { user: h.name, group: h.group, mode: 0o700 };
-  if (h && isInside(dir, h.home)) return { user: h.name, group: h.group, mode: 0o755 };
+  if (h && (dir === h.home || isInside(dir, h.home))) return { user: h.name, group: h.group, mode: 0o700 };
+  if (dir === '/root') return ROOT_PRIVATE;
   return ROOT_DEFAULT;
 }
+
+/** Folders that hold secrets: persisted with 0700 unless a mode is declared. */
+const PRIVATE_FOLDERS = new Set(['.ssh', '.gnupg']);
 
 export interface StorageRoot { path: string; origin: Origin }
 
@@ -60,6 +66,7 @@ export interface ResolvedConfig {
 }
 
 const ROOT_DEFAULT: Perms = { user: 'root', group: 'root', mode: 0o755 };
+const ROOT_PRIVATE: Perms = { user: 'root', group: 'root', mode: 0o700 };
 
 /**
  * Turns loaded config files into the list of persisted paths. Pure apart from the user database
@@ -71,7 +78,7 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
   const fail = (origin: Origin, problem: string) => problems.push(new ConfigError(origin.file, origin.entry, problem));
 
   // Storage-wide options may be set in several files; they must agree.
-  interface StorageState { path: string; origin: Origin; enable?: [boolean, Origin]; hideMounts?: [boolean, Origin]; allowTrash?: [boolean, Origin] }
+  interface StorageState { path: string; origin: Origin; enable?: [boolean, Origin]; hideMounts?: [boolean, Origin]; allowTrash?: [boolean, Origin]; mountOptions?: [string[], Origin] }
   const storages = new Map<string, StorageState>();
   const homes = new Map<string, [string, Origin]>();
   const declared: Array<{ decl: StorageDecl; storage: string; file: string; key: string }> = [];
@@ -104,6 +111,13 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
           fail(origin, `${option} = ${value} conflicts with ${option} = ${before[0]} in ${before[1].file}; set it once`);
         } else state[option] = [value, origin];
       }
+      if (decl.mountOptions) {
+        const before = state.mountOptions;
+        const options = checkMountOptions(decl.mountOptions, (p) => fail({ file, entry: `${origin.entry}.mountOptions` }, p));
+        if (before && before[0].join(',') !== decl.mountOptions.join(',')) {
+          fail(origin, `mountOptions = ${JSON.stringify(decl.mountOptions)} conflicts with ${JSON.stringify(before[0])} in ${before[1].file}; set it once`);
+        } else if (options) state.mountOptions = [options, origin];
+      }
       declared.push({ decl, storage, file, key });
     }
   }
@@ -112,7 +126,7 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
   for (const { decl, storage, file, key } of declared) {
     const state = storages.get(storage)!;
     if (state.enable && !state.enable[0]) continue;
-    const defaults = { hideMount: state.hideMounts?.[0] ?? false, allowTrash: state.allowTrash?.[0] ?? false };
+    const defaults = { hideMount: state.hideMounts?.[0] ?? false, allowTrash: state.allowTrash?.[0] ?? false, mountOptions: state.mountOptions?.[0] ?? [] };
     const base = ['persistence', key];
 
     const context: Context = { file, storage, defaults, users, fail };
@@ -164,7 +178,7 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
 interface Context {
   file: string;
   storage: string;
-  defaults: { hideMount: boolean; allowTrash: boolean };
+  defaults: { hideMount: boolean; allowTrash: boolean; mountOptions: string[] };
   users: UserDb;
   fail: (origin: Origin, problem: string) => void;
 }
@@ -173,11 +187,14 @@ function directoryEntry(ctx: Context, item: string | DirectoryDecl, at: string, 
   const decl = typeof item === 'string' ? { directory: item } : item;
   const entry = baseEntry(ctx, 'directory', decl.directory, decl.persistentStoragePath, decl.parentDirectory, at, owner);
   if (!entry) return undefined;
-  const fallback = owner ? { user: owner.name, group: owner.group, mode: 0o755 } : ROOT_DEFAULT;
+  const secret = PRIVATE_FOLDERS.has(entry.path.slice(entry.path.lastIndexOf('/') + 1)) || entry.path.startsWith('/root/');
+  const mode = secret ? 0o700 : 0o755;
+  const fallback = owner ? { user: owner.name, group: owner.group, mode } : { ...ROOT_DEFAULT, mode };
   entry.perms = checkPerms(ctx, decl, fallback, entry.origin, '');
   if (!entry.perms) return undefined;
   entry.hideMount = decl.hideMount ?? ctx.defaults.hideMount;
   entry.allowTrash = decl.allowTrash ?? ctx.defaults.allowTrash;
+  if (!withMountOptions(ctx, entry, decl.mountOptions)) return undefined;
   return entry;
 }
 
@@ -187,6 +204,7 @@ function fileEntry(ctx: Context, item: string | FileDecl, at: string, owner: Hom
   if (!entry) return undefined;
   entry.method = decl.method ?? 'auto';
   entry.hideMount = ctx.defaults.hideMount;
+  if (!withMountOptions(ctx, entry, decl.mountOptions)) return undefined;
   return entry;
 }
 
@@ -213,7 +231,7 @@ function baseEntry(
   }
   const entry: Entry = {
     kind, path, storage, source: storage + path, perms: undefined, method: undefined,
-    parentDirectory: undefined, home: owner, hideMount: false, allowTrash: false, origin,
+    parentDirectory: undefined, home: owner, hideMount: false, allowTrash: false, mountOptions: [], origin,
   };
   if (parentDecl) {
     // As impermanence: `parentDirectory` sets the immediate parent only.
@@ -227,6 +245,36 @@ function baseEntry(
     entry.parentDirectory = { path: immediate, perms };
   }
   return entry;
+}
+
+/** The entry's mount options after its storage root's; false (and a problem reported) when one is refused. */
+function withMountOptions(ctx: Context, entry: Entry, own: string[] | undefined): boolean {
+  const checked = own ? checkMountOptions(own, (p) => ctx.fail({ file: ctx.file, entry: `${entry.origin.entry}.mountOptions` }, p)) : [];
+  if (!checked) return false;
+  entry.mountOptions = [...new Set([...ctx.defaults.mountOptions, ...checked])];
+  return true;
+}
+
+/** What mount.impermanence applies to a bind mount (the rest of mount(8)'s options make no sense for one). */
+export const KERNEL_MOUNT_OPTIONS = ['ro', 'rw', 'nosuid', 'suid', 'nodev', 'dev', 'noexec', 'exec', 'noatime', 'relatime', 'strictatime', 'nodiratime', 'diratime'];
+
+/**
+ * Mount options as the config may give them: those mount.impermanence applies, and options for
+ * other programs, which start with x- or X- (x-gvfs-show, X-fstrim.notrim). Undefined (and each
+ * problem reported) when one is refused.
+ */
+function checkMountOptions(options: string[], fail: (problem: string) => void): string[] | undefined {
+  let ok = true;
+  for (const o of options) {
+    if (!/^[A-Za-z0-9_.:=@+-]+$/.test(o)) {
+      fail(`mount option ${JSON.stringify(o)} is not one word (no commas, spaces, quotes or control characters)`);
+      ok = false;
+    } else if (!KERNEL_MOUNT_OPTIONS.includes(o) && !/^[xX]-./.test(o)) {
+      fail(`unknown mount option ${JSON.stringify(o)}: a persisted path takes ${KERNEL_MOUNT_OPTIONS.join(', ')}, and options for other programs starting with x- or X-`);
+      ok = false;
+    }
+  }
+  return ok ? options : undefined;
 }
 
 function checkPerms(ctx: Context, decl: PermsDecl, fallback: Perms, origin: Origin, prefix: string): Perms | undefined {

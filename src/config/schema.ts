@@ -11,6 +11,8 @@ const name = z.string({ error: 'expected a user or group name (a string)' }).che
 const mode = z.string({ error: 'expected a mode as a string, such as "0755" or "u=rwx,g=rx,o="' });
 const boolean = z.boolean({ error: 'expected true or false' });
 const path = z.string({ error: 'expected a path (a string)' });
+/** Mount options, checked by resolve.ts (mount.impermanence applies some; x-/X- ones are for other programs). */
+const mountOptions = z.optional(z.array(z.string({ error: 'expected a mount option (a string)' }), { error: 'expected a list of mount options' }));
 
 export const PermsSchema = z.strictObject({
   user: z.optional(name),
@@ -27,6 +29,7 @@ export const DirectorySchema = z.strictObject({
   allowTrash: z.optional(boolean),
   persistentStoragePath: z.optional(path),
   parentDirectory: z.optional(PermsSchema),
+  mountOptions,
 });
 
 export const FileSchema = z.strictObject({
@@ -34,6 +37,7 @@ export const FileSchema = z.strictObject({
   parentDirectory: z.optional(PermsSchema),
   method: z.optional(z.enum(['auto', 'symlink'], { error: 'expected "auto" or "symlink"' })),
   persistentStoragePath: z.optional(path),
+  mountOptions,
 });
 
 /**
@@ -53,6 +57,8 @@ export const StorageSchema = z.strictObject({
   enable: z.optional(boolean),
   hideMounts: z.optional(boolean),
   allowTrash: z.optional(boolean),
+  /** Options for every mount of this storage root (preservation's commonMountOptions). */
+  mountOptions,
   directories: list(DirectorySchema),
   files: list(FileSchema),
   users: z.optional(z.record(z.string(), UserSchema, { error: 'expected a table of users' })),

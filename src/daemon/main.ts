@@ -10,6 +10,7 @@ import { parseContract, type InterfaceContract } from './contract';
 import { DbusFrontEnd } from './dbus';
 import { createLogger, LOG_ERR, LOG_INFO, type Logger } from './journal';
 import { Manager, type ManagerOptions } from './manager';
+import { exitWhenFlushed } from '../shared/exit';
 
 declare const VERSION: string;
 
@@ -119,10 +120,9 @@ async function main(argv: string[]): Promise<number> {
   return Promise.race([stopped, lost]);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: Error) => {
-    process.stderr.write(`<3>impermanenced: ${err.message}\n`);
-    process.exit(1);
-  },
-);
+// Ends once the last log lines went out: process.exit() alone drops what the journal's stream
+// has not taken yet.
+main(process.argv.slice(2)).then(exitWhenFlushed, (err: Error) => {
+  process.stderr.write(`<3>impermanenced: ${err.message}\n`);
+  exitWhenFlushed(1);
+});

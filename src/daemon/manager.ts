@@ -498,11 +498,15 @@ export class Manager extends EventEmitter {
     const resolved = this.lastReport.items.filter((i) => !now.has(key(i)));
     this.lastReport = report;
     for (const i of appeared) {
+      // An item about a declared entry carries its state and storage, as the start-up entries do.
+      const view = i.kind !== 'ephemeral' && i.kind !== 'orphan' ? this.entry(entryObjectPath(i.path)) : undefined;
+      const entry = view ? { IMPERMANENCE_STATE: view.status.state, IMPERMANENCE_STORAGE: view.entry.storage } : {};
       this.log.log(i.kind === 'ephemeral' || i.kind === 'orphan' ? LOG_NOTICE : LOG_WARNING, `Drift: ${i.kind} ${i.path}: ${i.detail}`, {
         IMPERMANENCE_DRIFT: i.kind,
         IMPERMANENCE_PATH: i.path,
         IMPERMANENCE_FILES: i.files,
         IMPERMANENCE_BYTES: i.bytes,
+        ...entry,
       });
     }
     for (const i of resolved) this.log.log(LOG_INFO, `Drift resolved: ${i.kind} ${i.path}`, { IMPERMANENCE_DRIFT: i.kind, IMPERMANENCE_PATH: i.path });

@@ -238,12 +238,13 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
  * systemd adds no RequiresMountsFor= for What= of a mount that is not Type=bind: it is here.
  */
 function mountUnit(entry: Entry): string {
-  const options: string[] = [];
+  const options = [...entry.mountOptions];
   if (entry.hideMount) options.push('x-gvfs-hide');
   if (entry.allowTrash) options.push('x-gvfs-trash');
   const prepare = prepareUnitName(entry.storage);
   const env = [unitEnv('IMPERMANENCE_STORAGE', entry.storage), unitEnv('IMPERMANENCE_PATH', entry.path), unitEnv('IMPERMANENCE_KIND', entry.kind)];
-  if (options.length) env.push(unitEnv('IMPERMANENCE_USER_OPTIONS', options.join(',')));
+  const user = options.filter((o) => /^[xX]-/.test(o));
+  if (user.length) env.push(unitEnv('IMPERMANENCE_USER_OPTIONS', user.join(',')));
   return (
     HEADER +
       '[Unit]\n' +

@@ -142,7 +142,7 @@ describe('a boot with the seed configs', () => {
     // Parents it had to create: the home 0700, inside a home the user's, parentDirectory as declared.
     // (/home/bird itself came with the image, 0755: owner and mode apply only on creation.)
     expect(await owners(c, ['/home/bird', '/persistent/home/bird', '/home/bird/.local', '/var/keys', '/persistent/var/keys', '/persistent/home/alice'])).toEqual([
-      'bird:bird 755', 'bird:bird 700', 'bird:bird 755', 'root:root 700', 'root:root 700', 'alice:alice 700',
+      'bird:bird 755', 'bird:bird 700', 'bird:bird 700', 'root:root 700', 'root:root 700', 'alice:alice 700',
     ]);
   });
 
@@ -301,9 +301,14 @@ directories = ["Documents"]
     // Attributes: a storage folder still declared, with its mode changed behind the config's back.
     await sh(c, 'chmod 0700 /persistent/var/log');
     expect(kinds(await diff())).toContain('attributes /persistent/var/log');
-    // One journal entry per new drift item, findable by path.
+    // One journal entry per new drift item, findable by path; one about an entry carries its state and storage.
     const journal = await sh(c, 'journalctl -u impermanence IMPERMANENCE_PATH=/var/lib/undeclared -o json --no-pager');
     expect(JSON.parse(journal.trim().split('\n')[0]!)).toMatchObject({ IMPERMANENCE_DRIFT: 'ephemeral', IMPERMANENCE_FILES: '1' });
+    const gone = await sh(c, 'journalctl -u impermanence IMPERMANENCE_PATH=/srv/gone IMPERMANENCE_DRIFT=unmounted -o json --no-pager');
+    expect(JSON.parse(gone.trim().split('\n')[0]!)).toMatchObject({ IMPERMANENCE_STATE: 'unmounted', IMPERMANENCE_STORAGE: '/persistent' });
+    // The daemon's "since" (the boot) keeps its fraction of a second, as an offline diff does.
+    const usec = BigInt((await sh(c, 'busctl get-property org.impermanence.Manager /org/impermanence/Manager org.impermanence.Manager LastScanSinceUSec')).trim().split(' ')[1]!);
+    expect(usec % 1_000_000n).not.toBe(0n);
     // Nothing was deleted or changed in storage by any of this.
     expect(fs.readFileSync(path.join(store, 'var/lib/kept/data'), 'utf8')).toBe('kept\n');
     await c.stop();

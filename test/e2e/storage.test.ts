@@ -170,12 +170,15 @@ describe('/etc/machine-id, generated anew at every boot of an image without one'
     const c = await boot('machineid', {
       storage,
       setup: (root) => {
-        shipConfig(root, '[persistence."/persistent"]\ndirectories = ["/var/log"]\nfiles = ["/etc/machine-id"]\n');
+        shipConfig(root, '[persistence."/persistent"]\ndirectories = [{ directory = "/var/log", mountOptions = ["nodev", "nosuid", "X-fstrim.notrim"] }]\nfiles = ["/etc/machine-id"]\n');
         // A golden image: no machine ID, so systemd makes a new one at every boot (from nspawn's random UUID).
         fs.writeFileSync(path.join(root, 'etc/machine-id'), '');
         fs.rmSync(path.join(root, 'var/lib/dbus/machine-id'), { force: true });
       },
     });
+    // mountOptions reach the mount (and options for other programs, utab).
+    expect((await sh(c, 'findmnt -n -o VFS-OPTIONS --mountpoint /var/log')).split(',')).toEqual(expect.arrayContaining(['nodev', 'nosuid']));
+    expect(await sh(c, 'findmnt -m -n -o OPTIONS --mountpoint /var/log')).toContain('X-fstrim.notrim');
     const first = (await sh(c, 'cat /etc/machine-id')).trim();
     expect(first).toMatch(/^[0-9a-f]{32}$/);
     expect(fs.readFileSync(path.join(storage, 'etc/machine-id'), 'utf8').trim()).toBe(first);

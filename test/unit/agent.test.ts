@@ -69,8 +69,8 @@ describe('the user config', () => {
   it('is edited by appending or replacing one line: comments and other settings stay', () => {
     const file = join(tempDir(), 'impermanence', 'notify.toml');
     expect(readNotifyConfig(file, HOME)).toEqual({ enable: true, scope: 'all', details: ['xdg-open'], ignore: [] });
-    appendIgnore(file, '/home/bird/.cache/x', HOME);
-    appendIgnore(file, '/var/lib/y', HOME);
+    appendIgnore(file, ['/home/bird/.cache/x'], HOME);
+    appendIgnore(file, ['/var/lib/y'], HOME);
     setEnabled(file, false);
     setEnabled(file, true);
     setEnabled(file, false);

@@ -44,7 +44,7 @@ describe('the seed examples', () => {
     expect(parentPerms(ssh, '/home/bird')).toEqual({ user: 'bird', group: 'bird', mode: 0o700 });
     expect(parentPerms(ssh, '/home')).toEqual({ user: 'root', group: 'root', mode: 0o755 });
     const keyrings = byPath.get('/home/bird/.local/share/keyrings')!;
-    expect(parentPerms(keyrings, '/home/bird/.local')).toEqual({ user: 'bird', group: 'bird', mode: 0o755 });
+    expect(parentPerms(keyrings, '/home/bird/.local')).toEqual({ user: 'bird', group: 'bird', mode: 0o700 }); // created inside a home: not readable by others (impermanence #139)
     expect(byPath.get('/home/alice/.config/monitors.xml')).toMatchObject({ kind: 'file', method: 'symlink', home: { name: 'alice', home: '/home/alice' } });
     expect(byPath.get('/home/bird/VirtualBox VMs')?.source).toBe('/persistent/home/bird/VirtualBox VMs');
   });
@@ -59,6 +59,43 @@ describe('options', () => {
   it('accepts the same schema as JSON', () => {
     const config = resolveText(JSON.stringify({ persistence: { '/persist': { directories: ['/srv', { directory: '/opt/x', mode: '0700' }] } } }), 'a.json');
     expect(config.entries.map((e) => [e.path, e.perms?.mode])).toEqual([['/srv', 0o755], ['/opt/x', 0o700]]);
+  });
+
+  it('never creates what holds secrets readable by others: .ssh, .gnupg, /root and folders inside a home (impermanence #139)', () => {
+    const c = resolveText(`
+[persistence."/persist"]
+directories = ["/root/.config/app", "/srv/.ssh", "/srv/open", { directory = "/srv/keys", parentDirectory = { mode = "0750", group = "bird" } }]
+[persistence."/persist".users.bird]
+directories = [".gnupg", ".local/share/keyrings", "Music"]
+`);
+    const e = new Map(c.entries.map((x) => [x.path, x]));
+    expect(e.get('/root/.config/app')!.perms!.mode).toBe(0o700);
+    expect(parentPerms(e.get('/root/.config/app')!, '/root')).toEqual({ user: 'root', group: 'root', mode: 0o700 });
+    expect(e.get('/srv/.ssh')!.perms!.mode).toBe(0o700);
+    expect(e.get('/srv/open')!.perms!.mode).toBe(0o755);
+    expect(e.get('/home/bird/.gnupg')!.perms).toEqual({ user: 'bird', group: 'bird', mode: 0o700 });
+    expect(e.get('/home/bird/Music')!.perms).toEqual({ user: 'bird', group: 'bird', mode: 0o755 });
+    expect(parentPerms(e.get('/home/bird/.local/share/keyrings')!, '/home/bird/.local/share')).toEqual({ user: 'bird', group: 'bird', mode: 0o700 });
+    // parentDirectory of a directory entry: its immediate parent, as declared.
+    expect(e.get('/srv/keys')!.parentDirectory).toEqual({ path: '/srv', perms: { user: 'root', group: 'bird', mode: 0o750 } });
+  });
+
+  it('takes mountOptions per storage root and per entry, and refuses what no bind mount takes', () => {
+    const c = resolveText(`
+[persistence."/persist"]
+mountOptions = ["nodev", "X-fstrim.notrim"]
+directories = ["/srv/a", { directory = "/srv/b", mountOptions = ["noexec", "nodev"] }]
+files = [{ file = "/etc/f", mountOptions = ["ro"] }]
+`);
+    expect(c.entries.map((x) => [x.path, x.mountOptions])).toEqual([
+      ['/srv/a', ['nodev', 'X-fstrim.notrim']], ['/srv/b', ['nodev', 'X-fstrim.notrim', 'noexec']], ['/etc/f', ['nodev', 'X-fstrim.notrim', 'ro']],
+    ]);
+    expect(problemsOf(() => resolveText('[persistence."/p"]\ndirectories = [{ directory = "/a", mountOptions = ["uid=0", "no exec"] }]\n'))).toEqual([
+      expect.stringMatching(/persistence\."\/p"\.directories\[0\]\.mountOptions: unknown mount option "uid=0": a persisted path takes ro, rw, nosuid/),
+      expect.stringMatching(/persistence\."\/p"\.directories\[0\]\.mountOptions: mount option "no exec" is not one word/),
+    ]);
+    const dir = tree({ 'a.toml': '[persistence."/p"]\nmountOptions = ["ro"]\n', 'b.toml': '[persistence."/p"]\nmountOptions = ["nodev"]\n' });
+    expect(problemsOf(() => resolveConfig(loadConfig([dir]), users))).toEqual([expect.stringMatching(/b\.toml: persistence\."\/p": mountOptions = \["nodev"\] conflicts with \["ro"\] in .*a\.toml; set it once$/)]);
   });
 
   it('applies hideMounts/allowTrash per storage and lets entries override them', () => {

@@ -338,6 +338,47 @@ describe('bad input', () => {
   });
 });
 
+describe('bounds on arguments', () => {
+  /** The reply's error name and message, or 'ok'. */
+  async function answer(msg: Partial<Message> & { member: string }): Promise<string> {
+    const reply = await raw(msg).catch((err: { type?: string; text?: string }) => ({ type: MessageType.ERROR, errorName: err.type, body: [err.text] }) as unknown as Message);
+    return reply?.type === MessageType.ERROR ? `${reply.errorName}: ${String(reply.body[0])}` : 'ok';
+  }
+  const dict = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, new Variant('s', 'v')]));
+
+  it('refuses an options dictionary of 200,000 keys as InvalidArgument, and keeps serving', async () => {
+    expect(await answer({ member: 'ListEntries', signature: 'a{sv}', body: [dict(200_000)] })).toBe('org.impermanence.Error.InvalidArgument: too many options: at most 64');
+    expect(await answer({ member: 'ListEntries', signature: 'a{sv}', body: [{}] })).toBe('ok');
+  });
+
+  it.each(['ListEntries', 'Scan', 'GetDrift', 'Subscribe', 'Reload'])('%s: more than 64 options, or options over 64 KiB, are refused before anything else', async (member) => {
+    expect(await answer({ member, signature: 'a{sv}', body: [dict(65)] })).toBe('org.impermanence.Error.InvalidArgument: too many options: at most 64');
+    const big = { since: new Variant('as', Array.from({ length: 1000 }, () => 'x'.repeat(100))) };
+    expect(await answer({ member, signature: 'a{sv}', body: [big] })).toBe('org.impermanence.Error.InvalidArgument: options too large: at most 65536 bytes');
+  });
+
+  it('a non-root Reload with too many options is refused before polkit is asked', async () => {
+    await polkit.clearCalls();
+    const r = await busctl(['call', NAME, PATH, IFACE, 'Reload', 'a{sv}', '65', ...Array.from({ length: 65 }, (_, i) => [`k${i}`, 's', 'v']).flat()], 'nobody');
+    expect(r.stderr).toMatch(/too many options: at most 64/);
+    expect(await polkit.calls()).toEqual([]);
+  });
+
+  it('GetEntry counts the 4096-byte limit in bytes, not characters', async () => {
+    const long = '/' + '\u00e9'.repeat(2100); // 2,101 characters, 4,201 bytes
+    expect(await answer({ member: 'GetEntry', signature: 's', body: [long] })).toBe('org.impermanence.Error.InvalidArgument: path is longer than 4096 bytes');
+    expect(await answer({ member: 'GetEntry', signature: 's', body: ['/' + '\u00e9'.repeat(2000)] })).toMatch(/^org\.impermanence\.Error\.NoSuchEntry: /);
+  });
+
+  it('Scan refuses a "since" later than now (2^64 - 1) as InvalidArgument, and takes now', async () => {
+    expect(await answer({ member: 'Scan', signature: 'a{sv}', body: [{ since: new Variant('t', 2n ** 64n - 1n) }] })).toMatch(
+      /^org\.impermanence\.Error\.InvalidArgument: option "since" \(18446744073709551615\) is later than now/,
+    );
+    const now = BigInt(Math.floor(Date.now() / 1000));
+    expect(await answer({ member: 'Scan', signature: 'a{sv}', body: [{ since: new Variant('t', now) }] })).toBe('ok');
+  });
+});
+
 describe('reload', () => {
   it('on SIGHUP and Reload: new entries appear, a bad config changes nothing but State and ConfigProblems', async () => {
     const monitor = runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), 'monitor', '--json'], { timeoutMs: 4000 });

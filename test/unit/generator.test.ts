@@ -114,6 +114,15 @@ files = [
     expect(plan.mounts.map((m: { path: string }) => m.path)).not.toContain('/etc/absent.conf');
   });
 
+  it('puts mountOptions on the mount, and options for other programs in utab too', () => {
+    const store = tempDir();
+    const r = runGenerator(tree({ 'a.toml': `[persistence."${store}"]\nmountOptions = ["X-fstrim.notrim"]\ndirectories = [{ directory = "/srv/a", mountOptions = ["nodev", "nosuid"] }]\n` }));
+    const unit = readFileSync(join(r.out, 'srv-a.mount'), 'utf8');
+    expect(unit).toContain('Options=X-fstrim.notrim,nodev,nosuid\n');
+    expect(unit).toContain('"IMPERMANENCE_USER_OPTIONS=X-fstrim.notrim"');
+    expect(verify(r.out).code).toBe(0);
+  });
+
   it('keeps systemd-machine-id-commit off a persisted /etc/machine-id', () => {
     const r = runGenerator(config);
     const dropIn = readFileSync(join(r.out, 'systemd-machine-id-commit.service.d/50-impermanence.conf'), 'utf8');
@@ -230,7 +239,7 @@ describe('the generated tmpfiles rules, applied by the real systemd-tmpfiles', (
     expect(owner('/persistent/home/bird')).toBe('1000:1000 700');
     expect(owner('/home/bird/.ssh')).toBe('1000:1000 700');
     expect(owner('/persistent/home/bird/.local/share/keyrings')).toBe('1000:1000 700');
-    expect(owner('/home/bird/.local')).toBe('1000:1000 755');
+    expect(owner('/home/bird/.local')).toBe('1000:1000 700'); // created inside a home: not readable by others
     expect(owner('/persistent/home/bird/VirtualBox VMs')).toBe('1000:1000 755');
     expect(owner('/var/lib/colord')).toBe('106:110 750');
     expect(owner('/persistent/var/keys')).toBe('0:0 700');

@@ -76,6 +76,7 @@ ignore = ["/etc"] # the sandbox's own setup: the daemon's first scan would repor
 `,
   );
   chownSync(join(root, 'persistent/home/bird/.ssh'), UID, UID);
+  chmodSync(join(root, 'persistent/home/bird/.ssh'), 0o700); // as a persisted .ssh is created by default
   bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
   await startDaemon();
   desktop = await startDesktop(UID);

@@ -1,0 +1,408 @@
+import { spawnSync } from 'node:child_process';
+import { closeSync, constants, existsSync, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmdirSync, rmSync, type Stats } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { addEntry, removeEntry, type EntryRef } from '../config/edit';
+import { InvalidConfig } from '../config/errors';
+import { configFolders, loadConfig, parseConfigText, type LoadedFile } from '../config/load';
+import { isInside, normalizePath } from '../config/paths';
+import { resolveConfig, type Entry, type ResolvedConfig } from '../config/resolve';
+import { escapePath, mountUnitName } from '../config/unit-name';
+import { UserDb } from '../config/userdb';
+import { bootTime } from '../drift/boot';
+import { mountOf, readMountPoints } from '../drift/mountinfo';
+import { GENERATOR_DIR } from '../drift/state';
+import { collect, planUnits } from '../generator/plan';
+import { sourceStatter, statOnRoot } from '../generator/write';
+import { replaceFile } from '../shared/replace-file';
+import { adoptAll, copyTree, storageProblem } from './prepare';
+
+/**
+ * Persisting and unpersisting a path on a running system, without a reboot: the same adoption
+ * as at boot, the drop-in edited as text (comments and order kept), then the mount started or
+ * stopped through systemd. Every step can be cut short (kill -9, a power cut) and run again:
+ * what a step leaves is recognized and finished by the next run, and nothing in storage is
+ * overwritten or deleted.
+ */
+
+/**
+ * The drop-in that persist and unpersist edit: 50-local.toml in the first folder named with
+ * impermanence.config= (on the storage, so it outlives the wipe), else in /etc/impermanence/persist.d.
+ */
+export function localDropIn(folders = configFolders(undefined, '/')): string {
+  return `${folders.required[0] ?? '/etc/impermanence/persist.d'}/50-local.toml`;
+}
+
+export class PersistError extends Error {}
+
+export interface PersistRequest {
+  path: string;
+  /** The storage root; needed when the config has several. */
+  storage?: string;
+  /** Declare it under users.<name> (relative to the home); by default, the owner of the home it is in. */
+  user?: string;
+}
+
+type Say = (line: string) => void;
+
+interface Context { dropIn: string; folders: ReturnType<typeof configFolders>; loaded: LoadedFile[]; users: UserDb; config: ResolvedConfig }
+
+function context(dropIn: string): Context {
+  const folders = configFolders(undefined, '/');
+  const users = UserDb.read('/');
+  try {
+    const loaded = loadConfig(folders.dirs, folders.required);
+    return { dropIn, folders, loaded, users, config: resolveConfig(loaded, users) };
+  } catch (err) {
+    if (err instanceof InvalidConfig) throw new PersistError(`the config is invalid now; fix it first:\n${err.message}`);
+    throw err;
+  }
+}
+
+/** The config with `file` holding `text` (in its place in the lexical order), resolved; throws with what is wrong. */
+function resolveWith(ctx: Context, file: string, text: string): ResolvedConfig {
+  const others = ctx.loaded.filter((l) => l.file !== file);
+  try {
+    const mine: LoadedFile = { file, config: parseConfigText(file, text) };
+    const all = [...others, mine].sort((a, b) => (basename(a.file) < basename(b.file) ? -1 : basename(a.file) > basename(b.file) ? 1 : 0));
+    return resolveConfig(all, ctx.users);
+  } catch (err) {
+    if (err instanceof InvalidConfig) throw new PersistError(`the config would be invalid:\n${err.message}`);
+    throw err;
+  }
+}
+
+/** How an entry is written in the drop-in: under users.<name> when it is inside that user's home. */
+function refFor(ctx: Context, path: string, kind: EntryRef['kind'], storage: string, user: string | undefined): EntryRef {
+  const record = user !== undefined ? ctx.users.user(user) : ctx.users.all().find((u) => u.home !== '/' && isInside(path, u.home) && u.uid >= 1000);
+  if (user !== undefined && !record) throw new PersistError(`unknown user ${JSON.stringify(user)}`);
+  if (record && !isInside(path, record.home)) throw new PersistError(`${path} is not inside ${record.name}'s home ${record.home}`);
+  return record ? { storage, user: record.name, kind, path: path.slice(record.home.length + 1) } : { storage, kind, path };
+}
+
+export function persist(req: PersistRequest, say: Say, dropIn = localDropIn()): Entry {
+  const path = checkedPath(req.path);
+  const ctx = context(dropIn);
+  const declared = ctx.config.entries.find((e) => e.path === path);
+  const storage = declared?.storage ?? chooseStorage(ctx.config, req.storage);
+  const problem = storageProblem(storage);
+  if (problem) throw new PersistError(`${problem}: nothing is persisted there`);
+  const here = lstatSync(path, { throwIfNoEntry: false });
+  if (here?.isSymbolicLink() && !declared) throw new PersistError(`${path} is a symlink: persist what it points to, or the folder that holds it`);
+  if (here && !here.isDirectory() && !here.isFile() && !here.isSymbolicLink()) throw new PersistError(`${path} is neither a folder nor a file`);
+  const kind: Entry['kind'] = declared?.kind ?? (here?.isFile() ? 'file' : 'directory');
+
+  // 1. The config it will have, checked before anything is touched.
+  let text: string | undefined;
+  if (declared) {
+    if (declared.storage !== storage) throw new PersistError(`${path} is already persisted in ${declared.storage} (${declared.origin.file}: ${declared.origin.entry})`);
+  } else {
+    const ref = refFor(ctx, path, kind, storage, req.user);
+    text = addEntry(existsSync(dropIn) ? readFileSync(dropIn, 'utf8') : '', ref);
+  }
+  const config = text === undefined ? ctx.config : resolveWith(ctx, dropIn, text);
+  const entry = config.entries.find((e) => e.path === path)!;
+
+  // 2. What is there now, into storage (its parents first, as the boot makes them); 3. the drop-in;
+  // 4. the mount; 5. the root's copy, now hidden under the mount, cleared: it was moved, not copied.
+  const mounted = readMountPoints().has(path);
+  let covered: number | undefined;
+  if (!mounted) {
+    refuseWriters(path);
+    createParents(config, entry);
+    adoptNow(entry, say);
+    covered = openCovered(path);
+  }
+  if (text !== undefined) {
+    mkdirSync(dirname(dropIn), { recursive: true });
+    replaceFile(dropIn, text);
+    say(`added ${path} to ${dropIn}`);
+    if (!config.entries.some((e) => e.path === dirname(dropIn) || isInside(dropIn, e.path)) && !config.storages.some((s) => isInside(dropIn, s.path))) {
+      say(`note: ${dropIn} is on the root, which is wiped at every boot: persist /etc/impermanence, or keep the config on the storage (impermanence.config=), or this entry is forgotten at reboot`);
+    }
+  }
+  try {
+    if (!mounted) activate(entry, say);
+    if (covered !== undefined && readMountPoints().has(path)) clearCovered(covered, path);
+  } finally {
+    if (covered !== undefined) closeSync(covered);
+  }
+  tellDaemon();
+  return entry;
+}
+
+/** A descriptor of what stands at `path` before the mount covers it (never through a symlink), or undefined. */
+function openCovered(path: string): number | undefined {
+  try {
+    return openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Empties what the mount now covers, through the descriptor opened before: a covered file is
+ * truncated; a covered folder's children are moved into a root-only folder at the top of the
+ * same filesystem (a user cannot reach or swap anything there) and deleted from it.
+ */
+function clearCovered(fd: number, path: string): void {
+  const st = fstatSync(fd);
+  if (st.isFile()) {
+    if (st.size === 0) return;
+    const w = openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY);
+    try {
+      ftruncateSync(w, 0);
+    } finally {
+      closeSync(w);
+    }
+    return;
+  }
+  if (!st.isDirectory()) return;
+  const dir = `/proc/self/fd/${fd}`;
+  const names = readdirSync(dir);
+  if (names.length === 0) return;
+  const top = mountOf(dirname(path), readMountPoints());
+  const trash = `${top === '/' ? '' : top}/.impermanence-trash-${process.pid}`;
+  mkdirSync(trash, { mode: 0o700 });
+  const tfd = openSync(trash, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  try {
+    if (fstatSync(tfd).uid !== 0) return;
+    for (const name of names) renameSync(`${dir}/${name}`, `/proc/self/fd/${tfd}/${name}`);
+    for (const name of readdirSync(`/proc/self/fd/${tfd}`)) rmSync(`/proc/self/fd/${tfd}/${name}`, { recursive: true, force: true });
+  } catch {
+    // another filesystem, or cut short: what stays is a copy of what storage holds
+  } finally {
+    closeSync(tfd);
+    try {
+      rmdirSync(trash);
+    } catch {
+      // not empty: left for the wipe
+    }
+  }
+}
+
+export function unpersist(rawPath: string, say: Say, dropIn = localDropIn()): Entry {
+  const path = checkedPath(rawPath);
+  const ctx = context(dropIn);
+  const entry = ctx.config.entries.find((e) => e.path === path);
+  if (!entry) {
+    if (copyBackLeftovers(path).length === 0) throw new PersistError(`${path} is not persisted`);
+    throw new PersistError(`${path} is not persisted (a copy left by an earlier unpersist is beside it)`);
+  }
+  if (entry.origin.file !== dropIn) throw new PersistError(`${path} is declared in ${entry.origin.file} (${entry.origin.entry}): remove it there`);
+  const ref = refFor(ctx, path, entry.kind, entry.storage, entry.home?.name);
+  const original = readFileSync(dropIn, 'utf8');
+  const text = removeEntry(original, ref) ?? removeEntry(original, { ...ref, user: undefined, path });
+  if (text === undefined) throw new PersistError(`${path} is declared in ${dropIn} (${entry.origin.entry}) in a form this command does not edit: remove it there`);
+  resolveWith(ctx, dropIn, text);
+
+  // 1. A copy of the storage's content beside the path; 2. the mount stopped; 3. the copy in its place.
+  const back = copyBack(entry, say);
+  // 4. The drop-in, and systemd told.
+  replaceFile(dropIn, text);
+  say(`removed ${path} from ${dropIn}; ${entry.source} stays in storage (an orphan now: remove it yourself when you no longer need it)`);
+  systemctl('daemon-reload');
+  tellDaemon();
+  if (back) say(`${path} is a plain ${entry.kind} on the root again: it is lost at the next reboot`);
+  return entry;
+}
+
+function checkedPath(raw: string): string {
+  if (process.getuid?.() !== 0) throw new PersistError('persist and unpersist need root (sudo)');
+  try {
+    return normalizePath(raw.startsWith('/') ? raw : `${process.cwd()}/${raw}`, { relative: false });
+  } catch (err) {
+    throw new PersistError((err as Error).message);
+  }
+}
+
+function chooseStorage(config: ResolvedConfig, wanted: string | undefined): string {
+  const roots = config.storages.map((s) => s.path);
+  if (wanted !== undefined) {
+    const storage = normalizePath(wanted, { relative: false });
+    if (!roots.includes(storage)) throw new PersistError(`${storage} is not a storage root of the config (${roots.join(', ') || 'none is declared'}); declare it first`);
+    return storage;
+  }
+  if (roots.length === 1) return roots[0]!;
+  if (roots.length === 0) throw new PersistError('no storage root is declared: declare one ([persistence."/persistent"] on a mounted filesystem), or give --storage');
+  throw new PersistError(`several storage roots are declared (${roots.join(', ')}): choose one with --storage`);
+}
+
+/**
+ * Copies what the root holds into storage (see adoptAll). Run again after a cut, it finds its
+ * own finished copy (the same tree in storage) and goes on; a different one is never replaced.
+ */
+function adoptNow(entry: Entry, say: Say): void {
+  const there = lstatSync(entry.source, { throwIfNoEntry: false });
+  const here = lstatSync(entry.path, { throwIfNoEntry: false });
+  const holds = (st: Stats | undefined, p: string) => !!st && (st.isDirectory() ? readdirSync(p).length > 0 : st.isFile());
+  if (holds(there, entry.source) && holds(here, entry.path) && !here!.isSymbolicLink()) {
+    if (!sameTree(entry.path, entry.source)) {
+      throw new PersistError(`both ${entry.path} and its storage copy ${entry.source} hold something, and they differ: storage would win and hide what is on the root. Move one of them away first`);
+    }
+  } else {
+    const result = adoptAll({ storage: entry.storage, tmpfiles: '', mounts: [{ kind: entry.kind, path: entry.path, source: entry.source }] });
+    if (result.problems.length) throw new PersistError(result.problems.join('\n'));
+    for (const p of result.adopted) say(`copied ${p} into ${entry.source}`);
+  }
+  removeOwnLeftovers(entry.source, 'adopt');
+}
+
+/**
+ * What systemd-tmpfiles creates at boot for the entry's storage root, as the generator plans it
+ * for `config`: the entry's parents in storage and on the root, with the declared owner and
+ * mode, only where missing (and its source folder, empty: adoption fills it).
+ */
+function createParents(config: ResolvedConfig, entry: Entry): void {
+  const output = collect();
+  planUnits(config, { outputDir: GENERATOR_DIR, statSource: sourceStatter(), statRoot: statOnRoot }, output);
+  const name = escapePath(entry.storage);
+  const rules = output.files.get(`impermanence/${name}.conf`);
+  if (!rules) return;
+  const file = `/run/impermanence/persist-${name}.conf`;
+  mkdirSync(dirname(file), { recursive: true });
+  replaceFile(file, rules);
+  runTmpfiles(file);
+}
+
+function runTmpfiles(rules: string): void {
+  const tmpfiles = spawnSync('systemd-tmpfiles', ['--create', rules], { encoding: 'utf8' });
+  if (tmpfiles.status !== 0) throw new PersistError(`systemd-tmpfiles --create ${rules}: ${tmpfiles.stderr.trim() || `exit ${tmpfiles.status}`}`);
+}
+
+/** Starts the mount (or makes the symlink) through systemd, as the generator now plans it. */
+function activate(entry: Entry, say: Say): void {
+  systemctl('daemon-reload');
+  // Parents, the source and the mount point (or the symlink), created with the declared owner and mode where missing.
+  runTmpfiles(`${GENERATOR_DIR}/impermanence/${escapePath(entry.storage)}.conf`);
+  const unit = mountUnitName(entry.path);
+  if (existsSync(`${GENERATOR_DIR}/${unit}`)) {
+    systemctl('start', unit);
+    say(`${entry.path} is mounted from ${entry.source} (${unit})`);
+  } else {
+    const target = lstatSync(entry.path, { throwIfNoEntry: false })?.isSymbolicLink() ? readlinkSync(entry.path) : undefined;
+    if (target !== entry.source) throw new PersistError(`${entry.path} is not a symlink to ${entry.source}: something stands there`);
+    say(`${entry.path} is a symlink to ${entry.source}`);
+  }
+}
+
+/**
+ * Puts a copy of the storage's content back on the root in place of the mount (or symlink):
+ * copied beside it first (`.NAME.impermanence-unpersist`), then the mount stopped, then moved in.
+ * Returns false when there was nothing left to do (a run cut short after the copy was in place).
+ */
+function copyBack(entry: Entry, say: Say): boolean {
+  const mounted = readMountPoints().has(entry.path);
+  const here = lstatSync(entry.path, { throwIfNoEntry: false });
+  const linked = here?.isSymbolicLink() && readlinkSync(entry.path) === entry.source;
+  if (!mounted && !linked) {
+    // Cut short after the copy was moved in (or never activated): the root holds what it holds.
+    removeOwnLeftovers(entry.path, 'unpersist');
+    return false;
+  }
+  if (!existsSync(entry.source)) throw new PersistError(`${entry.source} does not exist: nothing to copy back`);
+  removeOwnLeftovers(entry.path, 'unpersist');
+  const temp = `${dirname(entry.path)}/.${basename(entry.path)}.impermanence-unpersist`;
+  const cp = copyTree(entry.source, temp);
+  if (cp.status !== 0) {
+    rmSync(temp, { recursive: true, force: true });
+    throw new PersistError(`cannot copy ${entry.source} back: ${cp.stderr.trim()}`);
+  }
+  spawnSync('sync', ['--file-system', temp]);
+  refuseWriters(entry.path);
+  if (mounted) {
+    systemctl('stop', mountUnitName(entry.path));
+    if (readMountPoints().has(entry.path)) throw new PersistError(`${entry.path} is still mounted`);
+  }
+  // What the mount hid (or the symlink) goes aside, not away: it may be someone's data.
+  const under = lstatSync(entry.path, { throwIfNoEntry: false });
+  const hidden = under && (under.isSymbolicLink() ? false : under.isDirectory() ? readdirSync(entry.path).length > 0 : under.size > 0);
+  if (hidden) {
+    const aside = `${entry.path}.impermanence-hidden-${Date.now()}`;
+    renameSync(entry.path, aside);
+    say(`what the mount hid on the root is in ${aside}`);
+  } else if (under?.isSymbolicLink() || under?.isFile()) {
+    rmSync(entry.path); // the symlink, or the empty mount point file
+  }
+  renameSync(temp, entry.path); // over the empty mount point folder, or into the free name
+  say(`copied ${entry.source} back to ${entry.path}`);
+  return true;
+}
+
+function copyBackLeftovers(path: string): string[] {
+  const dir = dirname(path);
+  const name = `.${basename(path)}.impermanence-unpersist`;
+  return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith(name)) : [];
+}
+
+/**
+ * Our own temporary copies beside `path` left by a run cut short this boot: redundant now, since
+ * what they were copied from is still there. Older ones stay (after a reboot a partial copy in
+ * storage may be all that is left of a wiped root; drift shows it as an orphan).
+ */
+function removeOwnLeftovers(path: string, what: 'adopt' | 'unpersist'): void {
+  const dir = dirname(path);
+  const prefix = `.${basename(path)}.impermanence-${what}`;
+  if (!existsSync(dir)) return;
+  const boot = bootTime();
+  for (const name of readdirSync(dir)) {
+    if (name !== prefix && !name.startsWith(`${prefix}.`)) continue;
+    const st = lstatSync(`${dir}/${name}`);
+    if (st.ctimeMs / 1000 < boot) continue;
+    try {
+      rmSync(`${dir}/${name}`, { recursive: true, force: true });
+    } catch {
+      // still being removed by someone else, or busy: the next run takes it
+    }
+  }
+}
+
+/** Whether two trees hold the same names, types, sizes, modes and times (what cp -a keeps). */
+function sameTree(a: string, b: string): boolean {
+  const sa = lstatSync(a);
+  const sb = lstatSync(b);
+  const same = (x: Stats, y: Stats) =>
+    x.mode === y.mode && x.uid === y.uid && x.gid === y.gid && (x.isDirectory() || (x.size === y.size && Math.trunc(x.mtimeMs) === Math.trunc(y.mtimeMs)));
+  if (!same(sa, sb)) return false;
+  if (sa.isSymbolicLink()) return readlinkSync(a) === readlinkSync(b);
+  if (!sa.isDirectory()) return true;
+  const na = readdirSync(a).sort();
+  const nb = readdirSync(b).sort();
+  return na.length === nb.length && na.every((n, i) => n === nb[i] && sameTree(`${a}/${n}`, `${b}/${n}`));
+}
+
+/** Refuses while a process has a file below `path` open for writing: what it writes after the copy would be lost. */
+function refuseWriters(path: string): void {
+  const writers: string[] = [];
+  for (const pid of readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        if (target !== path && !isInside(target, path)) continue;
+        const flags = parseInt(/^flags:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1] ?? '0', 8);
+        if ((flags & 3) === 0) continue; // O_RDONLY
+        const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+        writers.push(`${comm} (PID ${pid}) writes ${target}`);
+        break;
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+  if (writers.length) throw new PersistError(`files below ${path} are open for writing; stop these first, or what they write next is lost:\n  ${writers.join('\n  ')}`);
+}
+
+/** impermanenced re-reads the config, if it runs (its state and drift follow the change). */
+function tellDaemon(): void {
+  spawnSync('systemctl', ['try-reload-or-restart', 'impermanence.service']);
+}
+
+function systemctl(...args: string[]): void {
+  const r = spawnSync('systemctl', args, { encoding: 'utf8' });
+  if (r.status !== 0) throw new PersistError(`systemctl ${args.join(' ')}: ${r.stderr.trim() || `exit ${r.status}`}`);
+}
