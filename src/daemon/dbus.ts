@@ -12,12 +12,12 @@ import {
 } from './contract';
 import { callerOf } from './credentials';
 import { LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
-import type { DriftItem } from '../drift/report';
-import { ScanCancelled, type DriftChange, type EntryView, type Manager, type ReloadResult } from './manager';
+import { describe, shownCounts, type DriftItem, type DriftReport } from '../drift/report';
+import { ScanBusy, ScanCancelled, type DriftChange, type EntryView, type Manager, type ReloadResult } from './manager';
 import { optionsProblem } from './options';
 import { ACTION_RELOAD, ALLOW_INTERACTIVE_AUTHORIZATION, checkAuthorization } from './polkit';
-import { DriftSubscribers, TooManySubscribers } from './subscribers';
-import { canSee, canSeeContents, type Caller } from './visibility';
+import { callerKey, DriftSubscribers, TooManySubscribers } from './subscribers';
+import { canListFolder, visibilityFor, type Caller } from './visibility';
 
 export const BUS_NAME = 'org.impermanence.Manager';
 const MANAGER_IFACE = 'org.impermanence.Manager';
@@ -25,6 +25,22 @@ const ENTRY_IFACE = 'org.impermanence.Entry';
 const NO_REPLY_EXPECTED = 0x1;
 /** How long Subscribe waits for the first look: well under the 25 s clients wait for a reply. */
 const FIRST_LOOK_WAIT_MS = 10_000;
+/**
+ * What a caller may see of the entries is computed once and kept for this long at most (folder
+ * permissions can change without the daemon knowing), or until the entries change; for this many
+ * distinct callers (uid and groups) at most.
+ */
+const CALLER_VIEW_MAX_AGE_MS = 2000;
+const MAX_CALLER_VIEWS = 256;
+
+/** One caller's view: the entries it may see, and the manager's properties as it sees them. */
+interface CallerView {
+  generation: number;
+  at: number;
+  entries: EntryView[];
+  visible: Set<EntryView>;
+  properties?: { drift: DriftReport; value: Record<string, Variant> };
+}
 
 /** A D-Bus error reply: its name and message. */
 export class BusError extends Error {
@@ -42,6 +58,7 @@ const error = {
   canObtain: (m: string) => new BusError('org.impermanence.Error.NotAuthorizedCanObtain', m),
   invalidConfig: (m: string) => new BusError('org.impermanence.Error.InvalidConfig', m),
   cancelled: (m: string) => new BusError('org.impermanence.Error.Cancelled', m),
+  busy: (m: string) => new BusError('org.impermanence.Error.Busy', m),
   invalidArgs: (m: string) => new BusError('org.freedesktop.DBus.Error.InvalidArgs', m),
   unknownMethod: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownMethod', m),
   unknownObject: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownObject', m),
@@ -109,6 +126,8 @@ async function within(promise: Promise<unknown>, ms: number): Promise<void> {
  */
 export class DbusFrontEnd {
   private readonly onReload = (r: ReloadResult) => this.emitReload(r);
+  private readonly onStatus = () => this.emitStatus();
+  private readonly callerViews = new Map<string, CallerView>();
   private readonly onDrift = (d: DriftChange) => this.emitDrift(d);
   private lastProgress = 0;
   private readonly subscribers: DriftSubscribers;
@@ -135,6 +154,7 @@ export class DbusFrontEnd {
   async start(): Promise<void> {
     this.bus.addMethodHandler(this.handle);
     this.manager.on('reloaded', this.onReload);
+    this.manager.on('status', this.onStatus);
     this.manager.on('drift', this.onDrift);
     this.manager.on('progress', this.onProgress);
     const reply = await this.bus.requestName(BUS_NAME, NameFlag.DO_NOT_QUEUE);
@@ -145,6 +165,7 @@ export class DbusFrontEnd {
 
   stop(): void {
     this.manager.off('reloaded', this.onReload);
+    this.manager.off('status', this.onStatus);
     this.manager.off('drift', this.onDrift);
     this.manager.off('progress', this.onProgress);
     this.subscribers.stop();
@@ -191,7 +212,7 @@ export class DbusFrontEnd {
     if (!interfaces) throw error.unknownObject(`no object at ${msg.path}`);
     // An entry a caller could not see does not exist for it, whatever it asks of it.
     const view = this.manager.find(msg.path);
-    if (view && !canSee(await this.caller(msg), view.entry.path, this.manager.root)) throw error.unknownObject(`no object at ${msg.path}`);
+    if (view && !this.viewOf(await this.caller(msg)).visible.has(view)) throw error.unknownObject(`no object at ${msg.path}`);
     let iface = msg.interface;
     if (!iface) iface = interfaces.find((i) => this.inSignature(i, msg.member) !== undefined) ?? '';
     if (!interfaces.includes(iface)) throw error.unknownInterface(`no interface ${JSON.stringify(iface)} at ${msg.path}`);
@@ -242,7 +263,7 @@ export class DbusFrontEnd {
         const path = checkPath(body[0]);
         const caller = await this.caller(msg);
         const view = this.manager.entry(entryObjectPath(path));
-        if (!view || !canSee(caller, view.entry.path, this.manager.root)) throw error.noSuchEntry(`no persisted entry for ${path}`);
+        if (!view || !this.viewOf(caller).visible.has(view)) throw error.noSuchEntry(`no persisted entry for ${path}`);
         return Message.newMethodReturn(msg, 'o', [view.objectPath]);
       }
       case 'org.impermanence.Manager.Scan': {
@@ -251,9 +272,10 @@ export class DbusFrontEnd {
         let report;
         try {
           // Root's scans become the daemon's current drift; anyone else just gets the answer.
-          report = await this.manager.scan(since, msg.sender, caller.uid === 0);
+          report = await this.manager.scan(since, msg.sender, caller.uid === 0, undefined, caller.uid);
         } catch (err) {
           if (err instanceof ScanCancelled) throw error.cancelled(err.message);
+          if (err instanceof ScanBusy) throw error.busy(err.message);
           throw err;
         }
         return Message.newMethodReturn(msg, 'a(sssuts)', [this.driftRows(report.items, caller)]);
@@ -326,11 +348,28 @@ export class DbusFrontEnd {
     throw error.notAuthorized(`uid ${caller.uid} is not allowed to ${action}`);
   }
 
-  /** Drift items as D-Bus rows, without the paths the caller could not see. */
+  /**
+   * Drift items as D-Bus rows, without the paths the caller could not see, and with counts of
+   * only what it could count itself: the files in folders inside an item that it may not list
+   * are left out (the detail says so), and an item of which it could count nothing is left out.
+   */
   private driftRows(items: DriftItem[], caller: Caller): unknown[] {
-    return items
-      .filter((i) => canSeeContents(caller, i.path, this.manager.root))
-      .map((i) => [i.kind, i.path, i.detail, i.files, BigInt(i.bytes), i.suggestion]);
+    const see = visibilityFor(caller, this.manager.root);
+    const rows: unknown[] = [];
+    for (const i of items) {
+      if (!see.canSeeContents(i.path)) continue;
+      let { files, bytes, detail } = i;
+      if (caller.uid !== 0 && i.closed?.length) {
+        const shown = shownCounts(i, (c) => canListFolder(caller, c.uid, c.gid, c.mode));
+        if (shown.cut) {
+          if (shown.files === 0) continue;
+          ({ files, bytes } = shown);
+          detail = `${describe({ kind: i.kind, files, bytes })} (not counting folders you may not list)`;
+        }
+      }
+      rows.push([i.kind, i.path, detail, files, BigInt(bytes), i.suggestion]);
+    }
+    return rows;
   }
 
   private emitDrift(d: DriftChange): void {
@@ -350,36 +389,66 @@ export class DbusFrontEnd {
   }
 
   private visibleEntries(caller: Caller): EntryView[] {
-    return this.manager.entries().filter((v) => canSee(caller, v.entry.path, this.manager.root));
+    return this.viewOf(caller).entries;
+  }
+
+  /**
+   * What `caller` may see of the entries, computed once per caller (uid and groups) and kept until
+   * the entries change or CALLER_VIEW_MAX_AGE_MS passed: a flood of property reads costs a map
+   * lookup each, not a look at every entry's folders.
+   */
+  private viewOf(caller: Caller): CallerView {
+    const all = this.manager.entries(); // first: it may read the system, and so change the generation
+    const generation = this.manager.generation;
+    const key = callerKey(caller);
+    const now = Date.now();
+    let view = this.callerViews.get(key);
+    if (view && view.generation === generation && now - view.at <= CALLER_VIEW_MAX_AGE_MS) return view;
+    const see = visibilityFor(caller, this.manager.root);
+    const entries = caller.uid === 0 ? all : all.filter((v) => see.canSee(v.entry.path));
+    view = { generation, at: now, entries, visible: new Set(entries) };
+    this.callerViews.delete(key);
+    this.callerViews.set(key, view);
+    if (this.callerViews.size > MAX_CALLER_VIEWS) this.callerViews.delete(this.callerViews.keys().next().value!);
+    return view;
   }
 
   private async properties(msg: Message, ifaceName: string): Promise<Record<string, Variant>> {
     if (msg.path === MANAGER_PATH && ifaceName === MANAGER_IFACE) return this.managerProperties(await this.caller(msg));
     const view = this.manager.entry(msg.path);
     if (view && ifaceName === ENTRY_IFACE) {
-      if (!canSee(await this.caller(msg), view.entry.path, this.manager.root)) throw error.unknownObject(`no object at ${msg.path}`);
+      if (!this.viewOf(await this.caller(msg)).visible.has(view)) throw error.unknownObject(`no object at ${msg.path}`);
       return this.entryProperties(view);
     }
     throw error.unknownInterface(`no interface ${JSON.stringify(ifaceName.slice(0, 200))} at ${msg.path}`);
   }
 
+  /**
+   * The manager's properties as `caller` sees them: counts and State over the entries and drift it
+   * may see (State says degraded only for an entry it may see). Kept with the caller's view until
+   * the entries or the drift change.
+   */
   private managerProperties(caller: Caller): Record<string, Variant> {
     const m = this.manager;
-    const visible = (paths: string[]) => paths.filter((p) => canSee(caller, p));
-    const all = m.entries();
-    const entries = all.filter((v) => canSee(caller, v.entry.path, m.root));
-    return this.typed(MANAGER_IFACE, {
+    const view = this.viewOf(caller);
+    if (view.properties?.drift === m.drift) return view.properties.value;
+    const see = visibilityFor(caller, m.root);
+    const visible = (paths: string[]) => paths.filter((p) => see.canSee(p, '/'));
+    const entries = view.entries;
+    const value = this.typed(MANAGER_IFACE, {
       Version: m.version,
-      State: m.stateOf(all),
+      State: m.stateOf(entries),
       ConfigFiles: visible(m.configFiles),
       ConfigProblems: caller.uid === 0 || m.configProblems.length === 0 ? m.configProblems : ['the configuration is invalid (details for root only)'],
-      StorageRoots: m.storageRoots.filter((p) => canSee(caller, p, m.root)),
+      StorageRoots: m.storageRoots.filter((p) => see.canSee(p)),
       EntryCount: entries.length,
       ActiveCount: entries.filter((v) => v.status.state === 'mounted' || v.status.state === 'linked').length,
-      DriftCount: m.drift.items.filter((i) => canSeeContents(caller, i.path, m.root)).length,
+      DriftCount: this.driftRows(m.drift.items, caller).length,
       LastScanSince: BigInt(Math.floor(m.drift.since)),
       LastScanSinceUSec: BigInt(Math.round(m.drift.since * 1e6)),
     });
+    view.properties = { drift: m.drift, value };
+    return value;
   }
 
   private entryProperties(v: EntryView): Record<string, Variant> {
@@ -436,14 +505,19 @@ export class DbusFrontEnd {
         ]),
       );
     }
-    // Signals go to every listener: what depends on who asks (paths, counts of what one may see)
-    // is only invalidated; listeners Get it, and get their own answer.
+    // Signals go to every listener: what depends on who asks (paths, counts of what one may see,
+    // State) is only invalidated; listeners Get it, and get their own answer.
     this.bus.send(
       Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', [
         MANAGER_IFACE,
-        { State: new Variant('s', this.manager.state) },
-        ['ConfigFiles', 'ConfigProblems', 'StorageRoots', 'EntryCount', 'ActiveCount'],
+        {},
+        ['State', 'ConfigFiles', 'ConfigProblems', 'StorageRoots', 'EntryCount', 'ActiveCount'],
       ]),
     );
+  }
+
+  /** An entry was mounted, unmounted, linked or replaced: State and ActiveCount may have changed, for some callers. */
+  private emitStatus(): void {
+    this.bus.send(Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', [MANAGER_IFACE, {}, ['State', 'ActiveCount']]));
   }
 }

@@ -7,13 +7,16 @@ import { UserDb } from '../config/userdb';
 import { bootTime } from '../drift/boot';
 import { LiveWatcher, type LiveChange } from '../drift/live';
 import { foldNested, rank, type DriftItem, type DriftReport } from '../drift/report';
-import { entryDrift, RootLayout, scanDrift } from '../drift/scan';
+import { entryDrift, looseDir, looseKey, RootLayout, scanDrift } from '../drift/scan';
 import { entryObjectPath } from './bus-path';
 import { LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
 import { readMountPoints } from '../drift/mountinfo';
 import { entryStatus, generatedMounts, type EntryStatus } from '../drift/state';
 
 export type ManagerState = 'ok' | 'degraded' | 'invalid-config';
+
+/** How old the entries' status read from the system may be when asked for (see Manager.entries). */
+export const STATUS_MAX_AGE_MS = 1000;
 
 export interface ManagerOptions {
   /** Config folders, highest priority first. */
@@ -37,10 +40,27 @@ export interface ReloadResult { ok: boolean; problems: string[]; added: EntryVie
 export interface DriftChange { appeared: DriftItem[]; resolved: DriftItem[]; report: DriftReport }
 
 export class ScanCancelled extends Error {}
+/** A user asked for more scans than may wait (see MAX_QUEUED_SCANS_PER_USER). */
+export class ScanBusy extends Error {}
 
 const NOTHING_PERSISTED: ResolvedConfig = { files: [], storages: [], entries: [], driftIgnore: [] };
 
-interface RunningScan { since: number; publish: boolean; promise: Promise<DriftReport>; controller: AbortController; owner: string }
+/** Scans of one user (not root) that may wait while another of theirs runs. */
+export const MAX_QUEUED_SCANS_PER_USER = 4;
+
+/** A scan asked for: running, or waiting its turn. */
+interface ScanRequest {
+  since: number;
+  publish: boolean;
+  /** The bus name that asked (may cancel it), and its user (0: root, or the daemon itself). */
+  owner: string;
+  uid: number;
+  onProgress?: (scanned: number) => void;
+  promise: Promise<DriftReport>;
+  resolve: (report: DriftReport) => void;
+  reject: (err: Error) => void;
+  controller: AbortController;
+}
 
 /**
  * The engine: the config in effect and how each entry stands. No D-Bus here: the front end
@@ -49,19 +69,33 @@ interface RunningScan { since: number; publish: boolean; promise: Promise<DriftR
 export class Manager extends EventEmitter {
   private config: ResolvedConfig | undefined;
   private views = new Map<string, EntryView>(); // by object path
+  private sorted: EntryView[] = []; // the same, by path
   private problems: string[] = [];
   private lastReport: DriftReport = { items: [], scanned: 0, since: 0 };
-  private running: RunningScan | undefined;
+  private running: ScanRequest | undefined;
+  /** Scans waiting their turn, oldest first. */
+  private readonly waiting: ScanRequest[] = [];
+  /** When each user's last scan started (a counter), to take turns between users. */
+  private readonly lastTurn = new Map<number, number>();
+  private turns = 0;
   // Live drift: the watcher, the layout it groups by, and the ephemeral items it keeps current.
   private live: LiveWatcher | undefined;
   private layout: RootLayout | undefined;
-  private readonly liveItems = new Map<string, DriftItem>(); // by group
+  private readonly liveItems = new Map<string, DriftItem>(); // by group (a loose file: by its path)
+  /** Keys of liveItems that are files right inside a known folder, each an item of its own (at most LOOSE_FILES_MAX per folder). */
+  private readonly looseItems = new Set<string>();
+  /** Live changes are handled one at a time; those that come meanwhile are merged into one. */
+  private liveBusy = false;
+  private livePending: LiveChange | undefined;
   private liveSince = 0;
   /** Groups written to while a scan ran: the scan may have passed them already. */
   private readonly touchedDuringScan = new Set<string>();
   private firstLook: Promise<unknown> = Promise.resolve();
   private mountPoll: NodeJS.Timeout | undefined;
   private mountinfo = '';
+  /** When the entries' status was last read from the system (Date.now()). */
+  private statusAt = -Infinity;
+  private gen = 0;
 
   constructor(
     private readonly opts: ManagerOptions,
@@ -100,10 +134,22 @@ export class Manager extends EventEmitter {
     return this.config?.storages.map((s) => s.path) ?? [];
   }
 
-  /** Every entry, its status read afresh from the system, sorted by path. */
+  /**
+   * Changes whenever what the entries are or how they stand changed (a reload, a mount, a
+   * symlink replaced): what the front end computed from them (per caller) is stale then.
+   */
+  get generation(): number {
+    return this.gen;
+  }
+
+  /**
+   * Every entry, sorted by path, its status at most STATUS_MAX_AGE_MS old: reading the system
+   * (mountinfo, a readlink per file entry) is not done per call, however many calls come.
+   * Mount changes and writes to entry paths seen live refresh it at once.
+   */
   entries(): EntryView[] {
-    this.refresh();
-    return [...this.views.values()].sort((a, b) => (a.entry.path < b.entry.path ? -1 : a.entry.path > b.entry.path ? 1 : 0));
+    if (Date.now() - this.statusAt > STATUS_MAX_AGE_MS) this.refresh();
+    return this.sorted;
   }
 
   /** The entry at an object path, its status as last read (for existence and visibility checks). */
@@ -111,10 +157,10 @@ export class Manager extends EventEmitter {
     return this.views.get(objectPath);
   }
 
-  /** The entry at an object path, its status read afresh. */
+  /** The entry at an object path, its status at most STATUS_MAX_AGE_MS old. */
   entry(objectPath: string): EntryView | undefined {
     const view = this.views.get(objectPath);
-    if (view) this.refresh([view]);
+    if (view && Date.now() - this.statusAt > STATUS_MAX_AGE_MS) this.refresh();
     return view;
   }
 
@@ -129,6 +175,7 @@ export class Manager extends EventEmitter {
     } catch (err) {
       if (!(err instanceof InvalidConfig)) throw err;
       this.problems = err.problems.map((p) => p.message);
+      this.gen++;
       for (const p of err.problems) {
         this.log.log(LOG_ERR, `Invalid configuration: ${p.message}`, { CONFIG_FILE: p.file, IMPERMANENCE_ENTRY: p.entry });
       }
@@ -146,6 +193,8 @@ export class Manager extends EventEmitter {
     const removed = [...this.views.values()].filter((v) => !next.has(v.objectPath));
     const added = [...next.values()].filter((v) => !this.views.has(v.objectPath));
     this.views = next;
+    this.sorted = [...next.values()].sort((a, b) => (a.entry.path < b.entry.path ? -1 : a.entry.path > b.entry.path ? 1 : 0));
+    this.gen++;
     this.refresh();
     this.rebuildLayout();
     // The live items stay (clearing them would make the next live change report every other one
@@ -173,60 +222,113 @@ export class Manager extends EventEmitter {
   }
 
   /**
-   * A full drift scan. One runs at a time: a caller asking for the same scan joins it, any other
-   * waits for it to end, so no one can start walks in parallel. `publish`: the report becomes the
-   * current drift (GetDrift, DriftCount, the 'drift' event and a journal entry per new item); for
-   * other callers the report is only returned. `owner` (a bus name) may cancel the scan it started.
+   * A full drift scan. One runs at a time, so no one can start walks in parallel; a caller asking
+   * for a scan that is running or waiting (same `since`, same `publish`) joins it. Root's scans
+   * (and the daemon's own) go first; users take turns after them, each with at most one scan
+   * running and MAX_QUEUED_SCANS_PER_USER waiting (more: ScanBusy), so no user can make root wait
+   * for more than the one scan running. `publish`: the report becomes the current drift
+   * (GetDrift, DriftCount, the 'drift' event and a journal entry per new item); for other callers
+   * the report is only returned. `owner` (a bus name) may cancel the scan it asked for.
    */
-  async scan(since: number | undefined, owner: string, publish = true, onProgress?: (scanned: number) => void): Promise<DriftReport> {
+  scan(since: number | undefined, owner: string, publish = true, onProgress?: (scanned: number) => void, uid = 0): Promise<DriftReport> {
     const when = since ?? bootTime();
-    while (this.running) {
-      if (this.running.since === when && this.running.publish === publish) return this.running.promise;
-      await this.running.promise.catch(() => undefined);
-    }
-    const controller = new AbortController();
-    const promise = (async () => {
-      let report = await scanDrift({
-        root: this.opts.root,
-        // With no valid config (invalid since boot), the generator activated nothing: everything
-        // written since boot is lost, and the scan says so.
-        config: this.config ?? NOTHING_PERSISTED,
-        users: UserDb.read(this.opts.root),
-        mountPoints: readMountPoints(),
-        since: when,
-        configDirs: this.opts.configDirs,
-        walker: this.opts.walker,
-        signal: controller.signal,
-        onProgress: (n) => {
-          onProgress?.(n);
-          this.emit('progress', n);
-        },
-      }).catch((err: Error) => {
-        if (controller.signal.aborted) throw new ScanCancelled('the scan was cancelled');
-        throw err;
-      });
-      if (publish) {
-        // The live view goes on from what the scan found, and what was written meanwhile.
-        this.liveItems.clear();
-        for (const i of report.items) {
-          const group = i.kind === 'ephemeral' ? this.layout?.groupOf(i.path) : undefined;
-          if (group) this.liveItems.set(group, i);
-        }
-        const touched = new Set(this.touchedDuringScan);
-        this.touchedDuringScan.clear();
-        if (touched.size && this.layout) {
-          for (const group of touched) await this.remeasure(this.layout, group);
-          const ephemeral = new Set(this.liveItems.values());
-          report = { ...report, items: rank(foldNested([...report.items.filter((i) => i.kind !== 'ephemeral'), ...ephemeral])) };
-        }
-        this.publish(report);
+    const same = (r: ScanRequest) => r.since === when && r.publish === publish;
+    if (this.running && same(this.running)) return this.running.promise;
+    const joined = this.waiting.find(same);
+    if (joined) return joined.promise;
+    if (uid !== 0) {
+      const queued = this.waiting.filter((r) => r.uid === uid).length;
+      if (queued >= MAX_QUEUED_SCANS_PER_USER) {
+        return Promise.reject(new ScanBusy(`uid ${uid} already has ${queued} scans waiting (at most ${MAX_QUEUED_SCANS_PER_USER}); try again when one is done`));
       }
-      return report;
-    })().finally(() => {
-      if (this.running?.controller === controller) this.running = undefined;
+    }
+    let resolve!: (report: DriftReport) => void;
+    let reject!: (err: Error) => void;
+    const promise = new Promise<DriftReport>((res, rej) => {
+      resolve = res;
+      reject = rej;
     });
-    this.running = { since: when, publish, promise, controller, owner };
+    this.waiting.push({ since: when, publish, owner, uid, onProgress, promise, resolve, reject, controller: new AbortController() });
+    this.nextScan();
     return promise;
+  }
+
+  /** Starts the next scan if none runs: root's first (oldest first), then the user whose turn is the oldest. */
+  private nextScan(): void {
+    if (this.running || !this.waiting.length) return;
+    let pick = this.waiting.findIndex((r) => r.uid === 0);
+    if (pick < 0) {
+      // Each user's oldest waiting scan; of those, the one of the user whose last turn is oldest.
+      const seen = new Set<number>();
+      let best = Infinity;
+      for (const [i, r] of this.waiting.entries()) {
+        if (seen.has(r.uid)) continue;
+        seen.add(r.uid);
+        const turn = this.lastTurn.get(r.uid) ?? -1;
+        if (turn < best) {
+          best = turn;
+          pick = i;
+        }
+      }
+    }
+    const request = this.waiting.splice(pick, 1)[0]!;
+    if (request.uid !== 0) this.lastTurn.set(request.uid, ++this.turns);
+    // Users with nothing waiting any more need no turn kept.
+    for (const u of this.lastTurn.keys()) if (u !== request.uid && !this.waiting.some((r) => r.uid === u)) this.lastTurn.delete(u);
+    this.running = request;
+    this.runScan(request).then(request.resolve, request.reject).finally(() => {
+      if (this.running === request) this.running = undefined;
+      this.nextScan();
+    });
+  }
+
+  private async runScan(request: ScanRequest): Promise<DriftReport> {
+    const { controller, publish, onProgress } = request;
+    let report = await scanDrift({
+      root: this.opts.root,
+      // With no valid config (invalid since boot), the generator activated nothing: everything
+      // written since boot is lost, and the scan says so.
+      config: this.config ?? NOTHING_PERSISTED,
+      users: UserDb.read(this.opts.root),
+      mountPoints: readMountPoints(),
+      since: request.since,
+      configDirs: this.opts.configDirs,
+      walker: this.opts.walker,
+      signal: controller.signal,
+      onProgress: (n) => {
+        onProgress?.(n);
+        this.emit('progress', n);
+      },
+    }).catch((err: Error) => {
+      if (controller.signal.aborted) throw new ScanCancelled('the scan was cancelled');
+      throw err;
+    });
+    if (publish) {
+      // The live view goes on from what the scan found, and what was written meanwhile.
+      this.liveItems.clear();
+      this.looseItems.clear();
+      for (const i of report.items) {
+        if (i.kind !== 'ephemeral') continue;
+        if (i.loose) {
+          this.liveItems.set(looseKey(i.path), i);
+          continue;
+        }
+        const group = this.layout?.groupOf(i.path);
+        if (group && looseDir(group) !== undefined) {
+          this.liveItems.set(i.path, i);
+          this.looseItems.add(i.path);
+        } else if (group) this.liveItems.set(group, i);
+      }
+      const touched = new Set(this.touchedDuringScan);
+      this.touchedDuringScan.clear();
+      if (touched.size && this.layout) {
+        for (const group of touched) await this.remeasure(this.layout, group);
+        const ephemeral = new Set(this.liveItems.values());
+        report = { ...report, items: rank(foldNested([...report.items.filter((i) => i.kind !== 'ephemeral'), ...ephemeral])) };
+      }
+      this.publish(report);
+    }
+    return report;
   }
 
   /**
@@ -244,11 +346,19 @@ export class Manager extends EventEmitter {
     return this.firstLook;
   }
 
-  /** Cancels the running scan if `owner` started it (or `all`, for root). */
+  /** Cancels the scans `owner` asked for, waiting or running (`all`, for root: also the running one, whoever asked). */
   cancelScan(owner: string, all: boolean): boolean {
-    if (!this.running || (!all && this.running.owner !== owner)) return false;
-    this.running.controller.abort();
-    return true;
+    let cancelled = false;
+    for (let i = this.waiting.length - 1; i >= 0; i--) {
+      if (this.waiting[i]!.owner !== owner) continue;
+      this.waiting.splice(i, 1)[0]!.reject(new ScanCancelled('the scan was cancelled'));
+      cancelled = true;
+    }
+    if (this.running && (all || this.running.owner === owner)) {
+      this.running.controller.abort();
+      cancelled = true;
+    }
+    return cancelled;
   }
 
   /**
@@ -265,7 +375,7 @@ export class Manager extends EventEmitter {
       groupOf: (p) => this.layout?.groupOf(p),
       isEntry: (p) => this.layout?.isEntry(p) ?? false,
     });
-    live.on('change', (c: LiveChange) => this.onLiveChange(c).catch((err: Error) => this.log.log(LOG_WARNING, `Live drift update failed: ${err.message}`)));
+    live.on('change', (c: LiveChange) => this.liveChange(c));
     let stopped = '';
     live.on('stopped', (code: number, why: string) => {
       stopped = `exit ${code}${why ? ': ' + why : ''}`;
@@ -284,8 +394,9 @@ export class Manager extends EventEmitter {
         const now = readFileSync('/proc/self/mountinfo', 'utf8');
         if (now === this.mountinfo) return;
         this.mountinfo = now;
+        this.refresh();
         this.rebuildLayout();
-        this.onLiveChange({ groups: new Set(), entries: true, overflow: false }).catch(failed);
+        this.liveChange({ groups: new Set(), entries: true, overflow: false });
       } catch (err) {
         failed(err as Error);
       }
@@ -305,6 +416,31 @@ export class Manager extends EventEmitter {
     if (this.config) this.layout = new RootLayout(this.config, this.opts.root, readMountPoints(), UserDb.read(this.opts.root));
   }
 
+  /**
+   * Handles live changes one at a time: a change that comes while one is handled (a burst of
+   * writes to a huge group, whose re-measure takes a while) is merged into the next, so that no
+   * two re-measures run at once and what waits is one set of groups, never a backlog.
+   */
+  private liveChange(c: LiveChange): void {
+    const p = (this.livePending ??= { groups: new Set(), entries: false, overflow: false });
+    for (const g of c.groups) p.groups.add(g);
+    p.entries ||= c.entries;
+    p.overflow ||= c.overflow;
+    if (this.liveBusy) return;
+    this.liveBusy = true;
+    void (async () => {
+      try {
+        while (this.livePending) {
+          const next = this.livePending;
+          this.livePending = undefined;
+          await this.onLiveChange(next).catch((err: Error) => this.log.log(LOG_WARNING, `Live drift update failed: ${err.message}`));
+        }
+      } finally {
+        this.liveBusy = false;
+      }
+    })();
+  }
+
   private async onLiveChange(c: LiveChange): Promise<void> {
     if (c.overflow) {
       await this.scan(this.liveSince, 'live');
@@ -316,16 +452,45 @@ export class Manager extends EventEmitter {
       if (this.running?.publish) this.touchedDuringScan.add(group);
       await this.remeasure(layout, group);
     }
+    if (c.entries) this.refresh();
     const last = this.lastReport.items;
     const entries = c.entries ? entryDrift(this.config, this.opts.root, readMountPoints()) : last.filter((i) => i.kind === 'unmounted' || i.kind === 'replaced');
     const others = last.filter((i) => i.kind === 'orphan' || i.kind === 'attributes');
     this.publish({ items: rank(foldNested([...entries, ...this.liveItems.values(), ...others])), scanned: this.lastReport.scanned, since: this.lastReport.since || this.liveSince });
   }
 
-  /** Replaces the live items of `group` (and below it) by what is in it now. */
+  /**
+   * Replaces the live items of `group` (and below it) by what is in it now. The files right
+   * inside a known folder (looseKey) are re-measured together: an item each, or one for all.
+   */
   private async remeasure(layout: RootLayout, group: string): Promise<void> {
-    for (const key of [...this.liveItems.keys()]) if (key === group || key.startsWith(group + '/')) this.liveItems.delete(key);
-    for (const [key, item] of await layout.measure(group, this.liveSince)) if (item) this.liveItems.set(key, item);
+    const dir = looseDir(group);
+    if (dir !== undefined) {
+      this.liveItems.delete(group);
+      for (const key of [...this.looseItems]) {
+        if ((key.slice(0, key.lastIndexOf('/')) || '/') !== dir) continue;
+        this.liveItems.delete(key);
+        this.looseItems.delete(key);
+      }
+      for (const [key, item] of await layout.measure(group, this.liveSince)) {
+        if (!item) continue;
+        this.liveItems.set(key, item);
+        if (key !== group) this.looseItems.add(key);
+      }
+      return;
+    }
+    for (const key of [...this.liveItems.keys()]) {
+      if (key !== group && !key.startsWith(group + '/')) continue;
+      this.liveItems.delete(key);
+      this.looseItems.delete(key);
+    }
+    const measured = await layout.measure(group, this.liveSince);
+    for (const [key, item] of measured) if (item) this.liveItems.set(key, item);
+    // A child of a known folder that is gone may have been one of its loose files.
+    if (!measured.get(group) && layout.isTopGroup(group)) {
+      const loose = looseKey(group.slice(0, group.lastIndexOf('/')) || '/');
+      if (this.liveItems.has(loose)) await this.remeasure(layout, loose);
+    }
   }
 
   private publish(report: DriftReport): void {
@@ -351,11 +516,23 @@ export class Manager extends EventEmitter {
     this.emit('drift', { appeared, resolved, report } satisfies DriftChange);
   }
 
-  private refresh(views: Iterable<EntryView> = this.views.values()): void {
+  /** Reads every entry's status from the system; a change makes a new generation and a 'status' event. */
+  private refresh(): void {
     const mountPoints = readMountPoints();
     const root = this.opts.root;
     const isFile = (p: string) => lstatSync(p, { throwIfNoEntry: false })?.isFile() ?? false;
     const generated = generatedMounts(root);
-    for (const v of views) v.status = entryStatus(v.entry, { mountPoints, root, generated }, isFile);
+    this.statusAt = Date.now();
+    let changed = false;
+    for (const v of this.views.values()) {
+      const status = entryStatus(v.entry, { mountPoints, root, generated }, isFile);
+      const was = v.status;
+      if (status.state !== was.state || status.method !== was.method || status.unit !== was.unit) changed = true;
+      v.status = status;
+    }
+    if (changed) {
+      this.gen++;
+      this.emit('status');
+    }
   }
 }

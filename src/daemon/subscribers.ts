@@ -117,8 +117,8 @@ export class DriftSubscribers {
   }
 }
 
-/** Who sees the same drift: root sees all of it; anyone else by uid and groups. */
-function callerKey(caller: Caller): string {
+/** Who sees the same drift (and entries): root sees all of it; anyone else by uid and groups. */
+export function callerKey(caller: Caller): string {
   if (caller.uid === 0) return '0';
   return `${caller.uid}:${[...new Set(caller.gids)].sort((a, b) => a - b).join(',')}`;
 }

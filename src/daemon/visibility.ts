@@ -8,12 +8,12 @@ export interface Caller { uid: number; gids: number[] }
  * to search (x) every directory above it, by the usual owner/group/other rule. Paths under a
  * private home are thus hidden from other users, as `ls` would hide them.
  */
-export function canSee(caller: Caller, path: string, root = '/'): boolean {
+export function canSee(caller: Caller, path: string, root = '/', stat: FolderStat = folderStat): boolean {
   if (caller.uid === 0) return true;
   const parts = path.split('/').filter(Boolean);
   let dir = root === '/' ? '' : root;
   for (let i = 0; i < parts.length; i++) {
-    const st = folderStat(dir || '/');
+    const st = stat(dir || '/');
     if (!st || !searchable(caller, st.uid, st.gid, st.mode)) return false;
     dir += '/' + parts[i];
   }
@@ -26,16 +26,45 @@ export function canSee(caller: Caller, path: string, root = '/'): boolean {
  * reach a file whose name they know, not learn the names), and, for a folder, what is inside it
  * (a count and size of the files in /root are /root's secret).
  */
-export function canSeeContents(caller: Caller, path: string, root = '/'): boolean {
+export function canSeeContents(caller: Caller, path: string, root = '/', stat: FolderStat = folderStat): boolean {
   if (caller.uid === 0) return true;
-  if (!canSee(caller, path, root)) return false;
+  if (!canSee(caller, path, root, stat)) return false;
   const parent = path.slice(0, path.lastIndexOf('/')) || '/';
-  const parentStat = folderStat(root === '/' ? parent : root + (parent === '/' ? '' : parent));
+  const parentStat = stat(root === '/' ? parent : root + (parent === '/' ? '' : parent));
   if (!parentStat || !allowed(caller, parentStat.uid, parentStat.gid, parentStat.mode, 0o4)) return false;
   const target = root === '/' ? path : root + path;
   if (!lstatSync(target, { throwIfNoEntry: false })) return true;
-  const st = folderStat(target);
+  const st = stat(target);
   return !st || searchable(caller, st.uid, st.gid, st.mode);
+}
+
+/** Whether `caller` could list a folder of this owner, group and mode (read and search), as `ls` would. */
+export function canListFolder(caller: Caller, uid: number, gid: number, mode: number): boolean {
+  if (caller.uid === 0) return true;
+  return allowed(caller, uid, gid, mode, 0o4) && allowed(caller, uid, gid, mode, 0o1);
+}
+
+/** A folder's owner, group and mode, or undefined if it is none (see folderStat). */
+export type FolderStat = (path: string) => { uid: number; gid: number; mode: number } | undefined;
+
+/**
+ * canSee and canSeeContents for one caller over many paths at once (a list of 10,000 entries):
+ * each folder on the way is looked at once, not once per path below it. Meant to be used for one
+ * answer and dropped: what it saw of the folders is not kept up to date.
+ */
+export function visibilityFor(caller: Caller, root = '/') {
+  const seen = new Map<string, ReturnType<FolderStat>>();
+  const stat: FolderStat = (path) => {
+    if (seen.has(path)) return seen.get(path);
+    const st = folderStat(path);
+    const kept = st && { uid: st.uid, gid: st.gid, mode: st.mode };
+    seen.set(path, kept);
+    return kept;
+  };
+  return {
+    canSee: (path: string, under = root) => canSee(caller, path, under, stat),
+    canSeeContents: (path: string) => canSeeContents(caller, path, root, stat),
+  };
 }
 
 /**
@@ -58,7 +87,7 @@ function searchable(caller: Caller, uid: number, gid: number, mode: number): boo
 }
 
 /** The owner/group/other rule for one permission bit (4 read, 1 search). */
-function allowed(caller: Caller, uid: number, gid: number, mode: number, bit: number): boolean {
+export function allowed(caller: Caller, uid: number, gid: number, mode: number, bit: number): boolean {
   if (caller.uid === uid) return (mode & (bit << 6)) !== 0;
   if (caller.gids.includes(gid)) return (mode & (bit << 3)) !== 0;
   return (mode & bit) !== 0;

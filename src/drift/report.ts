@@ -24,6 +24,66 @@ export interface DriftItem {
   detail: string;
   /** The config lines that would persist it (ephemeral), or what declares it (others). */
   suggestion: string;
+  /**
+   * Set on the one item that stands for the files right inside a folder holding persisted paths
+   * (`path`) once they are too many to be items of their own (see LOOSE_FILES_MAX in scan.ts).
+   */
+  loose?: true;
+  /**
+   * The folders inside it that not everyone may list (mode without r-x for owner, group and
+   * others alike), with what was counted right inside each (not below a deeper one), so that a
+   * caller is shown only what it could count itself (see shownCounts). Absent when there is none.
+   */
+  closed?: ClosedDir[];
+}
+
+/**
+ * A folder not everyone may list, inside a drift item, as it was when counted; `parent`: the index
+ * of the closed folder it lies in (-1: none). uid -1: the folders past MAX_CLOSED_DIRS, together,
+ * shown to root only.
+ */
+export interface ClosedDir { path: string; uid: number; gid: number; mode: number; files: number; bytes: number; parent: number }
+
+/** Closed folders kept per item; past this many, one record stands for the rest (shown to root only). */
+export const MAX_CLOSED_DIRS = 32;
+
+/** Whether everyone may list a folder of this mode (read and search for owner, group and others). */
+export function isClosedMode(mode: number): boolean {
+  return (mode & 0o555) !== 0o555;
+}
+
+/**
+ * Adds closed folder `rec` (parent index set) to `list`, or finds it: its index. Past
+ * MAX_CLOSED_DIRS, the one catch-all record's (uid -1).
+ */
+export function addClosed(list: ClosedDir[], rec: Omit<ClosedDir, 'files' | 'bytes'>): number {
+  if (rec.uid >= 0) {
+    const known = list.findIndex((c) => c.uid >= 0 && c.path === rec.path);
+    if (known >= 0) return known;
+    if (list.length < MAX_CLOSED_DIRS) return list.push({ path: rec.path, uid: rec.uid, gid: rec.gid, mode: rec.mode, parent: rec.parent, files: 0, bytes: 0 }) - 1;
+  }
+  const rest = list.findIndex((c) => c.uid < 0);
+  if (rest >= 0) return rest;
+  return list.push({ path: '', uid: -1, gid: -1, mode: 0, files: 0, bytes: 0, parent: -1 }) - 1;
+}
+
+/**
+ * The counts of an item that a caller may see: without the files in folders it could not list
+ * (by the owner/group/other rule, as `ls` would: read and search on each closed folder on the way
+ * down from the item). `cut`: whether anything was left out.
+ */
+export function shownCounts(item: DriftItem, canList: (c: ClosedDir) => boolean): { files: number; bytes: number; cut: boolean } {
+  let files = item.files;
+  let bytes = item.bytes;
+  const closed = item.closed ?? [];
+  const hidden: boolean[] = [];
+  for (const [i, c] of closed.entries()) {
+    hidden[i] = (c.parent >= 0 && hidden[c.parent] === true) || c.uid < 0 || !canList(c);
+    if (!hidden[i]) continue;
+    files -= c.files;
+    bytes -= c.bytes;
+  }
+  return { files, bytes, cut: files !== item.files || bytes !== item.bytes };
 }
 
 export interface DriftReport {
@@ -52,7 +112,8 @@ export function foldNested(items: DriftItem[]): DriftItem[] {
   // Sorted with "/" below every other character, so that what is inside a path comes right after it.
   const key = (p: string) => p.replace(/\//g, '\0');
   for (const item of [...items].sort((a, b) => (key(a.path) < key(b.path) ? -1 : key(a.path) > key(b.path) ? 1 : 0))) {
-    if (item.kind !== 'ephemeral' && item.kind !== 'orphan') {
+    // The files right inside a folder are not what is below it: never an outer item.
+    if ((item.kind !== 'ephemeral' && item.kind !== 'orphan') || item.loose) {
       out.push(item);
       continue;
     }
@@ -60,6 +121,18 @@ export function foldNested(items: DriftItem[]): DriftItem[] {
     if (outer && (item.path === outer.path || isInside(item.path, outer.path))) {
       outer.files += item.files;
       outer.bytes += item.bytes;
+      if (item.closed?.length) {
+        // The inner item's closed folders join the outer's (their parents renumbered).
+        const list = (outer.closed = (outer.closed ?? []).map((c) => ({ ...c })));
+        const at: number[] = [];
+        for (const [i, c] of item.closed.entries()) {
+          const parent = c.parent >= 0 ? at[c.parent]! : -1;
+          const index = addClosed(list, { ...c, parent });
+          list[index]!.files += c.files;
+          list[index]!.bytes += c.bytes;
+          at[i] = index;
+        }
+      }
       outer.detail = describe(outer);
       continue;
     }

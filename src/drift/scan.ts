@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { closeSync, constants, lstatSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, opendirSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { posix } from 'node:path';
 import { SHADOWED_DIR, type Shadowed } from '../activate/prepare';
 import { formatMode } from '../config/mode';
@@ -10,7 +10,7 @@ import { escapePath } from '../config/unit-name';
 import { bootTime } from './boot';
 import { entryStatus, generatedMounts } from './state';
 import { DEFAULT_IGNORE, ignoreMatcher } from './ignore';
-import { describe, foldNested, rank, suggestFor, type DriftItem, type DriftReport } from './report';
+import { addClosed, describe, foldNested, isClosedMode, rank, suggestFor, type ClosedDir, type DriftItem, type DriftReport } from './report';
 
 export interface ScanOptions {
   /** The root the config applies to: "/" on a running system, a folder for an image or sandbox. */
@@ -29,7 +29,89 @@ export interface ScanOptions {
   walker?: string;
 }
 
-interface Group { files: number; bytes: number; isDirectory: boolean; /** the deepest folder holding all its counted files */ common?: string }
+interface Group {
+  files: number;
+  bytes: number;
+  isDirectory: boolean;
+  /** the deepest folder holding all its counted files */
+  common?: string;
+  /** the folders in it not everyone may list, with what was counted right inside each (see DriftItem.closed) */
+  closed?: ClosedDir[];
+}
+
+/** Records `st`, the folder at `path` in group `g`, if not everyone may list it: the index of the closed folder its contents count towards. */
+function closedChain(g: Group, path: string, st: { uid: number; gid: number; mode: number }, parent: number): number {
+  if (!isClosedMode(st.mode)) return parent;
+  return addClosed((g.closed ??= []), { path, uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, parent });
+}
+
+/** Counts a file (or a folder's files) in group `g` and in the closed folder `chain` of it, if any. */
+function count(g: Group, chain: number, files: number, bytes: number): void {
+  g.files += files;
+  g.bytes += bytes;
+  if (chain < 0) return;
+  const c = g.closed![chain]!;
+  c.files += files;
+  c.bytes += bytes;
+}
+
+/**
+ * The files right inside a folder that holds persisted paths (a home with a persisted ~/.ssh,
+ * /etc with a persisted file) are drift items of their own, up to this many per folder; beyond,
+ * they are one item for all of them, so that a user writing a million files in their home makes
+ * one item, not a million (the daemon's memory and the reports stay bounded).
+ */
+export const LOOSE_FILES_MAX = 64;
+
+/** The group key of the files right inside known folder `dir`, once they are one item. NUL is in no path. */
+export function looseKey(dir: string): string {
+  return (dir === '/' ? '' : dir) + '/\0';
+}
+
+/** The folder of a looseKey(); undefined for any other key. */
+export function looseDir(key: string): string | undefined {
+  return key.endsWith('/\0') ? key.slice(0, -2) || '/' : undefined;
+}
+
+/**
+ * The files right inside known folder `dir` (changed since `since`), read as a stream (never the
+ * whole listing at once) by descriptor: one group per file up to LOOSE_FILES_MAX, else one group
+ * under looseKey(dir). Yields to the event loop now and then.
+ */
+async function looseFiles(rootHost: string, dir: string, since: number, skip: (p: string) => boolean): Promise<Map<string, Group>> {
+  const out = new Map<string, Group>();
+  const fd = openBeneath(rootHost, dir);
+  if (fd === undefined) return out;
+  const all: Group = { files: 0, bytes: 0, isDirectory: false };
+  let handle;
+  try {
+    handle = opendirSync(`/proc/self/fd/${fd}`);
+  } catch {
+    closeSync(fd);
+    return out;
+  }
+  // A folder not everyone may list: the count of its files is shown to those who may.
+  const chain = closedChain(all, dir, fstatSync(fd), -1);
+  try {
+    let n = 0;
+    for (let d = handle.readSync(); d; d = handle.readSync()) {
+      if (++n % 2048 === 0) await new Promise((r) => setImmediate(r));
+      if (d.isDirectory()) continue;
+      const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
+      if (skip(path)) continue;
+      const st = lstatSync(`/proc/self/fd/${fd}/${d.name}`, { throwIfNoEntry: false });
+      if (!st || st.isDirectory() || (since && st.ctimeMs / 1000 < since)) continue;
+      count(all, chain, 1, st.size);
+      if (all.files <= LOOSE_FILES_MAX) out.set(path, { files: 1, bytes: st.size, isDirectory: false });
+      else if (out.size) out.clear();
+    }
+  } finally {
+    handle.closeSync();
+    closeSync(fd);
+  }
+  if (all.files > LOOSE_FILES_MAX) out.set(looseKey(dir), all);
+  return out;
+}
 
 /** The longest common folder of two folders. */
 function commonDir(a: string | undefined, b: string): string {
@@ -192,7 +274,12 @@ export class RootLayout {
       if (i < parts.length - 1 && this.known.has(cur)) known = i;
     }
     if (known + 1 >= parts.length) return undefined;
-    if (known + 2 >= parts.length) return prefixes[known + 1];
+    if (known + 2 >= parts.length) {
+      // A child of a known folder: a folder is a group; a file is one of the folder's loose files
+      // (one group for all of them); a path gone is looked at as the group it may have been.
+      const st = lstatSync(this.host(path), { throwIfNoEntry: false });
+      return st && !st.isDirectory() ? looseKey(known >= 0 ? prefixes[known]! : '/') : path;
+    }
     // A subfolder of the child is a group of its own; a file right inside the child belongs to it.
     const second = prefixes[known + 2]!;
     if (known + 3 < parts.length) return second;
@@ -200,7 +287,7 @@ export class RootLayout {
   }
 
   /** Whether a group is a child of a known folder (rather than a subfolder of one). */
-  private isTopGroup(group: string): boolean {
+  isTopGroup(group: string): boolean {
     return this.known.has(group.slice(0, group.lastIndexOf('/')) || '/');
   }
 
@@ -210,6 +297,12 @@ export class RootLayout {
    */
   async measure(group: string, since: number): Promise<Map<string, DriftItem | undefined>> {
     const out = new Map<string, DriftItem | undefined>([[group, undefined]]);
+    const dir = looseDir(group);
+    if (dir !== undefined) {
+      // The files right inside a known folder: each an item (keyed by its path), or one for all.
+      for (const [key, g] of await looseFiles(this.host('/'), dir, since, this.skip)) out.set(key, this.item(key, g));
+      return out;
+    }
     // By descriptor, never by path: a folder on the way swapped for a symlink (by the user who
     // owns it, maybe to /root) is not followed, so its target's files are never counted.
     const slash = group.lastIndexOf('/');
@@ -227,9 +320,10 @@ export class RootLayout {
       return out;
     }
     const g: Group = { files: 0, bytes: 0, isDirectory: true };
+    const initialChain = closedChain(g, group, st, -1);
     // A top group's subfolders are groups of their own, started by the walk; a subfolder group is walked whole.
     const known = this.isTopGroup(group) ? this.known : new Set<string>();
-    const sub = await walk({ start: group, initial: g, host: (p) => this.host(p), dev: this.dev, since, known, skip: this.skip, progress: () => undefined });
+    const sub = await walk({ start: group, initial: g, initialChain, host: (p) => this.host(p), dev: this.dev, since, known, skip: this.skip, progress: () => undefined });
     out.set(group, this.item(group, g));
     for (const [key, sg] of sub) out.set(key, this.item(key, sg));
     return out;
@@ -237,9 +331,19 @@ export class RootLayout {
 
   item(group: string, g: Group): DriftItem | undefined {
     if (g.files === 0) return undefined;
+    const closed = g.closed?.length ? { closed: g.closed } : {};
+    const dir = looseDir(group);
+    if (dir !== undefined) {
+      const where = dir === '/' ? 'the root' : dir;
+      return {
+        kind: 'ephemeral', path: dir, files: g.files, bytes: g.bytes, loose: true, ...closed,
+        detail: `${describe({ kind: 'ephemeral', ...g })} (files right inside ${where}, not in a folder of their own)`,
+        suggestion: `persist the ones you need one by one (files = [...]), or move them into a folder of their own and persist that`,
+      };
+    }
     // Report the deepest folder that holds everything written in the group: /var/lib/foo rather than /var/lib.
     const path = g.common ?? group;
-    return { kind: 'ephemeral', path, files: g.files, bytes: g.bytes, detail: describe({ kind: 'ephemeral', ...g }), suggestion: suggestFor(path, g.isDirectory, this.config, this.homes) };
+    return { kind: 'ephemeral', path, files: g.files, bytes: g.bytes, detail: describe({ kind: 'ephemeral', ...g }), suggestion: suggestFor(path, g.isDirectory, this.config, this.homes), ...closed };
   }
 }
 
@@ -314,7 +418,13 @@ export async function scanDrift(opts: ScanOptions): Promise<DriftReport> {
       : await walk({ start: '/', host: storageHost(storage), dev: s.dev, since: 0, known: s.known, signal: opts.signal, progress, skip: (p) => sources.has(p) || configHere.includes(p) });
     for (const [group, g] of orphans) {
       if (g.files === 0) continue;
-      items.push({ kind: 'orphan', path: storage + (g.common ?? group), files: g.files, bytes: g.bytes, detail: describe({ kind: 'orphan', ...g }), suggestion: 'remove it from storage yourself if it is not needed, or declare it again' });
+      const loose = looseDir(group);
+      const path = storage + (loose === undefined ? (g.common ?? group) : loose === '/' ? '' : loose);
+      const detail = describe({ kind: 'orphan', ...g }) + (loose === undefined ? '' : ` (files right inside ${path}, not in a folder of their own)`);
+      items.push({
+        kind: 'orphan', path, files: g.files, bytes: g.bytes, detail, suggestion: 'remove it from storage yourself if it is not needed, or declare it again',
+        ...(loose === undefined ? {} : { loose: true as const }), ...(g.closed?.length ? { closed: g.closed } : {}),
+      });
     }
   }
 
@@ -343,6 +453,8 @@ interface WalkOptions {
   start: string;
   /** The group the start folder's files count towards, if any. */
   initial?: Group;
+  /** The closed folder (index in initial.closed) the start folder's files count towards; -1: none. */
+  initialChain?: number;
   host: (logical: string) => string;
   dev: number;
   since: number;
@@ -360,28 +472,34 @@ interface WalkOptions {
  */
 async function walk(w: WalkOptions): Promise<Map<string, Group>> {
   const groups = new Map<string, Group>();
-  const stack: Array<{ dir: string; group: Group | undefined }> = [{ dir: w.start, group: w.initial }];
+  // chain: the closed folder (index in group.closed) the folder's files count towards; -1: none.
+  const stack: Array<{ dir: string; group: Group | undefined; chain: number }> = [{ dir: w.start, group: w.initial, chain: w.initialChain ?? -1 }];
   const rootHost = w.host('/');
+  const knownSeen: string[] = [];
   let sinceYield = 0;
   while (stack.length) {
-    const { dir, group } = stack.pop()!;
+    const { dir, group, chain } = stack.pop()!;
     // Each folder by descriptor (see openBeneath), its entries looked at through it.
     const fd = openBeneath(rootHost, dir);
     if (fd === undefined) continue; // vanished, unreadable, or a symlink now: nothing to report from it
     const at = `/proc/self/fd/${fd}`;
+    let names;
     try {
-      let names;
+      // Read as a stream: a folder of a million files is never listed whole in memory.
       try {
-        names = readdirSync(at, { withFileTypes: true });
+        names = opendirSync(at);
       } catch {
         continue;
       }
       // Groups (see groupOf): every child of a known folder; every subfolder of such a child.
       const known = w.known.has(dir);
+      if (known) knownSeen.push(dir);
       const childOfKnown = !known && dir !== '/' && w.known.has(dir.slice(0, dir.lastIndexOf('/')) || '/');
-      for (const d of names) {
+      for (let d = names.readSync(); d; d = names.readSync()) {
         const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
         if (w.skip(path)) continue;
+        // The files right inside a known folder are listed at the end (see looseFiles).
+        if (known && !d.isDirectory()) continue;
         let g = group;
         if (known || (childOfKnown && d.isDirectory())) {
           g = { files: 0, bytes: 0, isDirectory: d.isDirectory() };
@@ -394,21 +512,22 @@ async function walk(w: WalkOptions): Promise<Map<string, Group>> {
         }
         if (d.isDirectory()) {
           const st = lstatSync(`${at}/${d.name}`, { throwIfNoEntry: false });
-          if (st?.isDirectory() && st.dev === w.dev) stack.push({ dir: path, group: g });
+          if (st?.isDirectory() && st.dev === w.dev) stack.push({ dir: path, group: g, chain: g ? closedChain(g, path, st, g === group ? chain : -1) : -1 });
           continue;
         }
         w.progress();
         if (!g) continue;
         const st = lstatSync(`${at}/${d.name}`, { throwIfNoEntry: false, bigint: false });
         if (!st || (w.since && st.ctimeMs / 1000 < w.since)) continue;
-        g.files++;
-        g.bytes += st.size;
+        count(g, g === group ? chain : -1, 1, st.size);
         if (g.isDirectory) g.common = commonDir(g.common, dir);
       }
     } finally {
+      names?.closeSync();
       closeSync(fd);
     }
   }
+  for (const dir of knownSeen) for (const [key, g] of await looseFiles(rootHost, dir, w.since, w.skip)) groups.set(key, g);
   return groups;
 }
 
@@ -476,6 +595,18 @@ async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<
 
   const groups = new Map<string, Group>();
   const knownDirs: string[] = [];
+  // Owner and mode of the folders the counted files are in and of those above them up to their
+  // group, looked at once each (forgotten past 100,000: a huge tree costs no more memory).
+  const modes = new Map<string, { uid: number; gid: number; mode: number } | null>();
+  const folderMode = (p: string) => {
+    let m = modes.get(p);
+    if (m === undefined) {
+      if (modes.size >= 100_000) modes.clear();
+      const st = lstatSync(w.host(p), { throwIfNoEntry: false });
+      modes.set(p, (m = st?.isDirectory() ? { uid: st.uid, gid: st.gid, mode: st.mode } : null));
+    }
+    return m ?? undefined;
+  };
   let scanned = 0;
   // One line: FILES \t BYTES \t PATH, or total \t SCANNED \t -.
   const line = (text: string, start: number, end: number) => {
@@ -496,8 +627,16 @@ async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<
     const key = groupOfFolder(dir, w.known);
     let g = groups.get(key);
     if (!g) groups.set(key, (g = { files: 0, bytes: 0, isDirectory: true }));
-    g.files += Number(a);
-    g.bytes += Number(text.slice(t1 + 1, t2));
+    // The folders from the group's down to this one that not everyone may list (see DriftItem.closed).
+    let chain = -1;
+    for (let end = key.length; ; end = dir.indexOf('/', end + 1)) {
+      const last = end < 0 || end >= dir.length;
+      const p = last ? dir : dir.slice(0, end);
+      const st = folderMode(p);
+      if (st) chain = closedChain(g, p, st, chain);
+      if (last) break;
+    }
+    count(g, chain, Number(a), Number(text.slice(t1 + 1, t2)));
     g.common = commonDir(g.common, dir);
   };
   let rest = '';
@@ -519,24 +658,9 @@ async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<
   if (code !== 0) throw new Error(`impermanence-walk failed (${code}): ${stderr.trim()}`);
   if (rest) line(rest, 0, rest.length);
 
-  // Each file right inside a known folder is a group of its own: list them, by descriptor (see openBeneath).
+  // The files right inside a known folder: a group each, or one for all of them (see looseFiles).
   const skipped = new Set(w.skips.exact);
-  for (const dir of knownDirs) {
-    const fd = openBeneath(w.host('/'), dir);
-    if (fd === undefined) continue;
-    try {
-      for (const d of readdirSync(`/proc/self/fd/${fd}`, { withFileTypes: true })) {
-        if (d.isDirectory()) continue;
-        const path = dir === '/' ? `/${d.name}` : `${dir}/${d.name}`;
-        if (skipped.has(path)) continue;
-        const st = lstatSync(`/proc/self/fd/${fd}/${d.name}`, { throwIfNoEntry: false });
-        if (!st || (w.since && st.ctimeMs / 1000 < w.since)) continue;
-        groups.set(path, { files: 1, bytes: st.size, isDirectory: false });
-      }
-    } finally {
-      closeSync(fd);
-    }
-  }
+  for (const dir of knownDirs) for (const [key, g] of await looseFiles(w.host('/'), dir, w.since, (p) => skipped.has(p))) groups.set(key, g);
   return { groups, scanned };
 }
 

@@ -169,6 +169,66 @@ describe('reading', () => {
     expect(asBird).toContain('/home/bird/.ssh');
   });
 
+  it("State and the counts a non-root caller sees are over the entries it may see: another user's entry down is not its business", async () => {
+    const get = async (prop: string, asUser?: string) => {
+      const r = await busctl(['--json=short', 'get-property', NAME, PATH, IFACE, prop], asUser);
+      if (r.code !== 0) throw new Error(r.stderr);
+      return JSON.parse(r.stdout).data;
+    };
+    const waitFor = async (what: string, pred: () => Promise<boolean>) => {
+      for (const start = Date.now(); !(await pred()); await new Promise((r) => setTimeout(r, 50))) {
+        if (Date.now() - start > 10_000) throw new Error(`not seen in 10 s: ${what}`);
+      }
+    };
+    // Mount /srv/data in the daemon's namespace: every entry nobody may see is in place; bird's
+    // ~/.ssh (in a 0700 home) is not.
+    const data = join(root, 'srv/data');
+    expect((await runOnBus(bus, ['nsenter', '-t', String(daemon.pid), '-m', 'mount', '--bind', join(root, 'persistent/srv/data'), data])).code).toBe(0);
+    try {
+      await waitFor('root sees /srv/data mounted', async () => (await get('ActiveCount')) === 3);
+      expect(await get('State')).toBe('degraded'); // root: ~/.ssh is down
+      expect(await get('EntryCount')).toBe(4);
+      expect(await get('State', 'nobody')).toBe('ok');
+      expect(await get('EntryCount', 'nobody')).toBe(3);
+      expect(await get('ActiveCount', 'nobody')).toBe(3);
+      const status = JSON.parse((await ctl(['status', '--json'], 'nobody')).stdout);
+      expect(status).toMatchObject({ State: 'ok', EntryCount: 3, ActiveCount: 3 });
+    } finally {
+      await runOnBus(bus, ['nsenter', '-t', String(daemon.pid), '-m', 'umount', data]);
+    }
+    await waitFor('root sees /srv/data unmounted again', async () => (await get('ActiveCount')) === 2);
+    expect(await get('State', 'nobody')).toBe('degraded'); // /srv/data is nobody's business too
+  });
+
+  it('answers 1,000 property reads by nobody without reading the system for each', async () => {
+    // What the daemon asks the kernel about files while nobody reads Version 1,000 times: the
+    // mount table and the entries' folders are read at most once a second (and per caller every
+    // 2 s), not per call. Before: one /proc/self/mountinfo and a stat of every entry's folders per call.
+    const trace = join(tempDir(), 'strace.out');
+    const strace = spawn('strace', ['-f', '-e', 'trace=openat,newfstatat,statx,lstat,stat,readlink,readlinkat', '-o', trace, '-p', String(daemon.pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let attached = '';
+    strace.on('error', (err) => (attached += `cannot run strace (apt-get install strace): ${err.message}`));
+    await new Promise<void>((resolve, reject) => {
+      strace.stderr!.on('data', (d) => {
+        attached += d;
+        if (/attached/.test(attached)) resolve();
+      });
+      strace.once('exit', () => reject(new Error(`strace: ${attached}`)));
+    });
+    let lines: string[];
+    try {
+      const { outcomes } = await flood('version', 1000).done;
+      expect(outcomes).toEqual({ ok: 1000 });
+    } finally {
+      strace.kill('SIGINT');
+      await new Promise((r) => strace.once('exit', r));
+      lines = readFileSync(trace, 'utf8').split('\n').filter((l) => /^\d+ +\w+\(/.test(l));
+    }
+    const mountinfo = lines.filter((l) => l.includes('mountinfo'));
+    expect(mountinfo.length).toBeLessThan(100);
+    expect(lines.length).toBeLessThan(1000);
+  });
+
   it('says clearly when the daemon is not there', async () => {
     const other = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
     try {
@@ -340,7 +400,8 @@ describe('reload', () => {
     const added = events.find((e) => e.member === 'InterfacesAdded');
     expect(added.body[0]).toBe('/org/impermanence/Manager/entry/_2fsrv_2fmore');
     expect(added.body[1]['org.impermanence.Entry'].Path).toBe('/srv/more');
-    expect(events.some((e) => e.member === 'PropertiesChanged' && e.body[1].State === 'invalid-config')).toBe(true);
+    // State depends on who asks (the entries one may see): invalidated, never sent to every listener.
+    expect(events.some((e) => e.member === 'PropertiesChanged' && e.body[2].includes('State') && !('State' in e.body[1]))).toBe(true);
   });
 });
 
@@ -373,6 +434,42 @@ describe('drift over D-Bus', () => {
     expect(asNobody.filter((i) => i.path.startsWith('/home/bird') || i.path.startsWith('/root'))).toEqual([]);
     const bad = await busctl(['call', NAME, PATH, IFACE, 'Scan', 'a{sv}', '1', 'since', 's', 'yesterday']);
     expect(bad.stderr).toMatch(/option "since" takes a t/);
+  });
+});
+
+describe('drift counts', () => {
+  type Row = [string, string, string, number, number, string];
+  const rows = async (member: 'Scan' | 'GetDrift', asUser?: string) => {
+    const args = member === 'Scan' ? ['Scan', 'a{sv}', '1', 'since', 't', '0'] : ['GetDrift', 'a{sv}', '0'];
+    const r = await busctl(['--json=short', 'call', NAME, PATH, IFACE, ...args], asUser);
+    if (r.code !== 0) throw new Error(r.stderr);
+    return JSON.parse(r.stdout).data[0] as Row[];
+  };
+  const item = (all: Row[], path: string) => all.find((r) => r[0] === 'ephemeral' && r[1] === path);
+
+  it('a non-root caller is shown only the files it could count itself: not those in folders inside an item it may not list', async () => {
+    const pub = join(root, 'srv/counted/pub');
+    mkdirSync(join(pub, 'secret'), { recursive: true, mode: 0o755 });
+    mkdirSync(join(pub, 'mine'), { mode: 0o755 });
+    for (const f of ['a', 'b']) writeFileSync(join(pub, f), 'x');
+    for (let i = 0; i < 5; i++) writeFileSync(join(pub, 'secret', `s${i}`), 'xx');
+    for (let i = 0; i < 3; i++) writeFileSync(join(pub, 'mine', `m${i}`), 'xxx');
+    chmodSync(join(pub, 'secret'), 0o700); // root's
+    chownSync(join(pub, 'mine'), 65534, 65534);
+    chmodSync(join(pub, 'mine'), 0o700); // nobody's own
+    // The walk of a scan (impermanence-walk)...
+    expect(item(await rows('Scan'), '/srv/counted/pub')?.slice(3, 5)).toEqual([10, 2 + 10 + 9]);
+    const asNobody = item(await rows('Scan', 'nobody'), '/srv/counted/pub');
+    expect(asNobody?.slice(3, 5)).toEqual([5, 2 + 9]);
+    expect(asNobody?.[2]).toMatch(/^5 files, 11 B: will be lost at reboot \(not counting folders you may not list\)$/);
+    expect(item(await rows('GetDrift', 'nobody'), '/srv/counted/pub')?.[3]).toBe(5);
+    // ...and the live re-measure of a group (the walk in the daemon).
+    writeFileSync(join(pub, 'secret', 'one-more'), 'x');
+    for (const start = Date.now(); item(await rows('GetDrift'), '/srv/counted/pub')?.[3] !== 11; await new Promise((r) => setTimeout(r, 50))) {
+      if (Date.now() - start > 10_000) throw new Error('the live drift did not count the new file');
+    }
+    expect(item(await rows('GetDrift', 'nobody'), '/srv/counted/pub')?.[3]).toBe(5);
+    expect(item(await rows('GetDrift', 'nobody'), '/srv/counted/pub/secret')).toBeUndefined();
   });
 });
 
@@ -539,6 +636,63 @@ describe('drift subscriptions', () => {
   });
 });
 
+/**
+ * test/dbus/flood.cjs as `user`: COUNT calls of one kind at once on one connection; `sent` resolves
+ * once they are on their way, `done` with what they got ({ outcomes: { ok: N, <error name>: M } }).
+ */
+function flood(kind: 'scan' | 'version', count: number, user = 65534) {
+  const child = spawn('setpriv', ['--reuid', String(user), '--regid', String(user), '--clear-groups', process.execPath, join(REPO, 'test/dbus/flood.cjs'), bus.address, kind, String(count)], {
+    cwd: REPO,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  let onSent: () => void = () => undefined;
+  const sent = new Promise<void>((r) => (onSent = r));
+  const done = new Promise<{ outcomes: Record<string, number> }>((resolve, reject) => {
+    child.stdout!.on('data', (d) => {
+      out += d;
+      for (let nl; (nl = out.indexOf('\n')) >= 0; out = out.slice(nl + 1)) {
+        const line = JSON.parse(out.slice(0, nl));
+        if (line.sent) onSent();
+        else resolve(line);
+      }
+    });
+    child.once('exit', (code) => code && reject(new Error(`flood.cjs exited ${code}`)));
+  });
+  return { sent, done };
+}
+
+describe('scans under load', () => {
+  it("a user flooding Scan gets Busy beyond its queue, and root's scan goes before the user's waiting ones", async () => {
+    const tree = join(root, 'srv/flood');
+    for (let d = 0; d < 20; d++) {
+      mkdirSync(join(tree, `d${d}`), { recursive: true });
+      for (let f = 0; f < 1000; f++) writeFileSync(join(tree, `d${d}`, `f${f}`), '');
+    }
+    const order: string[] = [];
+    const nobody = flood('scan', 40);
+    const flooded = nobody.done.then((r) => {
+      order.push('nobody done');
+      return r;
+    });
+    await nobody.sent;
+    const rootScan = outcome({ member: 'Scan', signature: 'a{sv}', body: [{}] }).then((r) => {
+      order.push('root done');
+      return r;
+    });
+    expect(await rootScan).toBe('ok');
+    const { outcomes } = await flooded;
+    // One running and four waiting at most: the rest are refused at once, with a clear error.
+    expect(outcomes['org.impermanence.Error.Busy']).toBeGreaterThan(0);
+    expect(Object.keys(outcomes).sort()).toEqual(['ok', 'org.impermanence.Error.Busy']);
+    expect(outcomes.ok! + outcomes['org.impermanence.Error.Busy']!).toBe(40);
+    // Root waited for the one scan running, not for the user's queue.
+    expect(order).toEqual(['root done', 'nobody done']);
+    const busy = await busctl(['call', NAME, PATH, IFACE, 'Scan', 'a{sv}', '1', 'since', 't', '1'], 'nobody');
+    expect(busy.code).toBe(0); // the queue is free again
+  });
+});
+
 describe('cancelling a scan', () => {
   it('CancelScan stops a long scan, whose caller gets Cancelled; the daemon goes on serving', async () => {
     const many = join(root, 'srv/many');
@@ -553,6 +707,35 @@ describe('cancelling a scan', () => {
     expect(await scanning).toBe('org.impermanence.Error.Cancelled');
     expect(await outcome({ member: 'GetDrift', signature: 'a{sv}', body: [{}] })).toBe('ok');
   });
+});
+
+describe('memory', () => {
+  const rssMiB = (field = 'VmRSS') => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${daemon.pid}/status`, 'utf8'))![1]) / 1024;
+
+  it('stays bounded when a user writes 200,000 files right inside their home: one item, not one per file', async () => {
+    const before = rssMiB();
+    // As bird, in bird's home (which holds a persisted ~/.ssh, so each file there is a child of a
+    // folder holding persisted paths): the per-file case.
+    const w = await runOnBus(bus, ['sh', '-c', 'cd "$1" && seq -f "many%.0f" 1 200000 | xargs touch', 'sh', join(root, 'home/bird')], { asUser: 1000, timeoutMs: 120_000 });
+    expect(w.code).toBe(0);
+    let rows: Array<[string, string, string, number]> = [];
+    for (const start = Date.now(); ; await new Promise((r) => setTimeout(r, 200))) {
+      [rows] = (await busctlCall(bus, NAME, PATH, IFACE, 'GetDrift', 'a{sv}', '0')) as [typeof rows];
+      rows = rows.filter((r) => r[0] === 'ephemeral' && (r[1] === '/home/bird' || r[1].startsWith('/home/bird/')));
+      if (rows.reduce((n, r) => n + r[3], 0) >= 200_000) break;
+      if (Date.now() - start > 120_000) throw new Error(`the drift did not count 200,000 files in 2 minutes: ${rows.length} items`);
+    }
+    const home = rows.find((r) => r[1] === '/home/bird')!;
+    expect(home[3]).toBeGreaterThanOrEqual(200_000);
+    expect(home[2]).toMatch(/files right inside \/home\/bird/);
+    expect(rows.length).toBeLessThan(10); // the home's loose files are one item; a few groups besides
+    const after = rssMiB();
+    console.log(`daemon RSS: ${before.toFixed(0)} MiB before 200,000 files in a home, ${after.toFixed(0)} MiB after, peak ${rssMiB('VmHWM').toFixed(0)} MiB`);
+    // A generous bound (Node's heap grows and shrinks as it likes): per-file items took ~1 kB each.
+    expect(after).toBeLessThan(before + 120);
+    const rm = await runOnBus(bus, ['find', join(root, 'home/bird'), '-maxdepth', '1', '-name', 'many*', '-delete'], { timeoutMs: 120_000 });
+    expect(rm.code).toBe(0);
+  }, 300_000);
 });
 
 describe('stop', () => {
