@@ -6,11 +6,11 @@
  * mode; after writing everywhere and rebooting onto a wiped root, everything declared must have
  * survived and nothing undeclared.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Container, ensureRootfs, leftovers } from './nspawn';
+import { installPackage, sh } from './package';
 
 jest.setTimeout(20 * 60_000); // the first run debootstraps (~1 min); boots take about a second
 
@@ -68,19 +68,13 @@ async function boot(name: string, storageDir: string, extraNspawnArgs: string[] 
     initArgs: [`impermanence.config=${CONFIG_IN_STORAGE}`],
     // The image knows nothing of impermanence but the installed package: the config is on the storage.
     setup: (root) => {
-      const r = spawnSync(path.join(REPO, 'packaging', 'install.sh'), [root], { encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`install.sh failed: ${r.stderr}`);
+      installPackage(root);
     },
   });
   containers.push(c);
   return c;
 }
 
-async function sh(c: Container, script: string): Promise<string> {
-  const r = await c.sh(script);
-  if (r.code !== 0) throw new Error(`in container: ${script}\nexit ${r.code}\n${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
 
 /** owner:group mode of each path, as the container sees it. */
 async function owners(c: Container, paths: string[]): Promise<string[]> {

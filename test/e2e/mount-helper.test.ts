@@ -6,15 +6,14 @@
  * the mount; then at runtime, before a restart of the mount) is refused: the mount unit fails,
  * its status says why, and nothing is mounted there.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Container, ensureRootfs, leftovers } from './nspawn';
+import { installPackage, sh } from './package';
 
 jest.setTimeout(20 * 60_000); // the first run debootstraps (~1 min); boots take about a second
 
-const REPO = path.join(__dirname, '..', '..');
 const CONFIG_IN_STORAGE = '/persistent/etc/impermanence/persist.d';
 const ODD = '/srv/quo"te back\\slash 100%';
 const CONFIG = `
@@ -66,8 +65,7 @@ async function boot(name: string, storage: string, swapDuringBoot = false): Prom
     binds: [{ host: storage, container: '/persistent' }],
     initArgs: [`impermanence.config=${CONFIG_IN_STORAGE}`],
     setup: (root) => {
-      const r = spawnSync(path.join(REPO, 'packaging', 'install.sh'), [root], { encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`install.sh failed: ${r.stderr}`);
+      installPackage(root);
       fs.writeFileSync(path.join(root, 'root/secret.txt'), 'root only\n', { mode: 0o600 });
       if (swapDuringBoot) {
         fs.writeFileSync(path.join(root, 'etc/systemd/system/e2e-swap.service'), SWAP_UNIT);
@@ -80,11 +78,6 @@ async function boot(name: string, storage: string, swapDuringBoot = false): Prom
   return c;
 }
 
-async function sh(c: Container, script: string): Promise<string> {
-  const r = await c.sh(script);
-  if (r.code !== 0) throw new Error(`in container: ${script}\nexit ${r.code}\n${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
 
 beforeAll(async () => {
   rootfs = await ensureRootfs();

@@ -3,15 +3,14 @@
  * the drop-in is edited, the mount starts and stops; a reboot keeps what was persisted; and
  * kill -9 at random points of each, then running it again, loses and duplicates nothing.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Container, ensureRootfs, leftovers } from './nspawn';
+import { installPackage, sh as mustSucceed } from './package';
 
 jest.setTimeout(30 * 60_000);
 
-const REPO = path.join(__dirname, '..', '..');
 const CONFIG_DIR = '/persistent/etc/impermanence/persist.d';
 const DROP_IN = `${CONFIG_DIR}/50-local.toml`;
 const CONFIG = '# the base config\n[persistence."/persistent"]\ndirectories = ["/var/log"]\n';
@@ -21,11 +20,7 @@ let tmp: string;
 let storage: string;
 let c: Container;
 
-async function sh(script: string): Promise<string> {
-  const r = await c.sh(script, { timeoutMs: 600_000 });
-  if (r.code !== 0) throw new Error(`in container: ${script}\nexit ${r.code}\n${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
+const sh = (script: string) => mustSucceed(c, script, { timeoutMs: 600_000 });
 
 beforeAll(async () => {
   const rootfs = await ensureRootfs();
@@ -40,8 +35,7 @@ beforeAll(async () => {
     // The config is on the storage, so that what persist adds outlives the wipe.
     initArgs: [`impermanence.config=${CONFIG_DIR}`],
     setup: (root) => {
-      const r = spawnSync(path.join(REPO, 'packaging', 'install.sh'), [root], { encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`install.sh failed: ${r.stderr}`);
+      installPackage(root);
     },
   });
 });

@@ -4,23 +4,18 @@
  * that is not there is an error; persisting /etc on empty storage adopts it and boots; a
  * machine ID generated on the first boot survives reboots.
  */
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Container, ensureRootfs, leftovers } from './nspawn';
+import { installPackage, sh } from './package';
 
 jest.setTimeout(20 * 60_000);
 
-const REPO = path.join(__dirname, '..', '..');
 let tmp: string;
 let rootfs: string;
 const containers: Container[] = [];
 
-function install(root: string): void {
-  const r = spawnSync(path.join(REPO, 'packaging', 'install.sh'), [root], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`install.sh failed: ${r.stderr}`);
-}
 
 /** A config shipped in the image (/usr/lib/impermanence/persist.d), as on a tmpfs root with its own /usr. */
 function shipConfig(root: string, text: string): void {
@@ -35,7 +30,7 @@ async function boot(name: string, opts: { storage?: string; initArgs?: string[];
     binds: opts.storage ? [{ host: opts.storage, container: '/persistent' }] : [],
     initArgs: opts.initArgs,
     setup: (root) => {
-      install(root);
+      installPackage(root);
       opts.setup?.(root);
     },
   });
@@ -43,11 +38,6 @@ async function boot(name: string, opts: { storage?: string; initArgs?: string[];
   return c;
 }
 
-async function sh(c: Container, script: string): Promise<string> {
-  const r = await c.sh(script);
-  if (r.code !== 0) throw new Error(`in container: ${script}\nexit ${r.code}\n${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
 
 async function diffItems(c: Container): Promise<Array<{ kind: string; path: string; detail: string; files: number }>> {
   const r = await c.sh('impermanencectl diff --json');
