@@ -14,7 +14,7 @@ import { GENERATOR_DIR } from '../drift/state';
 import { collect, planUnits } from '../generator/plan';
 import { sourceStatter, statOnRoot } from '../generator/write';
 import { replaceFile } from '../shared/replace-file';
-import { adoptAll, copyTree, storageProblem } from './prepare';
+import { adoptAll, copyTree, storageProblem, tempBeside } from './prepare';
 
 /**
  * Persisting and unpersisting a path on a running system, without a reboot: the same adoption
@@ -257,7 +257,8 @@ function adoptNow(entry: Entry, say: Say): void {
 /**
  * What systemd-tmpfiles creates at boot for the entry's storage root, as the generator plans it
  * for `config`: the entry's parents in storage and on the root, with the declared owner and
- * mode, only where missing (and its source folder, empty: adoption fills it).
+ * mode, only where missing, its source folder (empty: adoption fills it), and its mount point
+ * or symlink.
  */
 function createParents(config: ResolvedConfig, entry: Entry): void {
   const output = collect();
@@ -268,19 +269,16 @@ function createParents(config: ResolvedConfig, entry: Entry): void {
   const file = `/run/impermanence/persist-${name}.conf`;
   mkdirSync(dirname(file), { recursive: true });
   replaceFile(file, rules);
-  runTmpfiles(file);
+  const tmpfiles = spawnSync('systemd-tmpfiles', ['--create', file], { encoding: 'utf8' });
+  if (tmpfiles.status !== 0) throw new PersistError(`systemd-tmpfiles --create ${file}: ${tmpfiles.stderr.trim() || `exit ${tmpfiles.status}`}`);
 }
 
-function runTmpfiles(rules: string): void {
-  const tmpfiles = spawnSync('systemd-tmpfiles', ['--create', rules], { encoding: 'utf8' });
-  if (tmpfiles.status !== 0) throw new PersistError(`systemd-tmpfiles --create ${rules}: ${tmpfiles.stderr.trim() || `exit ${tmpfiles.status}`}`);
-}
-
-/** Starts the mount (or makes the symlink) through systemd, as the generator now plans it. */
+/**
+ * Starts the mount (or checks the symlink) through systemd, as the generator now plans it; the
+ * mount point or symlink was made with the parents (createParents: the same config, the same rules).
+ */
 function activate(entry: Entry, say: Say): void {
   systemctl('daemon-reload');
-  // Parents, the source and the mount point (or the symlink), created with the declared owner and mode where missing.
-  runTmpfiles(`${GENERATOR_DIR}/impermanence/${escapePath(entry.storage)}.conf`);
   const unit = mountUnitName(entry.path);
   if (existsSync(`${GENERATOR_DIR}/${unit}`)) {
     systemctl('start', unit);
@@ -311,7 +309,7 @@ function copyBack(entry: Entry, say: Say): boolean {
   // the path is empty, and storage still holds everything, so the copy is made again.
   if (!existsSync(entry.source)) throw new PersistError(`${entry.source} does not exist: nothing to copy back`);
   removeOwnLeftovers(entry.path, 'unpersist');
-  const temp = `${dirname(entry.path)}/.${basename(entry.path)}.impermanence-unpersist`;
+  const temp = tempBeside(entry.path, 'unpersist');
   const cp = copyTree(entry.source, temp);
   if (cp.status !== 0) {
     rmSync(temp, { recursive: true, force: true });
@@ -343,7 +341,7 @@ function copyBack(entry: Entry, say: Say): boolean {
 
 function copyBackLeftovers(path: string): string[] {
   const dir = dirname(path);
-  const name = `.${basename(path)}.impermanence-unpersist`;
+  const name = basename(tempBeside(path, 'unpersist'));
   return existsSync(dir) ? readdirSync(dir).filter((n) => n.startsWith(name)) : [];
 }
 
@@ -354,7 +352,7 @@ function copyBackLeftovers(path: string): string[] {
  */
 function removeOwnLeftovers(path: string, what: 'adopt' | 'unpersist'): void {
   const dir = dirname(path);
-  const prefix = `.${basename(path)}.impermanence-${what}`;
+  const prefix = basename(tempBeside(path, what));
   if (!existsSync(dir)) return;
   const boot = bootTime();
   for (const name of readdirSync(dir)) {

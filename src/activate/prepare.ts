@@ -1,9 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, fsyncSync, opendirSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, writeFileSync, type Stats } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, opendirSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { parentsOf } from '../config/paths';
 import { readMountPoints, storageIsMounted } from '../drift/mountinfo';
 import type { PreparePlan } from '../generator/plan';
+import { replaceFile } from '../shared/replace-file';
 
 /**
  * What impermanence-prepare does for one storage root at boot, before anything is mounted from
@@ -100,9 +101,14 @@ function holdsAnything(dir: string): boolean {
   }
 }
 
+/** The temporary name beside `path` under which a copy of ours is made (adopt: into storage; unpersist: back onto the root). */
+export function tempBeside(path: string, what: 'adopt' | 'unpersist'): string {
+  return `${dirname(path)}/.${basename(path)}.impermanence-${what}`;
+}
+
 /** A full copy of `path` under a new temporary name beside `source`, synced to disk. */
 function copyAside(path: string, source: string): string {
-  const base = `${dirname(source)}/.${basename(source)}.impermanence-adopt`;
+  const base = tempBeside(source, 'adopt');
   let temp = base;
   for (let i = 1; lstatSync(temp, { throwIfNoEntry: false }); i++) temp = `${base}.${i}`; // a crashed attempt's copy stays
   const cp = copyTree(path, temp);
@@ -176,7 +182,5 @@ function shadowedBy(path: string, source: string, dev: number): { files: number;
 /** Records what is shadowed for the daemon: one file per storage root, replaced whole. */
 export function recordShadowed(name: string, shadowed: Shadowed[], dir = SHADOWED_DIR): void {
   mkdirSync(dir, { recursive: true, mode: 0o755 });
-  const file = `${dir}/${name}.json`;
-  writeFileSync(`${file}.tmp`, JSON.stringify(shadowed) + '\n', { mode: 0o600 });
-  renameSync(`${file}.tmp`, file);
+  replaceFile(`${dir}/${name}.json`, JSON.stringify(shadowed) + '\n', { mode: 0o600 });
 }
