@@ -34,6 +34,10 @@ Commands (as root, on this system, without a reboot):
   unpersist PATH        copy it back onto the root, stop the mount and take it out of
                         50-local.toml; the storage copy stays (an orphan)
 
+Commands (moving in):
+  import nix FILE.json  NixOS's environment.persistence (nix eval --json, see README) as our
+                        TOML, on standard output or --out FILE; names what is not carried over
+
 Commands (your own desktop notifications, impermanence-notify):
   notify on|off|status  turn drift notifications on or off for you (in
                         $XDG_CONFIG_HOME/impermanence/notify.toml), or say which they are
@@ -87,6 +91,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
   }
   if (command === 'notify') return notify(rest, out, err);
   if (command === 'persist' || command === 'unpersist') return persistCommand(command, rest, values, out, err);
+  if (command === 'import') return (await import('./import')).importCommand(rest, values, out, err);
   if (rest.length) {
     err(`impermanencectl: unexpected argument ${JSON.stringify(rest[0])}\n`);
     return 2;
