@@ -25,6 +25,8 @@ Commands (asking impermanenced on the system bus):
   list                  every persisted entry and whether it is in place
   reload                make the daemon re-read the config (polkit: org.impermanence.reload)
   monitor               print the daemon's signals as they come, until interrupted
+  metrics               state, drift and config validity in Prometheus's text format, for
+                        node_exporter's textfile collector (--out FILE.prom; --no-scan)
 
 Commands (as root, on this system, without a reboot):
   persist PATH          copy what PATH holds into storage, add it to 50-local.toml (in the
@@ -74,6 +76,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         bus: { type: 'string' },
         since: { type: 'string' },
         offline: { type: 'boolean', default: false },
+        'no-scan': { type: 'boolean', default: false },
         storage: { type: 'string' },
         user: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -131,6 +134,8 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         }
       }
       return onBus('diff', { json: values.json, interactive: !values['no-ask-password'], bus: values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS, since: values.since }, out, err);
+    case 'metrics':
+      return (await import('./metrics')).metricsCommand({ out: values.out, scan: !values['no-scan'], bus: values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS, dirs, required, root }, out, err);
     case 'status':
     case 'list':
     case 'reload':
