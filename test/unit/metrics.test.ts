@@ -243,3 +243,34 @@ async function waitForAsync<T>(what: string, fn: () => T | undefined): Promise<T
   }
   throw new Error(`timed out waiting for ${what}\n${daemonLog}`);
 }
+
+/**
+ * Prometheus's own promtool (from Debian's `prometheus` package; .ci/run extracts it and sets
+ * PROMTOOL): its linter on what `metrics` writes, and the README's alert rules checked and
+ * unit-tested (`promtool test rules`: each alert fires on such series, after its `for`, and only then).
+ */
+describe('promtool', () => {
+  const promtool = process.env.PROMTOOL ?? '/usr/bin/promtool';
+  const run = (args: string[], input?: string) => spawnSync(promtool, args, { encoding: 'utf8', input, cwd: REPO });
+
+  beforeAll(() => {
+    if (!existsSync(promtool)) throw new Error(`promtool not found at ${promtool}: set PROMTOOL (see .ci/run: apt-get download prometheus)`);
+  });
+
+  it('check metrics: the file impermanencectl metrics writes passes its linter', () => {
+    const r = ctl('metrics', '--bus', bus.address, '--config', configDir, '--root', root, '--out', '-');
+    expect(r.code).toBe(0);
+    const lint = run(['check', 'metrics'], r.stdout);
+    expect(lint.stdout + lint.stderr).toBe('');
+    expect(lint.status).toBe(0);
+  });
+
+  it('the README\'s alert rules: check rules, and test rules against series like ours', () => {
+    const rules = join(REPO, 'examples', 'prometheus', 'impermanence-rules.yml');
+    expect(run(['check', 'rules', rules]).status).toBe(0);
+    const t = run(['test', 'rules', join(REPO, 'test', 'fixtures', 'prometheus', 'rules-test.yml')]);
+    expect(t.stdout).toContain('SUCCESS');
+    expect(t.status).toBe(0);
+    expect(readFileSync(join(REPO, 'README.md'), 'utf8')).toContain(readFileSync(rules, 'utf8'));
+  });
+});
