@@ -39,9 +39,15 @@ export async function metricsCommand(opts: MetricsOptions, out: Print, err: Prin
     bus = await connect(opts.bus);
     if (opts.scan) {
       const started = Date.now();
-      await call(bus, { iface: 'org.impermanence.Manager', member: 'Scan', signature: 'a{sv}', body: [{}] });
-      const finished = Date.now();
-      snapshot.scan = { finished: finished / 1000, duration: (finished - started) / 1000 };
+      try {
+        await call(bus, { iface: 'org.impermanence.Manager', member: 'Scan', signature: 'a{sv}', body: [{}] });
+        const finished = Date.now();
+        snapshot.scan = { finished: finished / 1000, duration: (finished - started) / 1000 };
+      } catch (e) {
+        if (!(e instanceof CallFailed)) throw e;
+        // Cancelled by someone, say: the daemon is up; its last drift is still worth writing.
+        err(`impermanencectl metrics: the scan failed (${e.message}); writing the drift the daemon has\n`);
+      }
     }
     const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'GetAll', signature: 's', body: ['org.impermanence.Manager'] });
     const p = plain(props) as { Version: string; State: string; StorageRoots: string[]; LastScanSinceUSec: number };

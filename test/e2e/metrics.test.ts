@@ -18,6 +18,7 @@ const PROM = '/var/lib/prometheus/node-exporter/impermanence.prom';
 
 let tmp: string;
 let c: Container;
+const NAME = `fleetF-metrics-${process.pid}`; // unique: other boot tests may run beside this one
 
 /** The file's samples: `name{labels}` → value. */
 async function samples(): Promise<Map<string, number>> {
@@ -33,7 +34,7 @@ beforeAll(async () => {
   fs.mkdirSync(config, { recursive: true });
   fs.writeFileSync(path.join(config, '10-test.toml'), '[persistence."/persistent"]\ndirectories = ["/var/lib/kept", "/srv/data"]\n');
   c = await Container.boot({
-    name: `metrics-${process.pid}`,
+    name: NAME,
     rootfs,
     binds: [{ host: storage, container: '/persistent' }],
     initArgs: [`impermanence.config=${CONFIG_IN_STORAGE}`],
@@ -48,7 +49,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await c?.stop();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-  expect(leftovers()).toEqual([]);
+  expect(leftovers(NAME)).toEqual([]);
 });
 
 describe('impermanence-metrics.service, installed and hardened', () => {
