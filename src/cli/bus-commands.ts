@@ -97,3 +97,15 @@ async function monitor(bus: Awaited<ReturnType<typeof connect>>, opts: BusOption
     (bus as unknown as NodeJS.EventEmitter).on('error', () => resolve(4));
   });
 }
+
+/** Entry paths or storage roots, for the shell completions (main.ts __complete). */
+export async function listNames(what: 'entries' | 'storages', address: string | undefined): Promise<string[]> {
+  const bus = await connect(address);
+  try {
+    if (what === 'storages') return (await managerProperties(bus)).StorageRoots;
+    const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'ListEntries', signature: 'a{sv}', body: [{}] })) as [Array<[string, string]>];
+    return rows.map(([, path]) => path);
+  } finally {
+    bus.disconnect();
+  }
+}

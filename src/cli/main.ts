@@ -19,6 +19,8 @@ declare const VERSION: string;
 
 /** Exit codes (spec.ts EXIT_CODES): 0 success, 1 invalid config or failed call, 2 usage error, 3 degraded or drift, 4 daemon not reachable. */
 export async function run(argv: string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  // For the shell completions (not in help): entry paths or storage roots from the daemon, one a line.
+  if (argv[0] === '__complete') return complete(argv[1], out);
   let parsed: Parsed;
   try {
     parsed = parse(argv);
@@ -120,6 +122,18 @@ function missingFolder(root: string | undefined, configs: string[] | undefined):
  */
 async function onBus(...args: Parameters<typeof import('./bus-commands').onBus>): Promise<number> {
   return (await import('./bus-commands')).onBus(...args);
+}
+
+/**
+ * `__complete entries|storages`: what the daemon has, one name a line (names holding a newline are
+ * left out), for the shell completions; nothing, and exit 0, when it cannot be asked within a second.
+ */
+async function complete(what: string | undefined, out: (s: string) => void): Promise<number> {
+  if (what !== 'entries' && what !== 'storages') return 2;
+  const { listNames } = await import('./bus-commands');
+  const names = await Promise.race([listNames(what, process.env.DBUS_SYSTEM_BUS_ADDRESS).catch(() => []), new Promise<string[]>((r) => setTimeout(() => r([]), 1000).unref())]);
+  for (const n of names) if (!n.includes('\n')) out(`${n}\n`);
+  return 0;
 }
 
 /** persist and unpersist: loaded on first use, like the bus commands. */
