@@ -72,16 +72,24 @@ export function printReport(report: DriftReport, o: OutputOptions, out: Print): 
   let kind: DriftKind | undefined;
   // Names come from whoever wrote the files: escaped, so that none can forge a line or a heading.
   const paths = report.items.map((i) => printablePath(i.path));
-  const width = Math.min(60, Math.max(...paths.map((p) => p.length)));
+  // Columns per heading, within 100 characters: a long detail wraps under itself, and a
+  // suggestion too long for one line is shown as the TOML it is.
+  const widths = new Map<DriftKind, number>();
+  report.items.forEach((i, n) => widths.set(i.kind, Math.min(40, Math.max(widths.get(i.kind) ?? 0, paths[n]!.length))));
   report.items.forEach((item, n) => {
+    const width = widths.get(item.kind)!;
     if (item.kind !== kind) {
       kind = item.kind;
       const since = kind === 'ephemeral' && report.since ? ` (written since ${new Date(report.since * 1000).toISOString()})` : '';
       out(`${kind === report.items[0]!.kind ? '' : '\n'}${HEADINGS[kind]}${since}:\n`);
     }
-    // Within 100 columns: a long detail wraps under itself.
+    const indent = ''.padEnd(width + 4);
     out(`  ${paths[n]!.padEnd(width)}  ${wrap(printablePath(item.detail), Math.max(40, 100 - width - 4), width + 4)}\n`);
-    if (item.kind === 'ephemeral') out(`  ${''.padEnd(width)}  to keep it: ${printable(item.suggestion).replace(/\n/g, ' ')}\n`);
+    if (item.kind !== 'ephemeral') return;
+    const lines = printable(item.suggestion).split('\n');
+    const oneLine = `${indent}to keep it: ${lines.join(' ')}`;
+    if (oneLine.length <= 100 || lines.length === 1) out(`${oneLine}\n`);
+    else out(`${indent}to keep it:\n${lines.map((l) => `${indent}  ${l}\n`).join('')}`);
   });
   const lost = report.items.filter((i) => i.kind === 'ephemeral');
   if (o.legend !== false) out(`\n${report.items.length} item(s); ${lost.reduce((n, i) => n + i.files, 0)} file(s) will be lost at reboot.\n`);

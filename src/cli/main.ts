@@ -223,7 +223,7 @@ function check(dirs: string[], required: string[], root: string, o: OutputOption
     } else if (config.files.length === 0) {
       out(`no config files in ${dirs.map(printablePath).join(', ')}: nothing is persisted\n`);
     } else {
-      out(`valid: ${config.entries.length} entries (${mounts} bind mounts) in ${config.files.length} file(s): ${config.files.map(printablePath).join(', ')}\n`);
+      out(`valid: ${config.entries.length} entries (${mounts} bind mounts) in ${config.files.length} file(s):\n${config.files.map((f) => `  ${printablePath(f)}\n`).join('')}`);
     }
     return 0;
   } catch (e) {

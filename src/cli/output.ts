@@ -26,7 +26,7 @@ export function emit(doc: object, mode: JsonMode, out: Print): void {
 
 /** `ActiveCount` → `active_count`: D-Bus property names as JSON keys. */
 export function snake(name: string): string {
-  return name.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/([A-Z]+)([A-Z][a-z])/g, '$1_$2').toLowerCase();
+  return name.replace(/USec$/, 'Usec').replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/([A-Z]+)([A-Z][a-z])/g, '$1_$2').toLowerCase();
 }
 
 export interface Status {
@@ -156,6 +156,8 @@ export function eventDoc(s: Signal, time: Date): Record<string, unknown> & { eve
   }
 }
 
+const LABELS: Record<string, string> = { active_count: 'entries in place', entry_count: 'entries', drift_count: 'drift items', config_files: 'config files', config_problems: 'config problems', storage_roots: 'storage roots' };
+const label = (key: string) => LABELS[key] ?? key.replace(/_/g, ' ');
 const clock = (t: Date) => t.toTimeString().slice(0, 8);
 const value = (v: unknown): string => (typeof v === 'string' ? printablePath(v) : Array.isArray(v) ? `[${v.map(value).join(', ')}]` : printable(JSON.stringify(v)));
 
@@ -168,10 +170,14 @@ export function eventText(s: Signal, time: Date): string {
     case 'manager-changed':
     case 'entry-changed': {
       const props = e.properties as Record<string, unknown>;
-      const what = Object.entries(props).map(([k, v]) => `${k.replace(/_/g, ' ')} ${value(v)}`);
       const who = e.event === 'manager-changed' ? 'impermanenced' : printablePath(e.path as string);
-      if (what.length) lines.push(`${who}: ${what.join(', ')}`);
-      for (const k of e.invalidated as string[]) lines.push(`${who}: ${k.replace(/_/g, ' ')} changed`);
+      const what = Object.entries(props)
+        .filter(([k]) => k !== 'last_scan_since_usec') // the same time as last_scan_since
+        .map(([k, v]) => (k === 'last_scan_since' && typeof v === 'number' ? `scanned for drift (written since ${v ? new Date(v * 1000).toISOString() : 'ever'})` : `${label(k)} ${value(v)}`));
+      // Values that depend on who asks are only invalidated: `impermanencectl status` shows them.
+      const invalidated = (e.invalidated as string[]).map(label);
+      if (invalidated.length) what.push(`${invalidated.join(', ')} changed`);
+      if (what.length) lines.push(`${who}: ${what.join('; ')}`);
       break;
     }
     case 'entry-added':
