@@ -173,7 +173,7 @@ export function eventText(s: Signal, time: Date): string {
       const who = e.event === 'manager-changed' ? 'impermanenced' : printablePath(e.path as string);
       const what = Object.entries(props)
         .filter(([k]) => k !== 'last_scan_since_usec') // the same time as last_scan_since
-        .map(([k, v]) => (k === 'last_scan_since' && typeof v === 'number' ? `scanned for drift (written since ${v ? new Date(v * 1000).toISOString() : 'ever'})` : `${label(k)} ${value(v)}`));
+        .map(([k, v]) => (k === 'last_scan_since' && typeof v === 'number' ? `scanned for drift since ${v ? new Date(v * 1000).toISOString() : 'ever'}` : `${label(k)} ${value(v)}`));
       // Values that depend on who asks are only invalidated: `impermanencectl status` shows them.
       const invalidated = (e.invalidated as string[]).map(label);
       if (invalidated.length) what.push(`${invalidated.join(', ')} changed`);
