@@ -52,8 +52,9 @@ export interface LoggerOptions {
   forceStderr?: boolean;
   /**
    * Whether stderr lines start with `<N>` (the priority, for journald or the kernel log). Default:
-   * when `stderr` is given, or when stderr is the journal's stream ($JOURNAL_STREAM); a terminal
-   * or a file gets `identifier: message` instead.
+   * when `stderr` is given, when the journal's socket is there (a fallback line under systemd), or
+   * when stderr is the journal's stream ($JOURNAL_STREAM); a terminal or a file gets
+   * `identifier: message` instead.
    */
   prefix?: boolean;
   /** Largest datagram sent before MESSAGE is truncated; default 128 KiB. */
@@ -171,7 +172,6 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   const socketPath = opts.socketPath ?? DEFAULT_SOCKET;
   const stderr = opts.stderr ?? process.stderr;
   const maxDatagram = opts.maxDatagramBytes ?? DEFAULT_MAX_DATAGRAM;
-  const prefix = opts.prefix ?? (opts.stderr !== undefined || stderrIsJournal());
 
   let socket: DgramSocket | undefined;
   if (!opts.forceStderr && isSocket(socketPath)) {
@@ -183,6 +183,9 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
       socket = undefined;
     }
   }
+
+  // With the journal's socket we run under systemd: a line that falls back to stderr keeps its priority.
+  const prefix = opts.prefix ?? (opts.stderr !== undefined || socket !== undefined || stderrIsJournal());
 
   function writeLine(priority: Priority, message: string, pairs: Array<[string, string]>): void {
     try {
