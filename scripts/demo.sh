@@ -127,7 +127,7 @@ if [ -n "$mounted" ]; then
 fi
 
 say 'busctl call … GetEntry s var/log   # bad input gets a named D-Bus error'
-busctl call org.impermanence.Manager /org/impermanence/Manager org.impermanence.Manager GetEntry s var/log || true
+busctl call org.impermanence.Manager /org/impermanence/Manager org.impermanence.Manager GetEntry s var/log 2>&1 || true
 say 'impermanencectl reload --no-ask-password   # as nobody: polkit decides (there is none here)'
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
   { setpriv --reuid=nobody --regid=nogroup --clear-groups node dist/impermanencectl.js reload --no-ask-password || echo "(exit $?)"; } 2>&1 | fold -s -w 100
