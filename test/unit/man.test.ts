@@ -36,6 +36,22 @@ describe('man pages', () => {
   });
 });
 
+describe('JSON Schemas of impermanencectl --json', () => {
+  it('one per command that takes --json, each with version 1 required, built into dist/json', () => {
+    const withJson = COMMANDS.filter((c) => c.options.includes('json')).map((c) => c.name).sort();
+    expect(COMMANDS.filter((c) => c.json).map((c) => c.json).sort()).toEqual(withJson);
+    for (const name of withJson) {
+      const schema = JSON.parse(readFileSync(join(REPO, 'dist', 'json', `impermanencectl-${name}.schema.json`), 'utf8'));
+      expect(schema.$schema).toMatch(/json-schema\.org/);
+      const variants: Array<{ required: string[]; properties: { version: { const: number } } }> = schema.anyOf ?? schema.oneOf ?? [schema];
+      for (const v of variants) {
+        expect(v.required).toContain('version');
+        expect(v.properties.version.const).toBe(1);
+      }
+    }
+  });
+});
+
 /** Every option name the schema accepts, anywhere in a config file. */
 function schemaKeys(): Set<string> {
   const keys = new Set<string>();
