@@ -1,6 +1,6 @@
 import { Variant, type Message } from '@jellybrick/dbus-next';
 import { CallFailed, call, connect, plain, subscribe, Unreachable } from './bus';
-import { printable, printablePath } from '../shared/printable';
+import { printable } from '../shared/printable';
 import { itemsFromBus, parseSince, printReport } from './diff';
 import { printEvent, printList, printReload, printStatus, type OutputOptions, type Status } from './output';
 
