@@ -9,7 +9,6 @@ import { printable, printablePath } from '../shared/printable';
 
 type Print = (s: string) => void;
 
-export const IMPORT_USAGE = 'usage: impermanencectl import nix FILE.json|- [--out FILE.toml] [--root DIR]\n';
 
 /**
  * `impermanencectl import nix FILE.json`: NixOS's environment.persistence, as `nix eval --json`
@@ -21,7 +20,8 @@ export const IMPORT_USAGE = 'usage: impermanencectl import nix FILE.json|- [--ou
 export function importCommand(args: string[], values: { out?: string; root?: string }, out: Print, err: Print): number {
   const [format, input, ...extra] = args;
   if (format !== 'nix' || input === undefined || extra.length) {
-    err(format !== undefined && format !== 'nix' ? `impermanencectl import: unknown format ${JSON.stringify(format)}: only "nix" is known\n${IMPORT_USAGE}` : IMPORT_USAGE);
+    const what = format !== undefined && format !== 'nix' ? `unknown format ${JSON.stringify(printable(format))}: only "nix" is known` : 'import needs nix FILE.json|-';
+    err(`impermanencectl import: ${what}; see 'impermanencectl import --help'\n`);
     return 2;
   }
   const root = values.root ?? '/';

@@ -41,9 +41,10 @@ function importTo(name: string, root: string) {
 function plan(dir: string, root: string): Map<string, string> {
   const r = ctl('generate', '--out', '-', '--json', '--config', dir, '--root', root);
   expect(r.code).toBe(0);
-  const { files } = JSON.parse(r.stdout) as { files: Record<string, string> };
+  const { files, contents } = JSON.parse(r.stdout) as { files: string[]; contents: Record<string, string> };
+  expect(Object.keys(contents).sort()).toEqual([...files].sort());
   const out = new Map<string, string>();
-  for (const [name, text] of Object.entries(files)) {
+  for (const [name, text] of Object.entries(contents)) {
     // Lines in another order only where entries come in another order (tmpfiles rules).
     out.set(name, text.replace(/^SourcePath=.*$/gm, 'SourcePath=…').split('\n').sort().join('\n'));
   }
@@ -226,7 +227,7 @@ files = [
 
   it('usage: only the nix format, one file', () => {
     expect(ctl('import', 'yaml', 'x').code).toBe(2);
-    expect(ctl('import', 'nix').stderr).toMatch(/^usage: impermanencectl import nix FILE\.json\|-/);
+    expect(ctl('import', 'nix').stderr).toMatch(/^impermanencectl import: .*nix FILE\.json\|-.*; see 'impermanencectl import --help'\n$/);
   });
 });
 
