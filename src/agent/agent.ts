@@ -3,16 +3,15 @@ import { mkdtempSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DBusError, Message, MessageType, NameFlag, RequestNameReply, Variant, type MessageBus } from '@jellybrick/dbus-next';
-import { appendIgnore, DEFAULTS, readNotifyConfig, type NotifyConfig } from './config';
+import { itemsFromRows } from '../bus/codec';
+import { NO_OWNER } from '../bus/errors';
+import { addMatch, nameOwner } from '../bus/freedesktop';
+import { AGENT_NAME, DBUS, MANAGER, nameOwnerMatch, NOTIFICATIONS } from '../bus/names';
+import { appendIgnore, DEFAULTS, readNotifyConfig, type NotifyConfig } from '../config/notify';
 import { replaceFile } from '../shared/replace-file';
-import { compose, itemKey, itemsFromRows, NORMAL, report, type Item } from './message';
+import { compose, itemKey, NORMAL, report, type Item } from './message';
 
-export const AGENT_NAME = 'org.impermanence.Notify';
-const MANAGER = { destination: 'org.impermanence.Manager', path: '/org/impermanence/Manager', interface: 'org.impermanence.Manager' };
-const NOTIFICATIONS = { destination: 'org.freedesktop.Notifications', path: '/org/freedesktop/Notifications', interface: 'org.freedesktop.Notifications' };
-const DBUS = { destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus' };
-/** The errors a call gets when nobody owns the name (and it cannot be activated). */
-const NO_OWNER = new Set(['org.freedesktop.DBus.Error.ServiceUnknown', 'org.freedesktop.DBus.Error.NameHasNoOwner']);
+export { AGENT_NAME };
 /** NotificationClosed reasons: the user saw it (expired or dismissed) vs. we closed it. */
 const SEEN = new Set([1, 2]);
 
@@ -141,7 +140,7 @@ export class Agent {
 
   private readonly onSystem = (msg: Message): void => {
     if (msg.type !== MessageType.SIGNAL) return;
-    if (msg.sender === 'org.freedesktop.DBus' && msg.member === 'NameOwnerChanged' && msg.body[0] === MANAGER.destination) {
+    if (msg.sender === DBUS.destination && msg.member === 'NameOwnerChanged' && msg.body[0] === MANAGER.destination) {
       const owner = msg.body[2] as string;
       if (!owner) {
         this.daemonOwner = '';
@@ -159,7 +158,7 @@ export class Agent {
 
   private readonly onSession = (msg: Message): void => {
     if (msg.type !== MessageType.SIGNAL) return;
-    if (msg.sender === 'org.freedesktop.DBus' && msg.member === 'NameOwnerChanged' && msg.body[0] === NOTIFICATIONS.destination) {
+    if (msg.sender === DBUS.destination && msg.member === 'NameOwnerChanged' && msg.body[0] === NOTIFICATIONS.destination) {
       // A new server (or none) knows nothing of our notification: what was not seen is shown again.
       this.serverOwner = msg.body[2] as string;
       this.forgetNotification();
@@ -353,22 +352,5 @@ function readTold(file: string | undefined): string[] {
     return data.told.filter((k): k is string => typeof k === 'string');
   } catch {
     return [];
-  }
-}
-
-function nameOwnerMatch(name: string): string {
-  return `type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='${name}'`;
-}
-
-async function addMatch(bus: MessageBus, rule: string): Promise<void> {
-  await bus.call(new Message({ ...DBUS, member: 'AddMatch', signature: 's', body: [rule] }));
-}
-
-async function nameOwner(bus: MessageBus, name: string): Promise<string> {
-  try {
-    const reply = await bus.call(new Message({ ...DBUS, member: 'GetNameOwner', signature: 's', body: [name] }));
-    return String(reply?.body[0] ?? '');
-  } catch {
-    return '';
   }
 }

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
 import { Agent, type Log } from './agent';
-import { configPath, userHome } from './config';
+import { configPath, userHome } from '../config/notify';
 import { exitWhenFlushed } from '../shared/exit';
 
 declare const VERSION: string;

@@ -1,7 +1,7 @@
 import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { configPath, readNotifyConfig, setEnabled, userHome } from '../agent/config';
+import { configPath, readNotifyConfig, setEnabled, userHome } from '../config/notify';
 import { InvalidConfig, type ConfigError } from '../config/errors';
 import { configFolders } from '../config/load';
 import { readConfig } from '../config/read';
@@ -171,13 +171,18 @@ async function onBus(...args: Parameters<typeof import('./bus-commands').onBus>)
 async function persistCommand(
   command: 'persist' | 'unpersist',
   args: string[],
-  values: { storage?: string; user?: string },
+  values: { storage?: string; user?: string; bus?: string; 'no-ask-password'?: boolean },
   out: (s: string) => void,
   err: (s: string) => void,
 ): Promise<number> {
   if (args.length !== 1) {
     err(`usage: impermanencectl ${command} PATH${command === 'persist' ? ' [--storage ROOT] [--user NAME]' : ''}\n`);
     return 2;
+  }
+  // Not root: impermanenced does it, if polkit agrees (root does it here, daemon or not).
+  if (process.getuid?.() !== 0) {
+    const { persistOnBus } = await import('./bus-commands');
+    return persistOnBus(command, args[0]!, { json: false, interactive: !values['no-ask-password'], bus: values.bus, storage: values.storage, user: values.user }, out, err);
   }
   const { persist, unpersist, PersistError } = await import('../activate/persist');
   const say = (line: string) => out(`${printable(line)}\n`);

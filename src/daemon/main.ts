@@ -6,10 +6,11 @@ import { sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
 import { container, type DependencyContainer, type InjectionToken } from 'tsyringe';
 import { configFolders } from '../config/load';
 import contractXml from '../../dbus/org.impermanence.Manager.xml';
-import { parseContract, type InterfaceContract } from './contract';
+import { parseContract, type InterfaceContract } from '../bus/contract';
 import { DbusFrontEnd } from './dbus';
-import { createLogger, LOG_ERR, LOG_INFO, type Logger } from './journal';
+import { createLogger, LOG_ERR, LOG_INFO, type Logger } from '../shared/journal';
 import { Manager, type ManagerOptions } from './manager';
+import { PersistRunner, type PersistRunnerOptions } from './persist-runner';
 import { exitWhenFlushed } from '../shared/exit';
 
 declare const VERSION: string;
@@ -25,9 +26,10 @@ export const TOKENS = {
   contract: Symbol('Contract') as InjectionToken<Map<string, InterfaceContract>>,
   manager: Symbol('Manager') as InjectionToken<Manager>,
   frontEnd: Symbol('DbusFrontEnd') as InjectionToken<DbusFrontEnd>,
+  persistRunner: Symbol('PersistRunner') as InjectionToken<PersistRunner>,
 };
 
-export function compose(options: ManagerOptions, busAddress: string | undefined): DependencyContainer {
+export function compose(options: ManagerOptions, busAddress: string | undefined, persist?: PersistRunnerOptions): DependencyContainer {
   const c = container.createChildContainer();
   const once = <T>(token: InjectionToken<T>, make: (c: DependencyContainer) => T) => {
     let made: T | undefined;
@@ -40,7 +42,18 @@ export function compose(options: ManagerOptions, busAddress: string | undefined)
   once(TOKENS.bus, () => (busAddress ? sessionBus({ busAddress }) : systemBus()));
   once(TOKENS.contract, () => parseContract(contractXml));
   once(TOKENS.manager, (dc) => new Manager(dc.resolve(TOKENS.options), dc.resolve(TOKENS.logger)));
-  once(TOKENS.frontEnd, (dc) => new DbusFrontEnd(dc.resolve(TOKENS.bus), dc.resolve(TOKENS.manager), dc.resolve(TOKENS.contract), dc.resolve(TOKENS.logger)));
+  if (persist) once(TOKENS.persistRunner, (dc) => new PersistRunner(dc.resolve(TOKENS.bus), persist));
+  once(
+    TOKENS.frontEnd,
+    (dc) =>
+      new DbusFrontEnd(
+        dc.resolve(TOKENS.bus),
+        dc.resolve(TOKENS.manager),
+        dc.resolve(TOKENS.contract),
+        dc.resolve(TOKENS.logger),
+        persist ? dc.resolve(TOKENS.persistRunner) : undefined,
+      ),
+  );
   return c;
 }
 
@@ -55,11 +68,12 @@ async function main(argv: string[]): Promise<number> {
       config: { type: 'string', multiple: true },
       bus: { type: 'string' },
       'no-watch': { type: 'boolean', default: false },
+      ctl: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
   if (values.help) {
-    process.stdout.write('usage: impermanenced [--root DIR] [--config DIR]... [--bus ADDRESS] [--no-watch]\n');
+    process.stdout.write('usage: impermanenced [--root DIR] [--config DIR]... [--bus ADDRESS] [--no-watch] [--ctl IMPERMANENCECTL]\n');
     return 0;
   }
   const root = values.root!;
@@ -74,6 +88,12 @@ async function main(argv: string[]): Promise<number> {
       walker: existsSync(walker) ? walker : undefined,
     },
     values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS,
+    // Persist and Unpersist run impermanencectl (beside the daemon in a build, else installed)
+    // through systemd, with its output in the RuntimeDirectory of impermanence.service.
+    {
+      ctl: [process.execPath, values.ctl ?? (existsSync(join(dirname(process.argv[1]!), 'impermanencectl.js')) ? join(dirname(process.argv[1]!), 'impermanencectl.js') : '/usr/bin/impermanencectl')],
+      outputDir: process.env.RUNTIME_DIRECTORY?.split(':')[0] ?? '/run/impermanenced',
+    },
   );
   const log = c.resolve(TOKENS.logger);
   const manager = c.resolve(TOKENS.manager);
@@ -108,6 +128,7 @@ async function main(argv: string[]): Promise<number> {
     });
     const stop = () => {
       frontEnd.stop();
+      c.resolve(TOKENS.persistRunner).stop();
       manager.stopLive();
       bus.disconnect();
       log.log(LOG_INFO, 'Stopped');

@@ -12,7 +12,7 @@ import {
   LOG_INFO,
   LOG_NOTICE,
   LOG_WARNING,
-} from '../../src/daemon/journal';
+} from '../../src/shared/journal';
 
 const REPO = join(__dirname, '..', '..');
 const WITH_JOURNALD = join(REPO, 'test', 'journald', 'with-journald.sh');
@@ -193,7 +193,7 @@ describe('journal mode against a plain datagram socket', () => {
         jest.doMock('unix-dgram', () => {
           throw new Error('Cannot find module unix_dgram.node');
         });
-        const fresh = require('../../src/daemon/journal') as typeof import('../../src/daemon/journal');
+        const fresh = require('../../src/shared/journal') as typeof import('../../src/shared/journal');
         const err = sink();
         const logger = fresh.createLogger({ socketPath: path, stderr: err.stream });
         expect(logger.mode).toBe('stderr');

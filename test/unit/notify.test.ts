@@ -183,8 +183,8 @@ describe('impermanence-notify', () => {
     for (const name of names.filter((n) => n.startsWith(':'))) {
       const uid = await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetConnectionUnixUser', 's', name).then(([u]) => u, () => undefined);
       if (uid !== UID) continue;
-      const forged = Message.newSignal('/org/impermanence/Manager', 'org.impermanence.Manager', 'DriftChanged', 'a(sssuts)', [
-        [['ephemeral', '/home/bird/forged', 'forged', 1, 1n, 'run evil-command']],
+      const forged = Message.newSignal('/org/impermanence/Manager', 'org.impermanence.Manager', 'DriftChanged', 'a(sssutss)', [
+        [['ephemeral', '/home/bird/forged', 'forged', 1, 1n, 'run evil-command', '']],
       ]);
       forged.destination = name;
       forger.send(forged);

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildSync } from 'esbuild';
-import { readNotifyConfig, setEnabled } from '../../src/agent/config';
+import { readNotifyConfig, setEnabled } from '../../src/config/notify';
 import { replaceFile } from '../../src/shared/replace-file';
 import { REPO, tempDir } from './helpers';
 
@@ -79,7 +79,7 @@ XDG_CONFIG_HOME="$D/config" "$@" notify off > /dev/null && cp "$D/config/imperma
     const driver = join(tempDir(), 'driver.js');
     buildSync({
       stdin: {
-        contents: `import { appendIgnore } from './src/agent/config';
+        contents: `import { appendIgnore } from './src/config/notify';
 import { replaceFile } from './src/shared/replace-file';
 const [what, file, arg] = process.argv.slice(2);
 try {
