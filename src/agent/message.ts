@@ -35,6 +35,13 @@ export interface ComposeOptions {
   home: string;
   /** Whether the server takes markup in bodies: then &, < and > in paths must be escaped. */
   markup: boolean;
+  /** Offer "Persist" for what would be lost (the server shows actions). */
+  persist?: boolean;
+}
+
+/** What "Persist" in a notification of `items` persists: the most urgent item that will be lost at reboot, if any. */
+export function persistable(items: Item[]): Item | undefined {
+  return rank(items).find((i) => i.kind === 'ephemeral' && !i.loose);
 }
 
 /** Whether the item is a file (the daemon says so: the row's type), not a folder. */
@@ -69,8 +76,13 @@ export function compose(items: Item[], o: ComposeOptions): Notification {
     body: esc(body),
     urgency,
     icon: ICON[urgency]!,
-    actions: ['default', 'Details', 'ignore', ignoreLabel],
+    actions: ['default', 'Details', 'ignore', ignoreLabel, ...persistAction(all, shown, o)],
   };
+}
+
+function persistAction(all: Item[], shown: (p: string) => string, o: ComposeOptions): string[] {
+  const item = o.persist ? persistable(all) : undefined;
+  return item ? ['persist', `Persist ${shown(item.path)}`] : [];
 }
 
 function headline(i: Item, where: string, isFile: boolean, files: (n: number) => string): string {

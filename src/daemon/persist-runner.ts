@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { Message, MessageType, Variant, type MessageBus } from '@jellybrick/dbus-next';
-import { addMatch } from '../bus/freedesktop';
+import { addMatch, nameOwner } from '../bus/freedesktop';
 import { SYSTEMD } from '../bus/names';
 
 /**
@@ -38,6 +38,8 @@ const JOB_REMOVED = `type='signal',sender='${SYSTEMD.destination}',path='${SYSTE
 
 export class PersistRunner {
   private watching: Promise<void> | undefined;
+  /** systemd's unique name: only its JobRemoved are believed (anyone may send a signal). */
+  private systemd = '';
   /** Job results seen, by job path, for jobs being waited on (a signal may beat the reply). */
   private readonly results = new Map<string, string>();
   private readonly waiters = new Map<string, (result: string) => void>();
@@ -65,6 +67,7 @@ export class PersistRunner {
     );
     if (reply?.type === MessageType.ERROR) throw new Error(`systemd refused to start ${name}: ${String(reply.body[0] ?? reply.errorName)}`);
     const job = String(reply?.body[0] ?? '');
+    if (reply?.sender && reply.sender !== this.systemd) this.systemd = reply.sender; // systemd restarted (daemon-reexec)
     const result = await this.resultOf(job);
     let said = '';
     try {
@@ -82,6 +85,7 @@ export class PersistRunner {
       this.bus.on('message', this.onMessage);
       await addMatch(this.bus, JOB_REMOVED);
       await this.bus.call(new Message({ ...SYSTEMD, member: 'Subscribe' }));
+      this.systemd = await nameOwner(this.bus, SYSTEMD.destination);
     })().catch((err: unknown) => {
       this.watching = undefined;
       this.bus.off('message', this.onMessage);
@@ -101,6 +105,7 @@ export class PersistRunner {
 
   private readonly onMessage = (msg: Message): void => {
     if (msg.type !== MessageType.SIGNAL || msg.interface !== SYSTEMD.interface || msg.member !== 'JobRemoved' || msg.path !== SYSTEMD.path) return;
+    if (!this.systemd || msg.sender !== this.systemd) return;
     const [, job, , result] = msg.body as [number, string, string, string];
     const waiter = this.waiters.get(job);
     if (waiter) {

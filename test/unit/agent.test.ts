@@ -128,6 +128,17 @@ class FakeBus extends EventEmitter {
   }
 }
 
+describe('the Persist action', () => {
+  it('is offered for what will be lost, only when the server shows actions', () => {
+    const n = compose([item({ path: '/home/bird/a', files: 3 }), item({ kind: 'orphan', path: '/persistent/old' })], { home: HOME, markup: false, persist: true });
+    expect(n.actions.slice(-2)).toEqual(['persist', 'Persist ~/a']);
+    expect(compose([item({})], { home: HOME, markup: false, persist: false }).actions).not.toContain('persist');
+    // Nothing that persisting would keep: no action.
+    expect(compose([item({ kind: 'orphan', path: '/persistent/old' })], { home: HOME, markup: false, persist: true }).actions).not.toContain('persist');
+    expect(compose([item({ loose: true })], { home: HOME, markup: false, persist: true }).actions).not.toContain('persist');
+  });
+});
+
 describe('the agent, on a fake bus', () => {
   it('Ignore works when the server closes the notification in the same breath as the action', async () => {
     const dir = tempDir();
@@ -142,6 +153,26 @@ describe('the agent, on a fake bus', () => {
     session.deliver({ ...sig, member: 'ActionInvoked', body: [7, 'ignore'] }, { ...sig, member: 'NotificationClosed', body: [7, 2] });
     for (let i = 0; i < 100 && !readFileSync(configFile, { encoding: 'utf8', flag: 'a+' }).includes('path'); i++) await new Promise((r) => setTimeout(r, 10));
     expect(readFileSync(configFile, 'utf8')).toContain('path = "~/.config/app"');
+    agent.stop();
+  });
+
+  it('logs paths as printable text: a newline or an escape in a file name forges no line', async () => {
+    const dir = tempDir();
+    const configFile = join(dir, 'notify.toml');
+    const evil = '/home/bird/x\n<3>Failed: root password is\x1b[2J';
+    const rows = [['ephemeral', evil, '1 file', 1, 1n, 's', 'file']];
+    const lines: string[] = [];
+    const system = new FakeBus((m) => (m.member === 'Subscribe' ? [rows] : m.member === 'GetNameOwner' ? [':1.1'] : undefined), ':1.1');
+    const session = new FakeBus((m) => (m.member === 'Notify' ? [7] : m.member === 'GetNameOwner' ? [':1.2'] : m.member === 'GetCapabilities' ? [['actions']] : undefined), ':1.2');
+    const agent = new Agent({ system: system as unknown as MessageBus, session: session as unknown as MessageBus, home: HOME, configFile, log: (_l, m) => lines.push(m), settleMs: 10, minIntervalMs: 10 });
+    expect(await agent.start()).toBe(true);
+    for (let i = 0; i < 100 && !session.calls.some((c) => c.member === 'Notify'); i++) await new Promise((r) => setTimeout(r, 10));
+    const sig = { sender: ':1.2', path: '/org/freedesktop/Notifications', interface: 'org.freedesktop.Notifications' };
+    session.deliver({ ...sig, member: 'ActionInvoked', body: [7, 'ignore'] });
+    for (let i = 0; i < 100 && !lines.some((l) => l.includes('root password')); i++) await new Promise((r) => setTimeout(r, 10));
+    const ignoring = lines.find((l) => l.includes('root password'))!;
+    expect(ignoring).toContain('/home/bird/x\\n<3>Failed: root password is\\u{1b}[2J');
+    for (const l of lines) expect(l).not.toMatch(/[\n\x1b]/);
     agent.stop();
   });
 });

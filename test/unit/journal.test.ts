@@ -293,7 +293,7 @@ const text = (v: string | number[] | undefined): string | undefined =>
     // The compiled module, bundled as the daemon would ship it; unix-dgram stays a real require.
     const esbuild = require('esbuild') as typeof import('esbuild');
     esbuild.buildSync({
-      entryPoints: [join(REPO, 'src', 'daemon', 'journal.ts')],
+      entryPoints: [join(REPO, 'src', 'shared', 'journal.ts')],
       bundle: true,
       platform: 'node',
       format: 'cjs',
