@@ -188,8 +188,8 @@ describe('impermanence-notify', () => {
     desktop.dunstctl('close-all');
     await polkit.setAllowed([]);
     await polkit.setAuthorizedIfInteractive(['org.impermanence.persist']); // as if an agent asked, and the user authenticated
-    mkdirSync(join(root, 'home/bird/Games/saves'), { recursive: true });
-    writeFileSync(join(root, 'home/bird/Games/saves/slot1'), 'x');
+    mkdirSync(join(root, 'home/bird/Games'), { recursive: true });
+    writeFileSync(join(root, 'home/bird/Games/slot1'), 'x');
     await until('a notification for Games', () => notifies().find((c) => c.actions.includes('Persist ~/Games')));
     await until('dunst showing it', () => desktop.dunstctl('count', 'displayed').trim() === '1');
     const before = notifies().length;
@@ -207,7 +207,7 @@ describe('impermanence-notify', () => {
     await polkit.setAuthorizedIfInteractive([]);
     const units = (await systemd.transientUnits()).length;
     desktop.dunstctl('close-all');
-    writeFileSync(join(root, 'home/bird/Games/saves/slot2'), 'x');
+    writeFileSync(join(root, 'home/bird/Games/slot2'), 'x');
     await until('a notification for Games again', () => notifies().slice(before).find((c) => c.actions.includes('Persist ~/Games') && c.summary.includes('Games')));
     await until('dunst showing it', () => desktop.dunstctl('count', 'displayed').trim() === '1');
     const mark = notifies().length;
