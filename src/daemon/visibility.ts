@@ -1,7 +1,8 @@
 import { lstatSync, statSync } from 'node:fs';
 
-/** Who is asking: a bus caller's user and groups. */
 import type { Caller } from '../bus/freedesktop';
+
+/** Who is asking: a bus caller's user and groups (as the bus vouches for them, bus/freedesktop). */
 export type { Caller };
 
 /**
