@@ -13,7 +13,7 @@ import { mountOf, readMountPoints } from '../drift/mountinfo';
 import { GENERATOR_DIR } from '../drift/state';
 import { collect, planUnits } from '../generator/plan';
 import { sourceStatter, statOnRoot } from '../generator/write';
-import { replaceFile } from '../shared/replace-file';
+import { removeStaleTemps, replaceFile } from '../shared/replace-file';
 import { adoptAll, copyTree, storageProblem, tempBeside } from './prepare';
 
 /**
@@ -81,6 +81,7 @@ function refFor(ctx: Context, path: string, kind: EntryRef['kind'], storage: str
 
 export function persist(req: PersistRequest, say: Say, dropIn = localDropIn()): Entry {
   const path = checkedPath(req.path);
+  removeStaleTemps(dropIn); // what a run killed while writing the drop-in left beside it
   const ctx = context(dropIn);
   const declared = ctx.config.entries.find((e) => e.path === path);
   const storage = declared?.storage ?? chooseStorage(ctx.config, req.storage);
@@ -189,6 +190,7 @@ function removeStaleTrash(top: string): void {
 
 export function unpersist(rawPath: string, say: Say, dropIn = localDropIn()): Entry {
   const path = checkedPath(rawPath);
+  removeStaleTemps(dropIn);
   const ctx = context(dropIn);
   const entry = ctx.config.entries.find((e) => e.path === path);
   if (!entry) {

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, fsyncSync, opendirSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, unlinkSync, type Stats } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, opendirSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, renameSync, unlinkSync, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { parentsOf } from '../config/paths';
 import { readMountPoints, storageIsMounted } from '../drift/mountinfo';
@@ -81,7 +81,7 @@ function adopt(kind: 'directory' | 'file', path: string, source: string, storage
   } else if (there) {
     return undefined; // the root's older copy of a file storage holds is not news
   }
-  const temp = copyAside(path, source);
+  const temp = copyAside(path, source, kind, here);
   if (kind === 'directory') renameSync(temp, source); // replaces an empty folder only; fails on a non-empty one
   else {
     linkSync(temp, source); // fails if it appeared meanwhile: never overwrite
@@ -106,26 +106,59 @@ export function tempBeside(path: string, what: 'adopt' | 'unpersist'): string {
   return `${dirname(path)}/.${basename(path)}.impermanence-${what}`;
 }
 
-/** A full copy of `path` under a new temporary name beside `source`, synced to disk. */
-function copyAside(path: string, source: string): string {
-  const base = tempBeside(source, 'adopt');
-  let temp = base;
-  for (let i = 1; lstatSync(temp, { throwIfNoEntry: false }); i++) temp = `${base}.${i}`; // a crashed attempt's copy stays
-  const cp = copyTree(path, temp);
+/**
+ * A full copy of `path` under a new temporary name beside `source`, synced to disk. We act as
+ * root on a path users may write: what is copied is what was opened, not what the name points
+ * at a moment later. `path` is opened without following a symlink (O_NOFOLLOW), checked through
+ * the descriptor (fstat: the type and inode seen before; /proc/self/fd: no symlinked parent on
+ * the way), and cp reads the descriptor (/proc/self/fd/3), so a swap after the check changes
+ * nothing.
+ */
+function copyAside(path: string, source: string, kind: 'directory' | 'file', seen: Stats): string {
+  const fd = openChecked(path, kind, seen);
+  try {
+    const base = tempBeside(source, 'adopt');
+    let temp = base;
+    for (let i = 1; lstatSync(temp, { throwIfNoEntry: false }); i++) temp = `${base}.${i}`; // a crashed attempt's copy stays
+    const cp = copyTree('/proc/self/fd/3', temp, fd);
   if (cp.status !== 0) throw new Error(`cp: ${(cp.stderr || cp.error?.message || `exit ${cp.status}`).trim()} (a partial copy may be left at ${temp})`);
-  const sync = spawnSync('sync', ['--file-system', temp], { encoding: 'utf8' });
-  if (sync.status !== 0) throw new Error(`sync: ${(sync.stderr || `exit ${sync.status}`).trim()}`);
-  return temp;
+    const sync = spawnSync('sync', ['--file-system', temp], { encoding: 'utf8' });
+    if (sync.status !== 0) throw new Error(`sync: ${(sync.stderr || `exit ${sync.status}`).trim()}`);
+    return temp;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** `path` opened without following symlinks, and checked through the descriptor to be what `seen` was. */
+export function openChecked(path: string, kind: 'directory' | 'file', seen: Stats): number {
+  // O_NONBLOCK: a FIFO swapped in must not hang us; O_NOFOLLOW: a symlink swapped in fails (ELOOP).
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | (kind === 'directory' ? constants.O_DIRECTORY : 0));
+  try {
+    const st = fstatSync(fd);
+    if ((kind === 'directory' ? !st.isDirectory() : !st.isFile()) || st.ino !== seen.ino || st.dev !== seen.dev) {
+      throw new Error(`${path} changed while it was being adopted (replaced by something else): nothing was copied; run it again`);
+    }
+    const reached = readlinkSync(`/proc/self/fd/${fd}`);
+    if (reached !== path) throw new Error(`${path} is reached through a symlink (${reached}): nothing was copied`);
+    return fd;
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
 }
 
 /**
  * `cp -a SOURCE TARGET`, which dies with us (setpriv --pdeathsig): a copy cut short by kill -9
  * must not go on writing beside what the next run makes.
  */
-export function copyTree(source: string, target: string): ReturnType<typeof spawnSync> & { stderr: string } {
-  const argv = ['cp', '-a', '--no-target-directory', '--', source, target];
+export function copyTree(source: string, target: string, fd?: number): ReturnType<typeof spawnSync> & { stderr: string } {
+  // With a descriptor (given to cp as fd 3, SOURCE its /proc/self/fd/3): -H follows that one
+  // magic link on the command line to the opened file itself; below it, -a copies symlinks as such.
+  const argv = ['cp', '-a', ...(fd === undefined ? [] : ['-H']), '--no-target-directory', '--', source, target];
   const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
-  return spawnSync(setpriv ?? argv[0]!, setpriv ? ['--pdeathsig', 'KILL', '--', ...argv] : argv.slice(1), { encoding: 'utf8' });
+  const stdio: Array<'ignore' | 'pipe' | number> = fd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe', fd];
+  return spawnSync(setpriv ?? argv[0]!, setpriv ? ['--pdeathsig', 'KILL', '--', ...argv] : argv.slice(1), { encoding: 'utf8', stdio });
 }
 
 function syncFolder(dir: string): void {

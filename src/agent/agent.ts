@@ -3,16 +3,16 @@ import { mkdtempSync, readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DBusError, Message, MessageType, NameFlag, RequestNameReply, Variant, type MessageBus } from '@jellybrick/dbus-next';
-import { appendIgnore, DEFAULTS, readNotifyConfig, type NotifyConfig } from './config';
+import { itemsFromRows } from '../bus/codec';
+import { BusError, NO_OWNER } from '../bus/errors';
+import { addMatch, nameOwner } from '../bus/freedesktop';
+import { AGENT_NAME, ALLOW_INTERACTIVE_AUTHORIZATION, DBUS, MANAGER, nameOwnerMatch, NOTIFICATIONS } from '../bus/names';
+import { appendIgnore, DEFAULTS, readNotifyConfig, type NotifyConfig } from '../config/notify';
+import { printable, printablePath } from '../shared/printable';
 import { replaceFile } from '../shared/replace-file';
-import { compose, concerning, itemKey, itemsFromRows, NORMAL, report, type Item } from './message';
+import { compose, concerning, itemKey, NORMAL, persistable, report, type Item } from './message';
 
-export const AGENT_NAME = 'org.impermanence.Notify';
-const MANAGER = { destination: 'org.impermanence.Manager', path: '/org/impermanence/Manager', interface: 'org.impermanence.Manager' };
-const NOTIFICATIONS = { destination: 'org.freedesktop.Notifications', path: '/org/freedesktop/Notifications', interface: 'org.freedesktop.Notifications' };
-const DBUS = { destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus' };
-/** The errors a call gets when nobody owns the name (and it cannot be activated). */
-const NO_OWNER = new Set(['org.freedesktop.DBus.Error.ServiceUnknown', 'org.freedesktop.DBus.Error.NameHasNoOwner']);
+export { AGENT_NAME };
 /** NotificationClosed reasons: the user saw it (expired or dismissed) vs. we closed it. */
 const SEEN = new Set([1, 2]);
 
@@ -53,6 +53,8 @@ export class Agent {
   private daemonOwner = '';
   private serverOwner = '';
   private markup = false;
+  /** Whether the server shows actions (its "actions" capability): only then is Persist offered. */
+  private actions = false;
   private notificationId = 0;
   private posted = '';
   private shownKeys: string[] = [];
@@ -68,11 +70,18 @@ export class Agent {
   /** Resolves with the exit code when the agent stops (disabled, or a bus went away). */
   readonly done = new Promise<number>((r) => (this.resolveDone = r));
 
+  /**
+   * Log lines name paths anyone may have chosen: one line each, printable (a newline or an
+   * escape sequence in a file name must not forge a journal line or drive a terminal).
+   */
+  private readonly log: Log;
+
   constructor(private readonly o: AgentOptions) {
+    this.log = (level, message) => o.log(level, printablePath(message));
     try {
       this.config = readNotifyConfig(o.configFile, o.home);
     } catch (err) {
-      o.log(3, `${(err as Error).message}; using the defaults until it is fixed`);
+      this.log(3, `${(err as Error).message}; using the defaults until it is fixed`);
       this.config = { ...DEFAULTS };
     }
     for (const k of readTold(o.toldFile)) this.told.add(k);
@@ -81,12 +90,12 @@ export class Agent {
   /** Starts; false if the agent should not run (disabled, or another instance has the name). */
   async start(): Promise<boolean> {
     if (!this.config.enable) {
-      this.o.log(6, `Disabled in ${this.o.configFile} (enable = false): not starting`);
+      this.log(6, `Disabled in ${this.o.configFile} (enable = false): not starting`);
       return false;
     }
     const reply = await this.o.session.requestName(AGENT_NAME, NameFlag.DO_NOT_QUEUE);
     if (reply !== RequestNameReply.PRIMARY_OWNER && reply !== RequestNameReply.ALREADY_OWNER) {
-      this.o.log(6, `Another impermanence-notify already runs in this session (${AGENT_NAME} is taken)`);
+      this.log(6, `Another impermanence-notify already runs in this session (${AGENT_NAME} is taken)`);
       return false;
     }
     this.o.system.on('message', this.onSystem);
@@ -103,7 +112,7 @@ export class Agent {
   }
 
   stop(code = 0, why = ''): void {
-    if (why) this.o.log(code ? 3 : 6, `Stopping: ${why}`);
+    if (why) this.log(code ? 3 : 6, `Stopping: ${why}`);
     clearTimeout(this.timer);
     clearTimeout(this.retry);
     unwatchFile(this.o.configFile, this.onConfigFile);
@@ -121,11 +130,11 @@ export class Agent {
       const name = err instanceof DBusError ? err.type : (err as Error).message;
       this.daemonOwner = '';
       if (NO_OWNER.has(name)) {
-        this.o.log(4, `impermanenced is not running (${name}); waiting for it to start`);
+        this.log(4, `impermanenced is not running (${name}); waiting for it to start`);
       } else {
         // Refused or failed while it runs: try again later, less and less often.
         this.retryMs = Math.min(Math.max(this.retryMs * 2, 5000), 300_000);
-        this.o.log(4, `Cannot subscribe to impermanenced (${name}); trying again in ${this.retryMs / 1000} s`);
+        this.log(4, `Cannot subscribe to impermanenced (${name}); trying again in ${this.retryMs / 1000} s`);
         clearTimeout(this.retry);
         this.retry = setTimeout(() => this.queue(() => this.subscribe()), this.retryMs);
       }
@@ -136,16 +145,16 @@ export class Agent {
     const early = this.early;
     this.early = undefined;
     this.setItems(early?.sender === this.daemonOwner ? early.rows : reply?.body[0]);
-    this.o.log(6, `Following drift from impermanenced (${this.daemonOwner}): ${this.items.length} item(s) concern this user`);
+    this.log(6, `Following drift from impermanenced (${this.daemonOwner}): ${this.items.length} item(s) concern this user`);
   }
 
   private readonly onSystem = (msg: Message): void => {
     if (msg.type !== MessageType.SIGNAL) return;
-    if (msg.sender === 'org.freedesktop.DBus' && msg.member === 'NameOwnerChanged' && msg.body[0] === MANAGER.destination) {
+    if (msg.sender === DBUS.destination && msg.member === 'NameOwnerChanged' && msg.body[0] === MANAGER.destination) {
       const owner = msg.body[2] as string;
       if (!owner) {
         this.daemonOwner = '';
-        this.o.log(4, 'impermanenced left the bus; waiting for it to come back');
+        this.log(4, 'impermanenced left the bus; waiting for it to come back');
       } else if (owner !== this.daemonOwner) {
         this.queue(() => this.subscribe());
       }
@@ -159,7 +168,7 @@ export class Agent {
 
   private readonly onSession = (msg: Message): void => {
     if (msg.type !== MessageType.SIGNAL) return;
-    if (msg.sender === 'org.freedesktop.DBus' && msg.member === 'NameOwnerChanged' && msg.body[0] === NOTIFICATIONS.destination) {
+    if (msg.sender === DBUS.destination && msg.member === 'NameOwnerChanged' && msg.body[0] === NOTIFICATIONS.destination) {
       // A new server (or none) knows nothing of our notification: what was not seen is shown again.
       this.serverOwner = msg.body[2] as string;
       this.forgetNotification();
@@ -188,7 +197,7 @@ export class Agent {
     try {
       this.items = itemsFromRows(rows);
     } catch (err) {
-      this.o.log(4, `Ignoring drift from impermanenced: ${(err as Error).message}`);
+      this.log(4, `Ignoring drift from impermanenced: ${(err as Error).message}`);
       return;
     }
     const now = new Set(this.items.map(itemKey));
@@ -214,7 +223,7 @@ export class Agent {
 
   /** Runs bus work one piece at a time, so two renders never race to post two notifications. */
   private queue(fn: () => Promise<void>): void {
-    this.work = this.work.then(fn).catch((err: Error) => this.o.log(4, err.message));
+    this.work = this.work.then(fn).catch((err: Error) => this.log(4, err.message));
   }
 
   private async render(): Promise<void> {
@@ -223,7 +232,7 @@ export class Agent {
       await this.closeNotification();
       return;
     }
-    const n = compose(pending, { home: this.o.home, markup: this.markup });
+    const n = compose(pending, { home: this.o.home, markup: this.markup, persist: this.actions });
     const signature = JSON.stringify(n);
     if (signature === this.posted && this.notificationId) return;
     const hints = { urgency: new Variant('y', n.urgency), 'desktop-entry': new Variant('s', 'impermanence-notify') };
@@ -259,18 +268,22 @@ export class Agent {
       try {
         appendIgnore(this.o.configFile, paths, this.o.home);
       } catch (err) {
-        this.o.log(3, `Cannot ignore ${paths.join(', ')}: ${(err as Error).message}`);
+        this.log(3, `Cannot ignore ${paths.join(', ')}: ${(err as Error).message}`);
         return;
       }
-      this.o.log(6, `Ignoring ${paths.join(', ')} from now on (${this.o.configFile})`);
+      this.log(6, `Ignoring ${paths.join(', ')} from now on (${this.o.configFile})`);
       this.reloadConfig();
+    } else if (action === 'persist') {
+      // Not in the queue: polkit may wait for the user's password while drift goes on.
+      const item = persistable(items);
+      if (item) void this.persist(item).catch((err: Error) => this.log(4, err.message));
     } else if (action === 'default') {
       this.reportDir ??= this.o.env?.XDG_RUNTIME_DIR?.startsWith('/') ? this.o.env.XDG_RUNTIME_DIR : mkdtempSync(join(tmpdir(), 'impermanence-'));
       const file = join(this.reportDir, 'impermanence-drift.txt');
       try {
         replaceFile(file, report(this.relevant(), this.o.home), { mode: 0o600 });
       } catch (err) {
-        this.o.log(4, `Cannot show the drift report: ${(err as Error).message}`);
+        this.log(4, `Cannot show the drift report: ${(err as Error).message}`);
         return;
       }
       // Under systemd, the viewer gets a scope of its own: stopping this service must not take
@@ -279,9 +292,37 @@ export class Agent {
       const viaSystemd = Boolean(this.o.env?.INVOCATION_ID) && this.o.systemdRun !== undefined;
       const [cmd, ...args] = viaSystemd ? [this.o.systemdRun!, '--user', '--scope', '--collect', '--quiet', '--', ...argv] : argv;
       const child = spawn(cmd!, args, { stdio: 'ignore', detached: true });
-      child.on('error', (err) => this.o.log(4, `Cannot open the drift report with ${cmd}: ${err.message} (it is in ${file})`));
+      child.on('error', (err) => this.log(4, `Cannot open the drift report with ${cmd}: ${err.message} (it is in ${file})`));
       child.unref();
     }
+  }
+
+  /**
+   * Persist, from the notification: asks impermanenced (Persist), letting polkit ask the user
+   * for a password, and says how it went in a notification of its own.
+   */
+  private async persist(item: Item): Promise<void> {
+    const shown = printablePath(item.path.startsWith(this.o.home + '/') ? `~${item.path.slice(this.o.home.length)}` : item.path);
+    let summary: string;
+    let body: string;
+    try {
+      const reply = await this.o.system.call(
+        new Message({ ...MANAGER, member: 'Persist', signature: 'ssa{sv}', body: [item.path, '', {}], flags: ALLOW_INTERACTIVE_AUTHORIZATION }),
+      );
+      if (reply?.type === MessageType.ERROR) throw new BusError(reply.errorName, String(reply.body[0] ?? reply.errorName));
+      summary = `${shown} is persisted`;
+      body = ((reply?.body[0] ?? []) as string[]).join('\n');
+      this.log(5, `Persisted ${item.path}`);
+    } catch (err) {
+      const name = err instanceof DBusError ? err.type : err instanceof BusError ? err.errorName : '';
+      const text = err instanceof DBusError ? err.text : (err as Error).message;
+      summary = `Could not persist ${shown}`;
+      body = text || name;
+      this.log(4, `Cannot persist ${item.path}: ${text || name}`);
+    }
+    const esc = (t: string) => (this.markup ? t.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;') : t);
+    const hints = { urgency: new Variant('y', NORMAL), 'desktop-entry': new Variant('s', 'impermanence-notify') };
+    await this.notifications('Notify', 'susssasa{sv}i', ['impermanence', 0, 'dialog-information', summary, esc(printable(body)), [], hints, -1]);
   }
 
   private saveTold(): void {
@@ -289,7 +330,7 @@ export class Agent {
     try {
       replaceFile(this.o.toldFile, JSON.stringify({ boot: BOOT_ID, told: [...this.told] }), { mode: 0o600 });
     } catch (err) {
-      this.o.log(4, `Cannot remember what was shown: ${(err as Error).message}`);
+      this.log(4, `Cannot remember what was shown: ${(err as Error).message}`);
     }
   }
 
@@ -299,7 +340,7 @@ export class Agent {
     try {
       this.config = readNotifyConfig(this.o.configFile, this.o.home);
     } catch (err) {
-      this.o.log(4, `${(err as Error).message}; keeping the settings in effect`);
+      this.log(4, `${(err as Error).message}; keeping the settings in effect`);
       return;
     }
     if (!this.config.enable) {
@@ -314,7 +355,9 @@ export class Agent {
 
   private async readCapabilities(): Promise<void> {
     const reply = await this.notifications('GetCapabilities', '', []);
-    this.markup = ((reply?.body[0] ?? []) as string[]).includes('body-markup');
+    const caps = (reply?.body[0] ?? []) as string[];
+    this.markup = caps.includes('body-markup');
+    this.actions = caps.includes('actions');
   }
 
   /** A call to the notification server; null (logged) if there is none right now. */
@@ -325,7 +368,7 @@ export class Agent {
       const name = err instanceof DBusError ? err.type : (err as Error).message;
       if (NO_OWNER.has(name)) {
         this.serverOwner = '';
-        this.o.log(4, 'No notification server on the session bus; will show drift when one appears');
+        this.log(4, 'No notification server on the session bus; will show drift when one appears');
         return null;
       }
       throw new Error(`${NOTIFICATIONS.interface}.${member} failed: ${name}`);
@@ -351,22 +394,5 @@ function readTold(file: string | undefined): string[] {
     return data.told.filter((k): k is string => typeof k === 'string');
   } catch {
     return [];
-  }
-}
-
-function nameOwnerMatch(name: string): string {
-  return `type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='${name}'`;
-}
-
-async function addMatch(bus: MessageBus, rule: string): Promise<void> {
-  await bus.call(new Message({ ...DBUS, member: 'AddMatch', signature: 's', body: [rule] }));
-}
-
-async function nameOwner(bus: MessageBus, name: string): Promise<string> {
-  try {
-    const reply = await bus.call(new Message({ ...DBUS, member: 'GetNameOwner', signature: 's', body: [name] }));
-    return String(reply?.body[0] ?? '');
-  } catch {
-    return '';
   }
 }

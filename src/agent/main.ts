@@ -2,8 +2,10 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Message, sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
 import { Agent, type Log } from './agent';
-import { configPath, readNotifyConfig, userHome } from './config';
-import { compose, concerning, itemsFromRows } from './message';
+import { configPath, readNotifyConfig, userHome } from '../config/notify';
+import { itemsFromRows } from '../bus/codec';
+import { MANAGER } from '../bus/names';
+import { compose, concerning } from './message';
 import { exitWhenFlushed } from '../shared/exit';
 import { stderrIsJournal } from '../shared/journal-stream';
 
@@ -100,7 +102,7 @@ async function printNow(address: string | undefined, configFile: string, home: s
   try {
     system = await connected(address ? sessionBus({ busAddress: address }) : systemBus(), 'system');
     const reply = await system.call(
-      new Message({ destination: 'org.impermanence.Manager', path: '/org/impermanence/Manager', interface: 'org.impermanence.Manager', member: 'GetDrift', signature: 'a{sv}', body: [{}] }),
+      new Message({ ...MANAGER, member: 'GetDrift', signature: 'a{sv}', body: [{}] }),
     );
     const items = concerning(itemsFromRows(reply?.body[0]), readNotifyConfig(configFile, home), home);
     if (!items.length) {

@@ -1,26 +1,9 @@
-import * as z from 'zod/mini';
-import { formatBytes } from '../drift/report';
+import { formatBytes, rank, type DriftItem } from '../drift/report';
 import { printable, printablePath } from '../shared/printable';
-import { tildePath } from './config';
+import { tildePath } from '../config/notify';
 
-/** A drift item as the daemon sends it: (kind, path, detail, files, bytes, suggestion). */
-export interface Item {
-  kind: string;
-  path: string;
-  detail: string;
-  files: number;
-  bytes: number;
-  suggestion: string;
-}
-
-const Rows = z.array(z.tuple([z.string(), z.string(), z.string(), z.number(), z.bigint(), z.string()]));
-
-/** D-Bus rows a(sssuts) into items; anything else is refused (it came over a bus). */
-export function itemsFromRows(rows: unknown): Item[] {
-  const parsed = Rows.safeParse(rows);
-  if (!parsed.success) throw new Error('drift items are not a(sssuts)');
-  return parsed.data.map(([kind, path, detail, files, bytes, suggestion]) => ({ kind, path, detail, files, bytes: Number(bytes), suggestion }));
-}
+/** A drift item as the daemon sends it (decoded by bus/codec). */
+export type Item = DriftItem;
 
 /** A path for a summary: printable, and at most 80 characters (the middle elided). */
 function short(path: string): string {
@@ -43,7 +26,6 @@ export const CRITICAL = 2;
 
 const URGENCY: Record<string, number> = { unmounted: CRITICAL, replaced: CRITICAL, ephemeral: NORMAL, shadowed: NORMAL, orphan: LOW, attributes: LOW };
 const ICON = ['dialog-information', 'dialog-warning', 'dialog-error'] as const;
-const ORDER: Record<string, number> = { unmounted: 0, replaced: 1, ephemeral: 2, shadowed: 3, attributes: 4, orphan: 5 };
 const MAX_LINES = 5;
 
 export interface Notification {
@@ -59,19 +41,21 @@ export interface ComposeOptions {
   home: string;
   /** Whether the server takes markup in bodies: then &, < and > in paths must be escaped. */
   markup: boolean;
+  /** Offer "Persist" for what would be lost (the server shows actions). */
+  persist?: boolean;
 }
 
-/** Whether the daemon suggests persisting the item as a file (`files = [...]`) rather than a folder. */
-const isFile = (i: Item) => /^files = \[/m.test(i.suggestion);
-
-/** Most urgent first, then largest. */
-export function ranked(items: Item[]): Item[] {
-  return [...items].sort((a, b) => (ORDER[a.kind] ?? 9) - (ORDER[b.kind] ?? 9) || b.bytes - a.bytes || b.files - a.files || (a.path < b.path ? -1 : 1));
+/** What "Persist" in a notification of `items` persists: the most urgent item that will be lost at reboot, if any. */
+export function persistable(items: Item[]): Item | undefined {
+  return rank(items).find((i) => i.kind === 'ephemeral' && !i.loose);
 }
+
+/** Whether the item is a file (the daemon says so: the row's type), not a folder. */
+const isFile = (i: Item) => i.isDirectory === false;
 
 /** The notification for the drift a user has not been told about yet (`items`, not empty). */
 export function compose(items: Item[], o: ComposeOptions): Notification {
-  const all = ranked(items);
+  const all = rank(items);
   const first = all[0]!;
   const shown = (p: string) => short(tildePath(p, o.home));
   const esc = (s: string) => (o.markup ? s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;') : s);
@@ -98,8 +82,13 @@ export function compose(items: Item[], o: ComposeOptions): Notification {
     body: esc(body),
     urgency,
     icon: ICON[urgency]!,
-    actions: ['default', 'Details', 'ignore', ignoreLabel],
+    actions: ['default', 'Details', 'ignore', ignoreLabel, ...persistAction(all, shown, o)],
   };
+}
+
+function persistAction(all: Item[], shown: (p: string) => string, o: ComposeOptions): string[] {
+  const item = o.persist ? persistable(all) : undefined;
+  return item ? ['persist', `Persist ${shown(item.path)}`] : [];
 }
 
 function headline(i: Item, where: string, isFile: boolean, files: (n: number) => string): string {
@@ -145,7 +134,7 @@ function listing(all: Item[], shown: (p: string) => string, files: (n: number) =
 export function report(items: Item[], home: string): string {
   const shown = (p: string) => printablePath(tildePath(p, home));
   const out = [`Drift that concerns you (${new Date().toISOString()}); the full picture: impermanencectl diff`, ''];
-  for (const i of ranked(items)) {
+  for (const i of rank(items)) {
     out.push(`${i.kind}  ${shown(i.path)}`, `  ${printable(i.detail)}`, ...printable(i.suggestion).split('\n').map((l) => `  ${l}`), '');
   }
   return out.join('\n');

@@ -1,13 +1,17 @@
+import { resolve } from 'node:path';
 import { Variant, type Message } from '@jellybrick/dbus-next';
-import { CallFailed, call, connect, plain, subscribe, Unreachable } from './bus';
-import { printable } from '../shared/printable';
-import { itemsFromBus, parseSince, printReport } from './diff';
+import { call, connect, plain, subscribe } from '../bus/client';
+import { itemsFromRows } from '../bus/codec';
+import { BusError, DBUS_ERRORS, ERRORS, Unreachable } from '../bus/errors';
+import { MANAGER_IFACE, PROPERTIES_IFACE } from '../bus/names';
+import { printable, printablePath } from '../shared/printable';
+import { parseSince, printReport } from './diff';
 import { printEvent, printList, printReload, printStatus, type OutputOptions, type Status } from './output';
 
 interface BusOptions extends OutputOptions { interactive: boolean; bus: string | undefined; since?: string }
 type Print = (s: string) => void;
 
-/** status, list, reload, monitor and diff: impermanencectl's calls to impermanenced (loaded on first use by ./commands). */
+/** status, list, reload, monitor and diff: impermanencectl's calls to impermanenced (loaded on first use by ./main). */
 export async function onBus(command: string, opts: BusOptions, out: Print, err: Print): Promise<number> {
   let bus;
   try {
@@ -18,7 +22,7 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
       case 'list':
         return await list(bus, opts, out);
       case 'reload': {
-        await call(bus, { iface: 'org.impermanence.Manager', member: 'Reload', signature: 'a{sv}', body: [{}], interactive: opts.interactive });
+        await call(bus, { iface: MANAGER_IFACE, member: 'Reload', signature: 'a{sv}', body: [{}], interactive: opts.interactive });
         const p = await managerProperties(bus);
         printReload(p, opts, out, err);
         return p.State === 'invalid-config' ? 1 : 0;
@@ -31,12 +35,10 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
         if (tty) await subscribe(bus, (m) => m.member === 'ScanProgress' && err(`\rscanned ${Number(m.body[0]).toLocaleString('en')} files…`));
         const options: Record<string, Variant> = {};
         if (opts.since !== undefined) options.since = new Variant('t', BigInt(Math.floor(parseSince(opts.since))));
-        const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'Scan', signature: 'a{sv}', body: [options] })) as [
-          Array<[string, string, string, number, bigint, string]>,
-        ];
-        const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: 'ss', body: ['org.impermanence.Manager', 'LastScanSinceUSec'] });
+        const [rows] = await call(bus, { iface: MANAGER_IFACE, member: 'Scan', signature: 'a{sv}', body: [options] });
+        const [props] = await call(bus, { iface: PROPERTIES_IFACE, member: 'Get', signature: 'ss', body: [MANAGER_IFACE, 'LastScanSinceUSec'] });
         if (tty) err('\r\x1b[K');
-        const items = itemsFromBus(rows);
+        const items = itemsFromRows(rows);
         printReport({ items, scanned: 0, since: Number(plain(props)) / 1e6 }, opts, out);
         return items.length ? 3 : 0;
       }
@@ -48,7 +50,7 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
       err(`impermanencectl: ${e.message}\n`);
       return 4;
     }
-    if (e instanceof CallFailed) {
+    if (e instanceof BusError) {
       err(`impermanencectl ${command}: ${printable(e.message)}${hint(e.errorName)}\n`);
       return 1;
     }
@@ -58,14 +60,53 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
   }
 }
 
+/**
+ * persist and unpersist by a user who is not root: asked of impermanenced (Persist/Unpersist),
+ * which asks polkit (a password, unless --no-ask-password) and has systemd run the same command
+ * as root. Root runs it directly (see ../activate/persist).
+ */
+export async function persistOnBus(
+  command: 'persist' | 'unpersist',
+  path: string,
+  opts: BusOptions & { storage?: string; user?: string },
+  out: Print,
+  err: Print,
+): Promise<number> {
+  let bus;
+  try {
+    bus = await connect(opts.bus);
+    const absolute = resolve(process.cwd(), path);
+    const options: Record<string, Variant> = {};
+    if (opts.user !== undefined) options.user = new Variant('s', opts.user);
+    const [lines] =
+      command === 'persist'
+        ? await call(bus, { iface: MANAGER_IFACE, member: 'Persist', signature: 'ssa{sv}', body: [absolute, opts.storage ?? '', options], interactive: opts.interactive })
+        : await call(bus, { iface: MANAGER_IFACE, member: 'Unpersist', signature: 'sa{sv}', body: [absolute, options], interactive: opts.interactive });
+    for (const line of (lines ?? []) as string[]) out(`${printable(line)}\n`);
+    return 0;
+  } catch (e) {
+    if (e instanceof Unreachable) {
+      err(`impermanencectl ${command}: ${e.message}; or run it as root\n`);
+      return 4;
+    }
+    if (e instanceof BusError) {
+      err(`impermanencectl ${command}: ${printable(e.message)}${hint(e.errorName)}\n`);
+      return 1;
+    }
+    throw e;
+  } finally {
+    bus?.disconnect();
+  }
+}
+
 function hint(errorName: string): string {
-  if (errorName === 'org.impermanence.Error.NotAuthorizedCanObtain') return ' (run it as root, or without --no-ask-password with a polkit agent)';
-  if (errorName === 'org.impermanence.Error.NotAuthorized' || errorName === 'org.freedesktop.DBus.Error.AccessDenied') return ' (run it as root)';
+  if (errorName === ERRORS.NotAuthorizedCanObtain) return ' (run it as root, or without --no-ask-password with a polkit agent)';
+  if (errorName === ERRORS.NotAuthorized || errorName === DBUS_ERRORS.AccessDenied) return ' (run it as root)';
   return '';
 }
 
 async function managerProperties(bus: Awaited<ReturnType<typeof connect>>): Promise<Status> {
-  const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'GetAll', signature: 's', body: ['org.impermanence.Manager'] });
+  const [props] = await call(bus, { iface: PROPERTIES_IFACE, member: 'GetAll', signature: 's', body: [MANAGER_IFACE] });
   return plain(props) as Status;
 }
 
@@ -76,7 +117,7 @@ async function status(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions
 }
 
 async function list(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions, out: Print): Promise<number> {
-  const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'ListEntries', signature: 'a{sv}', body: [{}] })) as [
+  const [rows] = (await call(bus, { iface: MANAGER_IFACE, member: 'ListEntries', signature: 'a{sv}', body: [{}] })) as [
     Array<[string, string, string, string, string]>,
   ];
   printList(rows.map(([object, path, kind, storage, state]) => ({ path, kind, state, storage, object })), opts, out);
@@ -103,7 +144,7 @@ export async function listNames(what: 'entries' | 'storages', address: string | 
   const bus = await connect(address);
   try {
     if (what === 'storages') return (await managerProperties(bus)).StorageRoots;
-    const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'ListEntries', signature: 'a{sv}', body: [{}] })) as [Array<[string, string]>];
+    const [rows] = (await call(bus, { iface: MANAGER_IFACE, member: 'ListEntries', signature: 'a{sv}', body: [{}] })) as [Array<[string, string]>];
     return rows.map(([, path]) => path);
   } finally {
     bus.disconnect();

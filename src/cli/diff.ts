@@ -94,7 +94,3 @@ export function printReport(report: DriftReport, o: OutputOptions, out: Print): 
   const lost = report.items.filter((i) => i.kind === 'ephemeral');
   if (o.legend !== false) out(`\n${report.items.length} item(s); ${lost.reduce((n, i) => n + i.files, 0)} file(s) will be lost at reboot.\n`);
 }
-
-export function itemsFromBus(rows: Array<[string, string, string, number, bigint | number, string]>): DriftItem[] {
-  return rows.map(([kind, path, detail, files, bytes, suggestion]) => ({ kind: kind as DriftKind, path, detail, files, bytes: Number(bytes), suggestion }));
-}

@@ -1,6 +1,6 @@
 import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { configPath, readNotifyConfig, setEnabled, userHome } from '../agent/config';
+import { configPath, readNotifyConfig, setEnabled, userHome } from '../config/notify';
 import { InvalidConfig, type ConfigError } from '../config/errors';
 import { closest, configFolders } from '../config/load';
 import { readConfig } from '../config/read';
@@ -143,11 +143,17 @@ async function complete(what: string | undefined, out: (s: string) => void): Pro
 async function persistCommand(
   name: 'persist' | 'unpersist',
   args: string[],
-  values: { storage?: string; user?: string },
+  values: { storage?: string; user?: string; bus?: string; 'no-ask-password'?: true },
   o: OutputOptions,
   out: (s: string) => void,
   err: (s: string) => void,
 ): Promise<number> {
+  // Not root: impermanenced does it, if polkit agrees (root does it here, daemon or not).
+  if (process.getuid?.() !== 0) {
+    const { persistOnBus } = await import('./bus-commands');
+    const bus = values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS;
+    return persistOnBus(name, args[0]!, { json: o.json, quiet: o.quiet, legend: o.legend, interactive: !values['no-ask-password'], bus, storage: values.storage, user: values.user }, out, err);
+  }
   const { persist, unpersist, PersistError } = await import('../activate/persist');
   const say = (line: string) => (o.quiet ? undefined : out(`${printable(line)}\n`));
   try {

@@ -8,12 +8,14 @@ import { collect, planUnits } from '../generator/plan';
 import { sourceStatter, statOnRoot } from '../generator/write';
 import { renderMetrics, type MetricsSnapshot } from '../metrics/prometheus';
 import { printablePath } from '../shared/printable';
-import { call, connect, plain, Unreachable, CallFailed } from './bus';
+import { call, connect, plain } from '../bus/client';
+import { itemsFromRows } from '../bus/codec';
+import { BusError, Unreachable } from '../bus/errors';
+import { MANAGER_IFACE, PROPERTIES_IFACE } from '../bus/names';
 
 declare const VERSION: string;
 type Print = (s: string) => void;
 
-export const METRICS_USAGE = 'usage: impermanencectl metrics [--out FILE.prom|-] [--no-scan] [--config DIR]... [--root DIR] [--bus ADDRESS]\n';
 
 export interface MetricsOptions {
   out: string | undefined;
@@ -40,29 +42,30 @@ export async function metricsCommand(opts: MetricsOptions, out: Print, err: Prin
     if (opts.scan) {
       const started = Date.now();
       try {
-        await call(bus, { iface: 'org.impermanence.Manager', member: 'Scan', signature: 'a{sv}', body: [{}] });
+        await call(bus, { iface: MANAGER_IFACE, member: 'Scan', signature: 'a{sv}', body: [{}] });
         const finished = Date.now();
         snapshot.scan = { finished: finished / 1000, duration: (finished - started) / 1000 };
       } catch (e) {
-        if (!(e instanceof CallFailed)) throw e;
+        if (!(e instanceof BusError)) throw e;
         // Cancelled by someone, say: the daemon is up; its last drift is still worth writing.
         err(`impermanencectl metrics: the scan failed (${e.message}); writing the drift the daemon has\n`);
       }
     }
-    const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'GetAll', signature: 's', body: ['org.impermanence.Manager'] });
+    const [props] = await call(bus, { iface: PROPERTIES_IFACE, member: 'GetAll', signature: 's', body: [MANAGER_IFACE] });
     const p = plain(props) as { Version: string; State: string; StorageRoots: string[]; LastScanSinceUSec: number };
-    const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'ListEntries', signature: 'a{sv}', body: [{}] })) as [Array<[string, string, string, string, string]>];
-    const [drift] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'GetDrift', signature: 'a{sv}', body: [{}] })) as [Array<[string, string, string, number, bigint, string]>];
+    const [rows] = (await call(bus, { iface: MANAGER_IFACE, member: 'ListEntries', signature: 'a{sv}', body: [{}] })) as [Array<[string, string, string, string, string]>];
+    const [driftRows] = await call(bus, { iface: MANAGER_IFACE, member: 'GetDrift', signature: 'a{sv}', body: [{}] });
+    const drift = itemsFromRows(driftRows);
     snapshot.daemon = {
       version: p.Version,
       state: p.State,
       storageRoots: p.StorageRoots,
       entries: rows.map(([, path, kind, storage, state]) => ({ path, kind, storage, state })),
-      drift: drift.map(([kind, , , files, bytes]) => ({ kind, files: Number(files), bytes: Number(bytes) })),
+      drift: drift.map(({ kind, files, bytes }) => ({ kind, files, bytes })),
       driftSince: Number(p.LastScanSinceUSec) / 1e6,
     };
   } catch (e) {
-    if (!(e instanceof Unreachable) && !(e instanceof CallFailed)) throw e;
+    if (!(e instanceof Unreachable) && !(e instanceof BusError)) throw e;
     err(`impermanencectl metrics: ${e.message}; writing impermanence_up 0\n`);
     delete snapshot.scan;
   } finally {

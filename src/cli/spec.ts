@@ -115,14 +115,14 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'persist', args: 'PATH', minArgs: 1, maxArgs: 1, complete: 'path', group: 'root',
     summary: 'copy PATH into storage, declare it in 50-local.toml and mount it now',
-    description: 'As root, without a reboot: copies what PATH holds into storage, adds it to 50-local.toml (in the first impermanence.config= folder, else /etc/impermanence/persist.d) and mounts it now. --storage ROOT when there are several storage roots; --user NAME for a path inside a home.',
-    options: ['storage', 'user', 'quiet'],
+    description: 'As root, without a reboot: copies what PATH holds into storage, adds it to 50-local.toml (in the first impermanence.config= folder, else /etc/impermanence/persist.d) and mounts it now. --storage ROOT when there are several storage roots; --user NAME for a path inside a home. Run by another user, it asks impermanenced (Persist, polkit: org.impermanence.persist), which runs the same command as root in a transient systemd unit.',
+    options: ['storage', 'user', 'quiet', 'no-ask-password', 'bus'],
   },
   {
     name: 'unpersist', args: 'PATH', minArgs: 1, maxArgs: 1, complete: 'entry', group: 'root',
     summary: 'copy PATH back onto the root, stop its mount, take it out of 50-local.toml',
-    description: 'As root, without a reboot: copies what PATH holds back onto the root, stops the mount and takes the entry out of 50-local.toml. The copy in storage stays (an orphan): nothing is deleted.',
-    options: ['quiet'],
+    description: 'As root, without a reboot: copies what PATH holds back onto the root, stops the mount and takes the entry out of 50-local.toml. The copy in storage stays (an orphan): nothing is deleted. Run by another user, it asks impermanenced (Unpersist), if polkit agrees.',
+    options: ['quiet', 'no-ask-password', 'bus'],
   },
   {
     name: 'notify', args: 'on|off|status', minArgs: 1, maxArgs: 1, complete: ['on', 'off', 'status'], group: 'user', json: 'notify',

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Message, MessageType, NameFlag, RequestNameReply, Variant, type MessageBus } from '@jellybrick/dbus-next';
 import { normalizePath } from '../config/paths';
-import { ENTRY_PREFIX, MANAGER_PATH, entryObjectPath } from './bus-path';
+import { DRIFT_ROWS, RESOLVED_ROWS, toRow } from '../bus/codec';
 import {
   BASE_INTERFACES,
   DOCTYPE,
@@ -9,20 +9,34 @@ import {
   STANDARD_INTERFACES,
   STANDARD_METHODS,
   type InterfaceContract,
-} from './contract';
-import { callerOf } from './credentials';
-import { LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
+} from '../bus/contract';
+import { BusError, ERRORS } from '../bus/errors';
+import { callerOf } from '../bus/freedesktop';
+import {
+  ALLOW_INTERACTIVE_AUTHORIZATION,
+  BUS_NAME,
+  ENTRY_IFACE,
+  ENTRY_PREFIX,
+  INTROSPECTABLE_IFACE,
+  MANAGER_IFACE,
+  MANAGER_PATH,
+  NO_REPLY_EXPECTED,
+  OBJECT_MANAGER_IFACE,
+  PEER_IFACE,
+  PROPERTIES_IFACE,
+  entryObjectPath,
+} from '../bus/names';
+import { LOG_NOTICE, LOG_WARNING, type Logger } from '../shared/journal';
 import { describe, shownCounts, type DriftItem, type DriftReport } from '../drift/report';
 import { ScanBusy, ScanCancelled, type DriftChange, type EntryView, type Manager, type ReloadResult } from './manager';
 import { optionsProblem } from './options';
-import { ACTION_RELOAD, ALLOW_INTERACTIVE_AUTHORIZATION, checkAuthorization } from './polkit';
+import { ACTION_PERSIST, ACTION_RELOAD, checkAuthorization } from './polkit';
+import type { PersistRunner } from './persist-runner';
+import * as z from 'zod/mini';
 import { callerKey, DriftSubscribers, TooManySubscribers } from './subscribers';
 import { canListFolder, visibilityFor, type Caller } from './visibility';
 
-export const BUS_NAME = 'org.impermanence.Manager';
-const MANAGER_IFACE = 'org.impermanence.Manager';
-const ENTRY_IFACE = 'org.impermanence.Entry';
-const NO_REPLY_EXPECTED = 0x1;
+export { BUS_NAME, BusError };
 /** How long Subscribe waits for the first look: well under the 25 s clients wait for a reply. */
 const FIRST_LOOK_WAIT_MS = 10_000;
 /**
@@ -42,31 +56,32 @@ interface CallerView {
   properties?: { drift: DriftReport; value: Record<string, Variant> };
 }
 
-/** A D-Bus error reply: its name and message. */
-export class BusError extends Error {
-  constructor(
-    readonly errorName: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 const error = {
-  invalidArgument: (m: string) => new BusError('org.impermanence.Error.InvalidArgument', m),
-  noSuchEntry: (m: string) => new BusError('org.impermanence.Error.NoSuchEntry', m),
-  notAuthorized: (m: string) => new BusError('org.impermanence.Error.NotAuthorized', m),
-  canObtain: (m: string) => new BusError('org.impermanence.Error.NotAuthorizedCanObtain', m),
-  invalidConfig: (m: string) => new BusError('org.impermanence.Error.InvalidConfig', m),
-  cancelled: (m: string) => new BusError('org.impermanence.Error.Cancelled', m),
-  busy: (m: string) => new BusError('org.impermanence.Error.Busy', m),
-  invalidArgs: (m: string) => new BusError('org.freedesktop.DBus.Error.InvalidArgs', m),
-  unknownMethod: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownMethod', m),
-  unknownObject: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownObject', m),
-  unknownInterface: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownInterface', m),
-  unknownProperty: (m: string) => new BusError('org.freedesktop.DBus.Error.UnknownProperty', m),
-  readOnly: (m: string) => new BusError('org.freedesktop.DBus.Error.PropertyReadOnly', m),
-  limitsExceeded: (m: string) => new BusError('org.freedesktop.DBus.Error.LimitsExceeded', m),
+  invalidArgument: (m: string) => BusError.of('InvalidArgument', m),
+  noSuchEntry: (m: string) => BusError.of('NoSuchEntry', m),
+  notAuthorized: (m: string) => BusError.of('NotAuthorized', m),
+  canObtain: (m: string) => BusError.of('NotAuthorizedCanObtain', m),
+  invalidConfig: (m: string) => BusError.of('InvalidConfig', m),
+  cancelled: (m: string) => BusError.of('Cancelled', m),
+  busy: (m: string) => BusError.of('Busy', m),
+  invalidArgs: (m: string) => BusError.of('InvalidArgs', m),
+  unknownMethod: (m: string) => BusError.of('UnknownMethod', m),
+  unknownObject: (m: string) => BusError.of('UnknownObject', m),
+  unknownInterface: (m: string) => BusError.of('UnknownInterface', m),
+  unknownProperty: (m: string) => BusError.of('UnknownProperty', m),
+  readOnly: (m: string) => BusError.of('PropertyReadOnly', m),
+  limitsExceeded: (m: string) => BusError.of('LimitsExceeded', m),
 };
+
+/** A call being handled: the message, its body, and its caller (asked of the bus once, when needed). */
+export interface Call {
+  msg: Message;
+  body: unknown[];
+  caller(): Promise<Caller>;
+}
+
+/** A method's handler: read → validate → authorize → act → reply (undefined: an empty reply). */
+type Handler = (call: Call) => Promise<Message | undefined>;
 
 /** Options dictionaries (bounded by dispatch already): no option is defined yet, so any key is refused. */
 function checkOptions(value: unknown): void {
@@ -98,14 +113,33 @@ function checkSince(since: bigint): number {
 
 /** The longest path GetEntry takes: PATH_MAX, which counts bytes (a path of 4096 "é" is 8192). */
 const MAX_PATH_BYTES = 4096;
-function checkPath(value: unknown): string {
-  if (typeof value !== 'string') throw error.invalidArgument('path must be a string');
-  if (Buffer.byteLength(value, 'utf8') > MAX_PATH_BYTES) throw error.invalidArgument(`path is longer than ${MAX_PATH_BYTES} bytes`);
+function checkPath(value: unknown, what = 'path'): string {
+  if (typeof value !== 'string') throw error.invalidArgument(`${what} must be a string`);
+  if (Buffer.byteLength(value, 'utf8') > MAX_PATH_BYTES) throw error.invalidArgument(`${what} is longer than ${MAX_PATH_BYTES} bytes`);
+  if (value.includes('\0')) throw error.invalidArgument(`${what} holds a NUL byte`);
   try {
     return normalizePath(value, { relative: false });
   } catch (err) {
-    throw error.invalidArgument((err as Error).message.slice(0, 300));
+    throw error.invalidArgument(`${what}: ${(err as Error).message.slice(0, 300)}`);
   }
+}
+
+/** A user name as useradd takes it (and systemd's valid_user_group_name, relaxed). */
+const PersistOptions = z.strictObject({
+  user: z.optional(z.string().check(z.regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,255}\$?$/, 'a user name (letters, digits, "_", "." and "-")'))),
+});
+
+/** Persist options: "user" (s), the user whose home holds the path (users.<name>). */
+function checkPersistOptions(value: Record<string, Variant>): { user?: string } {
+  const plain: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(value)) {
+    if (key !== 'user') throw error.invalidArgument(`unknown option ${JSON.stringify(key.slice(0, 200))}`);
+    if (v?.signature !== 's') throw error.invalidArgument('option "user" takes an s (a user name)');
+    plain[key] = v.value;
+  }
+  const parsed = PersistOptions.safeParse(plain);
+  if (!parsed.success) throw error.invalidArgument(`option ${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
+  return parsed.data;
 }
 
 /** Waits for `promise`, but at most `ms`. */
@@ -143,9 +177,11 @@ export class DbusFrontEnd {
     private readonly manager: Manager,
     private readonly contract: Map<string, InterfaceContract>,
     private readonly log: Logger,
+    /** Runs persist and unpersist outside the sandbox; none: those methods fail. */
+    private readonly persister?: PersistRunner,
   ) {
     this.subscribers = new DriftSubscribers(bus, (destination, rows) => {
-      const signal = Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'DriftChanged', 'a(sssuts)', [rows]);
+      const signal = Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'DriftChanged', DRIFT_ROWS, [rows]);
       signal.destination = destination;
       this.bus.send(signal);
     });
@@ -180,7 +216,7 @@ export class DbusFrontEnd {
         if (err instanceof BusError) this.reply(msg, Message.newError(msg, err.errorName, err.message));
         else {
           this.log.log(LOG_WARNING, `Failed to handle ${msg.interface}.${msg.member}: ${(err as Error)?.stack ?? String(err)}`);
-          this.reply(msg, Message.newError(msg, 'org.impermanence.Error.Failed', (err as Error)?.message ?? String(err)));
+          this.reply(msg, Message.newError(msg, ERRORS.Failed, (err as Error)?.message ?? String(err)));
         }
       },
     );
@@ -194,25 +230,57 @@ export class DbusFrontEnd {
       this.bus.send(reply);
     } catch (err) {
       this.log.log(LOG_WARNING, `Cannot send the reply to ${call.interface}.${call.member}: ${(err as Error).message}`);
-      this.bus.send(Message.newError(call, 'org.impermanence.Error.Failed', 'the reply could not be encoded'));
+      this.bus.send(Message.newError(call, ERRORS.Failed, 'the reply could not be encoded'));
     }
   }
 
   /** The interfaces an object path has, or undefined if there is no such object. */
   private interfacesAt(path: string): string[] | undefined {
-    const base = ['org.freedesktop.DBus.Peer', 'org.freedesktop.DBus.Introspectable'];
-    if (path === MANAGER_PATH) return [...base, 'org.freedesktop.DBus.Properties', 'org.freedesktop.DBus.ObjectManager', MANAGER_IFACE];
+    const base = [PEER_IFACE, INTROSPECTABLE_IFACE];
+    if (path === MANAGER_PATH) return [...base, PROPERTIES_IFACE, OBJECT_MANAGER_IFACE, MANAGER_IFACE];
     if (path === '/' || path === '/org' || path === '/org/impermanence' || path === ENTRY_PREFIX) return base;
-    if (this.manager.find(path)) return [...base, 'org.freedesktop.DBus.Properties', ENTRY_IFACE];
+    if (this.manager.find(path)) return [...base, PROPERTIES_IFACE, ENTRY_IFACE];
     return undefined;
   }
 
+  /**
+   * Every method we answer, by interface and member: a named handler each (like sd-bus vtables).
+   * dispatch() routes, checks the signature against the contract and what the caller may see;
+   * the handler does the rest.
+   */
+  private readonly methods: Record<string, Handler> = {
+    [`${PEER_IFACE}.Ping`]: async () => undefined,
+    [`${PEER_IFACE}.GetMachineId`]: async ({ msg }) => Message.newMethodReturn(msg, 's', [readFileSync('/etc/machine-id', 'utf8').trim()]),
+    [`${INTROSPECTABLE_IFACE}.Introspect`]: async (call) => Message.newMethodReturn(call.msg, 's', [await this.introspect(call)]),
+    [`${PROPERTIES_IFACE}.Get`]: (call) => this.getProperty(call),
+    [`${PROPERTIES_IFACE}.GetAll`]: async (call) => Message.newMethodReturn(call.msg, 'a{sv}', [await this.properties(call, call.body[0] as string)]),
+    [`${PROPERTIES_IFACE}.Set`]: async () => {
+      throw error.readOnly('every property is read-only');
+    },
+    [`${OBJECT_MANAGER_IFACE}.GetManagedObjects`]: (call) => this.getManagedObjects(call),
+    [`${MANAGER_IFACE}.ListEntries`]: (call) => this.listEntries(call),
+    [`${MANAGER_IFACE}.GetEntry`]: (call) => this.getEntry(call),
+    [`${MANAGER_IFACE}.Scan`]: (call) => this.scan(call),
+    [`${MANAGER_IFACE}.GetDrift`]: (call) => this.getDrift(call),
+    [`${MANAGER_IFACE}.Subscribe`]: (call) => this.subscribe(call),
+    [`${MANAGER_IFACE}.Unsubscribe`]: async ({ msg }) => {
+      this.subscribers.remove(msg.sender);
+      return undefined;
+    },
+    [`${MANAGER_IFACE}.CancelScan`]: (call) => this.cancelScan(call),
+    [`${MANAGER_IFACE}.Reload`]: (call) => this.reload(call),
+    [`${MANAGER_IFACE}.Persist`]: (call) => this.persist(call),
+    [`${MANAGER_IFACE}.Unpersist`]: (call) => this.unpersist(call),
+  };
+
+  /** Routing, signature and visibility; then the method's handler. */
   private async dispatch(msg: Message): Promise<Message | undefined> {
     const interfaces = this.interfacesAt(msg.path);
     if (!interfaces) throw error.unknownObject(`no object at ${msg.path}`);
+    const call: Call = { msg, body: msg.body, caller: () => this.caller(msg) };
     // An entry a caller could not see does not exist for it, whatever it asks of it.
     const view = this.manager.find(msg.path);
-    if (view && !this.viewOf(await this.caller(msg)).visible.has(view)) throw error.unknownObject(`no object at ${msg.path}`);
+    if (view && !this.viewOf(await call.caller()).visible.has(view)) throw error.unknownObject(`no object at ${msg.path}`);
     let iface = msg.interface;
     if (!iface) iface = interfaces.find((i) => this.inSignature(i, msg.member) !== undefined) ?? '';
     if (!interfaces.includes(iface)) throw error.unknownInterface(`no interface ${JSON.stringify(iface)} at ${msg.path}`);
@@ -221,102 +289,142 @@ export class DbusFrontEnd {
     if ((msg.signature ?? '') !== expected) {
       throw error.invalidArgs(`${iface}.${msg.member} takes (${expected}), not (${msg.signature ?? ''})`);
     }
-    const body = msg.body;
     // Methods that may grow end with a{sv} options: bounded here, before any work on the call.
     if (expected.endsWith('a{sv}')) {
-      const problem = optionsProblem(body[body.length - 1]);
+      const problem = optionsProblem(msg.body[msg.body.length - 1]);
       if (problem) throw error.invalidArgument(problem);
     }
+    const handler = Object.hasOwn(this.methods, `${iface}.${msg.member}`) ? this.methods[`${iface}.${msg.member}`] : undefined;
+    if (!handler) throw error.unknownMethod(`${iface}.${msg.member} is not implemented`);
+    return handler(call);
+  }
 
-    switch (`${iface}.${msg.member}`) {
-      case 'org.freedesktop.DBus.Peer.Ping':
-        return undefined;
-      case 'org.freedesktop.DBus.Peer.GetMachineId':
-        return Message.newMethodReturn(msg, 's', [readFileSync('/etc/machine-id', 'utf8').trim()]);
-      case 'org.freedesktop.DBus.Introspectable.Introspect':
-        return Message.newMethodReturn(msg, 's', [await this.introspect(msg)]);
-      case 'org.freedesktop.DBus.Properties.Get': {
-        const [ifaceName, prop] = body as [string, string];
-        const props = await this.properties(msg, ifaceName);
-        // Own properties only: "constructor" or "__proto__" must not reach the encoder.
-        const value = Object.hasOwn(props, prop) ? props[prop] : undefined;
-        if (!value) throw error.unknownProperty(`no property ${JSON.stringify(prop.slice(0, 200))} in ${ifaceName}`);
-        return Message.newMethodReturn(msg, 'v', [value]);
-      }
-      case 'org.freedesktop.DBus.Properties.GetAll':
-        return Message.newMethodReturn(msg, 'a{sv}', [await this.properties(msg, body[0] as string)]);
-      case 'org.freedesktop.DBus.Properties.Set':
-        throw error.readOnly('every property is read-only');
-      case 'org.freedesktop.DBus.ObjectManager.GetManagedObjects': {
-        const caller = await this.caller(msg);
-        const objects: Record<string, Record<string, Record<string, Variant>>> = {};
-        for (const v of this.visibleEntries(caller)) objects[v.objectPath] = { [ENTRY_IFACE]: this.entryProperties(v) };
-        return Message.newMethodReturn(msg, 'a{oa{sa{sv}}}', [objects]);
-      }
-      case 'org.impermanence.Manager.ListEntries': {
-        checkOptions(body[0]);
-        const caller = await this.caller(msg);
-        const rows = this.visibleEntries(caller).map((v) => [v.objectPath, v.entry.path, v.entry.kind, v.entry.storage, v.status.state]);
-        return Message.newMethodReturn(msg, 'a(ossss)', [rows]);
-      }
-      case 'org.impermanence.Manager.GetEntry': {
-        const path = checkPath(body[0]);
-        const caller = await this.caller(msg);
-        const view = this.manager.entry(entryObjectPath(path));
-        if (!view || !this.viewOf(caller).visible.has(view)) throw error.noSuchEntry(`no persisted entry for ${path}`);
-        return Message.newMethodReturn(msg, 'o', [view.objectPath]);
-      }
-      case 'org.impermanence.Manager.Scan': {
-        const since = checkScanOptions(body[0]);
-        const caller = await this.caller(msg);
-        let report;
-        try {
-          // Root's scans become the daemon's current drift; anyone else just gets the answer.
-          report = await this.manager.scan(since, msg.sender, caller.uid === 0, undefined, caller.uid);
-        } catch (err) {
-          if (err instanceof ScanCancelled) throw error.cancelled(err.message);
-          if (err instanceof ScanBusy) throw error.busy(err.message);
-          throw err;
-        }
-        return Message.newMethodReturn(msg, 'a(sssuts)', [this.driftRows(report.items, caller)]);
-      }
-      case 'org.impermanence.Manager.GetDrift': {
-        checkOptions(body[0]);
-        return Message.newMethodReturn(msg, 'a(sssuts)', [this.driftRows(this.manager.drift.items, await this.caller(msg))]);
-      }
-      case 'org.impermanence.Manager.Subscribe': {
-        checkOptions(body[0]);
-        const caller = await this.caller(msg);
-        // A complete first view, not what the daemon saw so far; but on a huge root, answer with
-        // what is known before the caller's bus library gives up (sd-bus and GDBus: 25 s).
-        await within(this.manager.lookedFirst, FIRST_LOOK_WAIT_MS);
-        const rows = this.driftRows(this.manager.drift.items, caller);
-        try {
-          await this.subscribers.add(msg.sender, caller, rows);
-        } catch (err) {
-          if (err instanceof TooManySubscribers) throw error.limitsExceeded(err.message);
-          throw err;
-        }
-        return Message.newMethodReturn(msg, 'a(sssuts)', [rows]);
-      }
-      case 'org.impermanence.Manager.Unsubscribe':
-        this.subscribers.remove(msg.sender);
-        return undefined;
-      case 'org.impermanence.Manager.CancelScan': {
-        const caller = await this.caller(msg);
-        this.manager.cancelScan(msg.sender, caller.uid === 0);
-        return undefined;
-      }
-      case 'org.impermanence.Manager.Reload': {
-        checkOptions(body[0]);
-        await this.authorize(msg, ACTION_RELOAD);
-        const result = this.manager.reload();
-        if (!result.ok) throw error.invalidConfig(result.problems.join('\n'));
-        return undefined;
-      }
-      default:
-        throw error.unknownMethod(`${iface}.${msg.member} is not implemented`);
+  private async getProperty(call: Call): Promise<Message> {
+    const [ifaceName, prop] = call.body as [string, string];
+    const props = await this.properties(call, ifaceName);
+    // Own properties only: "constructor" or "__proto__" must not reach the encoder.
+    const value = Object.hasOwn(props, prop) ? props[prop] : undefined;
+    if (!value) throw error.unknownProperty(`no property ${JSON.stringify(prop.slice(0, 200))} in ${ifaceName}`);
+    return Message.newMethodReturn(call.msg, 'v', [value]);
+  }
+
+  private async getManagedObjects(call: Call): Promise<Message> {
+    const caller = await call.caller();
+    const objects: Record<string, Record<string, Record<string, Variant>>> = {};
+    for (const v of this.visibleEntries(caller)) objects[v.objectPath] = { [ENTRY_IFACE]: this.entryProperties(v) };
+    return Message.newMethodReturn(call.msg, 'a{oa{sa{sv}}}', [objects]);
+  }
+
+  private async listEntries(call: Call): Promise<Message> {
+    checkOptions(call.body[0]);
+    const caller = await call.caller();
+    const rows = this.visibleEntries(caller).map((v) => [v.objectPath, v.entry.path, v.entry.kind, v.entry.storage, v.status.state]);
+    return Message.newMethodReturn(call.msg, 'a(ossss)', [rows]);
+  }
+
+  private async getEntry(call: Call): Promise<Message> {
+    const path = checkPath(call.body[0]);
+    const caller = await call.caller();
+    const view = this.manager.entry(entryObjectPath(path));
+    if (!view || !this.viewOf(caller).visible.has(view)) throw error.noSuchEntry(`no persisted entry for ${path}`);
+    return Message.newMethodReturn(call.msg, 'o', [view.objectPath]);
+  }
+
+  private async scan(call: Call): Promise<Message> {
+    const since = checkScanOptions(call.body[0]);
+    const caller = await call.caller();
+    let report;
+    try {
+      // Root's scans become the daemon's current drift; anyone else just gets the answer.
+      report = await this.manager.scan(since, call.msg.sender, caller.uid === 0, undefined, caller.uid);
+    } catch (err) {
+      if (err instanceof ScanCancelled) throw error.cancelled(err.message);
+      if (err instanceof ScanBusy) throw error.busy(err.message);
+      throw err;
     }
+    return Message.newMethodReturn(call.msg, DRIFT_ROWS, [this.driftRows(report.items, caller)]);
+  }
+
+  private async getDrift(call: Call): Promise<Message> {
+    checkOptions(call.body[0]);
+    return Message.newMethodReturn(call.msg, DRIFT_ROWS, [this.driftRows(this.manager.drift.items, await call.caller())]);
+  }
+
+  private async subscribe(call: Call): Promise<Message> {
+    checkOptions(call.body[0]);
+    const caller = await call.caller();
+    // A complete first view, not what the daemon saw so far; but on a huge root, answer with
+    // what is known before the caller's bus library gives up (sd-bus and GDBus: 25 s).
+    await within(this.manager.lookedFirst, FIRST_LOOK_WAIT_MS);
+    const rows = this.driftRows(this.manager.drift.items, caller);
+    try {
+      await this.subscribers.add(call.msg.sender, caller, rows);
+    } catch (err) {
+      if (err instanceof TooManySubscribers) throw error.limitsExceeded(err.message);
+      throw err;
+    }
+    return Message.newMethodReturn(call.msg, DRIFT_ROWS, [rows]);
+  }
+
+  private async cancelScan(call: Call): Promise<undefined> {
+    const caller = await call.caller();
+    this.manager.cancelScan(call.msg.sender, caller.uid === 0);
+    return undefined;
+  }
+
+  private async reload(call: Call): Promise<undefined> {
+    checkOptions(call.body[0]);
+    await this.authorize(call, ACTION_RELOAD);
+    const result = this.manager.reload();
+    if (!result.ok) throw error.invalidConfig(result.problems.join('\n'));
+    return undefined;
+  }
+
+  /**
+   * Persist(path, storage, options{user}): validated, authorized (polkit, interactive if the
+   * caller allows it), then run outside the sandbox by systemd (see PersistRunner).
+   */
+  private async persist(call: Call): Promise<Message> {
+    const [rawPath, rawStorage, options] = call.body as [unknown, unknown, Record<string, Variant>];
+    const path = checkPath(rawPath);
+    const storage = rawStorage === '' ? undefined : checkPath(rawStorage, 'storage');
+    const { user } = checkPersistOptions(options);
+    await this.authorize(call, ACTION_PERSIST);
+    const args = ['persist', ...(storage ? ['--storage', storage] : []), ...(user ? ['--user', user] : []), '--', path];
+    return Message.newMethodReturn(call.msg, 'as', [await this.runPersist(call, args)]);
+  }
+
+  /** Unpersist(path, options): the same way as Persist. */
+  private async unpersist(call: Call): Promise<Message> {
+    const [rawPath, options] = call.body as [unknown, Record<string, Variant>];
+    const path = checkPath(rawPath);
+    checkOptions(options);
+    await this.authorize(call, ACTION_PERSIST);
+    return Message.newMethodReturn(call.msg, 'as', [await this.runPersist(call, ['unpersist', '--', path])]);
+  }
+
+  /** Runs impermanencectl persist|unpersist through systemd; its lines, or PersistFailed saying why. */
+  private async runPersist(call: Call, args: string[]): Promise<string[]> {
+    if (!this.persister) throw BusError.of('Failed', 'persisting at runtime is not available in this daemon (no systemd to run it)');
+    const caller = await call.caller();
+    const what = `${args[0]} ${args[args.length - 1]}`;
+    let run;
+    try {
+      run = await this.persister.run(args);
+    } catch (err) {
+      throw BusError.of('Failed', `cannot run ${what}: ${(err as Error).message}`);
+    }
+    const lines = run.output.split('\n').filter(Boolean);
+    this.log.log(run.ok ? LOG_NOTICE : LOG_WARNING, `${what} for uid ${caller.uid}: ${run.ok ? 'done' : `${run.result}: ${lines.join('; ')}`}`, {
+      IMPERMANENCE_ACTION: ACTION_PERSIST,
+      IMPERMANENCE_CALLER_UID: caller.uid,
+      IMPERMANENCE_PATH: args[args.length - 1]!,
+    });
+    if (!run.ok) {
+      const said = lines.map((l) => l.replace(/^impermanencectl (un)?persist: /, '')).join('\n');
+      throw BusError.of('PersistFailed', said || `${what} failed (${run.result})`);
+    }
+    return lines;
   }
 
   private inSignature(iface: string, member: string): string | undefined {
@@ -327,13 +435,16 @@ export class DbusFrontEnd {
   private readonly callers = new WeakMap<Message, Promise<Caller>>();
   private caller(msg: Message): Promise<Caller> {
     let caller = this.callers.get(msg);
-    if (!caller) this.callers.set(msg, (caller = callerOf(this.bus, msg.sender)));
+    if (!caller) {
+      caller = callerOf(this.bus, msg.sender);
+      this.callers.set(msg, caller);
+    }
     return caller;
   }
 
   /** root is allowed outright (as systemd does for privileged callers); anyone else asks polkit. */
-  private async authorize(msg: Message, action: string): Promise<void> {
-    const caller = await this.caller(msg);
+  private async authorize({ msg, caller: who }: Call, action: string): Promise<void> {
+    const caller = await who();
     if (caller.uid === 0) return;
     const interactive = (msg.flags & ALLOW_INTERACTIVE_AUTHORIZATION) !== 0;
     let result;
@@ -367,7 +478,7 @@ export class DbusFrontEnd {
           detail = `${describe({ kind: i.kind, files, bytes })} (not counting folders you may not list)`;
         }
       }
-      rows.push([i.kind, i.path, detail, files, BigInt(bytes), i.suggestion]);
+      rows.push(toRow(i, { files, bytes, detail }));
     }
     return rows;
   }
@@ -375,12 +486,12 @@ export class DbusFrontEnd {
   private emitDrift(d: DriftChange): void {
     const root = { uid: 0, gids: [] };
     // Delivered to root only by the bus policy: these carry paths.
-    if (d.appeared.length) this.bus.send(Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'DriftAppeared', 'a(sssuts)', [this.driftRows(d.appeared, root)]));
-    if (d.resolved.length) this.bus.send(Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'DriftResolved', 'a(ss)', [d.resolved.map((i) => [i.kind, i.path])]));
+    if (d.appeared.length) this.bus.send(Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'DriftAppeared', DRIFT_ROWS, [this.driftRows(d.appeared, root)]));
+    if (d.resolved.length) this.bus.send(Message.newSignal(MANAGER_PATH, MANAGER_IFACE, 'DriftResolved', RESOLVED_ROWS, [d.resolved.map((i) => [i.kind, i.path])]));
     // Subscribers (any user) get their own view, addressed to them alone.
     this.subscribers.publish((caller) => this.driftRows(d.report.items, caller));
     this.bus.send(
-      Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', [
+      Message.newSignal(MANAGER_PATH, PROPERTIES_IFACE, 'PropertiesChanged', 'sa{sv}as', [
         MANAGER_IFACE,
         { LastScanSince: new Variant('t', BigInt(Math.floor(d.report.since))), LastScanSinceUSec: new Variant('t', BigInt(Math.round(d.report.since * 1e6))) },
         ['DriftCount'],
@@ -413,11 +524,11 @@ export class DbusFrontEnd {
     return view;
   }
 
-  private async properties(msg: Message, ifaceName: string): Promise<Record<string, Variant>> {
-    if (msg.path === MANAGER_PATH && ifaceName === MANAGER_IFACE) return this.managerProperties(await this.caller(msg));
+  private async properties({ msg, caller }: Call, ifaceName: string): Promise<Record<string, Variant>> {
+    if (msg.path === MANAGER_PATH && ifaceName === MANAGER_IFACE) return this.managerProperties(await caller());
     const view = this.manager.entry(msg.path);
     if (view && ifaceName === ENTRY_IFACE) {
-      if (!this.viewOf(await this.caller(msg)).visible.has(view)) throw error.unknownObject(`no object at ${msg.path}`);
+      if (!this.viewOf(await caller()).visible.has(view)) throw error.unknownObject(`no object at ${msg.path}`);
       return this.entryProperties(view);
     }
     throw error.unknownInterface(`no interface ${JSON.stringify(ifaceName.slice(0, 200))} at ${msg.path}`);
@@ -476,14 +587,14 @@ export class DbusFrontEnd {
     return out;
   }
 
-  private async introspect(msg: Message): Promise<string> {
+  private async introspect({ msg, caller: who }: Call): Promise<string> {
     const path = msg.path;
     const node = (inner: string) => `${DOCTYPE}<node>\n${inner}</node>\n`;
     if (path === MANAGER_PATH) {
       return node(STANDARD_INTERFACES + OBJECT_MANAGER_INTERFACE + this.contract.get(MANAGER_IFACE)!.xml + '\n  <node name="entry"/>\n');
     }
     if (path === ENTRY_PREFIX) {
-      const caller = await this.caller(msg);
+      const caller = await who();
       const children = this.visibleEntries(caller).map((v) => `  <node name="${v.objectPath.slice(ENTRY_PREFIX.length + 1)}"/>\n`);
       return node(BASE_INTERFACES + children.join(''));
     }
@@ -495,11 +606,11 @@ export class DbusFrontEnd {
   /** After a reload: entries appear and disappear on the bus; the manager's properties change. */
   private emitReload(r: ReloadResult): void {
     for (const v of r.removed) {
-      this.bus.send(Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.ObjectManager', 'InterfacesRemoved', 'oas', [v.objectPath, [ENTRY_IFACE]]));
+      this.bus.send(Message.newSignal(MANAGER_PATH, OBJECT_MANAGER_IFACE, 'InterfacesRemoved', 'oas', [v.objectPath, [ENTRY_IFACE]]));
     }
     for (const v of r.added) {
       this.bus.send(
-        Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.ObjectManager', 'InterfacesAdded', 'oa{sa{sv}}', [
+        Message.newSignal(MANAGER_PATH, OBJECT_MANAGER_IFACE, 'InterfacesAdded', 'oa{sa{sv}}', [
           v.objectPath,
           { [ENTRY_IFACE]: this.entryProperties(v) },
         ]),
@@ -508,7 +619,7 @@ export class DbusFrontEnd {
     // Signals go to every listener: what depends on who asks (paths, counts of what one may see,
     // State) is only invalidated; listeners Get it, and get their own answer.
     this.bus.send(
-      Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', [
+      Message.newSignal(MANAGER_PATH, PROPERTIES_IFACE, 'PropertiesChanged', 'sa{sv}as', [
         MANAGER_IFACE,
         {},
         ['State', 'ConfigFiles', 'ConfigProblems', 'StorageRoots', 'EntryCount', 'ActiveCount'],
@@ -518,6 +629,6 @@ export class DbusFrontEnd {
 
   /** An entry was mounted, unmounted, linked or replaced: State and ActiveCount may have changed, for some callers. */
   private emitStatus(): void {
-    this.bus.send(Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.Properties', 'PropertiesChanged', 'sa{sv}as', [MANAGER_IFACE, {}, ['State', 'ActiveCount']]));
+    this.bus.send(Message.newSignal(MANAGER_PATH, PROPERTIES_IFACE, 'PropertiesChanged', 'sa{sv}as', [MANAGER_IFACE, {}, ['State', 'ActiveCount']]));
   }
 }

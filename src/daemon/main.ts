@@ -6,10 +6,11 @@ import { sessionBus, systemBus, type MessageBus } from '@jellybrick/dbus-next';
 import { container, type DependencyContainer, type InjectionToken } from 'tsyringe';
 import { configFolders } from '../config/load';
 import contractXml from '../../dbus/org.impermanence.Manager.xml';
-import { parseContract, type InterfaceContract } from './contract';
+import { parseContract, type InterfaceContract } from '../bus/contract';
 import { DbusFrontEnd } from './dbus';
-import { createLogger, LOG_ERR, LOG_INFO, type Logger } from './journal';
+import { createLogger, LOG_ERR, LOG_INFO, type Logger } from '../shared/journal';
 import { Manager, type ManagerOptions } from './manager';
+import { PersistRunner, type PersistRunnerOptions } from './persist-runner';
 import { exitWhenFlushed } from '../shared/exit';
 import { stderrIsJournal } from '../shared/journal-stream';
 
@@ -26,9 +27,10 @@ export const TOKENS = {
   contract: Symbol('Contract') as InjectionToken<Map<string, InterfaceContract>>,
   manager: Symbol('Manager') as InjectionToken<Manager>,
   frontEnd: Symbol('DbusFrontEnd') as InjectionToken<DbusFrontEnd>,
+  persistRunner: Symbol('PersistRunner') as InjectionToken<PersistRunner>,
 };
 
-export function compose(options: ManagerOptions, busAddress: string | undefined): DependencyContainer {
+export function compose(options: ManagerOptions, busAddress: string | undefined, persist?: PersistRunnerOptions): DependencyContainer {
   const c = container.createChildContainer();
   const once = <T>(token: InjectionToken<T>, make: (c: DependencyContainer) => T) => {
     let made: T | undefined;
@@ -41,11 +43,22 @@ export function compose(options: ManagerOptions, busAddress: string | undefined)
   once(TOKENS.bus, () => (busAddress ? sessionBus({ busAddress }) : systemBus()));
   once(TOKENS.contract, () => parseContract(contractXml));
   once(TOKENS.manager, (dc) => new Manager(dc.resolve(TOKENS.options), dc.resolve(TOKENS.logger)));
-  once(TOKENS.frontEnd, (dc) => new DbusFrontEnd(dc.resolve(TOKENS.bus), dc.resolve(TOKENS.manager), dc.resolve(TOKENS.contract), dc.resolve(TOKENS.logger)));
+  if (persist) once(TOKENS.persistRunner, (dc) => new PersistRunner(dc.resolve(TOKENS.bus), persist));
+  once(
+    TOKENS.frontEnd,
+    (dc) =>
+      new DbusFrontEnd(
+        dc.resolve(TOKENS.bus),
+        dc.resolve(TOKENS.manager),
+        dc.resolve(TOKENS.contract),
+        dc.resolve(TOKENS.logger),
+        persist ? dc.resolve(TOKENS.persistRunner) : undefined,
+      ),
+  );
   return c;
 }
 
-const HELP = `Usage: impermanenced [--root DIR] [--config DIR]... [--bus ADDRESS] [--no-watch]
+const HELP = `Usage: impermanenced [--root DIR] [--config DIR]... [--bus ADDRESS] [--no-watch] [--ctl PROGRAM]
 
 The impermanence daemon: serves the config and the state of every persisted path, and the drift
 (what a reboot would lose), as org.impermanence.Manager on the system bus. Started by systemd
@@ -55,6 +68,8 @@ The impermanence daemon: serves the config and the state of every persisted path
   --config DIR    read the config from DIR instead of the system folders (repeatable)
   --bus ADDRESS   the bus to serve on (default: the system bus, or $DBUS_SYSTEM_BUS_ADDRESS)
   --no-watch      no live drift (fanotify); drift is known from scans only
+  --ctl PROGRAM   the impermanencectl that Persist and Unpersist run (default: beside the daemon,
+                  else /usr/bin/impermanencectl)
   -h, --help      show this help and exit
   --version       show the version and exit
 `;
@@ -90,6 +105,7 @@ async function main(argv: string[]): Promise<number> {
         config: { type: 'string', multiple: true },
         bus: { type: 'string' },
         'no-watch': { type: 'boolean', default: false },
+        ctl: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
         version: { type: 'boolean', default: false },
       },
@@ -119,6 +135,12 @@ async function main(argv: string[]): Promise<number> {
       walker: existsSync(walker) ? walker : undefined,
     },
     values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS,
+    // Persist and Unpersist run impermanencectl (beside the daemon in a build, else installed)
+    // through systemd, with its output in the RuntimeDirectory of impermanence.service.
+    {
+      ctl: [process.execPath, values.ctl ?? (existsSync(join(dirname(process.argv[1]!), 'impermanencectl.js')) ? join(dirname(process.argv[1]!), 'impermanencectl.js') : '/usr/bin/impermanencectl')],
+      outputDir: process.env.RUNTIME_DIRECTORY?.split(':')[0] ?? '/run/impermanenced',
+    },
   );
   const log = c.resolve(TOKENS.logger);
   const manager = c.resolve(TOKENS.manager);
@@ -153,6 +175,7 @@ async function main(argv: string[]): Promise<number> {
     });
     const stop = () => {
       frontEnd.stop();
+      c.resolve(TOKENS.persistRunner).stop();
       manager.stopLive();
       bus.disconnect();
       log.log(LOG_INFO, 'Stopped');

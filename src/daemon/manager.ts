@@ -8,8 +8,8 @@ import { bootTime } from '../drift/boot';
 import { LiveWatcher, type LiveChange } from '../drift/live';
 import { foldNested, rank, type DriftItem, type DriftReport } from '../drift/report';
 import { entryDrift, looseDir, looseKey, RootLayout, scanDrift } from '../drift/scan';
-import { entryObjectPath } from './bus-path';
-import { LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, type Logger } from './journal';
+import { entryObjectPath } from '../bus/names';
+import { LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, type Logger } from '../shared/journal';
 import { readMountPoints } from '../drift/mountinfo';
 import { entryStatus, generatedMounts, type EntryStatus } from '../drift/state';
 

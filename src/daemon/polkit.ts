@@ -1,12 +1,11 @@
 import { Message, Variant, type MessageBus } from '@jellybrick/dbus-next';
+import { POLKIT } from '../bus/names';
 
 /** The polkit actions, one per state-changing method (packaging/org.impermanence.policy). */
 export const ACTION_RELOAD = 'org.impermanence.reload';
+export const ACTION_PERSIST = 'org.impermanence.persist';
 
 export type Authorization = 'authorized' | 'challenge' | 'denied';
-
-/** ALLOW_INTERACTIVE_AUTHORIZATION in the D-Bus message header's flags. */
-export const ALLOW_INTERACTIVE_AUTHORIZATION = 0x4;
 
 /**
  * Asks polkit whether the sender of a call may perform `action`, letting polkit ask the user
@@ -16,9 +15,7 @@ export const ALLOW_INTERACTIVE_AUTHORIZATION = 0x4;
 export async function checkAuthorization(bus: MessageBus, sender: string, action: string, interactive: boolean): Promise<Authorization> {
   const reply = await bus.call(
     new Message({
-      destination: 'org.freedesktop.PolicyKit1',
-      path: '/org/freedesktop/PolicyKit1/Authority',
-      interface: 'org.freedesktop.PolicyKit1.Authority',
+      ...POLKIT,
       member: 'CheckAuthorization',
       signature: '(sa{sv})sa{ss}us',
       body: [['system-bus-name', { name: new Variant('s', sender) }], action, {}, interactive ? 1 : 0, ''],

@@ -1,12 +1,11 @@
-import { Message, MessageType, type MessageBus } from '@jellybrick/dbus-next';
+import { MessageType, type Message, type MessageBus } from '@jellybrick/dbus-next';
+import { addMatch, nameHasOwner, removeMatch } from '../bus/freedesktop';
+import { DBUS, OWNERS_MATCH } from '../bus/names';
 import type { Caller } from './visibility';
 
-const DBUS = { destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus' };
 /** At most this many subscriptions per user. In all, the bus's own caps on connections (per user
  * and in total) are the limit: the daemon holds one match rule however many subscribe. */
 export const MAX_PER_USER = 16;
-/** Every NameOwnerChanged: a subscriber that leaves the bus is forgotten (one rule for all of them). */
-const OWNERS_MATCH = "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',interface='org.freedesktop.DBus',member='NameOwnerChanged'";
 
 interface Subscriber {
   caller: Caller;
@@ -55,7 +54,7 @@ export class DriftSubscribers {
     };
     try {
       // It may have left before it was in the map: then no NameOwnerChanged would ever say so.
-      const [has] = (await this.dbus('NameHasOwner', [name])) as [boolean];
+      const has = await nameHasOwner(this.bus, name);
       if (!has) drop();
     } catch (err) {
       drop();
@@ -89,13 +88,14 @@ export class DriftSubscribers {
   stop(): void {
     this.bus.off('message', this.onMessage);
     this.subscribers.clear();
-    if (this.watching) this.dbus('RemoveMatch', [OWNERS_MATCH]).catch(() => undefined);
+    // Every NameOwnerChanged: a subscriber that leaves the bus is forgotten (one rule for all of them).
+    if (this.watching) removeMatch(this.bus, OWNERS_MATCH).catch(() => undefined);
     this.watching = undefined;
   }
 
   /** Adds the NameOwnerChanged match rule, once; a failed attempt is retried at the next add. */
   private watchOwners(): Promise<void> {
-    this.watching ??= this.dbus('AddMatch', [OWNERS_MATCH]).then(
+    this.watching ??= addMatch(this.bus, OWNERS_MATCH).then(
       () => undefined,
       (err: unknown) => {
         this.watching = undefined;
@@ -106,15 +106,10 @@ export class DriftSubscribers {
   }
 
   private readonly onMessage = (msg: Message): void => {
-    if (msg.type !== MessageType.SIGNAL || msg.sender !== 'org.freedesktop.DBus' || msg.member !== 'NameOwnerChanged') return;
+    if (msg.type !== MessageType.SIGNAL || msg.sender !== DBUS.destination || msg.member !== 'NameOwnerChanged') return;
     const [name, , owner] = msg.body as [string, string, string];
     if (owner === '' && this.subscribers.has(name)) this.remove(name);
   };
-
-  private async dbus(member: string, body: unknown[]): Promise<unknown[]> {
-    const reply = await this.bus.call(new Message({ ...DBUS, member, signature: 's', body }));
-    return reply?.body ?? [];
-  }
 }
 
 /** Who sees the same drift (and entries): root sees all of it; anyone else by uid and groups. */

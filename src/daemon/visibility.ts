@@ -1,7 +1,9 @@
 import { lstatSync, statSync } from 'node:fs';
 
-/** Who is asking: a bus caller's user and groups. */
-export interface Caller { uid: number; gids: number[] }
+import type { Caller } from '../bus/freedesktop';
+
+/** Who is asking: a bus caller's user and groups (as the bus vouches for them, bus/freedesktop). */
+export type { Caller };
 
 /**
  * Whether `caller` could see that `path` exists: root sees everything; anyone else must be able

@@ -17,6 +17,8 @@ export interface DriftItem {
   kind: DriftKind;
   /** The path on the root (for an orphan: in storage). */
   path: string;
+  /** Whether it is a folder or a file on disk; absent when not known (loose files, orphans). */
+  isDirectory?: boolean;
   /** Files (not directories) it holds, and their size in bytes. */
   files: number;
   bytes: number;

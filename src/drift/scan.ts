@@ -135,14 +135,14 @@ export function entryDrift(config: ResolvedConfig, root: string, mountPoints: Se
       const what = status.storageUnmounted
         ? `the storage ${entry.storage} is not mounted (a folder on the wiped root)`
         : status.method === 'bind' ? `not mounted from ${entry.source}` : `not a symlink to ${entry.source}`;
-      items.push({ kind: 'unmounted', path: entry.path, files: 0, bytes: 0, detail: `${what}: writes there are lost at reboot`, suggestion: declared });
+      items.push({ kind: 'unmounted', path: entry.path, isDirectory: entry.kind === 'directory', files: 0, bytes: 0, detail: `${what}: writes there are lost at reboot`, suggestion: declared });
     } else if (status.state === 'replaced') {
       // A file older than the activation of its storage root was there first: the symlink was
       // never made (tmpfiles never replaces a file). A newer one replaced the symlink.
       const changed = lstatSync(prefix + entry.path, { throwIfNoEntry: false })?.ctimeMs;
       const before = changed !== undefined && changed / 1000 < activatedAt(root, entry.storage);
       items.push({
-        kind: 'replaced', path: entry.path, files: 0, bytes: 0,
+        kind: 'replaced', path: entry.path, isDirectory: entry.kind === 'directory', files: 0, bytes: 0,
         detail: before
           ? `a file was already here when ${entry.storage} was activated, so the symlink to ${entry.source} was never made: its content is lost at reboot; move it into storage (mv ${entry.path} ${entry.source}) and reboot`
           : `something replaced the symlink to ${entry.source} after it was made (a program writing by rename, such as sed -i or an editor?): its content is lost at reboot; persist the parent directory instead`,
@@ -152,7 +152,7 @@ export function entryDrift(config: ResolvedConfig, root: string, mountPoints: Se
       const s = shadowed.get(entry.path);
       if (s && s.source === entry.source) {
         items.push({
-          kind: 'shadowed', path: entry.path, files: s.files, bytes: s.bytes,
+          kind: 'shadowed', path: entry.path, isDirectory: entry.kind === 'directory', files: s.files, bytes: s.bytes,
           detail: `${describe({ kind: 'shadowed', ...s })}: they were on the root before ${entry.source} was mounted over it, and storage does not hold them`,
           suggestion: `to see them: mount --bind / /mnt && ls -a /mnt${entry.path}; copy what you need into ${entry.source}`,
         });
@@ -343,7 +343,7 @@ export class RootLayout {
     }
     // Report the deepest folder that holds everything written in the group: /var/lib/foo rather than /var/lib.
     const path = g.common ?? group;
-    return { kind: 'ephemeral', path, files: g.files, bytes: g.bytes, detail: describe({ kind: 'ephemeral', ...g }), suggestion: suggestFor(path, g.isDirectory, this.config, this.homes), ...closed };
+    return { kind: 'ephemeral', path, isDirectory: g.isDirectory, files: g.files, bytes: g.bytes, detail: describe({ kind: 'ephemeral', ...g }), suggestion: suggestFor(path, g.isDirectory, this.config, this.homes), ...closed };
   }
 }
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fchmodSync, fchownSync, fsyncSync, lstatSync, openSync, readlinkSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fchmodSync, fchownSync, fsyncSync, lstatSync, openSync, readdirSync, readlinkSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 
 /**
@@ -20,7 +20,7 @@ export function replaceFile(file: string, text: string, opts: { mode?: number } 
     const target = linkTarget(file);
     const old = statSync(target, { throwIfNoEntry: false });
     const mode = old ? old.mode & 0o7777 : (opts.mode ?? 0o644);
-    temp = join(dirname(target), `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
+    temp = join(dirname(target), tempName(target));
     fd = openSync(temp, 'wx', mode);
     fchmodSync(fd, mode); // past the umask, as the old file had it
     if (old && old.uid !== process.getuid?.()) keepOwner(fd, old.uid, old.gid);
@@ -36,6 +36,43 @@ export function replaceFile(file: string, text: string, opts: { mode?: number } 
     if (temp !== undefined) quietly(() => unlinkSync(temp!));
     throw new Error(`cannot write ${file} (${(err as Error).message}); it is unchanged`);
   }
+}
+
+/** `.NAME.PID-RANDOM.tmp`: the writer's PID in the name, so that a later run can tell a leftover (see removeStaleTemps). */
+function tempName(target: string): string {
+  return `.${basename(target)}.${process.pid}-${randomBytes(6).toString('hex')}.tmp`;
+}
+
+/**
+ * Removes what replaceFile left beside `file` when its process was killed between writing the
+ * temporary file and renaming it (kill -9, a power cut): temporary files of a PID that no longer
+ * runs. Those of a running process are its own business; the file itself is never touched.
+ * Returns the names removed.
+ */
+export function removeStaleTemps(file: string): string[] {
+  const target = linkTarget(file);
+  const dir = dirname(target);
+  const prefix = `.${basename(target)}.`;
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = /^(\d+)-[0-9a-f]{12}\.tmp$/.exec(name.slice(prefix.length))?.[1];
+    if (!pid || existsSync(`/proc/${pid}`)) continue;
+    try {
+      if (!lstatSync(join(dir, name)).isFile()) continue;
+      unlinkSync(join(dir, name));
+      removed.push(name);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return removed;
 }
 
 /** Clean-up after a failure: its own failure must not hide the first. */

@@ -133,6 +133,8 @@ describe('kill -9 at random points', () => {
         expect(await sh(sum('/srv/big'))).toBe(expected);
         // No copy of ours is left where the user would see it: beside the folder, in storage, or a second entry.
         expect(await sh('ls -a /srv /persistent/srv | grep -c impermanence || true')).toBe('0\n');
+        // Nor a temporary copy of the drop-in (a run killed while writing it: the rerun removed it).
+        expect(await sh(`ls -A ${CONFIG_DIR} | grep -c '\\.tmp$' || true`)).toBe('0\n');
         const entries = (await sh(`grep -c "/srv/big" ${DROP_IN} || true`)).trim();
         expect(entries).toBe(cmd === 'persist' ? '1' : '0');
         if (cmd === 'persist') expect(await sh(sum('/persistent/srv/big'))).toBe(expected);

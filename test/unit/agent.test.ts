@@ -3,8 +3,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { MessageType, type Message, type MessageBus } from '@jellybrick/dbus-next';
 import { Agent } from '../../src/agent/agent';
 import { join } from 'node:path';
-import { appendIgnore, configPath, readNotifyConfig, setEnabled } from '../../src/agent/config';
-import { compose, itemsFromRows, type Item } from '../../src/agent/message';
+import { appendIgnore, configPath, readNotifyConfig, setEnabled } from '../../src/config/notify';
+import { compose, type Item } from '../../src/agent/message';
+import { itemsFromRows, toRow } from '../../src/bus/codec';
 import { tempDir } from './helpers';
 
 const HOME = '/home/bird';
@@ -12,7 +13,8 @@ const item = (over: Partial<Item>): Item => ({ kind: 'ephemeral', path: '/home/b
 
 describe('what a notification says', () => {
   it('names a single file as a file, and a folder by its count', () => {
-    const file = item({ path: '/home/bird/notes.txt', suggestion: '[persistence."/persistent".users.bird]\nfiles = ["notes.txt"]' });
+    // Told by the row's type, not by parsing the suggestion: a suggestion saying nothing of it.
+    const file = item({ path: '/home/bird/notes.txt', isDirectory: false, suggestion: 'keep it' });
     expect(compose([file], { home: HOME, markup: false }).summary).toBe('~/notes.txt will be lost at reboot');
     expect(compose([item({ files: 2 })], { home: HOME, markup: false }).summary).toBe('2 files in ~/x will be lost at reboot');
   });
@@ -54,9 +56,20 @@ describe('what a notification says', () => {
     expect(compose([item({ path: '/var/lib/' + 'a'.repeat(200) })], { home: HOME, markup: false }).summary.length).toBeLessThan(140);
   });
 
-  it('refuses rows that are not a(sssuts)', () => {
-    expect(() => itemsFromRows([['ephemeral', '/x', '', 1, 1, '']])).toThrow(/a\(sssuts\)/); // bytes must be a u64
-    expect(itemsFromRows([['ephemeral', '/x', 'd', 1, 5n, 's']])).toEqual([{ kind: 'ephemeral', path: '/x', detail: 'd', files: 1, bytes: 5, suggestion: 's' }]);
+  it('refuses rows that are not a(sssutss), and reads the file-or-folder type', () => {
+    expect(() => itemsFromRows([['ephemeral', '/x', '', 1, 1, '', 'file']])).toThrow(/a\(sssutss\)/); // bytes must be a u64
+    expect(() => itemsFromRows([['ephemeral', '/x', '', 1, 1n, '']])).toThrow(/a\(sssutss\)/); // the type is missing
+    expect(() => itemsFromRows([['lost', '/x', '', 1, 1n, '', '']])).toThrow(/a\(sssutss\)/); // an unknown kind
+    expect(() => itemsFromRows([['ephemeral', '/x', '', 1, 1n, '', 'socket']])).toThrow(/a\(sssutss\)/);
+    expect(itemsFromRows([['ephemeral', '/x', 'd', 1, 5n, 's', '']])).toEqual([{ kind: 'ephemeral', path: '/x', detail: 'd', files: 1, bytes: 5, suggestion: 's' }]);
+    expect(itemsFromRows([['ephemeral', '/x', 'd', 1, 5n, 's', 'file']])[0]!.isDirectory).toBe(false);
+  });
+
+  it('encodes and decodes an item the same both ways, and refuses what the contract cannot carry', () => {
+    const it1 = { kind: 'ephemeral' as const, path: '/srv/a', isDirectory: true, detail: '2 files', files: 2, bytes: 20, suggestion: 'x' };
+    expect(itemsFromRows([toRow(it1)])).toEqual([it1]);
+    expect(() => toRow({ ...it1, path: '' })).toThrow(/does not fit/);
+    expect(() => toRow({ ...it1, files: -1 })).toThrow(/does not fit/);
   });
 });
 
@@ -115,11 +128,22 @@ class FakeBus extends EventEmitter {
   }
 }
 
+describe('the Persist action', () => {
+  it('is offered for what will be lost, only when the server shows actions', () => {
+    const n = compose([item({ path: '/home/bird/a', files: 3 }), item({ kind: 'orphan', path: '/persistent/old' })], { home: HOME, markup: false, persist: true });
+    expect(n.actions.slice(-2)).toEqual(['persist', 'Persist ~/a']);
+    expect(compose([item({})], { home: HOME, markup: false, persist: false }).actions).not.toContain('persist');
+    // Nothing that persisting would keep: no action.
+    expect(compose([item({ kind: 'orphan', path: '/persistent/old' })], { home: HOME, markup: false, persist: true }).actions).not.toContain('persist');
+    expect(compose([item({ loose: true })], { home: HOME, markup: false, persist: true }).actions).not.toContain('persist');
+  });
+});
+
 describe('the agent, on a fake bus', () => {
   it('Ignore works when the server closes the notification in the same breath as the action', async () => {
     const dir = tempDir();
     const configFile = join(dir, 'notify.toml');
-    const rows = [['ephemeral', '/home/bird/.config/app', '3 files', 3, 30n, '[persistence."/persistent".users.bird]\ndirectories = [".config/app"]']];
+    const rows = [['ephemeral', '/home/bird/.config/app', '3 files', 3, 30n, '[persistence."/persistent".users.bird]\ndirectories = [".config/app"]', 'directory']];
     const system = new FakeBus((m) => (m.member === 'Subscribe' ? [rows] : m.member === 'GetNameOwner' ? [':1.1'] : undefined), ':1.1');
     const session = new FakeBus((m) => (m.member === 'Notify' ? [7] : m.member === 'GetNameOwner' ? [':1.2'] : m.member === 'GetCapabilities' ? [['actions']] : undefined), ':1.2');
     const agent = new Agent({ system: system as unknown as MessageBus, session: session as unknown as MessageBus, home: HOME, configFile, log: () => undefined, settleMs: 10, minIntervalMs: 10 });
@@ -129,6 +153,26 @@ describe('the agent, on a fake bus', () => {
     session.deliver({ ...sig, member: 'ActionInvoked', body: [7, 'ignore'] }, { ...sig, member: 'NotificationClosed', body: [7, 2] });
     for (let i = 0; i < 100 && !readFileSync(configFile, { encoding: 'utf8', flag: 'a+' }).includes('path'); i++) await new Promise((r) => setTimeout(r, 10));
     expect(readFileSync(configFile, 'utf8')).toContain('path = "~/.config/app"');
+    agent.stop();
+  });
+
+  it('logs paths as printable text: a newline or an escape in a file name forges no line', async () => {
+    const dir = tempDir();
+    const configFile = join(dir, 'notify.toml');
+    const evil = '/home/bird/x\n<3>Failed: root password is\x1b[2J';
+    const rows = [['ephemeral', evil, '1 file', 1, 1n, 's', 'file']];
+    const lines: string[] = [];
+    const system = new FakeBus((m) => (m.member === 'Subscribe' ? [rows] : m.member === 'GetNameOwner' ? [':1.1'] : undefined), ':1.1');
+    const session = new FakeBus((m) => (m.member === 'Notify' ? [7] : m.member === 'GetNameOwner' ? [':1.2'] : m.member === 'GetCapabilities' ? [['actions']] : undefined), ':1.2');
+    const agent = new Agent({ system: system as unknown as MessageBus, session: session as unknown as MessageBus, home: HOME, configFile, log: (_l, m) => lines.push(m), settleMs: 10, minIntervalMs: 10 });
+    expect(await agent.start()).toBe(true);
+    for (let i = 0; i < 100 && !session.calls.some((c) => c.member === 'Notify'); i++) await new Promise((r) => setTimeout(r, 10));
+    const sig = { sender: ':1.2', path: '/org/freedesktop/Notifications', interface: 'org.freedesktop.Notifications' };
+    session.deliver({ ...sig, member: 'ActionInvoked', body: [7, 'ignore'] });
+    for (let i = 0; i < 100 && !lines.some((l) => l.includes('root password')); i++) await new Promise((r) => setTimeout(r, 10));
+    const ignoring = lines.find((l) => l.includes('root password'))!;
+    expect(ignoring).toContain('/home/bird/x\\n<3>Failed: root password is\\u{1b}[2J');
+    for (const l of lines) expect(l).not.toMatch(/[\n\x1b]/);
     agent.stop();
   });
 });

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Message, MessageType, sessionBus, Variant, type MessageBus } from '@jellybrick/dbus-next';
-import { parseContract } from '../../src/daemon/contract';
+import { parseContract } from '../../src/bus/contract';
 import { busctlCall, runOnBus, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus } from '../dbus/harness';
 import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
 
@@ -607,7 +607,7 @@ describe('drift subscriptions', () => {
     try {
       await listener.waitFor((e) => e.some((x) => x.event === 'subscribed'), 'nobody subscribed');
       const name = listener.events.find((x) => x.event === 'subscribed')!.name!;
-      const marker = (path: string) => Message.newSignal(PATH, IFACE, 'DriftChanged', 'a(sssuts)', [[['ephemeral', path, 'marker', 1, 1n, '']]]);
+      const marker = (path: string) => Message.newSignal(PATH, IFACE, 'DriftChanged', 'a(sssutss)', [[['ephemeral', path, 'marker', 1, 1n, '', '']]]);
       client.send(marker('/marker-broadcast'));
       const unicast = marker('/marker-unicast');
       unicast.destination = name;

@@ -12,7 +12,7 @@ import {
   LOG_INFO,
   LOG_NOTICE,
   LOG_WARNING,
-} from '../../src/daemon/journal';
+} from '../../src/shared/journal';
 
 const REPO = join(__dirname, '..', '..');
 const WITH_JOURNALD = join(REPO, 'test', 'journald', 'with-journald.sh');
@@ -193,7 +193,7 @@ describe('journal mode against a plain datagram socket', () => {
         jest.doMock('unix-dgram', () => {
           throw new Error('Cannot find module unix_dgram.node');
         });
-        const fresh = require('../../src/daemon/journal') as typeof import('../../src/daemon/journal');
+        const fresh = require('../../src/shared/journal') as typeof import('../../src/shared/journal');
         const err = sink();
         const logger = fresh.createLogger({ socketPath: path, stderr: err.stream });
         expect(logger.mode).toBe('stderr');
@@ -293,7 +293,7 @@ const text = (v: string | number[] | undefined): string | undefined =>
     // The compiled module, bundled as the daemon would ship it; unix-dgram stays a real require.
     const esbuild = require('esbuild') as typeof import('esbuild');
     esbuild.buildSync({
-      entryPoints: [join(REPO, 'src', 'daemon', 'journal.ts')],
+      entryPoints: [join(REPO, 'src', 'shared', 'journal.ts')],
       bundle: true,
       platform: 'node',
       format: 'cjs',

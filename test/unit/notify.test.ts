@@ -8,7 +8,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Message, sessionBus, type MessageBus } from '@jellybrick/dbus-next';
-import { busctlCall, startSystemBus, type PrivateBus } from '../dbus/harness';
+import { busctlCall, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus } from '../dbus/harness';
+import { startSystemdMock, type SystemdMock } from '../dbus/systemd-mock';
 import { startDesktop, type Desktop, type NotifyCall } from '../dbus/desktop';
 import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
 
@@ -16,6 +17,10 @@ jest.setTimeout(60_000);
 
 const UID = 1000;
 let bus: PrivateBus;
+let polkit: PolkitMock;
+let systemd: SystemdMock;
+/** What the daemon has systemd run for Persist: a stand-in for impermanencectl that says what it was asked (see persist-dbus.test.ts). */
+let fakeCtl: string;
 let desktop: Desktop;
 let daemon: ChildProcess;
 let agent: ChildProcess;
@@ -39,9 +44,9 @@ async function startDaemon(): Promise<void> {
   daemon = spawn(
     'unshare',
     ['-m', '--propagation', 'private', 'sh', '-c',
-      'mount --bind "$1/persistent" "$1/persistent" && mount --bind "$1/persistent/var/log" "$1/var/log" && mount --bind "$1/persistent/home/bird/.ssh" "$1/home/bird/.ssh" && exec "$2" "$3" --bus "$4" --root "$1"', 'sh',
-      root, process.execPath, join(REPO, 'dist', 'impermanenced.js'), bus.address],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+      'mount --bind "$1/persistent" "$1/persistent" && mount --bind "$1/persistent/var/log" "$1/var/log" && mount --bind "$1/persistent/home/bird/.ssh" "$1/home/bird/.ssh" && exec "$2" "$3" --bus "$4" --root "$1" --ctl "$5"', 'sh',
+      root, process.execPath, join(REPO, 'dist', 'impermanenced.js'), bus.address, fakeCtl],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUNTIME_DIRECTORY: tempDir() } },
   );
   daemon.stdout!.on('data', (d) => (daemonLog += d));
   daemon.stderr!.on('data', (d) => (daemonLog += d));
@@ -77,7 +82,11 @@ ignore = ["/etc"] # the sandbox's own setup: the daemon's first scan would repor
   );
   chownSync(join(root, 'persistent/home/bird/.ssh'), UID, UID);
   chmodSync(join(root, 'persistent/home/bird/.ssh'), 0o700); // as a persisted .ssh is created by default
+  fakeCtl = join(tempDir(), 'fake-impermanencectl.js');
+  writeFileSync(fakeCtl, `process.stdout.write('added ' + process.argv.at(-1) + ' to 50-local.toml\\n');\n`);
   bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
+  polkit = await startPolkitMock(bus);
+  systemd = await startSystemdMock(bus);
   await startDaemon();
   desktop = await startDesktop(UID);
   // The agent's settings where it looks by default: $XDG_CONFIG_HOME/impermanence/notify.toml.
@@ -100,6 +109,8 @@ afterAll(async () => {
   }
   await desktop?.stop();
   await stopDaemon();
+  await systemd?.stop();
+  await polkit?.stop();
   await bus?.stop();
 });
 
@@ -119,7 +130,8 @@ describe('impermanence-notify', () => {
     expect(first.hints.urgency).toBe(1);
     expect(first.hints['desktop-entry']).toBe('impermanence-notify');
     expect(first.icon).toBe('dialog-warning');
-    expect(first.actions).toEqual(['default', 'Details', 'ignore', 'Ignore ~/.config/foo']);
+    // dunst shows actions: Persist is offered.
+    expect(first.actions).toEqual(['default', 'Details', 'ignore', 'Ignore ~/.config/foo', 'persist', 'Persist ~/.config/foo']);
     await until('dunst showing it', () => desktop.dunstctl('count', 'displayed').trim() === '1');
     desktop.dunstctl('close-all');
     const kept = desktop.history()[0]!;
@@ -172,6 +184,43 @@ describe('impermanence-notify', () => {
     void shown;
   });
 
+  it('Persist asks the daemon (polkit decides, and may ask the user), and says how it went in a notification of its own', async () => {
+    desktop.dunstctl('close-all');
+    await polkit.setAllowed([]);
+    await polkit.setAuthorizedIfInteractive(['org.impermanence.persist']); // as if an agent asked, and the user authenticated
+    mkdirSync(join(root, 'home/bird/Games'), { recursive: true });
+    writeFileSync(join(root, 'home/bird/Games/slot1'), 'x');
+    await until('a notification for Games', () => notifies().find((c) => c.actions.includes('Persist ~/Games')));
+    await until('dunst showing it', () => desktop.dunstctl('count', 'displayed').trim() === '1');
+    const before = notifies().length;
+    desktop.pick('Persist ~/Games');
+    desktop.dunstctl('context');
+    const done = await until('the result shown', () => notifies().slice(before).find((c) => c.summary.includes('persisted')));
+    expect(done.summary).toBe('~/Games is persisted');
+    expect(done.body).toBe('added /home/bird/Games to 50-local.toml');
+    const [unit] = (await systemd.transientUnits()).slice(-1);
+    expect(unit![1].slice(2)).toEqual(['persist', '--', '/home/bird/Games']);
+    const [check] = (await polkit.calls()).slice(-1);
+    expect(check).toMatchObject({ action: 'org.impermanence.persist', flags: 1 }); // interactive: polkit may ask
+
+    // polkit says no: nothing runs, and the user is told why.
+    await polkit.setAuthorizedIfInteractive([]);
+    const units = (await systemd.transientUnits()).length;
+    desktop.dunstctl('close-all');
+    mkdirSync(join(root, 'home/bird/Music'), { recursive: true });
+    writeFileSync(join(root, 'home/bird/Music/song'), 'x');
+    await until('a notification for Music', () => notifies().slice(before).find((c) => c.actions.includes('Persist ~/Music')));
+    await until('dunst showing it', () => desktop.dunstctl('count', 'displayed').trim() === '1');
+    const mark = notifies().length;
+    desktop.pick('Persist ~/Music');
+    desktop.dunstctl('context');
+    const refused = await until('the refusal shown', () => notifies().slice(mark).find((c) => c.summary.startsWith('Could not persist')));
+    expect(refused.summary).toBe('Could not persist ~/Music');
+    expect(refused.body).toMatch(/not allowed to org\.impermanence\.persist/);
+    expect((await systemd.transientUnits()).length).toBe(units);
+    desktop.dunstctl('close-all');
+  });
+
   it('shows a user nothing of paths they may not see, and believes no one but the daemon', async () => {
     const before = notifies().length;
     writeFileSync(join(root, 'root/.bash_history'), 'secret');
@@ -183,8 +232,8 @@ describe('impermanence-notify', () => {
     for (const name of names.filter((n) => n.startsWith(':'))) {
       const uid = await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'GetConnectionUnixUser', 's', name).then(([u]) => u, () => undefined);
       if (uid !== UID) continue;
-      const forged = Message.newSignal('/org/impermanence/Manager', 'org.impermanence.Manager', 'DriftChanged', 'a(sssuts)', [
-        [['ephemeral', '/home/bird/forged', 'forged', 1, 1n, 'run evil-command']],
+      const forged = Message.newSignal('/org/impermanence/Manager', 'org.impermanence.Manager', 'DriftChanged', 'a(sssutss)', [
+        [['ephemeral', '/home/bird/forged', 'forged', 1, 1n, 'run evil-command', '']],
       ]);
       forged.destination = name;
       forger.send(forged);

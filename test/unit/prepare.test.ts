@@ -4,9 +4,9 @@
  * and nothing in storage is ever overwritten.
  */
 import { spawnSync } from 'node:child_process';
-import { chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, renameSync, rmSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adoptAll, storageProblem } from '../../src/activate/prepare';
+import { adoptAll, openChecked, storageProblem } from '../../src/activate/prepare';
 import { mountOf, storageIsMounted } from '../../src/drift/mountinfo';
 import type { PreparePlan } from '../../src/generator/plan';
 import { tempDir } from './helpers';
@@ -150,5 +150,34 @@ describe('storage check', () => {
     expect(result.adopted).toEqual(['/srv/app']);
     expect(readdirSync(join(root, 'persistent/srv')).sort()).toEqual(['.app.impermanence-adopt', 'app']);
     expect(readFileSync(join(root, 'persistent/srv/.app.impermanence-adopt/partial'), 'utf8')).toBe('p');
+  });
+
+  it('checks what it copies through a descriptor: a symlink, a FIFO or another folder swapped in after the look is refused', () => {
+    const root = tempDir();
+    mkdirSync(join(root, 'srv/app'), { recursive: true });
+    mkdirSync(join(root, 'etc-secrets'));
+    const seen = lstatSync(join(root, 'srv/app'));
+    const fd = openChecked(join(root, 'srv/app'), 'directory', seen);
+    expect(fstatSync(fd).ino).toBe(seen.ino);
+    closeSync(fd);
+    // Swapped for a symlink to somewhere else after the lstat: O_NOFOLLOW refuses it.
+    renameSync(join(root, 'srv/app'), join(root, 'srv/app.old'));
+    symlinkSync(join(root, 'etc-secrets'), join(root, 'srv/app'));
+    expect(() => openChecked(join(root, 'srv/app'), 'directory', seen)).toThrow(/ELOOP|ENOTDIR/) // O_DIRECTORY|O_NOFOLLOW on a symlink: ENOTDIR;
+    // Another folder of the same name: not the one looked at.
+    rmSync(join(root, 'srv/app'));
+    mkdirSync(join(root, 'srv/app'));
+    expect(() => openChecked(join(root, 'srv/app'), 'directory', seen)).toThrow(/changed while it was being adopted/);
+    // A FIFO where a file was: refused at once, not waited on.
+    writeFileSync(join(root, 'srv/f'), 'x');
+    const file = lstatSync(join(root, 'srv/f'));
+    rmSync(join(root, 'srv/f'));
+    expect(spawnSync('mkfifo', [join(root, 'srv/f')]).status).toBe(0);
+    expect(() => openChecked(join(root, 'srv/f'), 'file', file)).toThrow(/changed while it was being adopted/);
+    // A parent that became a symlink: the descriptor says where it really leads.
+    const real = lstatSync(join(root, 'srv/app.old'));
+    renameSync(join(root, 'srv'), join(root, 'srv2'));
+    symlinkSync(join(root, 'srv2'), join(root, 'srv'));
+    expect(() => openChecked(join(root, 'srv/app.old'), 'directory', real)).toThrow(/reached through a symlink/);
   });
 });

@@ -8,8 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildSync } from 'esbuild';
-import { readNotifyConfig, setEnabled } from '../../src/agent/config';
-import { replaceFile } from '../../src/shared/replace-file';
+import { readNotifyConfig, setEnabled } from '../../src/config/notify';
+import { removeStaleTemps, replaceFile } from '../../src/shared/replace-file';
 import { REPO, tempDir } from './helpers';
 
 jest.setTimeout(60_000);
@@ -79,7 +79,7 @@ XDG_CONFIG_HOME="$D/config" "$@" notify off > /dev/null && cp "$D/config/imperma
     const driver = join(tempDir(), 'driver.js');
     buildSync({
       stdin: {
-        contents: `import { appendIgnore } from './src/agent/config';
+        contents: `import { appendIgnore } from './src/config/notify';
 import { replaceFile } from './src/shared/replace-file';
 const [what, file, arg] = process.argv.slice(2);
 try {
@@ -117,6 +117,19 @@ ls -A "$D/config" "$D/run" > "$OUT/ls"`,
 });
 
 describe('replacing a file', () => {
+  it('names its temporary file with its PID; a leftover of a process that is gone is removed, others stay', () => {
+    const dir = tempDir();
+    const file = join(dir, '50-local.toml');
+    writeFileSync(file, '# mine\n');
+    const gone = spawnSync('true').pid!; // has exited: its PID runs nothing (until reused, when the file stays)
+    const stale = `.50-local.toml.${gone}-0123456789ab.tmp`;
+    const running = `.50-local.toml.${process.pid}-0123456789ab.tmp`;
+    for (const n of [stale, running, '.other.toml.1-0123456789ab.tmp', '.50-local.toml.x.tmp']) writeFileSync(join(dir, n), 'half');
+    expect(removeStaleTemps(file)).toEqual([stale]);
+    expect(readdirSync(dir).sort()).toEqual(['.50-local.toml.x.tmp', running, '.other.toml.1-0123456789ab.tmp', '50-local.toml'].sort());
+    expect(readFileSync(file, 'utf8')).toBe('# mine\n');
+  });
+
   it('keeps a symlinked config a symlink, and its mode', () => {
     const dir = tempDir();
     const dotfiles = join(dir, 'dotfiles');

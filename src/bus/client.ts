@@ -1,20 +1,9 @@
 import { DBusError, Message, MessageType, sessionBus, systemBus, Variant, type MessageBus } from '@jellybrick/dbus-next';
+import { BusError, NO_OWNER, Unreachable } from './errors';
+import { addMatch } from './freedesktop';
+import { ALLOW_INTERACTIVE_AUTHORIZATION, BUS_NAME, MANAGER_PATH, MANAGER_SIGNALS_MATCH } from './names';
 
-export const BUS_NAME = 'org.impermanence.Manager';
-export const MANAGER_PATH = '/org/impermanence/Manager';
-const ALLOW_INTERACTIVE_AUTHORIZATION = 0x4;
-
-/** The daemon could not be reached at all (not running, no bus). */
-export class Unreachable extends Error {}
-/** The daemon answered with a D-Bus error. */
-export class CallFailed extends Error {
-  constructor(
-    readonly errorName: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+/** Client helpers for impermanenced: impermanencectl's and impermanence-notify's calls. */
 
 /** A connection to the system bus (or the address in --bus / DBUS_SYSTEM_BUS_ADDRESS). */
 export async function connect(address: string | undefined): Promise<MessageBus> {
@@ -27,10 +16,21 @@ export async function connect(address: string | undefined): Promise<MessageBus> 
   return bus;
 }
 
-export async function call(
-  bus: MessageBus,
-  opts: { path?: string; iface: string; member: string; signature?: string; body?: unknown[]; interactive?: boolean },
-): Promise<unknown[]> {
+export interface CallOptions {
+  path?: string;
+  iface: string;
+  member: string;
+  signature?: string;
+  body?: unknown[];
+  /** Let polkit ask the user (ALLOW_INTERACTIVE_AUTHORIZATION). */
+  interactive?: boolean;
+}
+
+/**
+ * A call to impermanenced. Throws Unreachable when it is not running, BusError with the
+ * error's name and message when it answers with one.
+ */
+export async function call(bus: MessageBus, opts: CallOptions): Promise<unknown[]> {
   let reply: Message | null;
   try {
     reply = await bus.call(
@@ -47,14 +47,14 @@ export async function call(
   } catch (err) {
     if (err instanceof DBusError) {
       const name = err.type;
-      if (name === 'org.freedesktop.DBus.Error.ServiceUnknown' || name === 'org.freedesktop.DBus.Error.NameHasNoOwner') {
-        throw new Unreachable('impermanenced is not running (no owner of org.impermanence.Manager on the system bus): start impermanence.service');
+      if (NO_OWNER.has(name)) {
+        throw new Unreachable(`impermanenced is not running (no owner of ${BUS_NAME} on the system bus): start impermanence.service`);
       }
-      throw new CallFailed(name, err.text || name);
+      throw new BusError(name, err.text || name);
     }
     throw err;
   }
-  if (reply?.type === MessageType.ERROR) throw new CallFailed(reply.errorName, String(reply.body[0] ?? reply.errorName));
+  if (reply?.type === MessageType.ERROR) throw new BusError(reply.errorName, String(reply.body[0] ?? reply.errorName));
   return reply?.body ?? [];
 }
 
@@ -69,16 +69,7 @@ export function plain(value: unknown): unknown {
 
 /** Subscribes to the daemon's signals; calls `onSignal` for each. */
 export async function subscribe(bus: MessageBus, onSignal: (msg: Message) => void): Promise<void> {
-  await bus.call(
-    new Message({
-      destination: 'org.freedesktop.DBus',
-      path: '/org/freedesktop/DBus',
-      interface: 'org.freedesktop.DBus',
-      member: 'AddMatch',
-      signature: 's',
-      body: [`type='signal',sender='${BUS_NAME}',path_namespace='${MANAGER_PATH}'`],
-    }),
-  );
+  await addMatch(bus, MANAGER_SIGNALS_MATCH);
   bus.on('message', (msg: Message) => {
     if (msg.type === MessageType.SIGNAL && msg.path?.startsWith(MANAGER_PATH)) onSignal(msg);
   });
