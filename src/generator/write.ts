@@ -23,8 +23,9 @@ export class OutputWriter implements OutputSink {
   file(name: string, content: string): void {
     try {
       this.parent(name);
-      const fd = openSync(`${this.dir}/${name}`, 'wx', 0o644);
-      this.placed.push(`${this.dir}/${name}`); // ours from here: removed again by undo()
+      const path = `${this.dir}/${name}`;
+      const fd = openSync(path, 'wx', 0o644);
+      this.placed.push(path); // ours from here: removed again by undo()
       try {
         writeSync(fd, content);
       } finally {
