@@ -3,13 +3,14 @@
 // same machine, same run, interleaved, both generators writing into a tmpfs as they do at boot
 // (/run). The generator is executed as systemd executes it (its shebang line, with its V8 flags).
 // Prints the median wall time, CPU time and peak RSS of each, and the ratios with their targets.
-//   npm run bench            (RUNS=9 ENTRIES=100,1000,10000 to change the defaults)
+//   npm run bench            (RUNS=9 ENTRIES=100,1000,10000 to change the defaults; GENERATOR=path
+//                            to measure another build)
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const FSTAB_GENERATOR = ['/usr/lib/systemd/system-generators/systemd-fstab-generator', '/lib/systemd/system-generators/systemd-fstab-generator'].find(existsSync);
-const GENERATOR = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', 'dist', 'impermanence-generator.js');
+const GENERATOR = process.env.GENERATOR ?? join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', 'dist', 'impermanence-generator.js');
 const RUNS = Number(process.env.RUNS ?? 7);
 const SIZES = (process.env.ENTRIES ?? '100,1000,10000').split(',').map(Number);
 if (!FSTAB_GENERATOR) throw new Error('systemd-fstab-generator not found: install systemd');
