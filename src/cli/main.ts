@@ -25,6 +25,8 @@ Commands (asking impermanenced on the system bus):
   list                  every persisted entry and whether it is in place
   reload                make the daemon re-read the config (polkit: org.impermanence.reload)
   monitor               print the daemon's signals as they come, until interrupted
+  metrics               state, drift and config validity in Prometheus's text format, for
+                        node_exporter's textfile collector (--out FILE.prom; --no-scan)
 
 Commands (as root, on this system, without a reboot):
   persist PATH          copy what PATH holds into storage, add it to 50-local.toml (in the
@@ -33,6 +35,10 @@ Commands (as root, on this system, without a reboot):
                         (--storage ROOT when there are several; --user NAME for a home)
   unpersist PATH        copy it back onto the root, stop the mount and take it out of
                         50-local.toml; the storage copy stays (an orphan)
+
+Commands (moving in):
+  import nix FILE.json  NixOS's environment.persistence (nix eval --json, see README) as our
+                        TOML, on standard output or --out FILE; names what is not carried over
 
 Commands (your own desktop notifications, impermanence-notify):
   notify on|off|status  turn drift notifications on or off for you (in
@@ -70,6 +76,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         bus: { type: 'string' },
         since: { type: 'string' },
         offline: { type: 'boolean', default: false },
+        'no-scan': { type: 'boolean', default: false },
         storage: { type: 'string' },
         user: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -87,6 +94,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
   }
   if (command === 'notify') return notify(rest, out, err);
   if (command === 'persist' || command === 'unpersist') return persistCommand(command, rest, values, out, err);
+  if (command === 'import') return (await import('./import')).importCommand(rest, values, out, err);
   if (rest.length) {
     err(`impermanencectl: unexpected argument ${JSON.stringify(rest[0])}\n`);
     return 2;
@@ -126,6 +134,8 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         }
       }
       return onBus('diff', { json: values.json, interactive: !values['no-ask-password'], bus: values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS, since: values.since }, out, err);
+    case 'metrics':
+      return (await import('./metrics')).metricsCommand({ out: values.out, scan: !values['no-scan'], bus: values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS, dirs, required, root }, out, err);
     case 'status':
     case 'list':
     case 'reload':
