@@ -3,7 +3,9 @@
 // a quiet spell longer than the daemon's 100 ms coalescing window) to the signal naming it,
 // p50/p99 over 100 writes; then a burst of 100,000 files in one folder: the
 // daemon's peak RSS, and whether the drift it reports counts every file (nothing lost).
-//   npm run bench:live   (root; needs dbus-daemon)
+// Then the same again with the root on a btrfs subvolume (mounted with subvol=, as seeds 001 and
+// 002 lay it out), in a private mount namespace (the run re-executes itself under unshare -m).
+//   npm run bench:live   (root; needs dbus-daemon; btrfs-progs for the btrfs row, BTRFS=0 skips it)
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -15,10 +17,22 @@ const BURST = Number(process.env.BURST ?? 100_000);
 const scratch = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'impermanence-bench-live-'));
 const pids = [];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// '' (tmpfs) or 'btrfs-subvol' (set for the re-executed run, inside its own mount namespace).
+const FS = process.env.BENCH_LIVE_FS ?? '';
+const label = FS ? ` [root on a btrfs subvolume]` : ' [root on tmpfs]';
 const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
 
 try {
   const root = join(scratch, 'root');
+  if (FS === 'btrfs-subvol') {
+    // The image on a disk-backed folder, like the ext4 loop images of the tests; mounted only in this namespace.
+    const imgDir = mkdtempSync('/tmp/impermanence-bench-live-btrfs-');
+    const img = join(imgDir, 'img');
+    mkdirSync(root);
+    const mk = spawnSync('sh', ['-c', `set -e; truncate -s 2G "$1"; mkfs.btrfs -q -f "$1"; mount -o loop "$1" "$2"; btrfs -q subvolume create "$2/@root"; umount "$2"; mount -o loop,subvol=@root "$1" "$2"; rm "$1"`, 'sh', img, root], { encoding: 'utf8' });
+    rmSync(imgDir, { recursive: true, force: true }); // the loop device keeps the image until the namespace goes
+    if (mk.status !== 0) throw new Error(`btrfs setup failed: ${mk.stderr}`);
+  }
   mkdirSync(join(root, 'etc/impermanence/persist.d'), { recursive: true });
   mkdirSync(join(root, 'var/log'), { recursive: true });
   writeFileSync(join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
@@ -63,7 +77,7 @@ try {
     if (!seen.has(`/srv/app${i}`)) throw new Error(`no DriftAppeared for /srv/app${i}`);
     latencies.push(seen.get(`/srv/app${i}`) - t);
   }
-  console.log(`live drift: write → DriftAppeared over ${WRITES} writes: p50 ${pct(latencies, 50).toFixed(1)} ms, p99 ${pct(latencies, 99).toFixed(1)} ms (target p99 ≤ 100 ms)`);
+  console.log(`live drift${label}: write → DriftAppeared over ${WRITES} writes: p50 ${pct(latencies, 50).toFixed(1)} ms, p99 ${pct(latencies, 99).toFixed(1)} ms (target p99 ≤ 100 ms)`);
 
   // The burst: one process writes BURST files as fast as it can, while we sample the daemon's RSS.
   let peak = 0;
@@ -84,10 +98,19 @@ try {
     await sleep(50);
   }
   clearInterval(sample);
-  console.log(`burst: ${BURST.toLocaleString('en')} files written in ${(written / 1000).toFixed(1)} s; drift reports ${final.toLocaleString('en')} of them (${final === BURST ? 'none lost' : 'LOST ' + (BURST - final)}); daemon peak RSS ${(peak / 1024).toFixed(0)} MiB`);
+  console.log(`burst${label}: ${BURST.toLocaleString('en')} files written in ${(written / 1000).toFixed(1)} s; drift reports ${final.toLocaleString('en')} of them (${final === BURST ? 'none lost' : 'LOST ' + (BURST - final)}); daemon peak RSS ${(peak / 1024).toFixed(0)} MiB`);
   client.disconnect();
 } finally {
   for (const p of pids.reverse()) p.kill('SIGTERM');
   await sleep(200);
+  if (FS) spawnSync('umount', [join(scratch, 'root')]);
   rmSync(scratch, { recursive: true, force: true });
+}
+
+if (!FS && process.env.BTRFS !== '0') {
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', process.execPath, new URL(import.meta.url).pathname], {
+    stdio: 'inherit',
+    env: { ...process.env, BENCH_LIVE_FS: 'btrfs-subvol' },
+  });
+  if (r.status !== 0) process.exitCode = r.status ?? 1;
 }

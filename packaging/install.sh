@@ -9,6 +9,11 @@ for f in impermanence-generator impermanencectl impermanenced impermanence-notif
   [ -f "$here/dist/$f.js" ] || { echo "install.sh: dist/$f.js is missing: run npm run build first" >&2; exit 1; }
 done
 install -Dm0755 "$here/dist/impermanence-generator.js" "$dest/usr/lib/systemd/system-generators/impermanence-generator"
+# The generator's V8 code cache (scripts/build.mjs), where the generator looks for it; optional
+# (without it, or with another Node, the generator compiles its code as usual).
+for c in "$here"/dist/impermanence-generator.*.cache; do
+  if [ -f "$c" ]; then install -Dm0644 "$c" "$dest/usr/lib/impermanence/${c##*/}"; fi
+done
 install -Dm0755 "$here/dist/impermanencectl.js" "$dest/usr/bin/impermanencectl"
 install -Dm0755 "$here/dist/impermanenced.js" "$dest/usr/lib/impermanence/impermanenced"
 install -Dm0755 "$here/dist/impermanence-prepare.js" "$dest/usr/lib/impermanence/impermanence-prepare"

@@ -156,7 +156,7 @@ async function main(argv: string[]): Promise<number> {
   manager.reload();
   // Watching and the first look start before the name is ours: a subscriber that comes as soon
   // as it appears gets a complete first view. The first look runs without live watching too
-  // (--no-watch, or a root fanotify cannot mark: overlayfs, btrfs subvolume mounts), or the
+  // (--no-watch, or a root fanotify cannot mark: overlayfs), or the
   // daemon would know no drift until root scans. No test relies on --no-watch for a quiet start.
   await manager.startLive();
   manager.lookFirst();

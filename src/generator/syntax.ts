@@ -1,12 +1,14 @@
 /**
  * Quoting for the two text formats the generator writes. Paths may hold spaces, quotes,
  * backslashes, "%" (a specifier in both formats) and non-ASCII text; control characters were
- * refused when the config was read.
+ * refused when the config was read. Each function skips its replacements when there is nothing
+ * to replace (String.includes): the generator runs --jitless, where every regular expression is
+ * interpreted, and calls these a few times per entry.
  */
 
 /** A value in a unit file that takes one path verbatim (What=, Where=, SourcePath=, Description=). */
 export function unitValue(text: string): string {
-  return text.replace(/%/g, '%%');
+  return text.includes('%') ? text.replace(/%/g, '%%') : text;
 }
 
 /** One word in a unit-file list (RequiresMountsFor=) or command line (ExecStart=). */
@@ -17,12 +19,14 @@ export function unitWord(text: string): string {
 
 /** One NAME=value assignment in Environment= (C-unescaped inside quotes, specifiers expanded, no $ expansion). */
 export function unitEnv(name: string, value: string): string {
-  return '"' + `${name}=${value}`.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%') + '"';
+  const text = `${name}=${value}`;
+  if (!text.includes('\\') && !text.includes('"') && !text.includes('%')) return '"' + text + '"';
+  return '"' + text.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%') + '"';
 }
 
 /** The path field of a tmpfiles.d line (C-unescaped, specifiers expanded). */
 export function tmpfilesPath(path: string): string {
-  const escaped = path.replace(/%/g, '%%');
+  const escaped = path.includes('%') ? path.replace(/%/g, '%%') : path;
   if (/^[A-Za-z0-9/_.:+,=@%-]+$/.test(escaped)) return escaped;
   return '"' + escaped.replace(/\\/g, '\\\\').replace(/"/g, '\\"') + '"';
 }

@@ -1,63 +1,94 @@
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, symlinkSync, writeSync, type Dirent } from 'node:fs';
-import type { GeneratorOutput, SourceStat } from './plan';
+import type { GeneratorOutput, OutputSink, SourceStat } from './plan';
 
 /**
- * Writes the whole output into `dir`, all or nothing: each file is created exclusively (the
- * folder is shared with other generators: a name already there is never replaced), and on any
- * failure (a full or read-only filesystem, a name taken) everything this call created is
- * removed again before the error is thrown, so `dir` is left as it was. Files are written in
- * the order given, and the planner gives impermanence.target and the link that pulls it in
- * last: a generator killed half-way leaves units that nothing starts. (Writing into a temporary
- * folder and moving the files into place would cover a kill too, but costs two more system
- * calls a file: about a third more time at 10,000 entries on these machines.)
+ * An OutputSink that writes each file into `dir` as it is produced, so that the output is never
+ * held whole in memory (10,000 units are about 10 MB of strings), and that can take it all back:
+ * each file is created exclusively (the folder is shared with other generators: a name already
+ * there is never replaced), and `undo()` removes everything this writer created, so `dir` is left
+ * as it was. A write that fails sets `failed` before it throws. The planner gives
+ * impermanence.target and the link that pulls it in last: a generator killed half-way leaves
+ * units that nothing starts. (Writing into a temporary folder and moving the files into place
+ * would cover a kill too, but costs two more system calls a file: about a third more time at
+ * 10,000 entries on these machines.)
  */
-export function writeOutput(dir: string, output: GeneratorOutput): void {
-  const placed: string[] = [];
-  const made: string[] = [];
-  const folders = new Set<string>();
-  const parent = (name: string) => {
-    const slash = name.lastIndexOf('/');
-    if (slash === -1 || folders.has(name.slice(0, slash))) return;
-    const d = name.slice(0, slash);
-    for (let i = d.indexOf('/'); ; i = d.indexOf('/', i + 1)) {
-      const sub = i === -1 ? d : d.slice(0, i);
-      if (!folders.has(sub)) {
-        try {
-          mkdirSync(`${dir}/${sub}`);
-          made.push(`${dir}/${sub}`);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !lstatSync(`${dir}/${sub}`).isDirectory()) throw err;
-        }
-        folders.add(sub);
-      }
-      if (i === -1) break;
-    }
-  };
-  try {
-    for (const [name, content] of output.files) {
-      parent(name);
-      const fd = openSync(`${dir}/${name}`, 'wx', 0o644);
-      placed.push(`${dir}/${name}`); // ours from here: removed again on failure
+export class OutputWriter implements OutputSink {
+  failed = false;
+  private readonly placed: string[] = [];
+  private readonly made: string[] = [];
+  private readonly folders = new Set<string>();
+
+  constructor(private readonly dir: string) {}
+
+  file(name: string, content: string): void {
+    try {
+      this.parent(name);
+      const path = `${this.dir}/${name}`;
+      const fd = openSync(path, 'wx', 0o644);
+      this.placed.push(path); // ours from here: removed again by undo()
       try {
         writeSync(fd, content);
       } finally {
         closeSync(fd);
       }
+    } catch (err) {
+      this.failed = true;
+      throw err;
     }
-    for (const [name, target] of output.links) {
-      parent(name);
-      symlinkSync(target, `${dir}/${name}`);
-      placed.push(`${dir}/${name}`);
+  }
+
+  link(name: string, target: string): void {
+    try {
+      this.parent(name);
+      symlinkSync(target, `${this.dir}/${name}`);
+      this.placed.push(`${this.dir}/${name}`);
+    } catch (err) {
+      this.failed = true;
+      throw err;
     }
-  } catch (err) {
-    for (const f of placed.reverse()) rmSync(f, { force: true });
-    for (const d of made.reverse()) {
+  }
+
+  /** Removes every file, link and folder this writer created. */
+  undo(): void {
+    for (const f of this.placed.splice(0).reverse()) rmSync(f, { force: true });
+    for (const d of this.made.splice(0).reverse()) {
       try {
         rmdirSync(d); // only if empty: other generators write into the same folders
       } catch {
         // left as another generator filled it
       }
     }
+    this.folders.clear();
+  }
+
+  private parent(name: string): void {
+    const slash = name.lastIndexOf('/');
+    if (slash === -1 || this.folders.has(name.slice(0, slash))) return;
+    const d = name.slice(0, slash);
+    for (let i = d.indexOf('/'); ; i = d.indexOf('/', i + 1)) {
+      const sub = i === -1 ? d : d.slice(0, i);
+      if (!this.folders.has(sub)) {
+        try {
+          mkdirSync(`${this.dir}/${sub}`);
+          this.made.push(`${this.dir}/${sub}`);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !lstatSync(`${this.dir}/${sub}`).isDirectory()) throw err;
+        }
+        this.folders.add(sub);
+      }
+      if (i === -1) break;
+    }
+  }
+}
+
+/** Writes an output rendered in memory into `dir`, all or nothing (see OutputWriter). */
+export function writeOutput(dir: string, output: GeneratorOutput): void {
+  const writer = new OutputWriter(dir);
+  try {
+    for (const [name, content] of output.files) writer.file(name, content);
+    for (const [name, target] of output.links) writer.link(name, target);
+  } catch (err) {
+    writer.undo();
     throw err;
   }
 }

@@ -353,8 +353,14 @@ export interface BootOptions {
   extraNspawnArgs?: string[];
   /** Share the host's network namespace instead of --private-network. */
   hostNetwork?: boolean;
-  /** tmpfs size limit for the root (default '2G'). */
+  /** tmpfs size limit for the root (default '2G'); with rootOn 'btrfs-subvolume', the image's size. */
   tmpfsSize?: string;
+  /**
+   * What the fresh root of each boot is: a tmpfs (default), or the subvolume @root of a new btrfs
+   * image (a loop device), mounted with subvol=@root as seeds 001 and 002 lay the root out. The
+   * image lives only in the private namespace (unlinked once mounted; the loop device goes with it).
+   */
+  rootOn?: 'tmpfs' | 'btrfs-subvolume';
 }
 
 /** What is-system-running may print once boot is finished; boot() returns on any of these. */
@@ -466,8 +472,14 @@ export class Container {
 
     const script = [
       'set -eu',
-      'root=$1 pristine=$2 size=$3 cg1=$4 cg2=$5; shift 5',
-      `mount -t tmpfs -o mode=0755,size="$size" ${HARNESS_PREFIX}-root "$root"`,
+      'root=$1 pristine=$2 size=$3 cg1=$4 cg2=$5 rooton=$6; shift 6',
+      'if [ "$rooton" = btrfs-subvolume ]; then',
+      '  img="$root.btrfs"; truncate -s "$size" "$img"; mkfs.btrfs -q -f "$img" >/dev/null',
+      '  mount -o loop "$img" "$root"; btrfs -q subvolume create "$root/@root"; umount "$root"',
+      '  mount -o loop,subvol=@root "$img" "$root"; rm "$img"; chmod 0755 "$root"',
+      'else',
+      `  mount -t tmpfs -o mode=0755,size="$size" ${HARNESS_PREFIX}-root "$root"`,
+      'fi',
       'cp -a "$pristine/." "$root/"',
       `mount -t tmpfs -o mode=0755,size=16M ${HARNESS_PREFIX}-nspawn-run ${NSPAWN_RUN}`,
       'echo ready >&3',
@@ -480,7 +492,7 @@ export class Container {
     let child: ReturnType<typeof spawn>;
     try {
       child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh',
-        root, this.opts.rootfs, this.opts.tmpfsSize ?? '2G', this.cg.v1 ?? '', this.cg.v2, ...this.nspawnArgs(root)],
+        root, this.opts.rootfs, this.opts.tmpfsSize ?? '2G', this.cg.v1 ?? '', this.cg.v2, this.opts.rootOn ?? 'tmpfs', ...this.nspawnArgs(root)],
       { stdio: ['pipe', logFd, logFd, 'pipe'], env: HOST_ENV });
     } finally {
       fs.closeSync(logFd);
