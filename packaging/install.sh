@@ -1,14 +1,22 @@
 #!/bin/sh
 # Installs the built programs (npm run build) into DESTDIR, in the layout a distribution package
-# uses. The e2e boot test installs this way into a fresh root, so the layout is what is tested.
-#   packaging/install.sh [DESTDIR]
+# uses. The e2e boot test installs this way into a fresh root, and the Debian, RPM and Arch
+# packages install with it too, so there is one list of files and the layout is what is tested.
+#   packaging/install.sh [--package] [DESTDIR]
+# --package: for a package build. Enabling units is then left to the package manager's scripts
+# (deb-systemd-helper, %systemd_post, systemctl preset), not done here by a symlink.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
+package=no
+if [ "${1:-}" = --package ]; then package=yes; shift; fi
 dest=${1:-${DESTDIR:-}}
 for f in impermanence-generator impermanencectl impermanenced impermanence-notify impermanence-prepare; do
   [ -f "$here/dist/$f.js" ] || { echo "install.sh: dist/$f.js is missing: run npm run build first" >&2; exit 1; }
 done
-install -Dm0755 "$here/dist/impermanence-generator.js" "$dest/usr/lib/systemd/system-generators/impermanence-generator"
+# The generator lives with the other programs; systemd finds it by a (relative) symlink.
+install -Dm0755 "$here/dist/impermanence-generator.js" "$dest/usr/lib/impermanence/impermanence-generator"
+install -dm0755 "$dest/usr/lib/systemd/system-generators"
+ln -sfn ../../impermanence/impermanence-generator "$dest/usr/lib/systemd/system-generators/impermanence-generator"
 install -Dm0755 "$here/dist/impermanencectl.js" "$dest/usr/bin/impermanencectl"
 install -Dm0755 "$here/dist/impermanenced.js" "$dest/usr/lib/impermanence/impermanenced"
 install -Dm0755 "$here/dist/impermanence-prepare.js" "$dest/usr/lib/impermanence/impermanence-prepare"
@@ -26,6 +34,7 @@ for m in unix-dgram bindings file-uri-to-path; do
     -exec install -Dm0644 {} "$dest/usr/lib/impermanence/node_modules/$m/{}" \;)
 done
 install -Dm0644 "$here/units/impermanence.service" "$dest/usr/lib/systemd/system/impermanence.service"
+install -Dm0644 "$here/packaging/impermanence.preset" "$dest/usr/lib/systemd/system-preset/80-impermanence.preset"
 # The desktop agent: a user unit, enabled for everyone on the first install only (what
 # `systemctl --global preset` does with the preset file: an admin's later `systemctl --global
 # disable` is kept on upgrades), plus XDG autostart for sessions without systemd, and the
@@ -34,7 +43,7 @@ first_install=yes
 [ -e "$dest/usr/lib/systemd/user/impermanence-notify.service" ] && first_install=no
 install -Dm0644 "$here/units/impermanence-notify.service" "$dest/usr/lib/systemd/user/impermanence-notify.service"
 install -Dm0644 "$here/packaging/impermanence-notify.preset" "$dest/usr/lib/systemd/user-preset/80-impermanence.preset"
-if [ "$first_install" = yes ]; then
+if [ "$first_install" = yes ] && [ "$package" = no ]; then
   install -dm0755 "$dest/etc/systemd/user/graphical-session.target.wants"
   ln -sf /usr/lib/systemd/user/impermanence-notify.service "$dest/etc/systemd/user/graphical-session.target.wants/impermanence-notify.service"
 fi
@@ -48,3 +57,23 @@ install -dm0755 "$dest/usr/lib/impermanence/persist.d" "$dest/etc/impermanence/p
 install -Dm0644 "$here/README.md" "$dest/usr/share/doc/impermanence/README.md"
 install -Dm0644 "$here/examples/persist.d/10-system.toml" "$dest/usr/share/doc/impermanence/examples/10-system.toml"
 install -Dm0644 "$here/examples/persist.d/20-desktop.toml" "$dest/usr/share/doc/impermanence/examples/20-desktop.toml"
+# Presets: config fragments a config includes by name (include = ["ssh", "networkmanager"]).
+for f in "$here"/presets/*.toml; do
+  [ -f "$f" ] || continue
+  install -Dm0644 "$f" "$dest/usr/share/impermanence/presets/$(basename "$f")"
+done
+# Man pages and shell completions, when the tree has them (each part is optional):
+#   man/*.[1-8] or dist/man/*.[1-8]          -> /usr/share/man/manN/
+#   completions/bash/NAME                    -> /usr/share/bash-completion/completions/NAME
+#   completions/zsh/_NAME                    -> /usr/share/zsh/vendor-completions/_NAME (Debian) or site-functions
+#   completions/fish/NAME.fish               -> /usr/share/fish/vendor_completions.d/NAME.fish
+for f in "$here"/man/*.[1-8] "$here"/dist/man/*.[1-8]; do
+  [ -f "$f" ] || continue
+  section=${f##*.}
+  install -Dm0644 "$f" "$dest/usr/share/man/man$section/$(basename "$f")"
+done
+zshdir=${IMPERMANENCE_ZSH_COMPLETIONS:-/usr/share/zsh/vendor-completions}
+for f in "$here"/completions/bash/*; do [ -f "$f" ] || continue; install -Dm0644 "$f" "$dest/usr/share/bash-completion/completions/$(basename "$f")"; done
+for f in "$here"/completions/zsh/_*; do [ -f "$f" ] || continue; install -Dm0644 "$f" "$dest$zshdir/$(basename "$f")"; done
+for f in "$here"/completions/fish/*.fish; do [ -f "$f" ] || continue; install -Dm0644 "$f" "$dest/usr/share/fish/vendor_completions.d/$(basename "$f")"; done
+exit 0

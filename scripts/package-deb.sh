@@ -1,0 +1,30 @@
+#!/bin/sh
+# npm run package:deb — builds the Debian package from the working tree (tracked and new files,
+# as git sees them; node_modules and dist are rebuilt inside): a copy in a temporary folder,
+# dpkg-buildpackage there, the .deb and a lintian report in out/deb/.
+#   IMPERMANENCE_DEB_VERSION=0.1.0+1 npm run package:deb   # the same tree, another version
+# Needs: dpkg-dev debhelper gcc libc6-dev (and lintian for the report), Node >= 20 and npm.
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${IMPERMANENCE_DEB_OUT:-$here/out/deb}
+work=$(mktemp -d "${TMPDIR:-/tmp}/impermanence-deb.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/src" "$out"
+cd "$here"
+# tar keeps modes and symlinks; deleted-but-tracked files are skipped.
+git ls-files -co --exclude-standard -z | xargs -0 sh -c 'for f; do [ -e "$f" ] || [ -L "$f" ] && printf "%s\0" "$f"; done' sh \
+  | tar --null -T - -cf - | tar -xf - -C "$work/src"
+if [ -n "${IMPERMANENCE_DEB_VERSION:-}" ]; then
+  sed -i "1s/([^)]*)/($IMPERMANENCE_DEB_VERSION)/" "$work/src/debian/changelog"
+fi
+cd "$work/src"
+dpkg-buildpackage -b -us -uc >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; echo "package-deb: dpkg-buildpackage failed" >&2; exit 1; }
+cd "$work"
+version=$(dpkg-parsechangelog -l src/debian/changelog -S Version)
+arch=$(dpkg --print-architecture)
+cp "impermanence_${version}_${arch}.deb" "$out/"
+echo "$out/impermanence_${version}_${arch}.deb"
+if command -v lintian >/dev/null; then
+  lintian --info --display-info --pedantic "impermanence_${version}_${arch}.changes" >"$out/lintian-${version}.txt" 2>&1 || true
+  sed 's/^/lintian: /' "$out/lintian-${version}.txt" >&2
+fi
