@@ -143,7 +143,7 @@ export function cacheDir(): string {
 
 function rootfsKey(spec: RootfsSpec): string {
   const recipe = JSON.stringify({ v: ROOTFS_RECIPE_VERSION, suite: spec.suite, pkgs: spec.packages, masked: MASKED_UNITS,
-    ...(spec.aptCache ? { aptCache: spec.aptCache, aptRecipe: 2 } : {}) });
+    ...(spec.aptCache ? { aptCache: spec.aptCache, aptRecipe: 3 } : {}) });
   return `rootfs-${spec.suite}-${createHash('sha256').update(recipe).digest('hex').slice(0, 12)}`;
 }
 
@@ -261,7 +261,8 @@ async function customizeRootfs(root: string, spec: RootfsSpec): Promise<void> {
     // debootstrap leaves no package lists (and its own .debs): fetch the lists, and the packages into apt's cache.
     await chroot('apt-get', 'clean');
     await mustRun('chroot', [root, 'apt-get', 'update', '-q'], { timeoutMs: 10 * 60_000 });
-    await mustRun('chroot', [root, 'apt-get', 'install', '-y', '-q', '--download-only', '--no-install-recommends', ...spec.aptCache],
+    // With what they recommend: `apt-get install ./x.deb` installs recommends by default.
+    await mustRun('chroot', [root, 'apt-get', 'install', '-y', '-q', '--download-only', ...spec.aptCache],
       { timeoutMs: 10 * 60_000, env: { DEBIAN_FRONTEND: 'noninteractive' } });
   } else {
     // Smaller image = faster cp into the tmpfs on every boot (256 MB -> ~115 MB).
