@@ -4,6 +4,8 @@
 # dpkg-buildpackage there, the .deb and a lintian report in out/deb/.
 #   IMPERMANENCE_DEB_VERSION=0.1.0+1 npm run package:deb   # the same tree, another version
 # Needs: dpkg-dev debhelper gcc libc6-dev (and lintian for the report), Node >= 20 and npm.
+# Node not installed as a Debian package (a tarball, nvm): IMPERMANENCE_DEB_NODEPS=1 skips
+# dpkg's check of the build dependencies (dpkg-buildpackage -d).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${IMPERMANENCE_DEB_OUT:-$here/out/deb}
@@ -19,7 +21,7 @@ if [ -n "${IMPERMANENCE_DEB_VERSION:-}" ]; then
   sed -i "1s/([^)]*)/($IMPERMANENCE_DEB_VERSION)/" "$work/src/debian/changelog"
 fi
 cd "$work/src"
-dpkg-buildpackage -b -us -uc >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; echo "package-deb: dpkg-buildpackage failed" >&2; exit 1; }
+dpkg-buildpackage -b -us -uc ${IMPERMANENCE_DEB_NODEPS:+-d} >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; echo "package-deb: dpkg-buildpackage failed" >&2; exit 1; }
 cd "$work"
 version=$(dpkg-parsechangelog -l src/debian/changelog -S Version)
 arch=$(dpkg --print-architecture)
