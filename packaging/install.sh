@@ -62,18 +62,30 @@ for f in "$here"/presets/*.toml; do
   [ -f "$f" ] || continue
   install -Dm0644 "$f" "$dest/usr/share/impermanence/presets/$(basename "$f")"
 done
-# Man pages and shell completions, when the tree has them (each part is optional):
-#   man/*.[1-8] or dist/man/*.[1-8]          -> /usr/share/man/manN/
-#   completions/bash/NAME                    -> /usr/share/bash-completion/completions/NAME
-#   completions/zsh/_NAME                    -> /usr/share/zsh/vendor-completions/_NAME (Debian) or site-functions
-#   completions/fish/NAME.fish               -> /usr/share/fish/vendor_completions.d/NAME.fish
+# Man pages and shell completions, when the tree has them (each part is optional; sources such
+# as *.md or *.in templates are skipped: only built files are installed):
+#   man/*.[1-8], dist/man/*.[1-8]                       -> /usr/share/man/manN/
+#   {,dist/}completions/bash/NAME or .../NAME.bash      -> /usr/share/bash-completion/completions/NAME
+#   {,dist/}completions/zsh/_NAME or .../_NAME[.zsh]    -> /usr/share/zsh/vendor-completions/_NAME (Debian; site-functions elsewhere)
+#   {,dist/}completions/fish/NAME.fish or .../NAME.fish -> /usr/share/fish/vendor_completions.d/NAME.fish
 for f in "$here"/man/*.[1-8] "$here"/dist/man/*.[1-8]; do
   [ -f "$f" ] || continue
   section=${f##*.}
   install -Dm0644 "$f" "$dest/usr/share/man/man$section/$(basename "$f")"
 done
 zshdir=${IMPERMANENCE_ZSH_COMPLETIONS:-/usr/share/zsh/vendor-completions}
-for f in "$here"/completions/bash/*; do [ -f "$f" ] || continue; install -Dm0644 "$f" "$dest/usr/share/bash-completion/completions/$(basename "$f")"; done
-for f in "$here"/completions/zsh/_*; do [ -f "$f" ] || continue; install -Dm0644 "$f" "$dest$zshdir/$(basename "$f")"; done
-for f in "$here"/completions/fish/*.fish; do [ -f "$f" ] || continue; install -Dm0644 "$f" "$dest/usr/share/fish/vendor_completions.d/$(basename "$f")"; done
+for c in "$here/completions" "$here/dist/completions"; do
+  for f in "$c"/bash/* "$c"/*.bash; do
+    [ -f "$f" ] || continue; case "$f" in *.in) continue;; esac
+    install -Dm0644 "$f" "$dest/usr/share/bash-completion/completions/$(basename "$f" .bash)"
+  done
+  for f in "$c"/zsh/_* "$c"/_*; do
+    [ -f "$f" ] || continue; case "$f" in *.in) continue;; esac
+    install -Dm0644 "$f" "$dest$zshdir/$(basename "$f" .zsh)"
+  done
+  for f in "$c"/fish/*.fish "$c"/*.fish; do
+    [ -f "$f" ] || continue
+    install -Dm0644 "$f" "$dest/usr/share/fish/vendor_completions.d/$(basename "$f")"
+  done
+done
 exit 0
