@@ -35,6 +35,9 @@ for m in unix-dgram bindings file-uri-to-path; do
 done
 install -Dm0644 "$here/units/impermanence.service" "$dest/usr/lib/systemd/system/impermanence.service"
 install -Dm0644 "$here/packaging/impermanence.preset" "$dest/usr/lib/systemd/system-preset/80-impermanence.preset"
+# Prometheus metrics for node_exporter's textfile collector: `systemctl enable --now impermanence-metrics.timer`.
+install -Dm0644 "$here/units/impermanence-metrics.service" "$dest/usr/lib/systemd/system/impermanence-metrics.service"
+install -Dm0644 "$here/units/impermanence-metrics.timer" "$dest/usr/lib/systemd/system/impermanence-metrics.timer"
 # The desktop agent: a user unit, enabled for everyone on the first install only (what
 # `systemctl --global preset` does with the preset file: an admin's later `systemctl --global
 # disable` is kept on upgrades), plus XDG autostart for sessions without systemd, and the
@@ -64,11 +67,11 @@ for f in "$here"/presets/*.toml; do
 done
 # Man pages and shell completions, when the tree has them (each part is optional; sources such
 # as *.md or *.in templates are skipped: only built files are installed):
-#   man/*.[1-8], dist/man/*.[1-8]                       -> /usr/share/man/manN/
+#   man/*.[1-8], dist/man/*.[1-8], dist/man/manN/*.N      -> /usr/share/man/manN/
 #   {,dist/}completions/bash/NAME or .../NAME.bash      -> /usr/share/bash-completion/completions/NAME
 #   {,dist/}completions/zsh/_NAME or .../_NAME[.zsh]    -> /usr/share/zsh/vendor-completions/_NAME (Debian; site-functions elsewhere)
 #   {,dist/}completions/fish/NAME.fish or .../NAME.fish -> /usr/share/fish/vendor_completions.d/NAME.fish
-for f in "$here"/man/*.[1-8] "$here"/dist/man/*.[1-8]; do
+for f in "$here"/man/*.[1-8] "$here"/dist/man/*.[1-8] "$here"/dist/man/man[1-8]/*.[1-8]; do
   [ -f "$f" ] || continue
   section=${f##*.}
   install -Dm0644 "$f" "$dest/usr/share/man/man$section/$(basename "$f")"
