@@ -1,14 +1,22 @@
 #!/bin/sh
 # Installs the built programs (npm run build) into DESTDIR, in the layout a distribution package
-# uses. The e2e boot test installs this way into a fresh root, so the layout is what is tested.
-#   packaging/install.sh [DESTDIR]
+# uses. The e2e boot test installs this way into a fresh root, and the Debian, RPM and Arch
+# packages install with it too, so there is one list of files and the layout is what is tested.
+#   packaging/install.sh [--package] [DESTDIR]
+# --package: for a package build. Enabling units is then left to the package manager's scripts
+# (deb-systemd-helper, %systemd_post, systemctl preset), not done here by a symlink.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
+package=no
+if [ "${1:-}" = --package ]; then package=yes; shift; fi
 dest=${1:-${DESTDIR:-}}
 for f in impermanence-generator impermanencectl impermanenced impermanence-notify impermanence-prepare; do
   [ -f "$here/dist/$f.js" ] || { echo "install.sh: dist/$f.js is missing: run npm run build first" >&2; exit 1; }
 done
-install -Dm0755 "$here/dist/impermanence-generator.js" "$dest/usr/lib/systemd/system-generators/impermanence-generator"
+# The generator lives with the other programs; systemd finds it by a (relative) symlink.
+install -Dm0755 "$here/dist/impermanence-generator.js" "$dest/usr/lib/impermanence/impermanence-generator"
+install -dm0755 "$dest/usr/lib/systemd/system-generators"
+ln -sfn ../../impermanence/impermanence-generator "$dest/usr/lib/systemd/system-generators/impermanence-generator"
 # The generator's V8 code cache (scripts/build.mjs), where the generator looks for it; optional
 # (without it, or with another Node, the generator compiles its code as usual).
 for c in "$here"/dist/impermanence-generator.*.cache; do
@@ -31,6 +39,7 @@ for m in unix-dgram bindings file-uri-to-path; do
     -exec install -Dm0644 {} "$dest/usr/lib/impermanence/node_modules/$m/{}" \;)
 done
 install -Dm0644 "$here/units/impermanence.service" "$dest/usr/lib/systemd/system/impermanence.service"
+install -Dm0644 "$here/packaging/impermanence.preset" "$dest/usr/lib/systemd/system-preset/80-impermanence.preset"
 # Prometheus metrics for node_exporter's textfile collector: `systemctl enable --now impermanence-metrics.timer`.
 install -Dm0644 "$here/units/impermanence-metrics.service" "$dest/usr/lib/systemd/system/impermanence-metrics.service"
 install -Dm0644 "$here/units/impermanence-metrics.timer" "$dest/usr/lib/systemd/system/impermanence-metrics.timer"
@@ -42,7 +51,7 @@ first_install=yes
 [ -e "$dest/usr/lib/systemd/user/impermanence-notify.service" ] && first_install=no
 install -Dm0644 "$here/units/impermanence-notify.service" "$dest/usr/lib/systemd/user/impermanence-notify.service"
 install -Dm0644 "$here/packaging/impermanence-notify.preset" "$dest/usr/lib/systemd/user-preset/80-impermanence.preset"
-if [ "$first_install" = yes ]; then
+if [ "$first_install" = yes ] && [ "$package" = no ]; then
   install -dm0755 "$dest/etc/systemd/user/graphical-session.target.wants"
   ln -sf /usr/lib/systemd/user/impermanence-notify.service "$dest/etc/systemd/user/graphical-session.target.wants/impermanence-notify.service"
 fi
@@ -56,3 +65,35 @@ install -dm0755 "$dest/usr/lib/impermanence/persist.d" "$dest/etc/impermanence/p
 install -Dm0644 "$here/README.md" "$dest/usr/share/doc/impermanence/README.md"
 install -Dm0644 "$here/examples/persist.d/10-system.toml" "$dest/usr/share/doc/impermanence/examples/10-system.toml"
 install -Dm0644 "$here/examples/persist.d/20-desktop.toml" "$dest/usr/share/doc/impermanence/examples/20-desktop.toml"
+# Presets: config fragments a config includes by name (include = ["ssh", "networkmanager"]).
+for f in "$here"/presets/*.toml; do
+  [ -f "$f" ] || continue
+  install -Dm0644 "$f" "$dest/usr/share/impermanence/presets/$(basename "$f")"
+done
+# Man pages and shell completions, when the tree has them (each part is optional; sources such
+# as *.md or *.in templates are skipped: only built files are installed):
+#   man/*.[1-8], dist/man/*.[1-8], dist/man/manN/*.N      -> /usr/share/man/manN/
+#   {,dist/}completions/bash/NAME or .../NAME.bash      -> /usr/share/bash-completion/completions/NAME
+#   {,dist/}completions/zsh/_NAME or .../_NAME[.zsh]    -> /usr/share/zsh/vendor-completions/_NAME (Debian; site-functions elsewhere)
+#   {,dist/}completions/fish/NAME.fish or .../NAME.fish -> /usr/share/fish/vendor_completions.d/NAME.fish
+for f in "$here"/man/*.[1-8] "$here"/dist/man/*.[1-8] "$here"/dist/man/man[1-8]/*.[1-8]; do
+  [ -f "$f" ] || continue
+  section=${f##*.}
+  install -Dm0644 "$f" "$dest/usr/share/man/man$section/$(basename "$f")"
+done
+zshdir=${IMPERMANENCE_ZSH_COMPLETIONS:-/usr/share/zsh/vendor-completions}
+for c in "$here/completions" "$here/dist/completions"; do
+  for f in "$c"/bash/* "$c"/*.bash; do
+    [ -f "$f" ] || continue; case "$f" in *.in) continue;; esac
+    install -Dm0644 "$f" "$dest/usr/share/bash-completion/completions/$(basename "$f" .bash)"
+  done
+  for f in "$c"/zsh/_* "$c"/_*; do
+    [ -f "$f" ] || continue; case "$f" in *.in) continue;; esac
+    install -Dm0644 "$f" "$dest$zshdir/$(basename "$f" .zsh)"
+  done
+  for f in "$c"/fish/*.fish "$c"/*.fish; do
+    [ -f "$f" ] || continue
+    install -Dm0644 "$f" "$dest/usr/share/fish/vendor_completions.d/$(basename "$f")"
+  done
+done
+exit 0

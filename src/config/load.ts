@@ -71,6 +71,18 @@ function isMasked(file: string): boolean {
 
 /** Parses one config file's text (TOML, or JSON for *.json) and checks its shape. */
 export function parseConfigText(file: string, text: string): ConfigFile {
+  return checkShape(file, parseDocument(file, text), ConfigFileSchema, knownKeysAt);
+}
+
+/** A document's data, with the schema's problems reported as config errors (did-you-mean with `known`). */
+export function checkShape<T extends z.ZodMiniType>(file: string, data: unknown, schema: T, known: (path: ReadonlyArray<PropertyKey>) => string[]): z.infer<T> {
+  const result = schema.safeParse(data);
+  if (!result.success) throw new InvalidConfig(flatten(result.error.issues, []).map((issue) => issueToError(file, issue, known)));
+  return result.data as z.infer<T>;
+}
+
+/** TOML, or JSON for *.json, parsed; syntax errors as config errors with a line and column. */
+export function parseDocument(file: string, text: string): unknown {
   let data: unknown;
   if (file.endsWith('.json')) {
     try {
@@ -93,9 +105,7 @@ export function parseConfigText(file: string, text: string): ConfigFile {
       throw new InvalidConfig([new ConfigError(file, undefined, `invalid TOML: ${(err as Error).message}`)]);
     }
   }
-  const result = ConfigFileSchema.safeParse(data);
-  if (!result.success) throw new InvalidConfig(flatten(result.error.issues, []).map((issue) => issueToError(file, issue)));
-  return result.data;
+  return data;
 }
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
@@ -160,12 +170,12 @@ function flatten(issues: z.core.$ZodIssue[], prefix: PropertyKey[]): z.core.$Zod
   });
 }
 
-function issueToError(file: string, issue: z.core.$ZodIssue): ConfigError {
+function issueToError(file: string, issue: z.core.$ZodIssue, known: (path: ReadonlyArray<PropertyKey>) => string[]): ConfigError {
   const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
   const where = path.length ? keyPath(path) : undefined;
   if (issue.code === 'unrecognized_keys') {
     const problems = issue.keys.map((key) => {
-      const hint = closest(key, knownKeysAt(issue.path));
+      const hint = closest(key, known(issue.path));
       return `unknown option ${JSON.stringify(key)}${hint ? ` (did you mean ${JSON.stringify(hint)}?)` : ''}`;
     });
     return new ConfigError(file, where, problems.join('; '));

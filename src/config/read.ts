@@ -1,4 +1,5 @@
 import { loadConfig } from './load';
+import { systemPresets } from './presets';
 import { resolveConfig, type ResolvedConfig } from './resolve';
 import { UserDb } from './userdb';
 
@@ -7,5 +8,5 @@ import { UserDb } from './userdb';
  * `required`: folders that must exist (those named with impermanence.config=). Throws InvalidConfig.
  */
 export function readConfig(dirs: readonly string[], root = '/', required: readonly string[] = []): ResolvedConfig {
-  return resolveConfig(loadConfig(dirs, required), UserDb.read(root));
+  return resolveConfig(loadConfig(dirs, required), UserDb.read(root), systemPresets(root));
 }

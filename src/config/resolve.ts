@@ -2,6 +2,7 @@ import { ConfigError, InvalidConfig, keyPath } from './errors';
 import type { LoadedFile } from './load';
 import { parseMode } from './mode';
 import { isInside, normalizePath, parentsOf, systemdPathProblem } from './paths';
+import { systemPresets, unknownPresetProblem, type PresetSource } from './presets';
 import type { DirectoryDecl, FileDecl, PermsDecl, StorageDecl } from './schema';
 import { escapePath, UNIT_NAME_MAX } from './unit-name';
 import type { UserDb } from './userdb';
@@ -73,7 +74,7 @@ const ROOT_PRIVATE: Perms = { user: 'root', group: 'root', mode: 0o700 };
  * it is handed. Every problem is collected; if there is any, InvalidConfig is thrown and nothing
  * is returned, so that a bad config never activates half a setup.
  */
-export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): ResolvedConfig {
+export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, presets: PresetSource = systemPresets()): ResolvedConfig {
   const problems: ConfigError[] = [];
   const fail = (origin: Origin, problem: string) => problems.push(new ConfigError(origin.file, origin.entry, problem));
 
@@ -123,6 +124,8 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
   }
 
   const entries: Entry[] = [];
+  /** `include` lists, expanded once every entry written out is known (those win over a preset's). */
+  const includes: Array<{ context: Context; at: string; names: string[]; owner: HomeOwner | undefined }> = [];
   for (const { decl, storage, file, key } of declared) {
     const state = storages.get(storage)!;
     if (state.enable && !state.enable[0]) continue;
@@ -133,6 +136,7 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
     const at = keyPath(base);
     decl.directories?.forEach((d, i) => push(directoryEntry(context, d, `${at}.directories[${i}]`, undefined)));
     decl.files?.forEach((f, i) => push(fileEntry(context, f, `${at}.files[${i}]`, undefined)));
+    if (decl.include) includes.push({ context, at, names: decl.include, owner: undefined });
 
     for (const [name, userDecl] of Object.entries(decl.users ?? {})) {
       const origin = { file, entry: keyPath([...base, 'users', name]) };
@@ -158,7 +162,41 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb): Res
       const owner: HomeOwner = { name, group: users.primaryGroup(record), home };
       userDecl.directories?.forEach((d, i) => push(directoryEntry(context, d, `${origin.entry}.directories[${i}]`, owner)));
       userDecl.files?.forEach((f, i) => push(fileEntry(context, f, `${origin.entry}.files[${i}]`, owner)));
+      if (userDecl.include) includes.push({ context, at: origin.entry, names: userDecl.include, owner });
     }
+  }
+
+  // A preset's entry is left out when the same path, or a folder holding it, is already declared
+  // (written out, or by a preset included before): presets add to a config, they never clash with it.
+  const covered = entries.map((e) => e.path);
+  const isCovered = (path: string) => covered.some((c) => c === path || isInside(path, c));
+  for (const { context, at, names, owner } of includes) {
+    names.forEach((name, i) => {
+      const where = { file: context.file, entry: `${at}.include[${i}]` };
+      let preset;
+      try {
+        preset = presets.get(name);
+      } catch (err) {
+        if (!(err instanceof InvalidConfig)) throw err;
+        problems.push(...err.problems);
+        return;
+      }
+      if (!preset) return fail(where, unknownPresetProblem(presets, name));
+      const part = owner ? preset.decl.home : preset.decl;
+      if (!part?.directories?.length && !part?.files?.length) {
+        return fail(where, owner
+          ? `preset ${JSON.stringify(name)} has no paths in a home (no [home] table in ${preset.file}): include it from the storage root, not from users.${owner.name}`
+          : `preset ${JSON.stringify(name)} has only paths in a home (its [home] table): include it from users.<name>, as users.<name>.include = [${JSON.stringify(name)}]`);
+      }
+      const inPreset = (kind: string, j: number) => `${where.entry} (preset ${name}: ${owner ? 'home.' : ''}${kind}[${j}])`;
+      const add = (entry: Entry | undefined) => {
+        if (!entry || isCovered(entry.path)) return;
+        covered.push(entry.path);
+        entries.push(entry);
+      };
+      part.directories?.forEach((d, j) => add(directoryEntry(context, d, inPreset('directories', j), owner)));
+      part.files?.forEach((f, j) => add(fileEntry(context, f, inPreset('files', j), owner)));
+    });
   }
 
   function push(entry: Entry | undefined) {

@@ -47,8 +47,12 @@ export const FileSchema = z.strictObject({
  */
 const list = <T extends z.ZodMiniType>(table: T) => z.optional(z.array(z.union([path, table]), { error: 'expected a list' }));
 
+/** Presets to include by name (/usr/share/impermanence/presets/NAME.toml: see presets.ts). */
+const include = z.optional(z.array(z.string({ error: 'expected a preset name (a string)' }), { error: 'expected a list of preset names' }));
+
 export const UserSchema = z.strictObject({
   home: z.optional(path),
+  include,
   directories: list(DirectorySchema),
   files: list(FileSchema),
 });
@@ -59,6 +63,7 @@ export const StorageSchema = z.strictObject({
   allowTrash: z.optional(boolean),
   /** Options for every mount of this storage root (preservation's commonMountOptions). */
   mountOptions,
+  include,
   directories: list(DirectorySchema),
   files: list(FileSchema),
   users: z.optional(z.record(z.string(), UserSchema, { error: 'expected a table of users' })),
@@ -74,7 +79,19 @@ export const ConfigFileSchema = z.strictObject({
   drift: z.optional(DriftSchema),
 });
 
+/**
+ * A preset file: entries for the system (included from a storage root) and for a home
+ * (`home`, included from `users.<name>`), with the same entry syntax as a config.
+ */
+export const PresetSchema = z.strictObject({
+  description: z.optional(z.string({ error: 'expected a description (a string)' })),
+  directories: list(DirectorySchema),
+  files: list(FileSchema),
+  home: z.optional(z.strictObject({ directories: list(DirectorySchema), files: list(FileSchema) })),
+});
+
 export type ConfigFile = z.infer<typeof ConfigFileSchema>;
+export type PresetDecl = z.infer<typeof PresetSchema>;
 export type StorageDecl = z.infer<typeof StorageSchema>;
 export type DirectoryDecl = z.infer<typeof DirectorySchema>;
 export type FileDecl = z.infer<typeof FileSchema>;

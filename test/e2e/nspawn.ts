@@ -123,28 +123,49 @@ const MASKED_UNITS = ['apt-daily.timer', 'apt-daily-upgrade.timer', 'dpkg-db-bac
 /** Bump when the recipe in customizeRootfs changes: the cache key includes it. */
 const ROOTFS_RECIPE_VERSION = 3;
 
+/** Which Debian to debootstrap. The default is the bookworm image every boot test uses. */
+export interface RootfsSpec {
+  suite: string;
+  packages: string[];
+  /**
+   * Keep apt's package lists and put these packages (with their dependencies) in apt's cache
+   * without installing them: `apt-get install ./x.deb` in the container then resolves its
+   * dependencies from the archive's real metadata with no network (the package test).
+   */
+  aptCache?: string[];
+}
+
+const DEFAULT_SPEC: RootfsSpec = { suite: ROOTFS_SUITE, packages: ROOTFS_PACKAGES };
+
 export function cacheDir(): string {
   return process.env.IMPERMANENCE_E2E_CACHE ?? '/var/cache/impermanence-e2e';
 }
 
-function rootfsKey(): string {
-  const recipe = JSON.stringify({ v: ROOTFS_RECIPE_VERSION, suite: ROOTFS_SUITE, pkgs: ROOTFS_PACKAGES, masked: MASKED_UNITS });
-  return `rootfs-${ROOTFS_SUITE}-${createHash('sha256').update(recipe).digest('hex').slice(0, 12)}`;
+function rootfsKey(spec: RootfsSpec): string {
+  const recipe = JSON.stringify({ v: ROOTFS_RECIPE_VERSION, suite: spec.suite, pkgs: spec.packages, masked: MASKED_UNITS,
+    ...(spec.aptCache ? { aptCache: spec.aptCache, aptRecipe: 3 } : {}) });
+  return `rootfs-${spec.suite}-${createHash('sha256').update(recipe).digest('hex').slice(0, 12)}`;
 }
 
-let rootfsPromise: Promise<string> | undefined;
+const rootfsPromises = new Map<string, Promise<string>>();
 
 /**
- * Debootstraps (once, cached) a Debian bookworm minbase rootfs with systemd and returns its path.
+ * Debootstraps (once, cached) a Debian minbase rootfs with systemd (bookworm unless `spec` says
+ * otherwise) and returns its path.
  * Adds users bird (1000:1000, /home/bird created) and alice (1001:1001, for the desktop example), system user+group colord, masks the random
  * timers (apt-daily*, dpkg-db-backup, e2scrub_all, fstrim), drops /etc/hostname (the machine name
  * becomes the hostname) and apt lists/docs/locales (smaller = faster copy per boot).
  * Built in `CACHE/.build-KEY-XXXX/rootfs` and renamed to `CACHE/KEY` when complete, so an
  * interrupted build never looks cached. Mirror: $IMPERMANENCE_E2E_MIRROR or deb.debian.org.
  */
-export function ensureRootfs(): Promise<string> {
-  rootfsPromise ??= buildRootfs().catch((e: unknown) => { rootfsPromise = undefined; throw e; });
-  return rootfsPromise;
+export function ensureRootfs(spec: RootfsSpec = DEFAULT_SPEC): Promise<string> {
+  const key = rootfsKey(spec);
+  let p = rootfsPromises.get(key);
+  if (!p) {
+    p = buildRootfs(spec).catch((e: unknown) => { rootfsPromises.delete(key); throw e; });
+    rootfsPromises.set(key, p);
+  }
+  return p;
 }
 
 function isCompleteRootfs(dir: string): boolean {
@@ -155,16 +176,16 @@ function pidAlive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
 }
 
-async function buildRootfs(): Promise<string> {
+async function buildRootfs(spec: RootfsSpec): Promise<string> {
   const cache = cacheDir();
-  const key = rootfsKey();
+  const key = rootfsKey(spec);
   const final = path.join(cache, key);
   if (isCompleteRootfs(final)) return final;
 
   await fsp.mkdir(cache, { recursive: true });
   return withBuildLock(path.join(cache, `.lock-${key}`), async () => {
     if (isCompleteRootfs(final)) return final; // built by another process while we waited
-    return buildLocked(cache, key, final);
+    return buildLocked(cache, key, final, spec);
   });
 }
 
@@ -190,7 +211,7 @@ async function withBuildLock<T>(lock: string, fn: () => Promise<T>): Promise<T> 
   }
 }
 
-async function buildLocked(cache: string, key: string, final: string): Promise<string> {
+async function buildLocked(cache: string, key: string, final: string, spec: RootfsSpec): Promise<string> {
   // Interrupted builds of earlier runs: remove them if their builder is gone.
   for (const entry of await fsp.readdir(cache)) {
     if (!entry.startsWith('.build-')) continue;
@@ -207,14 +228,14 @@ async function buildLocked(cache: string, key: string, final: string): Promise<s
     const mirror = process.env.IMPERMANENCE_E2E_MIRROR ?? 'http://deb.debian.org/debian';
     // setpriv --pdeathsig: debootstrap dies with us instead of writing on into a dir we clean up later.
     const r = await runHost('setpriv', ['--pdeathsig', 'KILL', '--', 'debootstrap',
-      '--variant=minbase', `--include=${ROOTFS_PACKAGES.join(',')}`, ROOTFS_SUITE, target, mirror,
+      '--variant=minbase', `--include=${spec.packages.join(',')}`, spec.suite, target, mirror,
     ], { timeoutMs: 15 * 60_000 });
     if (r.code !== 0) {
       let detail = '';
       try { detail = await fsp.readFile(path.join(target, 'debootstrap/debootstrap.log'), 'utf8'); } catch { /* none */ }
       throw new Error(`debootstrap failed (${r.code}):\n${tail(r.stdout + r.stderr)}\n${tail(detail)}`);
     }
-    await customizeRootfs(target);
+    await customizeRootfs(target, spec);
     try {
       await fsp.rename(target, final);
     } catch (e) {
@@ -227,7 +248,7 @@ async function buildLocked(cache: string, key: string, final: string): Promise<s
   }
 }
 
-async function customizeRootfs(root: string): Promise<void> {
+async function customizeRootfs(root: string, spec: RootfsSpec): Promise<void> {
   const chroot = (...args: string[]) => mustRun('chroot', [root, ...args]);
   await chroot('groupadd', '-g', '1000', 'bird');
   await chroot('useradd', '-m', '-u', '1000', '-g', 'bird', '-d', '/home/bird', '-s', '/bin/bash', 'bird');
@@ -236,9 +257,18 @@ async function customizeRootfs(root: string): Promise<void> {
   await chroot('groupadd', '--system', 'colord');
   await chroot('useradd', '--system', '-g', 'colord', '-d', '/var/lib/colord', '-M', '-s', '/usr/sbin/nologin', 'colord');
   await chroot('systemctl', 'mask', ...MASKED_UNITS);
-  // Smaller image = faster cp into the tmpfs on every boot (256 MB -> ~115 MB).
-  await chroot('apt-get', 'clean');
-  for (const d of ['var/lib/apt/lists', 'usr/share/doc', 'usr/share/man', 'usr/share/info', 'usr/share/locale']) {
+  if (spec.aptCache) {
+    // debootstrap leaves no package lists (and its own .debs): fetch the lists, and the packages into apt's cache.
+    await chroot('apt-get', 'clean');
+    await mustRun('chroot', [root, 'apt-get', 'update', '-q'], { timeoutMs: 10 * 60_000 });
+    // With what they recommend: `apt-get install ./x.deb` installs recommends by default.
+    await mustRun('chroot', [root, 'apt-get', 'install', '-y', '-q', '--download-only', ...spec.aptCache],
+      { timeoutMs: 10 * 60_000, env: { DEBIAN_FRONTEND: 'noninteractive' } });
+  } else {
+    // Smaller image = faster cp into the tmpfs on every boot (256 MB -> ~115 MB).
+    await chroot('apt-get', 'clean');
+  }
+  for (const d of [...(spec.aptCache ? [] : ['var/lib/apt/lists']), 'usr/share/doc', 'usr/share/man', 'usr/share/info', 'usr/share/locale']) {
     const dir = path.join(root, d);
     for (const e of await fsp.readdir(dir).catch(() => [] as string[])) {
       if (d === 'var/lib/apt/lists' && (e === 'partial' || e === 'lock')) continue;
@@ -249,7 +279,7 @@ async function customizeRootfs(root: string): Promise<void> {
   await fsp.rm(path.join(root, 'etc/hostname'), { force: true });
   await fsp.writeFile(path.join(root, 'etc/hosts'), '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n');
   await fsp.writeFile(path.join(root, 'etc/impermanence-e2e-rootfs'),
-    `${rootfsKey()} built ${new Date().toISOString()} packages=${ROOTFS_PACKAGES.join(',')}\n`);
+    `${rootfsKey(spec)} built ${new Date().toISOString()} packages=${spec.packages.join(',')}\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -361,6 +391,13 @@ export interface BootOptions {
    * image lives only in the private namespace (unlinked once mounted; the loop device goes with it).
    */
   rootOn?: 'tmpfs' | 'btrfs-subvolume';
+  /**
+   * Boot `rootfs` itself instead of a fresh tmpfs copy: changes (a package installed) survive a
+   * reboot, as on a machine with a persistent root. Only for a disposable copy of a cached rootfs.
+   */
+  inPlace?: boolean;
+  /** Bind the host's node over /usr/bin/node (default true; false when the image installs its own). */
+  hostNode?: boolean;
 }
 
 /** What is-system-running may print once boot is finished; boot() returns on any of these. */
@@ -437,7 +474,8 @@ export class Container {
 
   private nspawnArgs(root: string): string[] {
     const esc = (p: string) => p.replace(/\\/g, '\\\\').replace(/:/g, '\\:');
-    const binds: BindMount[] = [{ host: fs.realpathSync('/usr/bin/node'), container: '/usr/bin/node', readOnly: true }, ...this.opts.binds];
+    const hostNode: BindMount[] = this.opts.hostNode === false ? [] : [{ host: fs.realpathSync('/usr/bin/node'), container: '/usr/bin/node', readOnly: true }];
+    const binds: BindMount[] = [...hostNode, ...this.opts.binds];
     return [
       '-D', root, '-M', this.opts.name, '--boot',
       '--register=no', '--keep-unit', '--console=read-only', '--link-journal=no',
@@ -473,14 +511,16 @@ export class Container {
     const script = [
       'set -eu',
       'root=$1 pristine=$2 size=$3 cg1=$4 cg2=$5 rooton=$6; shift 6',
-      'if [ "$rooton" = btrfs-subvolume ]; then',
-      '  img="$root.btrfs"; truncate -s "$size" "$img"; mkfs.btrfs -q -f "$img" >/dev/null',
-      '  mount -o loop "$img" "$root"; btrfs -q subvolume create "$root/@root"; umount "$root"',
-      '  mount -o loop,subvol=@root "$img" "$root"; rm "$img"; chmod 0755 "$root"',
-      'else',
-      `  mount -t tmpfs -o mode=0755,size="$size" ${HARNESS_PREFIX}-root "$root"`,
-      'fi',
-      'cp -a "$pristine/." "$root/"',
+      ...(this.opts.inPlace ? [] : [
+        'if [ "$rooton" = btrfs-subvolume ]; then',
+        '  img="$root.btrfs"; truncate -s "$size" "$img"; mkfs.btrfs -q -f "$img" >/dev/null',
+        '  mount -o loop "$img" "$root"; btrfs -q subvolume create "$root/@root"; umount "$root"',
+        '  mount -o loop,subvol=@root "$img" "$root"; rm "$img"; chmod 0755 "$root"',
+        'else',
+        `  mount -t tmpfs -o mode=0755,size="$size" ${HARNESS_PREFIX}-root "$root"`,
+        'fi',
+        'cp -a "$pristine/." "$root/"',
+      ]),
       `mount -t tmpfs -o mode=0755,size=16M ${HARNESS_PREFIX}-nspawn-run ${NSPAWN_RUN}`,
       'echo ready >&3',
       'read -r go',
@@ -492,7 +532,7 @@ export class Container {
     let child: ReturnType<typeof spawn>;
     try {
       child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh',
-        root, this.opts.rootfs, this.opts.tmpfsSize ?? '2G', this.cg.v1 ?? '', this.cg.v2, this.opts.rootOn ?? 'tmpfs', ...this.nspawnArgs(root)],
+        root, this.opts.rootfs, this.opts.tmpfsSize ?? '2G', this.cg.v1 ?? '', this.cg.v2, this.opts.rootOn ?? 'tmpfs', ...this.nspawnArgs(this.opts.inPlace ? this.opts.rootfs : root)],
       { stdio: ['pipe', logFd, logFd, 'pipe'], env: HOST_ENV });
     } finally {
       fs.closeSync(logFd);
@@ -518,7 +558,7 @@ export class Container {
     });
     await Promise.race([ready, early]);
     const tCopied = Date.now();
-    this.rootPath = `/proc/${live.pid}/root${root}`;
+    this.rootPath = this.opts.inPlace ? this.opts.rootfs : `/proc/${live.pid}/root${root}`;
 
     // 2. caller drops files into the fresh root
     if (this.opts.setup) {
