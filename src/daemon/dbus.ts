@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Message, MessageType, NameFlag, RequestNameReply, Variant, type MessageBus } from '@jellybrick/dbus-next';
 import { normalizePath } from '../config/paths';
-import { ENTRY_PREFIX, MANAGER_PATH, entryObjectPath } from './bus-path';
+import { ENTRY_PREFIX, MANAGER_PATH, entryObjectPath, entryPathOf } from './bus-path';
 import {
   BASE_INTERFACES,
   DOCTYPE,
@@ -203,7 +203,7 @@ export class DbusFrontEnd {
     const base = ['org.freedesktop.DBus.Peer', 'org.freedesktop.DBus.Introspectable'];
     if (path === MANAGER_PATH) return [...base, 'org.freedesktop.DBus.Properties', 'org.freedesktop.DBus.ObjectManager', MANAGER_IFACE];
     if (path === '/' || path === '/org' || path === '/org/impermanence' || path === ENTRY_PREFIX) return base;
-    if (this.manager.find(path)) return [...base, 'org.freedesktop.DBus.Properties', ENTRY_IFACE];
+    if (this.manager.find(entryPathOf(path) ?? '')) return [...base, 'org.freedesktop.DBus.Properties', ENTRY_IFACE];
     return undefined;
   }
 
@@ -211,7 +211,7 @@ export class DbusFrontEnd {
     const interfaces = this.interfacesAt(msg.path);
     if (!interfaces) throw error.unknownObject(`no object at ${msg.path}`);
     // An entry a caller could not see does not exist for it, whatever it asks of it.
-    const view = this.manager.find(msg.path);
+    const view = this.manager.find(entryPathOf(msg.path) ?? '');
     if (view && !this.viewOf(await this.caller(msg)).visible.has(view)) throw error.unknownObject(`no object at ${msg.path}`);
     let iface = msg.interface;
     if (!iface) iface = interfaces.find((i) => this.inSignature(i, msg.member) !== undefined) ?? '';
@@ -250,21 +250,21 @@ export class DbusFrontEnd {
       case 'org.freedesktop.DBus.ObjectManager.GetManagedObjects': {
         const caller = await this.caller(msg);
         const objects: Record<string, Record<string, Record<string, Variant>>> = {};
-        for (const v of this.visibleEntries(caller)) objects[v.objectPath] = { [ENTRY_IFACE]: this.entryProperties(v) };
+        for (const v of this.visibleEntries(caller)) objects[entryObjectPath(v.entry.path)] = { [ENTRY_IFACE]: this.entryProperties(v) };
         return Message.newMethodReturn(msg, 'a{oa{sa{sv}}}', [objects]);
       }
       case 'org.impermanence.Manager.ListEntries': {
         checkOptions(body[0]);
         const caller = await this.caller(msg);
-        const rows = this.visibleEntries(caller).map((v) => [v.objectPath, v.entry.path, v.entry.kind, v.entry.storage, v.status.state]);
+        const rows = this.visibleEntries(caller).map((v) => [entryObjectPath(v.entry.path), v.entry.path, v.entry.kind, v.entry.storage, v.status.state]);
         return Message.newMethodReturn(msg, 'a(ossss)', [rows]);
       }
       case 'org.impermanence.Manager.GetEntry': {
         const path = checkPath(body[0]);
         const caller = await this.caller(msg);
-        const view = this.manager.entry(entryObjectPath(path));
+        const view = this.manager.entry(path);
         if (!view || !this.viewOf(caller).visible.has(view)) throw error.noSuchEntry(`no persisted entry for ${path}`);
-        return Message.newMethodReturn(msg, 'o', [view.objectPath]);
+        return Message.newMethodReturn(msg, 'o', [entryObjectPath(view.entry.path)]);
       }
       case 'org.impermanence.Manager.Scan': {
         const since = checkScanOptions(body[0]);
@@ -415,7 +415,7 @@ export class DbusFrontEnd {
 
   private async properties(msg: Message, ifaceName: string): Promise<Record<string, Variant>> {
     if (msg.path === MANAGER_PATH && ifaceName === MANAGER_IFACE) return this.managerProperties(await this.caller(msg));
-    const view = this.manager.entry(msg.path);
+    const view = this.manager.entry(entryPathOf(msg.path) ?? '');
     if (view && ifaceName === ENTRY_IFACE) {
       if (!this.viewOf(await this.caller(msg)).visible.has(view)) throw error.unknownObject(`no object at ${msg.path}`);
       return this.entryProperties(view);
@@ -484,10 +484,10 @@ export class DbusFrontEnd {
     }
     if (path === ENTRY_PREFIX) {
       const caller = await this.caller(msg);
-      const children = this.visibleEntries(caller).map((v) => `  <node name="${v.objectPath.slice(ENTRY_PREFIX.length + 1)}"/>\n`);
+      const children = this.visibleEntries(caller).map((v) => `  <node name="${entryObjectPath(v.entry.path).slice(ENTRY_PREFIX.length + 1)}"/>\n`);
       return node(BASE_INTERFACES + children.join(''));
     }
-    if (this.manager.find(path)) return node(STANDARD_INTERFACES + this.contract.get(ENTRY_IFACE)!.xml + '\n');
+    if (this.manager.find(entryPathOf(path) ?? '')) return node(STANDARD_INTERFACES + this.contract.get(ENTRY_IFACE)!.xml + '\n');
     const child = path === '/' ? 'org' : path === '/org' ? 'impermanence' : 'Manager';
     return node(BASE_INTERFACES + `  <node name="${child}"/>\n`);
   }
@@ -495,12 +495,12 @@ export class DbusFrontEnd {
   /** After a reload: entries appear and disappear on the bus; the manager's properties change. */
   private emitReload(r: ReloadResult): void {
     for (const v of r.removed) {
-      this.bus.send(Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.ObjectManager', 'InterfacesRemoved', 'oas', [v.objectPath, [ENTRY_IFACE]]));
+      this.bus.send(Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.ObjectManager', 'InterfacesRemoved', 'oas', [entryObjectPath(v.entry.path), [ENTRY_IFACE]]));
     }
     for (const v of r.added) {
       this.bus.send(
         Message.newSignal(MANAGER_PATH, 'org.freedesktop.DBus.ObjectManager', 'InterfacesAdded', 'oa{sa{sv}}', [
-          v.objectPath,
+          entryObjectPath(v.entry.path),
           { [ENTRY_IFACE]: this.entryProperties(v) },
         ]),
       );

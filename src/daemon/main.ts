@@ -10,6 +10,7 @@ import { parseContract, type InterfaceContract } from './contract';
 import { DbusFrontEnd } from './dbus';
 import { createLogger, LOG_ERR, LOG_INFO, type Logger } from './journal';
 import { Manager, type ManagerOptions } from './manager';
+import { LiveDrift } from '../drift/live-drift';
 import { exitWhenFlushed } from '../shared/exit';
 
 declare const VERSION: string;
@@ -17,12 +18,20 @@ declare const VERSION: string;
 /**
  * impermanenced: the composition root. Every part is registered here under an explicit token
  * (no decorator metadata: a bundle does not carry it) and built once; start and stop live here.
+ * Constructors only assign; the work (processes, bus names) starts in start()/startLive().
+ *
+ * The tests run the daemon as a process (the bus policy, polkit, the journal, fanotify and the
+ * mount namespace are real only there), so they swap parts by what the process is given (a
+ * private bus address, --root, --no-watch), not through this container; compose() is exported
+ * for a caller that builds the daemon in-process with a part replaced (c.register(TOKENS.x, ...)
+ * before the first resolve).
  */
 export const TOKENS = {
   options: Symbol('ManagerOptions') as InjectionToken<ManagerOptions>,
   logger: Symbol('Logger') as InjectionToken<Logger>,
   bus: Symbol('MessageBus') as InjectionToken<MessageBus>,
   contract: Symbol('Contract') as InjectionToken<Map<string, InterfaceContract>>,
+  live: Symbol('LiveDrift') as InjectionToken<LiveDrift>,
   manager: Symbol('Manager') as InjectionToken<Manager>,
   frontEnd: Symbol('DbusFrontEnd') as InjectionToken<DbusFrontEnd>,
 };
@@ -39,7 +48,11 @@ export function compose(options: ManagerOptions, busAddress: string | undefined)
   // the library's way to name an address, not a statement about which bus it is.
   once(TOKENS.bus, () => (busAddress ? sessionBus({ busAddress }) : systemBus()));
   once(TOKENS.contract, () => parseContract(contractXml));
-  once(TOKENS.manager, (dc) => new Manager(dc.resolve(TOKENS.options), dc.resolve(TOKENS.logger)));
+  once(TOKENS.live, (dc) => {
+    const o = dc.resolve(TOKENS.options);
+    return new LiveDrift({ root: o.root, configDirs: o.configDirs, watcher: o.watcher, pathWatcher: o.pathWatcher });
+  });
+  once(TOKENS.manager, (dc) => new Manager(dc.resolve(TOKENS.options), dc.resolve(TOKENS.logger), dc.resolve(TOKENS.live)));
   once(TOKENS.frontEnd, (dc) => new DbusFrontEnd(dc.resolve(TOKENS.bus), dc.resolve(TOKENS.manager), dc.resolve(TOKENS.contract), dc.resolve(TOKENS.logger)));
   return c;
 }
@@ -67,10 +80,12 @@ async function main(argv: string[]): Promise<number> {
   // The native helpers are installed beside the daemon.
   const watcher = join(dirname(process.argv[1]!), 'impermanence-fanotify');
   const walker = join(dirname(process.argv[1]!), 'impermanence-walk');
+  const pathWatcher = join(dirname(process.argv[1]!), 'impermanence-pathwatch');
   const c = compose(
     {
       configDirs, requiredConfigDirs, root, version: VERSION,
       watcher: values['no-watch'] || !existsSync(watcher) ? undefined : watcher,
+      pathWatcher: values['no-watch'] || !existsSync(pathWatcher) ? undefined : pathWatcher,
       walker: existsSync(walker) ? walker : undefined,
     },
     values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS,

@@ -9,9 +9,9 @@
  * Paths: inotify. What to watch comes on stdin, one set at a time:
  *
  *   dir<TAB>PATH     a folder: its children created, deleted, moved in or out, or their
- *                    attributes changed (the parent of a symlink entry or of a mount point, a
- *                    storage folder where orphans would appear).
- *   self<TAB>PATH    the folder itself: its owner or mode changed, it was deleted or moved.
+ *                    owner or mode changed; or the folder itself deleted or moved (the parent
+ *                    of a symlink entry or of a mount point, a storage folder where orphans
+ *                    would appear or whose declared folders' owner or mode may change).
  *   end              the set is complete: the watches of the previous set are removed, and
  *                    "watching" is printed.
  *
@@ -48,7 +48,6 @@
 #include <unistd.h>
 
 #define MASK_DIR (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW)
-#define MASK_SELF (IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_DONT_FOLLOW)
 
 static void die(const char *what)
 {
@@ -119,13 +118,12 @@ static void unescape(char *s)
 	*w = 0;
 }
 
-static void add(int ino, const char *kind, char *path)
+static void add(int ino, char *path)
 {
 	unescape(path);
 	if (limited)
 		return;
-	uint32_t mask = strcmp(kind, "self") == 0 ? MASK_SELF : MASK_DIR;
-	int wd = inotify_add_watch(ino, path, mask);
+	int wd = inotify_add_watch(ino, path, MASK_DIR);
 	if (wd < 0) {
 		if (errno == ENOENT || errno == ENOTDIR)
 			missing++;
@@ -147,7 +145,7 @@ static void add(int ino, const char *kind, char *path)
 		paths = p;
 		npaths = n;
 	}
-	/* The same inode named twice gets the same wd, the masks of both (IN_MASK_ADD not set: the last). */
+	/* The same inode named twice gets the same wd: it is reported by the first name. */
 	if (paths[wd] == NULL && (paths[wd] = strdup(path)) == NULL)
 		die("strdup");
 	if (npending == cpending) {
@@ -204,11 +202,8 @@ static void read_stdin(int ino)
 			commit(ino);
 			continue;
 		}
-		char *tab = strchr(line, '\t');
-		if (!tab)
-			continue;
-		*tab = 0;
-		add(ino, line, tab + 1);
+		if (strncmp(line, "dir\t", 4) == 0)
+			add(ino, line + 4);
 	}
 	memmove(in, in + start, inlen - start);
 	inlen -= start;
