@@ -34,6 +34,41 @@ try {
   pids.push(bus);
   await new Promise((r) => bus.stdout.once('data', r));
   const address = `unix:path=${scratch}/bus`;
+
+  // Idle: a daemon over its own tmpfs, mounted in a mount namespace of its own, so that no other
+  // process's writes (fanotify marks the whole filesystem) and no other mount (the mount table
+  // is watched) reach it: what wakes it then is its own timers. Started as systemd starts it (the
+  // file itself: its first line gives node its flags). Its threads' context switches
+  // (/proc/PID/task/*/status) are counted over IDLE_S seconds after its first look.
+  {
+    const idleRoot = join(scratch, 'idle');
+    mkdirSync(idleRoot);
+    const d = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs tmpfs "$1" && cp -a "$2/." "$1" && exec "$3" --root "$1" --bus "$4"', 'sh',
+      idleRoot, root, join(REPO, 'dist/impermanenced.js'), address], { stdio: ['ignore', 'ignore', 'pipe'] });
+    pids.push(d);
+    let idleLog = '';
+    d.stderr.on('data', (x) => (idleLog += x));
+    for (let i = 0; i < 400 && !idleLog.includes('Serving'); i++) await sleep(25);
+    if (!idleLog.includes('Watching')) throw new Error(`the idle daemon is not watching live:\n${idleLog}`);
+    await sleep(3000); // its first look is done
+    const IDLE_S = Number(process.env.IDLE_S ?? 60);
+    const switches = () => {
+      let n = 0;
+      for (const t of readdirSync(`/proc/${d.pid}/task`)) {
+        const st = readFileSync(`/proc/${d.pid}/task/${t}/status`, 'utf8');
+        n += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(st)[1]) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(st)[1]);
+      }
+      return n;
+    };
+    const before = switches();
+    await sleep(IDLE_S * 1000);
+    const wakeups = switches() - before;
+    const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.pid}/status`, 'utf8'))[1]) / 1024;
+    console.log(`daemon idle: ${wakeups} wake-ups in ${IDLE_S} s (target 0); RSS ${rss.toFixed(1)} MiB (target ≤ 45 MiB)`);
+    d.kill('SIGTERM');
+    await new Promise((r) => d.once('exit', r));
+  }
+
   const daemon = spawn(process.execPath, [join(REPO, 'dist/impermanenced.js'), '--root', root, '--bus', address], { stdio: ['ignore', 'ignore', 'pipe'] });
   pids.push(daemon);
   let log = '';
@@ -44,23 +79,6 @@ try {
   if (!log.includes('for drift as it happens')) throw new Error(`the daemon is not watching live:\n${log}`);
   await client.call(new Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'AddMatch', signature: 's',
     body: ["type='signal',interface='org.impermanence.Manager',member='DriftAppeared'"] }));
-  // Idle: the first look is done (the watching line comes after it is started; give it a moment).
-  await sleep(3000);
-  const IDLE_S = Number(process.env.IDLE_S ?? 60);
-  const switches = () => {
-    let n = 0;
-    for (const t of readdirSync(`/proc/${daemon.pid}/task`)) {
-      const st = readFileSync(`/proc/${daemon.pid}/task/${t}/status`, 'utf8');
-      n += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(st)[1]) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(st)[1]);
-    }
-    return n;
-  };
-  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${daemon.pid}/status`, 'utf8'))[1]) / 1024;
-  const before = switches();
-  await sleep(IDLE_S * 1000);
-  const wakeups = switches() - before;
-  console.log(`daemon idle: ${wakeups} wake-ups in ${IDLE_S} s (target 0); RSS ${rss().toFixed(1)} MiB (target ≤ 45 MiB)`);
-
   const hogs = process.env.HOG === '0' ? [] : Array.from({ length: 2 }, () => spawn('sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }));
   pids.push(...hogs);
   const seen = new Map(); // path → time

@@ -22,7 +22,9 @@ await Promise.all(
       platform: 'node',
       target: 'node20',
       format: 'cjs',
-      banner: { js: '#!/usr/bin/env node' },
+      // The daemon without V8's memory reducer, which wakes an idle process every few seconds for
+      // as long as it lives (src/daemon/idle.ts collects once after work instead).
+      banner: { js: name === 'impermanenced' ? '#!/usr/bin/env -S node --no-memory-reducer' : '#!/usr/bin/env node' },
       legalComments: 'none',
       logLevel: 'warning',
       loader: { '.xml': 'text' },

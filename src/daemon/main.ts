@@ -12,6 +12,7 @@ import { createLogger, LOG_ERR, LOG_INFO, type Logger } from './journal';
 import { Manager, type ManagerOptions } from './manager';
 import { LiveDrift } from '../drift/live-drift';
 import { exitWhenFlushed } from '../shared/exit';
+import { collectWhenQuiet } from './idle';
 
 declare const VERSION: string;
 
@@ -101,6 +102,8 @@ async function main(argv: string[]): Promise<number> {
   );
   const frontEnd = c.resolve(TOKENS.frontEnd);
 
+  const worked = collectWhenQuiet();
+  manager.on('drift', worked);
   manager.reload();
   // Watching and the first look start before the name is ours: a subscriber that comes as soon
   // as it appears gets a complete first view. The first look runs without live watching too
@@ -116,7 +119,9 @@ async function main(argv: string[]): Promise<number> {
     // Type=dbus: systemd knows we are ready when the name is ours; no sd_notify needed.
     process.on('SIGHUP', () => {
       try {
-        manager.reload();
+        const worked = collectWhenQuiet();
+  manager.on('drift', worked);
+  manager.reload();
       } catch (err) {
         log.log(LOG_ERR, `Reload failed: ${(err as Error).message}`);
       }
