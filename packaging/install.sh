@@ -27,6 +27,9 @@ for m in unix-dgram bindings file-uri-to-path; do
     -exec install -Dm0644 {} "$dest/usr/lib/impermanence/node_modules/$m/{}" \;)
 done
 install -Dm0644 "$here/units/impermanence.service" "$dest/usr/lib/systemd/system/impermanence.service"
+# Prometheus metrics for node_exporter's textfile collector: `systemctl enable --now impermanence-metrics.timer`.
+install -Dm0644 "$here/units/impermanence-metrics.service" "$dest/usr/lib/systemd/system/impermanence-metrics.service"
+install -Dm0644 "$here/units/impermanence-metrics.timer" "$dest/usr/lib/systemd/system/impermanence-metrics.timer"
 # The desktop agent: a user unit, enabled for everyone on the first install only (what
 # `systemctl --global preset` does with the preset file: an admin's later `systemctl --global
 # disable` is kept on upgrades), plus XDG autostart for sessions without systemd, and the

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { DBusError, Message, MessageType, NameFlag, RequestNameReply, Variant, type MessageBus } from '@jellybrick/dbus-next';
 import { appendIgnore, DEFAULTS, readNotifyConfig, type NotifyConfig } from './config';
 import { replaceFile } from '../shared/replace-file';
-import { compose, itemKey, itemsFromRows, NORMAL, report, type Item } from './message';
+import { compose, concerning, itemKey, itemsFromRows, NORMAL, report, type Item } from './message';
 
 export const AGENT_NAME = 'org.impermanence.Notify';
 const MANAGER = { destination: 'org.impermanence.Manager', path: '/org/impermanence/Manager', interface: 'org.impermanence.Manager' };
@@ -200,9 +200,7 @@ export class Agent {
 
   /** What concerns this user, after its scope and ignore list. */
   private relevant(): Item[] {
-    const { home } = this.o;
-    const under = (p: string, dir: string) => p === dir || p.startsWith(dir === '/' ? '/' : dir + '/');
-    return this.items.filter((i) => (this.config.scope === 'all' || under(i.path, home)) && !this.config.ignore.some((d) => under(i.path, d)));
+    return concerning(this.items, this.config, this.o.home);
   }
 
   private schedule(): void {

@@ -28,6 +28,12 @@ function short(path: string): string {
   return p.length <= 80 ? p : `${p.slice(0, 38)}…${p.slice(-41)}`;
 }
 
+/** The items that concern a user: inside their home (unless scope is "all"), and not ignored. */
+export function concerning(items: Item[], config: { scope: string; ignore: string[] }, home: string): Item[] {
+  const under = (p: string, dir: string) => p === dir || p.startsWith(dir === '/' ? '/' : dir + '/');
+  return items.filter((i) => (config.scope === 'all' || under(i.path, home)) && !config.ignore.some((d) => under(i.path, d)));
+}
+
 export const itemKey = (i: Pick<Item, 'kind' | 'path'>) => `${i.kind}\0${i.path}`;
 
 /** Freedesktop urgency levels. */

@@ -1,9 +1,10 @@
 import { Variant, type Message } from '@jellybrick/dbus-next';
 import { CallFailed, call, connect, plain, subscribe, Unreachable } from './bus';
-import { printable, printablePath } from '../shared/printable';
+import { printable } from '../shared/printable';
 import { itemsFromBus, parseSince, printReport } from './diff';
+import { printEvent, printList, printReload, printStatus, type OutputOptions, type Status } from './output';
 
-interface BusOptions { json: boolean; interactive: boolean; bus: string | undefined; since?: string }
+interface BusOptions extends OutputOptions { interactive: boolean; bus: string | undefined; since?: string }
 type Print = (s: string) => void;
 
 /** status, list, reload, monitor and diff: impermanencectl's calls to impermanenced (loaded on first use by ./commands). */
@@ -16,10 +17,12 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
         return await status(bus, opts, out);
       case 'list':
         return await list(bus, opts, out);
-      case 'reload':
+      case 'reload': {
         await call(bus, { iface: 'org.impermanence.Manager', member: 'Reload', signature: 'a{sv}', body: [{}], interactive: opts.interactive });
-        if (opts.json) out('{"reloaded":true}\n');
-        return 0;
+        const p = await managerProperties(bus);
+        printReload(p, opts, out, err);
+        return p.State === 'invalid-config' ? 1 : 0;
+      }
       case 'monitor':
         return await monitor(bus, opts, out);
       case 'diff': {
@@ -34,7 +37,7 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
         const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'Get', signature: 'ss', body: ['org.impermanence.Manager', 'LastScanSinceUSec'] });
         if (tty) err('\r\x1b[K');
         const items = itemsFromBus(rows);
-        printReport({ items, scanned: 0, since: Number(plain(props)) / 1e6 }, opts.json, out);
+        printReport({ items, scanned: 0, since: Number(plain(props)) / 1e6 }, opts, out);
         return items.length ? 3 : 0;
       }
       default:
@@ -61,21 +64,14 @@ function hint(errorName: string): string {
   return '';
 }
 
-async function status(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions, out: Print): Promise<number> {
+async function managerProperties(bus: Awaited<ReturnType<typeof connect>>): Promise<Status> {
   const [props] = await call(bus, { iface: 'org.freedesktop.DBus.Properties', member: 'GetAll', signature: 's', body: ['org.impermanence.Manager'] });
-  const p = plain(props) as {
-    Version: string; State: string; ConfigFiles: string[]; ConfigProblems: string[]; StorageRoots: string[]; EntryCount: number; ActiveCount: number;
-  };
-  if (opts.json) out(JSON.stringify(p, null, 2) + '\n');
-  else {
-    const shown = (paths: string[]) => paths.map(printablePath);
-    out(`State: ${printablePath(p.State)}\n`);
-    out(`Version: ${printablePath(p.Version)}\n`);
-    out(`Entries: ${p.EntryCount} (${p.ActiveCount} in place)\n`);
-    out(`Storage: ${shown(p.StorageRoots).join(', ') || '-'}\n`);
-    out(`Config: ${p.ConfigFiles.length ? shown(p.ConfigFiles).join('\n        ') : '-'}\n`);
-    for (const problem of shown(p.ConfigProblems)) out(`Problem: ${problem}\n`);
-  }
+  return plain(props) as Status;
+}
+
+async function status(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions, out: Print): Promise<number> {
+  const p = await managerProperties(bus);
+  printStatus(p, opts, out);
   return p.State === 'ok' ? 0 : p.State === 'degraded' ? 3 : 1;
 }
 
@@ -83,28 +79,14 @@ async function list(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions, 
   const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'ListEntries', signature: 'a{sv}', body: [{}] })) as [
     Array<[string, string, string, string, string]>,
   ];
-  const entries = rows.map(([object, path, kind, storage, state]) => ({ path, kind, state, storage, object }));
-  if (opts.json) {
-    out(JSON.stringify(entries, null, 2) + '\n');
-    return 0;
-  }
-  const cells = entries.map((e) => [e.path, e.kind, e.state, e.storage].map(printablePath));
-  const widths = [4, 4, 5].map((w, i) => Math.max(w, ...cells.map((c) => c[i]!.length)));
-  const row = (cols: string[]) => cols.map((c, i) => (i < 3 ? c.padEnd(widths[i]!) : c)).join('  ').trimEnd() + '\n';
-  out(row(['PATH', 'KIND', 'STATE', 'STORAGE']));
-  for (const c of cells) out(row(c));
-  out(`\n${entries.length} entries listed.\n`);
+  printList(rows.map(([object, path, kind, storage, state]) => ({ path, kind, state, storage, object })), opts, out);
   return 0;
 }
 
 /** One line per signal (or one JSON object per line with --json), until SIGINT/SIGTERM. */
 async function monitor(bus: Awaited<ReturnType<typeof connect>>, opts: BusOptions, out: Print): Promise<number> {
-  await subscribe(bus, (msg: Message) => {
-    const event = { time: new Date().toISOString(), path: msg.path, interface: msg.interface, member: msg.member, body: plain(msg.body) };
-    // JSON.stringify leaves C1 controls and bidi overrides in names as they are: text is escaped.
-    out(opts.json ? JSON.stringify(event) + '\n' : printablePath(`${event.time} ${msg.path} ${msg.interface}.${msg.member} ${JSON.stringify(event.body)}`) + '\n');
-  });
-  if (!opts.json) out('Monitoring org.impermanence.Manager; interrupt to stop.\n');
+  await subscribe(bus, (msg: Message) => printEvent({ path: msg.path, interface: msg.interface, member: msg.member, body: plain(msg.body) as unknown[] }, opts, out));
+  if (opts.json === 'off' && !opts.quiet) out('Monitoring impermanenced (org.impermanence.Manager); interrupt to stop.\n');
   return new Promise<number>((resolve) => {
     const stop = () => {
       bus.disconnect();
@@ -114,4 +96,16 @@ async function monitor(bus: Awaited<ReturnType<typeof connect>>, opts: BusOption
     process.once('SIGTERM', stop);
     (bus as unknown as NodeJS.EventEmitter).on('error', () => resolve(4));
   });
+}
+
+/** Entry paths or storage roots, for the shell completions (main.ts __complete). */
+export async function listNames(what: 'entries' | 'storages', address: string | undefined): Promise<string[]> {
+  const bus = await connect(address);
+  try {
+    if (what === 'storages') return (await managerProperties(bus)).StorageRoots;
+    const [rows] = (await call(bus, { iface: 'org.impermanence.Manager', member: 'ListEntries', signature: 'a{sv}', body: [{}] })) as [Array<[string, string]>];
+    return rows.map(([, path]) => path);
+  } finally {
+    bus.disconnect();
+  }
 }

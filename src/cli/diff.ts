@@ -7,6 +7,8 @@ import { readMountPoints } from '../drift/mountinfo';
 import type { DriftItem, DriftKind, DriftReport } from '../drift/report';
 import { scanDrift } from '../drift/scan';
 import { printable, printablePath } from '../shared/printable';
+import { wrap } from './help';
+import { emit, publicItems, type OutputOptions } from './output';
 
 type Print = (s: string) => void;
 
@@ -55,12 +57,14 @@ export async function diffOffline(dirs: string[], required: string[], root: stri
   return report;
 }
 
-/** The report as text (names escaped) or, with `json`, as data (names as they are). */
-export function printReport(report: DriftReport, json: boolean, out: Print): void {
-  if (json) {
-    out(JSON.stringify(report, null, 2) + '\n');
-    return;
-  }
+/**
+ * The report as text (names escaped) or, with --json, as data (names as they are): the diff
+ * document, `since` (seconds since the epoch, 0 for everything) and `items`. --no-legend drops the
+ * closing count; --quiet prints nothing (the exit code tells).
+ */
+export function printReport(report: DriftReport, o: OutputOptions, out: Print): void {
+  if (o.json !== 'off') return emit({ since: report.since, items: publicItems(report.items) }, o.json, out);
+  if (o.quiet) return;
   if (report.items.length === 0) {
     out(`No drift: everything declared is in place and nothing else was written${report.since ? ' since ' + new Date(report.since * 1000).toISOString() : ''}.\n`);
     return;
@@ -68,18 +72,27 @@ export function printReport(report: DriftReport, json: boolean, out: Print): voi
   let kind: DriftKind | undefined;
   // Names come from whoever wrote the files: escaped, so that none can forge a line or a heading.
   const paths = report.items.map((i) => printablePath(i.path));
-  const width = Math.min(60, Math.max(...paths.map((p) => p.length)));
+  // Columns per heading, within 100 characters: a long detail wraps under itself, and a
+  // suggestion too long for one line is shown as the TOML it is.
+  const widths = new Map<DriftKind, number>();
+  report.items.forEach((i, n) => widths.set(i.kind, Math.min(40, Math.max(widths.get(i.kind) ?? 0, paths[n]!.length))));
   report.items.forEach((item, n) => {
+    const width = widths.get(item.kind)!;
     if (item.kind !== kind) {
       kind = item.kind;
       const since = kind === 'ephemeral' && report.since ? ` (written since ${new Date(report.since * 1000).toISOString()})` : '';
       out(`${kind === report.items[0]!.kind ? '' : '\n'}${HEADINGS[kind]}${since}:\n`);
     }
-    out(`  ${paths[n]!.padEnd(width)}  ${printablePath(item.detail)}\n`);
-    if (item.kind === 'ephemeral') out(`  ${''.padEnd(width)}  to keep it: ${printable(item.suggestion).replace(/\n/g, ' ')}\n`);
+    const indent = ''.padEnd(width + 4);
+    out(`  ${paths[n]!.padEnd(width)}  ${wrap(printablePath(item.detail), Math.max(40, 100 - width - 4), width + 4)}\n`);
+    if (item.kind !== 'ephemeral') return;
+    const lines = printable(item.suggestion).split('\n');
+    const oneLine = `${indent}to keep it: ${lines.join(' ')}`;
+    if (oneLine.length <= 100 || lines.length === 1) out(`${oneLine}\n`);
+    else out(`${indent}to keep it:\n${lines.map((l) => `${indent}  ${l}\n`).join('')}`);
   });
   const lost = report.items.filter((i) => i.kind === 'ephemeral');
-  out(`\n${report.items.length} item(s); ${lost.reduce((n, i) => n + i.files, 0)} file(s) will be lost at reboot.\n`);
+  if (o.legend !== false) out(`\n${report.items.length} item(s); ${lost.reduce((n, i) => n + i.files, 0)} file(s) will be lost at reboot.\n`);
 }
 
 export function itemsFromBus(rows: Array<[string, string, string, number, bigint | number, string]>): DriftItem[] {

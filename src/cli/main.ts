@@ -1,96 +1,59 @@
 import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { configPath, readNotifyConfig, setEnabled, userHome } from '../agent/config';
 import { InvalidConfig, type ConfigError } from '../config/errors';
-import { configFolders } from '../config/load';
+import { closest, configFolders } from '../config/load';
 import { readConfig } from '../config/read';
 import type { ResolvedConfig } from '../config/resolve';
 import { collect, planUnits, type GeneratorOutput } from '../generator/plan';
 import { sourceStatter, statOnRoot, writeOutput } from '../generator/write';
 import { exitWhenFlushed } from '../shared/exit';
 import { printable, printablePath } from '../shared/printable';
+import { helpHint, parse, UsageError, type Parsed } from './args';
 import { diffOffline, parseSince, printReport } from './diff';
+import { commandHelp, globalHelp } from './help';
+import { emit, type OutputOptions } from './output';
+import { command, COMMANDS } from './spec';
 
-const USAGE = `usage: impermanencectl COMMAND [OPTIONS]
+declare const VERSION: string;
 
-Commands (offline, on config files):
-  check                 check the config; exit 0 if valid, 1 if not
-  generate --out DIR    write what impermanence-generator would write into DIR ("-" prints it)
-  diff                  drift: what will be lost at reboot, what is not in place, orphans in
-                        storage; asks impermanenced, or scans here with --offline, --root or --config
-
-Commands (asking impermanenced on the system bus):
-  status                the daemon's state, config and counts; exit 3 if degraded
-  list                  every persisted entry and whether it is in place
-  reload                make the daemon re-read the config (polkit: org.impermanence.reload)
-  monitor               print the daemon's signals as they come, until interrupted
-
-Commands (as root, on this system, without a reboot):
-  persist PATH          copy what PATH holds into storage, add it to 50-local.toml (in the
-                        first impermanence.config= folder, else /etc/impermanence/persist.d)
-                        and mount it now
-                        (--storage ROOT when there are several; --user NAME for a home)
-  unpersist PATH        copy it back onto the root, stop the mount and take it out of
-                        50-local.toml; the storage copy stays (an orphan)
-
-Commands (your own desktop notifications, impermanence-notify):
-  notify on|off|status  turn drift notifications on or off for you (in
-                        $XDG_CONFIG_HOME/impermanence/notify.toml), or say which they are
-
-Options:
-  --config DIR          read the config from DIR instead of the system folders (repeatable)
-  --root DIR            resolve users and storage under DIR (an image or mounted root)
-  --json                print data as JSON
-  --since WHEN          diff: count files changed since "boot" (default), "all", or epoch seconds
-  --offline             diff: scan here instead of asking impermanenced
-  --no-ask-password     do not let polkit ask for a password (fail instead)
-  --no-pager            accepted for systemd compatibility; output is never paged
-  --bus ADDRESS         the bus to use (default: the system bus, or $DBUS_SYSTEM_BUS_ADDRESS)
-  -h, --help            show this help
-
-Exit codes: 0 success, 1 failure (invalid config, refused or failed call), 2 usage error,
-3 degraded (status) or drift found (diff), 4 impermanenced not reachable.
-`;
-
-/** Exit codes: 0 success, 1 invalid config or failed call, 2 usage error, 3 degraded, 4 daemon not reachable. */
+/** Exit codes (spec.ts EXIT_CODES): 0 success, 1 invalid config or failed call, 2 usage error, 3 degraded or drift, 4 daemon not reachable. */
 export async function run(argv: string[], out: (s: string) => void, err: (s: string) => void): Promise<number> {
-  let parsed;
+  // For the shell completions (not in help): entry paths or storage roots from the daemon, one a line.
+  if (argv[0] === '__complete') return complete(argv[1], out);
+  let parsed: Parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      options: {
-        config: { type: 'string', multiple: true },
-        root: { type: 'string' },
-        out: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        'no-ask-password': { type: 'boolean', default: false },
-        'no-pager': { type: 'boolean', default: false },
-        bus: { type: 'string' },
-        since: { type: 'string' },
-        offline: { type: 'boolean', default: false },
-        storage: { type: 'string' },
-        user: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
+    parsed = parse(argv);
   } catch (e) {
-    err(`impermanencectl: ${(e as Error).message}\n${USAGE}`);
+    if (!(e instanceof UsageError)) throw e;
+    const cmd = argv.find((a) => command(a));
+    err(`impermanencectl${cmd ? ' ' + cmd : ''}: ${e.message}; ${helpHint(cmd)}\n`);
     return 2;
   }
-  const { values, positionals } = parsed;
-  const [command, ...rest] = positionals;
-  if (values.help || !command) {
-    (values.help ? out : err)(USAGE);
-    return values.help ? 0 : 2;
+  const { command: spec, args: rest, json } = parsed;
+  const values = parsed.values as {
+    config?: string[]; root?: string; out?: string; since?: string; storage?: string; user?: string; bus?: string;
+    offline?: true; 'no-scan'?: true; quiet?: true; 'no-legend'?: true; 'no-ask-password'?: true; help?: true; version?: true;
+  };
+  if (values.version) {
+    out(`impermanencectl ${VERSION}\n`);
+    return 0;
   }
-  if (command === 'notify') return notify(rest, out, err);
-  if (command === 'persist' || command === 'unpersist') return persistCommand(command, rest, values, out, err);
-  if (rest.length) {
-    err(`impermanencectl: unexpected argument ${JSON.stringify(rest[0])}\n`);
-    return 2;
+  if (values.help || !spec || spec.name === 'help') {
+    const about = spec?.name === 'help' ? rest[0] : values.help ? spec?.name : undefined;
+    const target = about === undefined ? undefined : command(about);
+    if (about !== undefined && !target) {
+      const near = closest(about, COMMANDS.map((c) => c.name));
+      err(`impermanencectl help: no command ${JSON.stringify(printable(about))}${near ? ` (did you mean ${near}?)` : ''}; ${helpHint(undefined)}\n`);
+      return 2;
+    }
+    out(target ? commandHelp(target) : globalHelp(VERSION));
+    return 0;
   }
+  const o: OutputOptions = { json, quiet: Boolean(values.quiet), legend: !values['no-legend'] };
+  if (spec.name === 'notify') return notify(rest[0]!, o, out, err);
+  if (spec.name === 'persist' || spec.name === 'unpersist') return persistCommand(spec.name, rest, values, o, out, err);
+  if (spec.name === 'import') return (await import('./import')).importCommand(rest, values, out, err);
   const missing = missingFolder(values.root, values.config);
   if (missing) {
     err(`impermanencectl: ${missing}\n`);
@@ -98,16 +61,17 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
   }
   const root = values.root ?? '/';
   const { dirs, required } = configFolders(values.config, root);
+  const bus = { json, quiet: o.quiet, legend: o.legend, interactive: !values['no-ask-password'], bus: values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS };
 
-  switch (command) {
+  switch (spec.name) {
     case 'check':
-      return check(dirs, required, root, values.json, out, err);
+      return check(dirs, required, root, o, out, err);
     case 'generate':
       if (!values.out) {
-        err('impermanencectl generate: --out DIR is required ("-" prints to standard output)\n');
+        err(`impermanencectl generate: --out DIR is required ("-" prints to standard output); ${helpHint('generate')}\n`);
         return 2;
       }
-      return generate(dirs, required, root, values.out, values.json, out, err);
+      return generate(dirs, required, root, values.out, o, out, err);
     case 'diff':
       if (values.offline || values.root || values.config) {
         let since;
@@ -119,21 +83,17 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         }
         try {
           const report = await diffOffline(dirs, required, root, since, err);
-          printReport(report, values.json, out);
+          printReport(report, o, out);
           return report.items.length ? 3 : 0;
         } catch (e) {
-          return reportInvalid(e, values.json, out, err);
+          return reportInvalid(e, o, out, err);
         }
       }
-      return onBus('diff', { json: values.json, interactive: !values['no-ask-password'], bus: values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS, since: values.since }, out, err);
-    case 'status':
-    case 'list':
-    case 'reload':
-    case 'monitor':
-      return onBus(command, { json: values.json, interactive: !values['no-ask-password'], bus: values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS }, out, err);
+      return onBus('diff', { ...bus, since: values.since }, out, err);
+    case 'metrics':
+      return (await import('./metrics')).metricsCommand({ out: values.out, scan: !values['no-scan'], bus: bus.bus, dirs, required, root }, out, err);
     default:
-      err(`impermanencectl: unknown command ${JSON.stringify(command)}\n${USAGE}`);
-      return 2;
+      return onBus(spec.name, bus, out, err);
   }
 }
 
@@ -167,44 +127,56 @@ async function onBus(...args: Parameters<typeof import('./bus-commands').onBus>)
   return (await import('./bus-commands')).onBus(...args);
 }
 
+/**
+ * `__complete entries|storages`: what the daemon has, one name a line (names holding a newline are
+ * left out), for the shell completions; nothing, and exit 0, when it cannot be asked within a second.
+ */
+async function complete(what: string | undefined, out: (s: string) => void): Promise<number> {
+  if (what !== 'entries' && what !== 'storages') return 2;
+  const { listNames } = await import('./bus-commands');
+  const names = await Promise.race([listNames(what, process.env.DBUS_SYSTEM_BUS_ADDRESS).catch(() => []), new Promise<string[]>((r) => setTimeout(() => r([]), 1000).unref())]);
+  for (const n of names) if (!n.includes('\n')) out(`${n}\n`);
+  return 0;
+}
+
 /** persist and unpersist: loaded on first use, like the bus commands. */
 async function persistCommand(
-  command: 'persist' | 'unpersist',
+  name: 'persist' | 'unpersist',
   args: string[],
   values: { storage?: string; user?: string },
+  o: OutputOptions,
   out: (s: string) => void,
   err: (s: string) => void,
 ): Promise<number> {
-  if (args.length !== 1) {
-    err(`usage: impermanencectl ${command} PATH${command === 'persist' ? ' [--storage ROOT] [--user NAME]' : ''}\n`);
-    return 2;
-  }
   const { persist, unpersist, PersistError } = await import('../activate/persist');
-  const say = (line: string) => out(`${printable(line)}\n`);
+  const say = (line: string) => (o.quiet ? undefined : out(`${printable(line)}\n`));
   try {
-    if (command === 'persist') persist({ path: args[0]!, storage: values.storage, user: values.user }, say);
+    if (name === 'persist') persist({ path: args[0]!, storage: values.storage, user: values.user }, say);
     else unpersist(args[0]!, say);
     return 0;
   } catch (e) {
     if (!(e instanceof PersistError)) throw e;
-    err(`impermanencectl ${command}: ${printable(e.message)}\n`);
+    err(`impermanencectl ${name}: ${printable(e.message)}\n`);
     return 1;
   }
 }
 
-function notify(args: string[], out: (s: string) => void, err: (s: string) => void): number {
+/** notify on|off|status; the notify document: `enabled`, `file`. */
+function notify(what: string, o: OutputOptions, out: (s: string) => void, err: (s: string) => void): number {
   const home = userHome(process.env);
   const file = configPath(process.env, home);
-  const [what, ...extra] = args;
-  if (extra.length || !['on', 'off', 'status'].includes(what ?? '')) {
-    err('usage: impermanencectl notify on|off|status\n');
+  if (!['on', 'off', 'status'].includes(what)) {
+    err(`impermanencectl notify: expected on, off or status, not ${JSON.stringify(printable(what))}; ${helpHint('notify')}\n`);
     return 2;
   }
   try {
     if (what !== 'status') setEnabled(file, what === 'on');
     const { enable } = readNotifyConfig(file, home);
-    out(`drift notifications are ${enable ? 'on' : 'off'} for you (${printablePath(file)})\n`);
-    if (what === 'on') out('impermanence-notify starts with your next session, or now: systemctl --user start impermanence-notify\n');
+    if (o.json !== 'off') emit({ enabled: enable, file }, o.json, out);
+    else if (!o.quiet) {
+      out(`drift notifications are ${enable ? 'on' : 'off'} for you (${printablePath(file)})\n`);
+      if (what === 'on') out('impermanence-notify starts with your next session, or now: systemctl --user start impermanence-notify\n');
+    }
     return 0;
   } catch (e) {
     err(`impermanencectl notify: ${(e as Error).message}\n`);
@@ -230,47 +202,57 @@ function plan(dirs: string[], required: string[], root: string, outputDir: strin
   return { config, output, notActivated };
 }
 
-function reportInvalid(e: unknown, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
+/** An invalid config: one line per problem on stderr, or the check document with `valid: false`. */
+function reportInvalid(e: unknown, o: OutputOptions, out: (s: string) => void, err: (s: string) => void): number {
   if (!(e instanceof InvalidConfig)) throw e;
-  if (json) {
-    out(JSON.stringify({ valid: false, problems: e.problems.map(({ file, entry, problem, line, column }) => ({ file, line: line ?? null, column: column ?? null, entry: entry ?? null, problem })) }, null, 2) + '\n');
+  if (o.json !== 'off') {
+    emit({ valid: false, problems: e.problems.map(({ file, entry, problem, line, column }) => ({ file, line: line ?? null, column: column ?? null, entry: entry ?? null, problem })) }, o.json, out);
   } else {
     for (const p of e.problems) err(`${printablePath(p.message)}\n`);
   }
   return 1;
 }
 
-function check(dirs: string[], required: string[], root: string, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
+/** The check document: `valid`, `files`, `storages`, `entries`, `mounts` (or `problems`). */
+function check(dirs: string[], required: string[], root: string, o: OutputOptions, out: (s: string) => void, err: (s: string) => void): number {
   try {
     const { config, output, notActivated } = plan(dirs, required, root, '/run/systemd/generator');
     if (notActivated.length) throw new InvalidConfig(notActivated);
     const mounts = [...output.files.keys()].filter((f) => f.endsWith('.mount')).length;
-    if (json) {
-      out(JSON.stringify({ valid: true, files: config.files, storages: config.storages.map((s) => s.path), entries: config.entries.length, mounts }, null, 2) + '\n');
+    if (o.json !== 'off') {
+      emit({ valid: true, files: config.files, storages: config.storages.map((s) => s.path), entries: config.entries.length, mounts }, o.json, out);
+    } else if (o.quiet) {
+      // the exit code tells
     } else if (config.files.length === 0) {
       out(`no config files in ${dirs.map(printablePath).join(', ')}: nothing is persisted\n`);
     } else {
-      out(`valid: ${config.entries.length} entries (${mounts} bind mounts) in ${config.files.length} file(s): ${config.files.map(printablePath).join(', ')}\n`);
+      out(`valid: ${config.entries.length} entries (${mounts} bind mounts) in ${config.files.length} file(s):\n${config.files.map((f) => `  ${printablePath(f)}\n`).join('')}`);
     }
     return 0;
   } catch (e) {
-    return reportInvalid(e, json, out, err);
+    return reportInvalid(e, o, out, err);
   }
 }
 
-function generate(dirs: string[], required: string[], root: string, target: string, json: boolean, out: (s: string) => void, err: (s: string) => void): number {
+/**
+ * The generate document: `out` (DIR or "-"), `files` (names), `links` (name → target),
+ * `problems` (entries not activated), and with --out - `contents` (name → text).
+ */
+function generate(dirs: string[], required: string[], root: string, target: string, o: OutputOptions, out: (s: string) => void, err: (s: string) => void): number {
   let output: GeneratorOutput;
   let notActivated: ConfigError[];
   try {
     ({ output, notActivated } = plan(dirs, required, root, target === '-' ? '/run/systemd/generator' : target));
   } catch (e) {
-    return reportInvalid(e, json, out, err);
+    return reportInvalid(e, o, out, err);
   }
   // As the generator: the rest is written, with the error unit; the problems are printed, exit 1.
   const status = notActivated.length ? 1 : 0;
+  const json = o.json !== 'off';
+  const doc = () => ({ out: target, files: [...output.files.keys()], links: Object.fromEntries(output.links), problems: notActivated.map((p) => p.message) });
   if (!json) for (const p of notActivated) err(`${p.message}\n`);
   if (target === '-') {
-    if (json) out(JSON.stringify({ files: Object.fromEntries(output.files), links: Object.fromEntries(output.links), problems: notActivated.map((p) => p.message) }, null, 2) + '\n');
+    if (json) emit({ ...doc(), contents: Object.fromEntries(output.files) }, o.json, out);
     else {
       for (const [name, content] of output.files) out(`# ${name}\n${content}\n`);
       for (const [name, linkTarget] of output.links) out(`# ${name} -> ${linkTarget}\n`);
@@ -290,8 +272,8 @@ function generate(dirs: string[], required: string[], root: string, target: stri
     err(`impermanencectl generate: cannot write into ${printablePath(target)}: ${(e as Error).message}; nothing was written\n`);
     return 1;
   }
-  if (json) out(JSON.stringify({ out: target, files: [...output.files.keys()], links: [...output.links.keys()], problems: notActivated.map((p) => p.message) }, null, 2) + '\n');
-  else out(`wrote ${output.files.size} files and ${output.links.size} links to ${printablePath(target)}\n`);
+  if (json) emit(doc(), o.json, out);
+  else if (!o.quiet) out(`wrote ${output.files.size} files and ${output.links.size} links to ${printablePath(target)}\n`);
   return status;
 }
 

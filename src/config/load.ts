@@ -177,7 +177,7 @@ function issueToError(file: string, issue: z.core.$ZodIssue): ConfigError {
 }
 
 /** The known option nearest to a misspelled one (edit distance at most 3), if any. */
-function closest(key: string, candidates: string[]): string | undefined {
+export function closest(key: string, candidates: string[]): string | undefined {
   if (key.length > 64) return undefined; // no option is that long, and the distance costs length × length
   let best: string | undefined;
   let bestDistance = 4;

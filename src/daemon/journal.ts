@@ -22,6 +22,7 @@
  * The unix-dgram socket is a libuv poll handle: it keeps the event loop alive until close().
  */
 import { statSync } from 'node:fs';
+import { stderrIsJournal } from '../shared/journal-stream';
 
 export type Priority = 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7; // sd-daemon: emerg … debug
 export const LOG_EMERG = 0,
@@ -49,6 +50,13 @@ export interface LoggerOptions {
   /** Where stderr-mode lines and fallbacks go; default process.stderr. */
   stderr?: NodeJS.WritableStream;
   forceStderr?: boolean;
+  /**
+   * Whether stderr lines start with `<N>` (the priority, for journald or the kernel log). Default:
+   * when `stderr` is given, when the journal's socket is there (a fallback line under systemd), or
+   * when stderr is the journal's stream ($JOURNAL_STREAM); a terminal or a file gets
+   * `identifier: message` instead.
+   */
+  prefix?: boolean;
   /** Largest datagram sent before MESSAGE is truncated; default 128 KiB. */
   maxDatagramBytes?: number;
 }
@@ -130,9 +138,9 @@ function quoteValue(v: string): string {
   return v !== '' && /^[^\s"\\=\x00-\x1f\x7f]*$/.test(v) ? v : JSON.stringify(v);
 }
 
-/** `<N>message KEY=value …` — the stderr form of an entry, without the trailing newline. */
-export function formatLine(priority: Priority, message: string, pairs: Array<[string, string]>): string {
-  let line = `<${priority}>${escapeLine(message)}`;
+/** `<N>message KEY=value …` — the stderr form of an entry, without the trailing newline; `lead` replaces `<N>`. */
+export function formatLine(priority: Priority, message: string, pairs: Array<[string, string]>, lead = `<${priority}>`): string {
+  let line = `${lead}${escapeLine(message)}`;
   for (const [name, value] of pairs) line += ` ${name}=${quoteValue(value)}`;
   return line;
 }
@@ -176,9 +184,12 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
     }
   }
 
+  // With the journal's socket we run under systemd: a line that falls back to stderr keeps its priority.
+  const prefix = opts.prefix ?? (opts.stderr !== undefined || socket !== undefined || stderrIsJournal());
+
   function writeLine(priority: Priority, message: string, pairs: Array<[string, string]>): void {
     try {
-      stderr.write(`${formatLine(priority, message, pairs)}\n`);
+      stderr.write(`${formatLine(priority, message, pairs, prefix ? undefined : `${identifier}: `)}\n`);
     } catch {
       // Nowhere left to report to.
     }

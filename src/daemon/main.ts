@@ -13,6 +13,7 @@ import { Manager, type ManagerOptions } from './manager';
 import { LiveDrift } from '../drift/live-drift';
 import { exitWhenFlushed } from '../shared/exit';
 import { collectWhenQuiet } from './idle';
+import { stderrIsJournal } from '../shared/journal-stream';
 
 declare const VERSION: string;
 
@@ -58,22 +59,66 @@ export function compose(options: ManagerOptions, busAddress: string | undefined)
   return c;
 }
 
+const HELP = `Usage: impermanenced [--root DIR] [--config DIR]... [--bus ADDRESS] [--no-watch]
+
+The impermanence daemon: serves the config and the state of every persisted path, and the drift
+(what a reboot would lose), as org.impermanence.Manager on the system bus. Started by systemd
+(impermanence.service) or D-Bus activation; see impermanenced(8).
+
+  --root DIR      the root it looks at (default /)
+  --config DIR    read the config from DIR instead of the system folders (repeatable)
+  --bus ADDRESS   the bus to serve on (default: the system bus, or $DBUS_SYSTEM_BUS_ADDRESS)
+  --no-watch      no live drift (fanotify, mount and inotify watches); drift is known from scans only
+  -h, --help      show this help and exit
+  --version       show the version and exit
+`;
+
+/** "<3>" for the journal's stream, "impermanenced: " for a terminal or a file. */
+const lead = (priority: number) => (stderrIsJournal() ? `<${priority}>` : '');
+
+/** node:util parseArgs' error as a short phrase of ours. */
+function usageProblem(err: Error & { code?: string }): string {
+  const quoted = /'([^' ]*)/.exec(err.message)?.[1] ?? '';
+  switch (err.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return `unknown option ${quoted}`;
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      return /does not take/.test(err.message) ? `${quoted} takes no value` : `${quoted} needs a value`;
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return `unexpected argument ${quoted}`;
+    default:
+      return err.message.split('\n')[0]!;
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   // A daemon serving untrusted callers logs what it did not expect and goes on serving.
-  process.on('unhandledRejection', (err) => process.stderr.write(`<3>impermanenced: unhandled: ${(err as Error)?.stack ?? String(err)}\n`));
+  process.on('unhandledRejection', (err) => process.stderr.write(`${lead(3)}impermanenced: unhandled: ${(err as Error)?.stack ?? String(err)}\n`));
   process.on('SIGHUP', () => undefined); // until the reload handler is installed
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      root: { type: 'string', default: '/' },
-      config: { type: 'string', multiple: true },
-      bus: { type: 'string' },
-      'no-watch': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        root: { type: 'string', default: '/' },
+        config: { type: 'string', multiple: true },
+        bus: { type: 'string' },
+        'no-watch': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+        version: { type: 'boolean', default: false },
+      },
+    }));
+  } catch (err) {
+    // Node's parser text names the option in quotes of its own: one line of ours instead.
+    process.stderr.write(`impermanenced: ${usageProblem(err as Error & { code?: string })}; see 'impermanenced --help'\n`);
+    return 2;
+  }
   if (values.help) {
-    process.stdout.write('usage: impermanenced [--root DIR] [--config DIR]... [--bus ADDRESS] [--no-watch]\n');
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`impermanenced ${VERSION}\n`);
     return 0;
   }
   const root = values.root!;
@@ -119,9 +164,7 @@ async function main(argv: string[]): Promise<number> {
     // Type=dbus: systemd knows we are ready when the name is ours; no sd_notify needed.
     process.on('SIGHUP', () => {
       try {
-        const worked = collectWhenQuiet();
-  manager.on('drift', worked);
-  manager.reload();
+        manager.reload();
       } catch (err) {
         log.log(LOG_ERR, `Reload failed: ${(err as Error).message}`);
       }
@@ -143,6 +186,6 @@ async function main(argv: string[]): Promise<number> {
 // Ends once the last log lines went out: process.exit() alone drops what the journal's stream
 // has not taken yet.
 main(process.argv.slice(2)).then(exitWhenFlushed, (err: Error) => {
-  process.stderr.write(`<3>impermanenced: ${err.message}\n`);
+  process.stderr.write(`${lead(3)}impermanenced: ${err.message}\n`);
   exitWhenFlushed(1);
 });

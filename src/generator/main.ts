@@ -8,4 +8,28 @@ import { runGenerator } from './run';
  * for systemd-fstab-generator), for tests and benchmarks; IMPERMANENCE_PREPARE names the
  * impermanence-prepare program the units run (tests point it at the build). See run.ts.
  */
-process.exitCode = runGenerator(process.argv.slice(2), process.env, (line) => process.stderr.write(line));
+declare const VERSION: string;
+
+const HELP = `Usage: impermanence-generator NORMAL-DIR [EARLY-DIR LATE-DIR]
+
+A systemd generator (systemd.generator(7)): run by systemd at boot and at every daemon-reload, it
+turns the impermanence config into bind .mount units, tmpfiles.d rules and impermanence.target in
+NORMAL-DIR, or into impermanence-config-error.service when the config is bad. To see what it
+would write, run: impermanencectl generate --out -. See impermanence-generator(8).
+
+  -h, --help   show this help and exit
+  --version    show the version and exit
+`;
+
+const argv = process.argv.slice(2);
+if (argv[0] === '--help' || argv[0] === '-h') process.stdout.write(HELP);
+else if (argv[0] === '--version') process.stdout.write(`impermanence-generator ${VERSION}\n`);
+else if (argv[0]?.startsWith('-')) {
+  process.stderr.write(`impermanence-generator: unknown option ${JSON.stringify(argv[0]).slice(1, -1)}; see 'impermanence-generator --help'\n`);
+  process.exitCode = 2;
+} else {
+  // Under systemd, stderr goes to the kernel log or the journal, where "<N>" is the priority; a
+  // person running it at a terminal gets the bare lines.
+  const tty = process.stderr.isTTY;
+  process.exitCode = runGenerator(argv, process.env, (line) => process.stderr.write(tty ? line.replace(/^<\d>/, '') : line));
+}

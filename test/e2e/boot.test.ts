@@ -153,7 +153,7 @@ describe('a boot with the seed configs', () => {
     expect((await sh(c, 'systemctl is-active impermanence.service')).trim()).toBe('active');
     const list = await c.sh('impermanencectl list --json');
     if (list.code !== 0) throw new Error(`impermanencectl list: ${list.code} ${list.stderr}\n${(await c.sh('journalctl -u impermanence --no-pager | tail -20')).stdout}`);
-    const entries = JSON.parse(list.stdout) as Array<{ path: string; state: string }>;
+    const entries = JSON.parse(list.stdout).entries as Array<{ path: string; state: string }>;
     const state = new Map(entries.map((e) => [e.path, e.state]));
     for (const [dir] of DIRECTORIES) expect(state.get(dir)).toBe('mounted');
     expect(state.get(BOUND_FILE)).toBe('mounted');

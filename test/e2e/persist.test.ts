@@ -60,7 +60,7 @@ describe('persist and unpersist without a reboot', () => {
     const dropIn = await sh(`cat ${DROP_IN}`);
     expect(dropIn).toBe('# mine: keep this comment\n\n[persistence."/persistent"]\ndirectories = [\n  "/srv/app",\n]\n');
     // The daemon follows: the entry is listed, in place.
-    const list = JSON.parse(await sh('impermanencectl list --json')) as Array<{ path: string; state: string }>;
+    const list = JSON.parse(await sh('impermanencectl list --json')).entries as Array<{ path: string; state: string }>;
     expect(list.find((e) => e.path === '/srv/app')?.state).toBe('mounted');
     expect(await sh('systemctl --failed --no-legend --plain')).toBe('');
 

@@ -90,7 +90,7 @@ directories = ["Documents"]
     const status = await c.sh('impermanencectl status');
     expect(status.code).toBe(3);
     expect(status.stdout).toMatch(/^State: degraded\n/);
-    const list = JSON.parse(await sh(c, 'impermanencectl list --json')) as Array<{ path: string; state: string }>;
+    const list = JSON.parse(await sh(c, 'impermanencectl list --json')).entries as Array<{ path: string; state: string }>;
     expect(list.map((e) => `${e.path} ${e.state}`).sort()).toEqual(
       ['/etc/linked.conf', '/etc/machine-id', '/home/bird/Documents', '/srv/data', '/var/log'].map((p) => `${p} unmounted`),
     );
@@ -200,7 +200,7 @@ describe('files symlinked into storage', () => {
     });
     await sh(c, 'echo kept > /etc/through.conf && echo y > /etc/sedded.conf && sed -i s/y/z/ /etc/sedded.conf');
     expect(fs.readFileSync(path.join(storage, 'etc/through.conf'), 'utf8')).toBe('kept\n');
-    const list = JSON.parse(await sh(c, 'impermanencectl list --json')) as Array<{ path: string; state: string }>;
+    const list = JSON.parse(await sh(c, 'impermanencectl list --json')).entries as Array<{ path: string; state: string }>;
     expect(Object.fromEntries(list.map((e) => [e.path, e.state]))).toEqual({
       '/etc/through.conf': 'linked',
       '/etc/sedded.conf': 'replaced',

@@ -63,8 +63,9 @@ describe('impermanencectl output on a pipe, a file and a terminal', () => {
   it('generate --out - --json is valid JSON on a slow pipe, with every unit', async () => {
     const r = await throughSlowPipes(['generate', '--config', config, '--out', '-', '--json']);
     expect(r.code).toBe(0);
-    const data = JSON.parse(r.stdout.toString('utf8')) as { files: Record<string, string> };
-    expect(Object.keys(data.files).filter((f) => f.endsWith('.mount'))).toHaveLength(ENTRIES);
+    const data = JSON.parse(r.stdout.toString('utf8')) as { files: string[]; contents: Record<string, string> };
+    expect(data.files.filter((f) => f.endsWith('.mount'))).toHaveLength(ENTRIES);
+    expect(Object.keys(data.contents).filter((f) => f.endsWith('.mount'))).toHaveLength(ENTRIES);
   });
 
   it('check with thousands of problems gets every line to a slow pipe, and exits 1', async () => {

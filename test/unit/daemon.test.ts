@@ -147,25 +147,25 @@ describe('reading', () => {
   it('impermanencectl status and list speak to it, with exit codes a script can use', async () => {
     const status = await ctl(['status']);
     expect(status.code).toBe(3); // degraded
-    expect(status.stdout).toMatch(/^State: degraded\nVersion: \d+\.\d+\.\d+\nEntries: 4 \(2 in place\)\nStorage: \/persistent\n/);
+    expect(status.stdout).toMatch(/^State: degraded\nVersion: \d+\.\d+\.\d+\nEntries: 4 \(2 in place\)\nDrift: \d+ item\(s\).*\nStorage: \/persistent\n/);
     const json = JSON.parse((await ctl(['status', '--json'])).stdout);
-    expect(json).toMatchObject({ State: 'degraded', EntryCount: 4, ActiveCount: 2, StorageRoots: ['/persistent'] });
+    expect(json).toMatchObject({ version: 1, state: 'degraded', entry_count: 4, active_count: 2, storage_roots: ['/persistent'] });
     const list = await ctl(['list', '--no-pager']);
     expect(list.code).toBe(0);
     expect(list.stdout).toMatch(/^PATH +KIND +STATE +STORAGE\n\/etc\/linked\.conf +file +linked +\/persistent\n/);
-    expect(JSON.parse((await ctl(['list', '--json'])).stdout)).toHaveLength(4);
+    expect(JSON.parse((await ctl(['list', '--json'])).stdout).entries).toHaveLength(4);
   });
 
   it('does not show a non-root caller paths it could not see itself', async () => {
     const asNobody = await ctl(['list', '--json'], 'nobody');
     expect(asNobody.code).toBe(0);
-    const paths = JSON.parse(asNobody.stdout).map((e: { path: string }) => e.path);
+    const paths = JSON.parse(asNobody.stdout).entries.map((e: { path: string }) => e.path);
     expect(paths).toEqual(['/etc/linked.conf', '/srv/data', '/var/log']); // not /home/bird/.ssh: /home/bird is 0700
     const get = await busctl(['call', NAME, PATH, IFACE, 'GetEntry', 's', '/home/bird/.ssh'], 'nobody');
     expect(get.stderr).toMatch(/no persisted entry/);
     const prop = await busctl(['get-property', NAME, '/org/impermanence/Manager/entry/_2fhome_2fbird_2f_2essh', 'org.impermanence.Entry', 'Path'], 'nobody');
     expect(prop.code).not.toBe(0);
-    const asBird = JSON.parse((await ctl(['list', '--json'], 1000)).stdout).map((e: { path: string }) => e.path);
+    const asBird = JSON.parse((await ctl(['list', '--json'], 1000)).stdout).entries.map((e: { path: string }) => e.path);
     expect(asBird).toContain('/home/bird/.ssh');
   });
 
@@ -192,7 +192,7 @@ describe('reading', () => {
       expect(await get('EntryCount', 'nobody')).toBe(3);
       expect(await get('ActiveCount', 'nobody')).toBe(3);
       const status = JSON.parse((await ctl(['status', '--json'], 'nobody')).stdout);
-      expect(status).toMatchObject({ State: 'ok', EntryCount: 3, ActiveCount: 3 });
+      expect(status).toMatchObject({ state: 'ok', entry_count: 3, active_count: 3 });
     } finally {
       await runOnBus(bus, ['nsenter', '-t', String(daemon.pid), '-m', 'umount', data]);
     }
@@ -386,22 +386,21 @@ describe('reload', () => {
     writeFileSync(join(configDir, '20-more.toml'), '[persistence."/persistent"]\ndirectories = ["/srv/more"]\n');
     daemon.kill('SIGHUP');
     await new Promise((r) => setTimeout(r, 300));
-    expect(JSON.parse((await ctl(['status', '--json'])).stdout).EntryCount).toBe(5);
+    expect(JSON.parse((await ctl(['status', '--json'])).stdout).entry_count).toBe(5);
 
     writeFileSync(join(configDir, '30-bad.toml'), '[persistence."/persistent"]\ndirectories = ["relative"]\n');
     const r = await ctl(['reload']);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/30-bad\.toml: persistence\."\/persistent"\.directories\[0\]: path "relative" is relative/);
     const status = JSON.parse((await ctl(['status', '--json'])).stdout);
-    expect(status).toMatchObject({ State: 'invalid-config', EntryCount: 5 });
-    expect(status.ConfigProblems[0]).toMatch(/30-bad\.toml/);
+    expect(status).toMatchObject({ state: 'invalid-config', entry_count: 5 });
+    expect(status.config_problems[0]).toMatch(/30-bad\.toml/);
 
     const events = (await monitor).stdout.trim().split('\n').map((l) => JSON.parse(l));
-    const added = events.find((e) => e.member === 'InterfacesAdded');
-    expect(added.body[0]).toBe('/org/impermanence/Manager/entry/_2fsrv_2fmore');
-    expect(added.body[1]['org.impermanence.Entry'].Path).toBe('/srv/more');
+    expect(events.every((e) => e.version === 1)).toBe(true);
+    expect(events.find((e) => e.event === 'entry-added')).toMatchObject({ path: '/srv/more', kind: 'directory' });
     // State depends on who asks (the entries one may see): invalidated, never sent to every listener.
-    expect(events.some((e) => e.member === 'PropertiesChanged' && e.body[2].includes('State') && !('State' in e.body[1]))).toBe(true);
+    expect(events.some((e) => e.event === 'manager-changed' && e.invalidated.includes('state') && !('state' in e.properties))).toBe(true);
   });
 });
 

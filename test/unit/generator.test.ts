@@ -294,7 +294,8 @@ describe('impermanencectl', () => {
     const r = ctl('generate', '--config', EXAMPLES, '--root', rootWithUsers(), '--out', '-', '--json');
     expect(r.code).toBe(0);
     const data = JSON.parse(r.stdout);
-    expect(Object.keys(data.files)).toContain('home-bird-VirtualBox\\x20VMs.mount');
+    expect(data.files).toContain('home-bird-VirtualBox\\x20VMs.mount');
+    expect(data.contents['home-bird-VirtualBox\\x20VMs.mount']).toMatch(/^\[Unit\]/m);
     expect(data.links).toEqual({ 'local-fs.target.wants/impermanence.target': '../impermanence.target' });
   });
 
