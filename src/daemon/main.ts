@@ -68,7 +68,7 @@ The impermanence daemon: serves the config and the state of every persisted path
   --root DIR      the root it looks at (default /)
   --config DIR    read the config from DIR instead of the system folders (repeatable)
   --bus ADDRESS   the bus to serve on (default: the system bus, or $DBUS_SYSTEM_BUS_ADDRESS)
-  --no-watch      no live drift (fanotify, mount and inotify watches); drift is known from scans only
+  --no-watch      no live drift (fanotify, mounts, inotify); drift is known from scans only
   -h, --help      show this help and exit
   --version       show the version and exit
 `;
