@@ -27,6 +27,7 @@ install -Dm0755 "$here/dist/impermanenced.js" "$dest/usr/lib/impermanence/imperm
 install -Dm0755 "$here/dist/impermanence-prepare.js" "$dest/usr/lib/impermanence/impermanence-prepare"
 install -Dm0755 "$here/dist/impermanence-notify.js" "$dest/usr/bin/impermanence-notify"
 install -Dm0755 "$here/dist/impermanence-fanotify" "$dest/usr/lib/impermanence/impermanence-fanotify"
+install -Dm0755 "$here/dist/impermanence-pathwatch" "$dest/usr/lib/impermanence/impermanence-pathwatch"
 install -Dm0755 "$here/dist/impermanence-walk" "$dest/usr/lib/impermanence/impermanence-walk"
 # mount(8) runs /sbin/mount.TYPE for the generated Type=impermanence units (on merged-/usr
 # systems /sbin is /usr/sbin).

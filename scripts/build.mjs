@@ -35,7 +35,10 @@ await Promise.all(
       platform: 'node',
       target: 'node20',
       format: 'cjs',
-      banner: generator ? undefined : { js: '#!/usr/bin/env node' },
+      // The generator's shebang (with its V8 flags) comes from its own source. The daemon runs without
+      // V8's memory reducer, which wakes an idle process every few seconds for as long as it lives
+      // (src/daemon/idle.ts collects once after work instead).
+      banner: generator ? undefined : { js: name === 'impermanenced' ? '#!/usr/bin/env -S node --no-memory-reducer' : '#!/usr/bin/env node' },
       legalComments: 'none',
       logLevel: 'warning',
       loader: { '.xml': 'text' },

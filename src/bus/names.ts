@@ -50,6 +50,17 @@ export function entryObjectPath(path: string): string {
   return `${ENTRY_PREFIX}/${out || '_'}`;
 }
 
+/** The entry path of an entry's object path (the inverse of entryObjectPath); undefined for any other path. */
+export function entryPathOf(objectPath: string): string | undefined {
+  if (!objectPath.startsWith(ENTRY_PREFIX + '/')) return undefined;
+  const encoded = objectPath.slice(ENTRY_PREFIX.length + 1);
+  if (!/^(?:[A-Za-z0-9]|_[0-9a-f]{2})+$/.test(encoded) || encoded === '_') return undefined;
+  const bytes = Buffer.from(encoded.replace(/_([0-9a-f]{2})|([A-Za-z0-9])/g, (_, hex: string | undefined, c: string | undefined) => (hex ? String.fromCharCode(parseInt(hex, 16)) : c!)), 'latin1');
+  const path = bytes.toString('utf8');
+  // Only the one spelling entryObjectPath makes names an entry.
+  return entryObjectPath(path) === objectPath ? path : undefined;
+}
+
 /** Match rule: the owner of `name` changed (the bus's NameOwnerChanged, for that name only). */
 export function nameOwnerMatch(name: string): string {
   return `type='signal',sender='${DBUS.destination}',interface='${DBUS.interface}',member='NameOwnerChanged',arg0='${name}'`;

@@ -4,6 +4,7 @@
  * with `version` (of its schema, json-schema.ts; bumped on any incompatible change) and
  * lowercase snake_case keys. Pure: each function takes plain data and a printer.
  */
+import { entryPathOf } from '../bus/names';
 import type { DriftItem } from '../drift/report';
 import { printable, printablePath } from '../shared/printable';
 import type { JsonMode } from './args';
@@ -106,21 +107,6 @@ export interface Signal {
   interface: string;
   member: string;
   body: unknown[];
-}
-
-/** An entry's path from its object path (sd_bus_path_decode: `_2fvar_2flog` is `/var/log`). */
-export function entryPathOf(objectPath: string): string | undefined {
-  const m = /^\/org\/impermanence\/Manager\/entry\/(.+)$/.exec(objectPath);
-  if (!m) return undefined;
-  const bytes: number[] = [];
-  const s = m[1]!;
-  for (let i = 0; i < s.length; i++) {
-    if (s[i] === '_' && /^[0-9a-f]{2}$/.test(s.slice(i + 1, i + 3))) {
-      bytes.push(parseInt(s.slice(i + 1, i + 3), 16));
-      i += 2;
-    } else bytes.push(s.charCodeAt(i));
-  }
-  return Buffer.from(bytes).toString('utf8');
 }
 
 type Row = [string, string, string, number, number, string];

@@ -17,6 +17,8 @@ import {
   BUS_NAME,
   ENTRY_IFACE,
   ENTRY_PREFIX,
+  entryObjectPath,
+  entryPathOf,
   INTROSPECTABLE_IFACE,
   MANAGER_IFACE,
   MANAGER_PATH,
@@ -24,7 +26,6 @@ import {
   OBJECT_MANAGER_IFACE,
   PEER_IFACE,
   PROPERTIES_IFACE,
-  entryObjectPath,
 } from '../bus/names';
 import { LOG_NOTICE, LOG_WARNING, type Logger } from '../shared/journal';
 import { describe, shownCounts, type DriftItem, type DriftReport } from '../drift/report';
@@ -239,7 +240,7 @@ export class DbusFrontEnd {
     const base = [PEER_IFACE, INTROSPECTABLE_IFACE];
     if (path === MANAGER_PATH) return [...base, PROPERTIES_IFACE, OBJECT_MANAGER_IFACE, MANAGER_IFACE];
     if (path === '/' || path === '/org' || path === '/org/impermanence' || path === ENTRY_PREFIX) return base;
-    if (this.manager.find(path)) return [...base, PROPERTIES_IFACE, ENTRY_IFACE];
+    if (this.manager.find(entryPathOf(path) ?? '')) return [...base, PROPERTIES_IFACE, ENTRY_IFACE];
     return undefined;
   }
 
@@ -279,7 +280,7 @@ export class DbusFrontEnd {
     if (!interfaces) throw error.unknownObject(`no object at ${msg.path}`);
     const call: Call = { msg, body: msg.body, caller: () => this.caller(msg) };
     // An entry a caller could not see does not exist for it, whatever it asks of it.
-    const view = this.manager.find(msg.path);
+    const view = this.manager.find(entryPathOf(msg.path) ?? '');
     if (view && !this.viewOf(await call.caller()).visible.has(view)) throw error.unknownObject(`no object at ${msg.path}`);
     let iface = msg.interface;
     if (!iface) iface = interfaces.find((i) => this.inSignature(i, msg.member) !== undefined) ?? '';
@@ -311,23 +312,23 @@ export class DbusFrontEnd {
   private async getManagedObjects(call: Call): Promise<Message> {
     const caller = await call.caller();
     const objects: Record<string, Record<string, Record<string, Variant>>> = {};
-    for (const v of this.visibleEntries(caller)) objects[v.objectPath] = { [ENTRY_IFACE]: this.entryProperties(v) };
+    for (const v of this.visibleEntries(caller)) objects[entryObjectPath(v.entry.path)] = { [ENTRY_IFACE]: this.entryProperties(v) };
     return Message.newMethodReturn(call.msg, 'a{oa{sa{sv}}}', [objects]);
   }
 
   private async listEntries(call: Call): Promise<Message> {
     checkOptions(call.body[0]);
     const caller = await call.caller();
-    const rows = this.visibleEntries(caller).map((v) => [v.objectPath, v.entry.path, v.entry.kind, v.entry.storage, v.status.state]);
+    const rows = this.visibleEntries(caller).map((v) => [entryObjectPath(v.entry.path), v.entry.path, v.entry.kind, v.entry.storage, v.status.state]);
     return Message.newMethodReturn(call.msg, 'a(ossss)', [rows]);
   }
 
   private async getEntry(call: Call): Promise<Message> {
     const path = checkPath(call.body[0]);
     const caller = await call.caller();
-    const view = this.manager.entry(entryObjectPath(path));
+    const view = this.manager.entry(path);
     if (!view || !this.viewOf(caller).visible.has(view)) throw error.noSuchEntry(`no persisted entry for ${path}`);
-    return Message.newMethodReturn(call.msg, 'o', [view.objectPath]);
+    return Message.newMethodReturn(call.msg, 'o', [entryObjectPath(view.entry.path)]);
   }
 
   private async scan(call: Call): Promise<Message> {
@@ -526,7 +527,7 @@ export class DbusFrontEnd {
 
   private async properties({ msg, caller }: Call, ifaceName: string): Promise<Record<string, Variant>> {
     if (msg.path === MANAGER_PATH && ifaceName === MANAGER_IFACE) return this.managerProperties(await caller());
-    const view = this.manager.entry(msg.path);
+    const view = this.manager.entry(entryPathOf(msg.path) ?? '');
     if (view && ifaceName === ENTRY_IFACE) {
       if (!this.viewOf(await caller()).visible.has(view)) throw error.unknownObject(`no object at ${msg.path}`);
       return this.entryProperties(view);
@@ -595,10 +596,10 @@ export class DbusFrontEnd {
     }
     if (path === ENTRY_PREFIX) {
       const caller = await who();
-      const children = this.visibleEntries(caller).map((v) => `  <node name="${v.objectPath.slice(ENTRY_PREFIX.length + 1)}"/>\n`);
+      const children = this.visibleEntries(caller).map((v) => `  <node name="${entryObjectPath(v.entry.path).slice(ENTRY_PREFIX.length + 1)}"/>\n`);
       return node(BASE_INTERFACES + children.join(''));
     }
-    if (this.manager.find(path)) return node(STANDARD_INTERFACES + this.contract.get(ENTRY_IFACE)!.xml + '\n');
+    if (this.manager.find(entryPathOf(path) ?? '')) return node(STANDARD_INTERFACES + this.contract.get(ENTRY_IFACE)!.xml + '\n');
     const child = path === '/' ? 'org' : path === '/org' ? 'impermanence' : 'Manager';
     return node(BASE_INTERFACES + `  <node name="${child}"/>\n`);
   }
@@ -606,12 +607,12 @@ export class DbusFrontEnd {
   /** After a reload: entries appear and disappear on the bus; the manager's properties change. */
   private emitReload(r: ReloadResult): void {
     for (const v of r.removed) {
-      this.bus.send(Message.newSignal(MANAGER_PATH, OBJECT_MANAGER_IFACE, 'InterfacesRemoved', 'oas', [v.objectPath, [ENTRY_IFACE]]));
+      this.bus.send(Message.newSignal(MANAGER_PATH, OBJECT_MANAGER_IFACE, 'InterfacesRemoved', 'oas', [entryObjectPath(v.entry.path), [ENTRY_IFACE]]));
     }
     for (const v of r.added) {
       this.bus.send(
         Message.newSignal(MANAGER_PATH, OBJECT_MANAGER_IFACE, 'InterfacesAdded', 'oa{sa{sv}}', [
-          v.objectPath,
+          entryObjectPath(v.entry.path),
           { [ENTRY_IFACE]: this.entryProperties(v) },
         ]),
       );

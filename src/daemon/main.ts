@@ -11,7 +11,9 @@ import { DbusFrontEnd } from './dbus';
 import { createLogger, LOG_ERR, LOG_INFO, type Logger } from '../shared/journal';
 import { Manager, type ManagerOptions } from './manager';
 import { PersistRunner, type PersistRunnerOptions } from './persist-runner';
+import { LiveDrift } from '../drift/live-drift';
 import { exitWhenFlushed } from '../shared/exit';
+import { collectWhenQuiet } from './idle';
 import { stderrIsJournal } from '../shared/journal-stream';
 
 declare const VERSION: string;
@@ -19,12 +21,20 @@ declare const VERSION: string;
 /**
  * impermanenced: the composition root. Every part is registered here under an explicit token
  * (no decorator metadata: a bundle does not carry it) and built once; start and stop live here.
+ * Constructors only assign; the work (processes, bus names) starts in start()/startLive().
+ *
+ * The tests run the daemon as a process (the bus policy, polkit, the journal, fanotify and the
+ * mount namespace are real only there), so they swap parts by what the process is given (a
+ * private bus address, --root, --no-watch), not through this container; compose() is exported
+ * for a caller that builds the daemon in-process with a part replaced (c.register(TOKENS.x, ...)
+ * before the first resolve).
  */
 export const TOKENS = {
   options: Symbol('ManagerOptions') as InjectionToken<ManagerOptions>,
   logger: Symbol('Logger') as InjectionToken<Logger>,
   bus: Symbol('MessageBus') as InjectionToken<MessageBus>,
   contract: Symbol('Contract') as InjectionToken<Map<string, InterfaceContract>>,
+  live: Symbol('LiveDrift') as InjectionToken<LiveDrift>,
   manager: Symbol('Manager') as InjectionToken<Manager>,
   frontEnd: Symbol('DbusFrontEnd') as InjectionToken<DbusFrontEnd>,
   persistRunner: Symbol('PersistRunner') as InjectionToken<PersistRunner>,
@@ -42,7 +52,11 @@ export function compose(options: ManagerOptions, busAddress: string | undefined,
   // the library's way to name an address, not a statement about which bus it is.
   once(TOKENS.bus, () => (busAddress ? sessionBus({ busAddress }) : systemBus()));
   once(TOKENS.contract, () => parseContract(contractXml));
-  once(TOKENS.manager, (dc) => new Manager(dc.resolve(TOKENS.options), dc.resolve(TOKENS.logger)));
+  once(TOKENS.live, (dc) => {
+    const o = dc.resolve(TOKENS.options);
+    return new LiveDrift({ root: o.root, configDirs: o.configDirs, watcher: o.watcher, pathWatcher: o.pathWatcher });
+  });
+  once(TOKENS.manager, (dc) => new Manager(dc.resolve(TOKENS.options), dc.resolve(TOKENS.logger), dc.resolve(TOKENS.live)));
   if (persist) once(TOKENS.persistRunner, (dc) => new PersistRunner(dc.resolve(TOKENS.bus), persist));
   once(
     TOKENS.frontEnd,
@@ -67,7 +81,7 @@ The impermanence daemon: serves the config and the state of every persisted path
   --root DIR      the root it looks at (default /)
   --config DIR    read the config from DIR instead of the system folders (repeatable)
   --bus ADDRESS   the bus to serve on (default: the system bus, or $DBUS_SYSTEM_BUS_ADDRESS)
-  --no-watch      no live drift (fanotify); drift is known from scans only
+  --no-watch      no live drift (fanotify, mounts, inotify); drift is known from scans only
   --ctl PROGRAM   the impermanencectl that Persist and Unpersist run (default: beside the daemon,
                   else /usr/bin/impermanencectl)
   -h, --help      show this help and exit
@@ -128,10 +142,12 @@ async function main(argv: string[]): Promise<number> {
   // The native helpers are installed beside the daemon.
   const watcher = join(dirname(process.argv[1]!), 'impermanence-fanotify');
   const walker = join(dirname(process.argv[1]!), 'impermanence-walk');
+  const pathWatcher = join(dirname(process.argv[1]!), 'impermanence-pathwatch');
   const c = compose(
     {
       configDirs, requiredConfigDirs, root, version: VERSION,
       watcher: values['no-watch'] || !existsSync(watcher) ? undefined : watcher,
+      pathWatcher: values['no-watch'] || !existsSync(pathWatcher) ? undefined : pathWatcher,
       walker: existsSync(walker) ? walker : undefined,
     },
     values.bus ?? process.env.DBUS_SYSTEM_BUS_ADDRESS,
@@ -153,6 +169,8 @@ async function main(argv: string[]): Promise<number> {
   );
   const frontEnd = c.resolve(TOKENS.frontEnd);
 
+  const worked = collectWhenQuiet();
+  manager.on('drift', worked);
   manager.reload();
   // Watching and the first look start before the name is ours: a subscriber that comes as soon
   // as it appears gets a complete first view. The first look runs without live watching too

@@ -1,14 +1,13 @@
 import { EventEmitter } from 'node:events';
-import { lstatSync, readFileSync } from 'node:fs';
+import { lstatSync } from 'node:fs';
 import { InvalidConfig } from '../config/errors';
 import { readConfig } from '../config/read';
 import type { Entry, ResolvedConfig } from '../config/resolve';
 import { UserDb } from '../config/userdb';
 import { bootTime } from '../drift/boot';
-import { LiveWatcher, type LiveChange } from '../drift/live';
+import type { LiveDrift } from '../drift/live-drift';
 import { foldNested, rank, type DriftItem, type DriftReport } from '../drift/report';
-import { entryDrift, looseDir, looseKey, RootLayout, scanDrift } from '../drift/scan';
-import { entryObjectPath } from '../bus/names';
+import { scanDrift } from '../drift/scan';
 import { LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, type Logger } from '../shared/journal';
 import { readMountPoints } from '../drift/mountinfo';
 import { entryStatus, generatedMounts, type EntryStatus } from '../drift/state';
@@ -28,16 +27,28 @@ export interface ManagerOptions {
   version: string;
   /** impermanence-fanotify, for live drift; none: scans only. */
   watcher?: string;
+  /** impermanence-pathwatch, for mount changes and inotify on persisted paths and storage; none: scans only. */
+  pathWatcher?: string;
   /** impermanence-walk, for fast scans; none: the walk in Node. */
   walker?: string;
 }
 
-export interface EntryView { entry: Entry; objectPath: string; status: EntryStatus }
+/** An entry and how it stands. Keyed by entry.path (the front end maps it to a bus object path). */
+export interface EntryView { entry: Entry; status: EntryStatus }
 
 export interface ReloadResult { ok: boolean; problems: string[]; added: EntryView[]; removed: EntryView[] }
 
 /** What changed between two scans: emitted as 'drift'. */
 export interface DriftChange { appeared: DriftItem[]; resolved: DriftItem[]; report: DriftReport }
+
+export interface ManagerEvents {
+  reloaded: [result: ReloadResult];
+  /** An entry's status changed (see generation). */
+  status: [];
+  drift: [change: DriftChange];
+  /** Files scanned so far by the running scan. */
+  progress: [scanned: number];
+}
 
 export class ScanCancelled extends Error {}
 /** A user asked for more scans than may wait (see MAX_QUEUED_SCANS_PER_USER). */
@@ -63,12 +74,13 @@ interface ScanRequest {
 }
 
 /**
- * The engine: the config in effect and how each entry stands. No D-Bus here: the front end
- * (dbus.ts) translates. Emits 'reloaded' (ReloadResult) after every reload.
+ * The config in effect, how each entry stands, the scans (one at a time, taking turns) and the
+ * drift published (by scans, and by live drift between them: drift/live-drift.ts). No D-Bus
+ * here: the front end (dbus.ts) translates, and maps entries to object paths.
  */
-export class Manager extends EventEmitter {
+export class Manager extends EventEmitter<ManagerEvents> {
   private config: ResolvedConfig | undefined;
-  private views = new Map<string, EntryView>(); // by object path
+  private views = new Map<string, EntryView>(); // by entry path
   private sorted: EntryView[] = []; // the same, by path
   private problems: string[] = [];
   private lastReport: DriftReport = { items: [], scanned: 0, since: 0 };
@@ -78,21 +90,8 @@ export class Manager extends EventEmitter {
   /** When each user's last scan started (a counter), to take turns between users. */
   private readonly lastTurn = new Map<number, number>();
   private turns = 0;
-  // Live drift: the watcher, the layout it groups by, and the ephemeral items it keeps current.
-  private live: LiveWatcher | undefined;
-  private layout: RootLayout | undefined;
-  private readonly liveItems = new Map<string, DriftItem>(); // by group (a loose file: by its path)
-  /** Keys of liveItems that are files right inside a known folder, each an item of its own (at most LOOSE_FILES_MAX per folder). */
-  private readonly looseItems = new Set<string>();
-  /** Live changes are handled one at a time; those that come meanwhile are merged into one. */
-  private liveBusy = false;
-  private livePending: LiveChange | undefined;
-  private liveSince = 0;
-  /** Groups written to while a scan ran: the scan may have passed them already. */
-  private readonly touchedDuringScan = new Set<string>();
   private firstLook: Promise<unknown> = Promise.resolve();
-  private mountPoll: NodeJS.Timeout | undefined;
-  private mountinfo = '';
+  private liveStarted = false;
   /** When the entries' status was last read from the system (Date.now()). */
   private statusAt = -Infinity;
   private gen = 0;
@@ -100,6 +99,7 @@ export class Manager extends EventEmitter {
   constructor(
     private readonly opts: ManagerOptions,
     private readonly log: Logger,
+    private readonly live: LiveDrift,
   ) {
     super();
   }
@@ -152,14 +152,14 @@ export class Manager extends EventEmitter {
     return this.sorted;
   }
 
-  /** The entry at an object path, its status as last read (for existence and visibility checks). */
-  find(objectPath: string): EntryView | undefined {
-    return this.views.get(objectPath);
+  /** The entry of a path, its status as last read (for existence and visibility checks). */
+  find(path: string): EntryView | undefined {
+    return this.views.get(path);
   }
 
-  /** The entry at an object path, its status at most STATUS_MAX_AGE_MS old. */
-  entry(objectPath: string): EntryView | undefined {
-    const view = this.views.get(objectPath);
+  /** The entry of a path, its status at most STATUS_MAX_AGE_MS old. */
+  entry(path: string): EntryView | undefined {
+    const view = this.views.get(path);
     if (view && Date.now() - this.statusAt > STATUS_MAX_AGE_MS) this.refresh();
     return view;
   }
@@ -186,20 +186,16 @@ export class Manager extends EventEmitter {
     this.problems = [];
     this.config = config;
     const next = new Map<string, EntryView>();
-    for (const entry of config.entries) {
-      const objectPath = entryObjectPath(entry.path);
-      next.set(objectPath, { entry, objectPath, status: { method: 'bind', state: 'unmounted', unit: '' } });
-    }
-    const removed = [...this.views.values()].filter((v) => !next.has(v.objectPath));
-    const added = [...next.values()].filter((v) => !this.views.has(v.objectPath));
+    for (const entry of config.entries) next.set(entry.path, { entry, status: { method: 'bind', state: 'unmounted', unit: '' } });
+    const removed = [...this.views.values()].filter((v) => !next.has(v.entry.path));
+    const added = [...next.values()].filter((v) => !this.views.has(v.entry.path));
     this.views = next;
     this.sorted = [...next.values()].sort((a, b) => (a.entry.path < b.entry.path ? -1 : a.entry.path > b.entry.path ? 1 : 0));
     this.gen++;
     this.refresh();
-    this.rebuildLayout();
-    // The live items stay (clearing them would make the next live change report every other one
-    // resolved); they are grouped by the old config, so a new first look regroups them afresh.
-    if (this.live) this.lookFirst();
+    this.live.configure(config);
+    // A new first look regroups the live items by the new config.
+    if (this.live.watchingWrites) this.lookFirst();
     this.log.log(LOG_INFO, `Loaded ${config.entries.length} entries from ${config.files.length} config file(s)`, {
       IMPERMANENCE_CONFIG_FILES: config.files.join(' '),
     });
@@ -284,6 +280,7 @@ export class Manager extends EventEmitter {
 
   private async runScan(request: ScanRequest): Promise<DriftReport> {
     const { controller, publish, onProgress } = request;
+    if (publish) this.live.scanStarted();
     let report = await scanDrift({
       root: this.opts.root,
       // With no valid config (invalid since boot), the generator activated nothing: everything
@@ -304,28 +301,7 @@ export class Manager extends EventEmitter {
       throw err;
     });
     if (publish) {
-      // The live view goes on from what the scan found, and what was written meanwhile.
-      this.liveItems.clear();
-      this.looseItems.clear();
-      for (const i of report.items) {
-        if (i.kind !== 'ephemeral') continue;
-        if (i.loose) {
-          this.liveItems.set(looseKey(i.path), i);
-          continue;
-        }
-        const group = this.layout?.groupOf(i.path);
-        if (group && looseDir(group) !== undefined) {
-          this.liveItems.set(i.path, i);
-          this.looseItems.add(i.path);
-        } else if (group) this.liveItems.set(group, i);
-      }
-      const touched = new Set(this.touchedDuringScan);
-      this.touchedDuringScan.clear();
-      if (touched.size && this.layout) {
-        for (const group of touched) await this.remeasure(this.layout, group);
-        const ephemeral = new Set(this.liveItems.values());
-        report = { ...report, items: rank(foldNested([...report.items.filter((i) => i.kind !== 'ephemeral'), ...ephemeral])) };
-      }
+      report = await this.live.fromScan(report);
       this.publish(report);
     }
     return report;
@@ -362,135 +338,23 @@ export class Manager extends EventEmitter {
   }
 
   /**
-   * Starts live drift watching: every write on the root is mapped to its group and that group
-   * re-measured (bursts coalesced); mounts are re-checked every second, so an unmount is seen.
-   * Resolves false (and scans still work) where the filesystem or the kernel does not allow it.
+   * Starts live drift (drift/live-drift.ts): its reports are published as scans' are, a mount
+   * change or a write to an entry's path re-reads the entries' status, lost events make a scan.
+   * Resolves whether the writes on the root are watched (scans work either way).
    */
   async startLive(): Promise<boolean> {
-    if (!this.opts.watcher) return false;
-    this.liveSince = bootTime();
-    const live = new LiveWatcher({
-      binary: this.opts.watcher,
-      root: this.opts.root,
-      groupOf: (p) => this.layout?.groupOf(p),
-      isEntry: (p) => this.layout?.isEntry(p) ?? false,
-    });
-    live.on('change', (c: LiveChange) => this.liveChange(c));
-    let stopped = '';
-    live.on('stopped', (code: number, why: string) => {
-      stopped = `exit ${code}${why ? ': ' + why : ''}`;
-      if (this.live === live) this.log.log(LOG_WARNING, `Live drift watching stopped (${stopped}); scans still work`);
-    });
-    const ok = await live.start();
-    if (!ok) {
-      this.log.log(LOG_WARNING, `No live drift watching on ${this.opts.root} (${stopped || 'the watcher did not start'}); scans still work`);
-      return false;
-    }
-    this.live = live;
-    this.mountinfo = readFileSync('/proc/self/mountinfo', 'utf8');
-    const failed = (err: Error) => this.log.log(LOG_WARNING, `Live drift update failed: ${err.message}`);
-    this.mountPoll = setInterval(() => {
-      try {
-        const now = readFileSync('/proc/self/mountinfo', 'utf8');
-        if (now === this.mountinfo) return;
-        this.mountinfo = now;
-        this.refresh();
-        this.rebuildLayout();
-        this.liveChange({ groups: new Set(), entries: true, overflow: false });
-      } catch (err) {
-        failed(err as Error);
-      }
-    }, 1000);
-    this.log.log(LOG_INFO, `Watching ${this.opts.root} for drift as it happens`);
-    return true;
+    if (this.liveStarted) return this.live.watchingWrites;
+    this.liveStarted = true;
+    this.live.on('drift', (report) => this.publish(report));
+    this.live.on('entries', () => this.refresh());
+    this.live.on('rescan', (since) => void this.scan(since, 'live').catch((err: Error) => this.log.log(LOG_WARNING, `Live drift rescan failed: ${err.message}`)));
+    this.live.on('log', (level, message) => this.log.log(level === 'info' ? LOG_INFO : LOG_WARNING, message));
+    if (this.config) this.live.configure(this.config);
+    return this.live.start();
   }
 
   stopLive(): void {
-    const live = this.live;
-    this.live = undefined;
-    live?.stop();
-    if (this.mountPoll) clearInterval(this.mountPoll);
-  }
-
-  private rebuildLayout(): void {
-    if (this.config) this.layout = new RootLayout(this.config, this.opts.root, readMountPoints(), UserDb.read(this.opts.root));
-  }
-
-  /**
-   * Handles live changes one at a time: a change that comes while one is handled (a burst of
-   * writes to a huge group, whose re-measure takes a while) is merged into the next, so that no
-   * two re-measures run at once and what waits is one set of groups, never a backlog.
-   */
-  private liveChange(c: LiveChange): void {
-    const p = (this.livePending ??= { groups: new Set(), entries: false, overflow: false });
-    for (const g of c.groups) p.groups.add(g);
-    p.entries ||= c.entries;
-    p.overflow ||= c.overflow;
-    if (this.liveBusy) return;
-    this.liveBusy = true;
-    void (async () => {
-      try {
-        while (this.livePending) {
-          const next = this.livePending;
-          this.livePending = undefined;
-          await this.onLiveChange(next).catch((err: Error) => this.log.log(LOG_WARNING, `Live drift update failed: ${err.message}`));
-        }
-      } finally {
-        this.liveBusy = false;
-      }
-    })();
-  }
-
-  private async onLiveChange(c: LiveChange): Promise<void> {
-    if (c.overflow) {
-      await this.scan(this.liveSince, 'live');
-      return;
-    }
-    const layout = this.layout;
-    if (!layout || !this.config) return;
-    for (const group of c.groups) {
-      if (this.running?.publish) this.touchedDuringScan.add(group);
-      await this.remeasure(layout, group);
-    }
-    if (c.entries) this.refresh();
-    const last = this.lastReport.items;
-    const entries = c.entries ? entryDrift(this.config, this.opts.root, readMountPoints()) : last.filter((i) => i.kind === 'unmounted' || i.kind === 'replaced');
-    const others = last.filter((i) => i.kind === 'orphan' || i.kind === 'attributes');
-    this.publish({ items: rank(foldNested([...entries, ...this.liveItems.values(), ...others])), scanned: this.lastReport.scanned, since: this.lastReport.since || this.liveSince });
-  }
-
-  /**
-   * Replaces the live items of `group` (and below it) by what is in it now. The files right
-   * inside a known folder (looseKey) are re-measured together: an item each, or one for all.
-   */
-  private async remeasure(layout: RootLayout, group: string): Promise<void> {
-    const dir = looseDir(group);
-    if (dir !== undefined) {
-      this.liveItems.delete(group);
-      for (const key of [...this.looseItems]) {
-        if ((key.slice(0, key.lastIndexOf('/')) || '/') !== dir) continue;
-        this.liveItems.delete(key);
-        this.looseItems.delete(key);
-      }
-      for (const [key, item] of await layout.measure(group, this.liveSince)) {
-        if (!item) continue;
-        this.liveItems.set(key, item);
-        if (key !== group) this.looseItems.add(key);
-      }
-      return;
-    }
-    for (const key of [...this.liveItems.keys()]) {
-      if (key !== group && !key.startsWith(group + '/')) continue;
-      this.liveItems.delete(key);
-      this.looseItems.delete(key);
-    }
-    const measured = await layout.measure(group, this.liveSince);
-    for (const [key, item] of measured) if (item) this.liveItems.set(key, item);
-    // A child of a known folder that is gone may have been one of its loose files.
-    if (!measured.get(group) && layout.isTopGroup(group)) {
-      const loose = looseKey(group.slice(0, group.lastIndexOf('/')) || '/');
-      if (this.liveItems.has(loose)) await this.remeasure(layout, loose);
-    }
+    this.live.stop();
   }
 
   private publish(report: DriftReport): void {
@@ -500,9 +364,10 @@ export class Manager extends EventEmitter {
     const appeared = report.items.filter((i) => !before.has(key(i)));
     const resolved = this.lastReport.items.filter((i) => !now.has(key(i)));
     this.lastReport = report;
+    this.live.published(report);
     for (const i of appeared) {
       // An item about a declared entry carries its state and storage, as the start-up entries do.
-      const view = i.kind !== 'ephemeral' && i.kind !== 'orphan' ? this.entry(entryObjectPath(i.path)) : undefined;
+      const view = i.kind !== 'ephemeral' && i.kind !== 'orphan' ? this.entry(i.path) : undefined;
       const entry = view ? { IMPERMANENCE_STATE: view.status.state, IMPERMANENCE_STORAGE: view.entry.storage } : {};
       this.log.log(i.kind === 'ephemeral' || i.kind === 'orphan' ? LOG_NOTICE : LOG_WARNING, `Drift: ${i.kind} ${i.path}: ${i.detail}`, {
         IMPERMANENCE_DRIFT: i.kind,

@@ -24,7 +24,13 @@ export interface LiveOptions {
  * (LiveChange) and 'stopped' (exit code) when the watcher ends (2: the filesystem does not
  * support it; 3: not permitted).
  */
-export class LiveWatcher extends EventEmitter {
+export interface LiveWatcherEvents {
+  change: [change: LiveChange];
+  /** The watcher ended: its exit code and what it said. */
+  stopped: [code: number, why: string];
+}
+
+export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
   private child: ChildProcess | undefined;
   private pending: LiveChange | undefined;
   private timer: NodeJS.Timeout | undefined;

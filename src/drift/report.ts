@@ -112,8 +112,10 @@ export function foldNested(items: DriftItem[]): DriftItem[] {
   const out: DriftItem[] = [];
   const open = new Map<DriftKind, DriftItem>(); // per kind, the last kept item
   // Sorted with "/" below every other character, so that what is inside a path comes right after it.
-  const key = (p: string) => p.replace(/\//g, '\0');
-  for (const item of [...items].sort((a, b) => (key(a.path) < key(b.path) ? -1 : key(a.path) > key(b.path) ? 1 : 0))) {
+  // Each key made once (not per comparison: 10,000 items made half a million strings).
+  const keyed = items.map((item) => ({ item, key: item.path.replace(/\//g, '\0') }));
+  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  for (const { item } of keyed) {
     // The files right inside a folder are not what is below it: never an outer item.
     if ((item.kind !== 'ephemeral' && item.kind !== 'orphan') || item.loose) {
       out.push(item);

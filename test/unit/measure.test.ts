@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { loadConfig } from '../../src/config/load';
 import { resolveConfig } from '../../src/config/resolve';
 import { UserDb } from '../../src/config/userdb';
-import { RootLayout, scanDrift } from '../../src/drift/scan';
+import { RootLayout } from '../../src/drift/layout';
+import { scanDrift } from '../../src/drift/scan';
 import type { DriftItem } from '../../src/drift/report';
 import { EXAMPLE_ROOT, REPO, tempDir, tree } from './helpers';
 

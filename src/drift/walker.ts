@@ -1,0 +1,112 @@
+import { spawn } from 'node:child_process';
+import { lstatSync } from 'node:fs';
+import { closedChain, commonDir, count, groupOf, type Group } from './groups';
+import { looseFiles } from './walk';
+
+export interface NativeWalk {
+  host: (logical: string) => string;
+  since: number;
+  known: Set<string>;
+  skips: { exact: string[]; globs: string[] };
+  signal?: AbortSignal;
+}
+
+/**
+ * The same walk and grouping as walk(), by impermanence-walk: it walks one filesystem by file
+ * descriptors (never following a symlink, even one swapped in during the walk), and prints what
+ * it counted per folder as it goes. Folders are grouped here as walk() groups files, line by line
+ * as they come, while the walk goes on; the files right inside a known folder, each a group of
+ * its own, are listed here at the end (those folders are few and small).
+ */
+export async function walkNative(binary: string, w: NativeWalk): Promise<{ groups: Map<string, Group>; scanned: number }> {
+  const child = spawn(binary, [w.host('/'), String(w.since)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const abort = () => child.kill('SIGTERM');
+  w.signal?.addEventListener('abort', abort);
+  child.stdin!.on('error', () => undefined); // it may exit before reading: its exit code says why
+  child.stdin!.end([...w.skips.exact, ...w.skips.globs.map((g) => `glob ${g}`)].join('\n') + '\n');
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number>((resolve) => {
+    child.once('error', (err) => {
+      stderr += err.message;
+      resolve(-1);
+    });
+    child.once('exit', (c) => resolve(c ?? -1));
+  });
+
+  const groups = new Map<string, Group>();
+  const knownDirs: string[] = [];
+  // Owner and mode of the folders the counted files are in and of those above them up to their
+  // group, looked at once each (forgotten past 100,000: a huge tree costs no more memory).
+  const modes = new Map<string, { uid: number; gid: number; mode: number } | null>();
+  const folderMode = (p: string) => {
+    let m = modes.get(p);
+    if (m === undefined) {
+      if (modes.size >= 100_000) modes.clear();
+      const st = lstatSync(w.host(p), { throwIfNoEntry: false });
+      modes.set(p, (m = st?.isDirectory() ? { uid: st.uid, gid: st.gid, mode: st.mode } : null));
+    }
+    return m ?? undefined;
+  };
+  let scanned = 0;
+  // One line: FILES \t BYTES \t PATH, or total \t SCANNED \t -.
+  const line = (text: string, start: number, end: number) => {
+    const t1 = text.indexOf('\t', start);
+    const t2 = t1 < 0 ? -1 : text.indexOf('\t', t1 + 1);
+    if (t2 < 0 || t2 >= end) return;
+    const a = text.slice(start, t1);
+    if (a === 'total') {
+      scanned = Number(text.slice(t1 + 1, t2));
+      return;
+    }
+    const raw = text.slice(t2 + 1, end);
+    const dir = raw.includes('\\') ? unescapePath(raw) : raw;
+    if (w.known.has(dir)) {
+      knownDirs.push(dir);
+      return;
+    }
+    const key = groupOf(dir, w.known, () => true);
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { files: 0, bytes: 0, isDirectory: true }));
+    // The folders from the group's down to this one that not everyone may list (see DriftItem.closed).
+    let chain = -1;
+    for (let end = key.length; ; end = dir.indexOf('/', end + 1)) {
+      const last = end < 0 || end >= dir.length;
+      const p = last ? dir : dir.slice(0, end);
+      const st = folderMode(p);
+      if (st) chain = closedChain(g, p, st, chain);
+      if (last) break;
+    }
+    count(g, chain, Number(a), Number(text.slice(t1 + 1, t2)));
+    g.common = commonDir(g.common, dir);
+  };
+  let rest = '';
+  child.stdout!.setEncoding('utf8');
+  child.stdout!.on('data', (chunk: string) => {
+    const text = rest ? rest + chunk : chunk;
+    let start = 0;
+    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+      line(text, start, nl);
+      start = nl + 1;
+    }
+    rest = text.slice(start);
+  });
+  const ended = new Promise<void>((resolve) => child.stdout!.once('close', resolve));
+  const code = await exited;
+  await ended;
+  w.signal?.removeEventListener('abort', abort);
+  if (w.signal?.aborted) throw new Error('scan cancelled');
+  if (code !== 0) throw new Error(`impermanence-walk failed (${code}): ${stderr.trim()}`);
+  if (rest) line(rest, 0, rest.length);
+
+  // The files right inside a known folder: a group each, or one for all of them (see looseFiles).
+  const skipped = new Set(w.skips.exact);
+  for (const dir of knownDirs) for (const [key, g] of await looseFiles(w.host('/'), dir, w.since, (p) => skipped.has(p))) groups.set(key, g);
+  return { groups, scanned };
+}
+
+
+function unescapePath(text: string): string {
+  return text.replace(/\\(n|t|\\)/g, (_, c: string) => (c === 'n' ? '\n' : c === 't' ? '\t' : '\\'));
+}
+
