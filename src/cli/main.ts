@@ -34,6 +34,10 @@ Commands (as root, on this system, without a reboot):
   unpersist PATH        copy it back onto the root, stop the mount and take it out of
                         50-local.toml; the storage copy stays (an orphan)
 
+Commands (the wipe at boot, see README "Wiping the root"):
+  wipe config           print the [wipe] settings as the initrd reads them (the initrd
+                        hooks bake this into /etc/impermanence/wipe.conf); exit 3 if none
+
 Commands (your own desktop notifications, impermanence-notify):
   notify on|off|status  turn drift notifications on or off for you (in
                         $XDG_CONFIG_HOME/impermanence/notify.toml), or say which they are
@@ -87,6 +91,15 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
   }
   if (command === 'notify') return notify(rest, out, err);
   if (command === 'persist' || command === 'unpersist') return persistCommand(command, rest, values, out, err);
+  if (command === 'wipe') {
+    const bad = missingFolder(values.root, values.config);
+    if (bad) {
+      err(`impermanencectl: ${bad}\n`);
+      return 2;
+    }
+    const { dirs, required } = configFolders(values.config, values.root ?? '/');
+    return wipeCommand(rest, dirs, required, values.root ?? '/', values.json, out, err);
+  }
   if (rest.length) {
     err(`impermanencectl: unexpected argument ${JSON.stringify(rest[0])}\n`);
     return 2;
@@ -190,6 +203,35 @@ async function persistCommand(
     err(`impermanencectl ${command}: ${printable(e.message)}\n`);
     return 1;
   }
+}
+
+/**
+ * wipe config: the settings the initrd's wipe reads (/etc/impermanence/wipe.conf), printed for the
+ * dracut, initramfs-tools and mkinitcpio hooks to bake into the initrd. Exit 0 with the file,
+ * 1 for an invalid config, 3 when no file declares [wipe] (the hooks then install no wipe).
+ */
+async function wipeCommand(args: string[], dirs: string[], required: string[], root: string, json: boolean, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  const [what, ...extra] = args;
+  if (what !== 'config' || extra.length) {
+    err('usage: impermanencectl wipe config [--config DIR] [--root DIR] [--json]\n');
+    return 2;
+  }
+  let config: ResolvedConfig;
+  try {
+    config = readConfig(dirs, root, required);
+  } catch (e) {
+    return reportInvalid(e, json, out, err);
+  }
+  if (!config.wipe) {
+    if (json) out('null\n');
+    else err(`impermanencectl wipe config: no [wipe] table in ${config.files.length ? config.files.map(printablePath).join(', ') : dirs.map(printablePath).join(', ')}: nothing to wipe\n`);
+    return 3;
+  }
+  const { wipeConfText } = await import('../config/wipe');
+  const storages = config.storages.map((s) => s.path);
+  if (json) out(JSON.stringify({ ...config.wipe, storages }, null, 2) + '\n');
+  else out(wipeConfText(config.wipe, storages));
+  return 0;
 }
 
 function notify(args: string[], out: (s: string) => void, err: (s: string) => void): number {
