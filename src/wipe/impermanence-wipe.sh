@@ -8,6 +8,7 @@
 # Settings: /etc/impermanence/wipe.conf in the initrd, written from the [wipe] table by
 # `impermanencectl wipe config` when the initrd is built. Kernel command line:
 #   impermanence.wipe=0        boot without wiping (rescue)
+#   impermanence.wipe.device=  use this device instead of the one baked in (LABEL=…, UUID=…, /dev/…)
 #
 # btrfs, with the filesystem's top level mounted on a private folder:
 #   1. refuse, without touching anything, when: a hibernation image is waiting (a resume=
@@ -220,6 +221,8 @@ wipe_zfs() {
 case $(cmdline impermanence.wipe) in 0 | no | off | false) skip "impermanence.wipe=$(cmdline impermanence.wipe) on the kernel command line" ;; esac
 [ -r "$CONF" ] || refuse "$CONF is not in the initrd (rebuild the initrd after declaring [wipe])"
 . "$CONF"
+override=$(cmdline impermanence.wipe.device)
+[ -z "$override" ] || WIPE_DEVICE=$override
 if image=$(hibernation_image); then
   skip "a hibernation image is on $image: resuming from it, or booting past it, must find the filesystem as it was left (boot with noresume and wipe at the next boot, or mkswap it)"
 fi
