@@ -136,7 +136,7 @@ wipe_btrfs() {
   [ "$fstype" = btrfs ] || refuse "device $WIPE_DEVICE ($dev) holds ${fstype:-no known filesystem}, not btrfs (wrong device in [wipe] device?)"
 
   mkdir -p "$TOP" || refuse "cannot create $TOP"
-  mount -t btrfs -o subvolid=5,rw "$dev" "$TOP" || refuse "cannot mount the top level of $WIPE_DEVICE ($dev)"
+  mount -t btrfs -o subvolid=5,rw,noatime "$dev" "$TOP" || refuse "cannot mount the top level of $WIPE_DEVICE ($dev)"
   mounted=yes
   root=$TOP/$WIPE_SUBVOLUME
   old=$TOP/$WIPE_OLD_ROOTS
