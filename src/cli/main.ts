@@ -37,6 +37,8 @@ Commands (as root, on this system, without a reboot):
 Commands (the wipe at boot, see README "Wiping the root"):
   wipe config           print the [wipe] settings as the initrd reads them (the initrd
                         hooks bake this into /etc/impermanence/wipe.conf); exit 3 if none
+  wipe status           this boot's wipe (done, skipped, or refused: exit 3), the pristine,
+                        the old roots and which the next wipe deletes
 
 Commands (your own desktop notifications, impermanence-notify):
   notify on|off|status  turn drift notifications on or off for you (in
@@ -212,8 +214,8 @@ async function persistCommand(
  */
 async function wipeCommand(args: string[], dirs: string[], required: string[], root: string, json: boolean, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const [what, ...extra] = args;
-  if (what !== 'config' || extra.length) {
-    err('usage: impermanencectl wipe config [--config DIR] [--root DIR] [--json]\n');
+  if ((what !== 'config' && what !== 'status') || extra.length) {
+    err('usage: impermanencectl wipe config|status [--config DIR] [--root DIR] [--json]\n');
     return 2;
   }
   let config: ResolvedConfig;
@@ -227,6 +229,7 @@ async function wipeCommand(args: string[], dirs: string[], required: string[], r
     else err(`impermanencectl wipe config: no [wipe] table in ${config.files.length ? config.files.map(printablePath).join(', ') : dirs.map(printablePath).join(', ')}: nothing to wipe\n`);
     return 3;
   }
+  if (what === 'status') return (await import('./wipe-status')).wipeStatus(config.wipe, json, out);
   const { wipeConfText } = await import('../config/wipe');
   const storages = config.storages.map((s) => s.path);
   if (json) out(JSON.stringify({ ...config.wipe, storages }, null, 2) + '\n');

@@ -158,6 +158,10 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     await vm.login();
     expect((await vm.run('cat /srv/kept/a')).out.trim()).toBe('kept');
     expect((await vm.run('test -e /root/undeclared4')).code).toBe(1);
+    const status = await vm.run('impermanencectl wipe status');
+    expect(status.code).toBe(0);
+    expect(status.out).toMatch(/^this boot: done: fresh @root from @pristine/m);
+    expect(status.out).toMatch(/^old roots in old_roots \(keep 30 days, 5\): [1-5]$/m);
     await vm.poweroff();
     expect(subvolumes().filter((p) => p.endsWith('.new'))).toEqual([]);
     expect(oldRoots().length).toBeLessThanOrEqual(5);

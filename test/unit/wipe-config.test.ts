@@ -91,3 +91,19 @@ describe('[wipe]', () => {
     expect(bad.stderr).toMatch(/wipe\.dataset.*required/);
   });
 });
+
+describe('wipe status', () => {
+  it('lists old roots newest first, with what the next wipe deletes (it adds one first)', async () => {
+    const { oldRootsOf } = await import('../../src/cli/wipe-status');
+    const { wipe } = resolveFiles({ 'a.toml': BTRFS.replace('count = 5', 'count = 3') });
+    if (wipe?.method !== 'btrfs') throw new Error('expected btrfs');
+    const now = Date.parse('2026-11-26T12:00:00Z');
+    const paths = ['@root', '@pristine', 'old_roots/2026-11-26_110000', 'old_roots/2026-11-26_110000/var/lib/machines', 'old_roots/2026-11-25_110000', 'old_roots/2026-11-20_000000', 'old_roots/2026-11-01_000000', 'old_roots/junk'];
+    expect(oldRootsOf(paths, wipe, now).map((r) => [r.name, r.expires])).toEqual([
+      ['2026-11-26_110000', null],
+      ['2026-11-25_110000', null],
+      ['2026-11-20_000000', 'beyond the 3 newest'],
+      ['2026-11-01_000000', 'older than 14 days'],
+    ]);
+  });
+});
