@@ -37,6 +37,10 @@ Commands (as root, on this system, without a reboot):
 Commands (the wipe at boot, see README "Wiping the root"):
   wipe config           print the [wipe] settings as the initrd reads them (the initrd
                         hooks bake this into /etc/impermanence/wipe.conf); exit 3 if none
+  diff --previous-boot  what the previous boot wrote outside persisted paths, from its kept old
+                        root (btrfs wipe; --boot N for older ones)
+  restore PATH          copy PATH back from the previous boot's old root (--boot N; --to DIR
+                        to put it elsewhere); never overwrites
   wipe status           this boot's wipe (done, skipped, or refused: exit 3), the pristine,
                         the old roots and which the next wipe deletes
 
@@ -77,6 +81,9 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
         since: { type: 'string' },
         offline: { type: 'boolean', default: false },
         storage: { type: 'string' },
+        'previous-boot': { type: 'boolean', default: false },
+        boot: { type: 'string' },
+        to: { type: 'string' },
         user: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -93,6 +100,14 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
   }
   if (command === 'notify') return notify(rest, out, err);
   if (command === 'persist' || command === 'unpersist') return persistCommand(command, rest, values, out, err);
+  if (command === 'restore' || (command === 'diff' && values['previous-boot'])) {
+    const bad = missingFolder(values.root, values.config);
+    if (bad) {
+      err(`impermanencectl: ${bad}\n`);
+      return 2;
+    }
+    return previousBootCommand(command, rest, values, out, err);
+  }
   if (command === 'wipe') {
     const bad = missingFolder(values.root, values.config);
     if (bad) {
@@ -202,6 +217,46 @@ async function persistCommand(
     return 0;
   } catch (e) {
     if (!(e instanceof PersistError)) throw e;
+    err(`impermanencectl ${command}: ${printable(e.message)}\n`);
+    return 1;
+  }
+}
+
+/** diff --previous-boot and restore: from the kept old roots of the btrfs wipe (src/cli/previous-boot.ts). */
+async function previousBootCommand(
+  command: 'diff' | 'restore',
+  args: string[],
+  values: { config?: string[]; boot?: string; to?: string; json: boolean },
+  out: (s: string) => void,
+  err: (s: string) => void,
+): Promise<number> {
+  const usage = command === 'diff' ? 'usage: impermanencectl diff --previous-boot [--boot N] [--json]\n' : 'usage: impermanencectl restore PATH [--boot N] [--to DIR]\n';
+  if ((command === 'diff' && args.length) || (command === 'restore' && args.length !== 1)) {
+    err(usage);
+    return 2;
+  }
+  const boot = values.boot === undefined ? 1 : Number(values.boot);
+  if (!Number.isInteger(boot) || boot < 1) {
+    err(`impermanencectl ${command}: --boot takes 1 (the previous boot), 2, …, not ${JSON.stringify(values.boot)}\n`);
+    return 2;
+  }
+  const { dirs, required } = configFolders(values.config, '/');
+  let config: ResolvedConfig;
+  try {
+    config = readConfig(dirs, '/', required);
+  } catch (e) {
+    return reportInvalid(e, values.json, out, err);
+  }
+  if (!config.wipe) {
+    err(`impermanencectl ${command}: no [wipe] table in the config: there are no old roots\n`);
+    return 1;
+  }
+  const { diffPreviousBoot, restore, PreviousBootError } = await import('./previous-boot');
+  try {
+    if (command === 'diff') return await diffPreviousBoot(config.wipe, dirs, required, boot, values.json, out, err);
+    return await restore(config.wipe, args[0]!, boot, values.to, out);
+  } catch (e) {
+    if (!(e instanceof PreviousBootError)) throw e;
     err(`impermanencectl ${command}: ${printable(e.message)}\n`);
     return 1;
   }

@@ -25,12 +25,12 @@ export class Vm {
   readonly exited: Promise<number | null>;
 
   constructor(opts: BootOptions) {
-    const append = `root=LABEL=impwipe rootflags=subvol=@root rw console=ttyS0 modprobe.blacklist=kvm,kvm_intel,kvm_amd systemd.show_status=false ${opts.append ?? ''}`;
+    const append = `root=LABEL=impwipe rootflags=subvol=@root rw console=ttyS0 modprobe.blacklist=kvm,kvm_intel,kvm_amd rcupdate.rcu_cpu_stall_suppress=1 systemd.default_device_timeout_sec=900 systemd.default_timeout_start_sec=900 systemd.show_status=false ${opts.append ?? ''}`;
     const drives = [opts.disk, ...(opts.extraDisks ?? [])].flatMap((d) => ['-drive', `file=${d},format=raw,if=virtio`]);
     appendFileSync(opts.log, `\n===== qemu ${append}\n`);
     this.proc = spawn(
       'qemu-system-x86_64',
-      ['-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '1024', '-smp', '2', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-no-reboot', ...drives, '-kernel', opts.kernel, '-initrd', opts.initrd, '-append', append],
+      ['-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '1024', '-smp', '1', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-no-reboot', ...drives, '-kernel', opts.kernel, '-initrd', opts.initrd, '-append', append],
       { stdio: ['pipe', 'pipe', 'pipe'] },
     );
     const take = (chunk: Buffer) => {
