@@ -58,6 +58,14 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     expect((await vm.run('cat /srv/kept/a')).out.trim()).toBe('kept');
     expect((await vm.run('test -e /root/undeclared')).code).toBe(1);
     expect((await vm.run('test -e /var/lib/nested')).code).toBe(1);
+    // What the previous boot wrote outside persisted paths, and getting one file back.
+    const diff = await vm.run('impermanencectl diff --previous-boot');
+    expect(diff.code).toBe(3);
+    expect(diff.out).toMatch(/^Boot 1 \(its root is kept in old_roots\/\d{4}-/m);
+    expect(diff.out).toMatch(/\/root\b/);
+    expect(diff.out).not.toMatch(/\/srv\/kept/);
+    expect((await vm.run('impermanencectl restore /root/undeclared')).out).toMatch(/^restored \/root\/undeclared from old_roots\//m);
+    expect((await vm.run('cat /root/undeclared')).out.trim()).toBe('lost');
     expect((await vm.run('echo lost3 > /root/undeclared3 && sync')).code).toBe(0);
     await vm.poweroff();
 
