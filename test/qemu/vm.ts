@@ -74,7 +74,7 @@ export class Vm {
   /** Waits for the autologin shell and turns echo off. */
   async login(timeoutMs = 600_000): Promise<void> {
     await this.waitFor(/root@wipetest[^\n]*# $/m, timeoutMs);
-    await this.run('stty -echo cols 500; export TERM=dumb SYSTEMD_COLORS=0 SYSTEMD_PAGER=');
+    await this.run('stty -echo cols 500; export TERM=dumb SYSTEMD_COLORS=0 SYSTEMD_PAGER= PS1= PS2=');
   }
 
   private seq = 0;
@@ -85,7 +85,7 @@ export class Vm {
     this.proc.stdin!.write(`${cmd}; echo "@@$?@@${n}@@"\n`);
     const m = await this.waitFor(new RegExp(`@@(\\d+)@@${n}@@`), timeoutMs, from);
     const all = this.text.slice(from);
-    const out = all.slice(0, all.indexOf(m[0])).replace(/\r/g, '');
+    const out = all.slice(0, all.indexOf(m[0])).replace(/\r/g, '').replace(/^root@wipetest[^\n#]*# /gm, '');
     return { code: Number(m[1]), out };
   }
 
@@ -107,7 +107,7 @@ export class Vm {
  */
 export function onImage(disk: string, script: string, mode: 'ro' | 'rw' = 'ro'): string {
   const options = mode === 'ro' ? 'loop,ro,rescue=nologreplay' : 'loop';
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', '--', 'bash', '-euo', 'pipefail', '-c', `M=$(mktemp -d /tmp/wipeC-img.XXXXXX); mount -o ${options} "$1" "$M"; trap 'umount "$M"; rmdir "$M"' EXIT; cd "$M"; ${script}`, 'bash', disk], {
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', '--', 'bash', '-euo', 'pipefail', '-c', `M=$(mktemp -d /tmp/wipeC-img.XXXXXX); mount -o ${options} "$1" "$M"; trap 'cd /; umount "$M"; rmdir "$M"' EXIT; cd "$M"; ${script}; cd /`, 'bash', disk], {
     encoding: 'utf8',
   });
   if (r.status !== 0) throw new Error(`script on ${disk} failed (${r.status}): ${r.stderr}\n${script}`);

@@ -26,7 +26,16 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
   const dir = join(CACHE, `wipeC-test-${flavor}`);
   const disk = join(dir, 'disk.img');
   const log = join(dir, 'console.log');
-  const boot = (opts: { append?: string; extraDisks?: string[] } = {}) => new Vm({ disk, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), log, ...opts });
+  const vms: Vm[] = [];
+  const boot = (opts: { append?: string; extraDisks?: string[] } = {}) => {
+    const vm = new Vm({ disk, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), log, ...opts });
+    vms.push(vm);
+    return vm;
+  };
+  // A failed step leaves no qemu running (nor the disk in use for the next step).
+  afterEach(async () => {
+    for (const vm of vms.splice(0)) if (vm.proc.exitCode === null && vm.proc.signalCode === null) await vm.kill();
+  });
   const oldRoots = () => lines(onImage(disk, 'ls -1 old_roots | grep -v "^\\." || true'));
   const subvolumes = () => lines(onImage(disk, 'btrfs subvolume list . | sed "s/.* path //"'));
   let wipeMs = 2000;
@@ -136,7 +145,7 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     await vm.login();
     expect((await vm.run('cat /root/undeclared4')).out.trim()).toBe('lost4');
     expect((await vm.run('systemctl is-failed impermanence-wipe-check.service')).out.trim()).toBe('failed');
-    expect((await vm.run('systemctl --no-pager status impermanence-wipe-check.service')).out).toMatch(/did not wipe the root: device LABEL=nosuchdisk not found/);
+    expect((await vm.run('systemctl --no-pager -l status impermanence-wipe-check.service')).out).toMatch(/did not wipe the root: device LABEL=nosuchdisk not found/);
     await vm.poweroff();
     if (flavor === 'dracut') expect(vm.console).toMatch(/Failed to start.*impermanence-wipe/);
     expect(oldRoots()).toEqual(before);
