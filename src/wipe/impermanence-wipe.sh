@@ -195,7 +195,7 @@ wipe_btrfs() {
 
   # Retention: newest first; names sort by time.
   now=$(date -u +%s)
-  i=0
+  i=0 kept=0
   for name in $(ls -1 "$old" | sort -r); do
     t=$(name_time "$name") || continue
     is_subvolume "$old/$name" || continue
@@ -203,11 +203,11 @@ wipe_btrfs() {
     why=
     if [ "$WIPE_KEEP_COUNT" -gt 0 ] && [ "$i" -gt "$WIPE_KEEP_COUNT" ]; then why="beyond the $WIPE_KEEP_COUNT newest"; fi
     if [ "$WIPE_KEEP_DAYS" -gt 0 ] && [ $((now - t)) -gt $((WIPE_KEEP_DAYS * 86400)) ]; then why="older than $WIPE_KEEP_DAYS days"; fi
-    [ -n "$why" ] || continue
+    if [ -z "$why" ]; then kept=$((kept + 1)); continue; fi
     say "WIPE-STEP-EXPIRE $WIPE_OLD_ROOTS/$name ($why)"
     delete_tree "$WIPE_OLD_ROOTS/$name" || say "could not delete $WIPE_OLD_ROOTS/$name"
   done
-  status wipe-done "fresh $WIPE_SUBVOLUME from $WIPE_FROM on $WIPE_DEVICE; $i old roots kept in $WIPE_OLD_ROOTS"
+  status wipe-done "fresh $WIPE_SUBVOLUME from $WIPE_FROM on $WIPE_DEVICE; $kept old roots kept in $WIPE_OLD_ROOTS"
   cleanup
 }
 
