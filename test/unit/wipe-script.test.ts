@@ -119,3 +119,33 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
     }
   });
 });
+
+describe('impermanence-wipe killed (SIGKILL) at random points', () => {
+  it('always completes on the next run: a root from the pristine, no leftover, no kept old root lost', () => {
+    const runs = Number(process.env.WIPE_SCRIPT_KILLS ?? 15);
+    const conf = `WIPE_METHOD=btrfs\nWIPE_DEVICE=${loop}\nWIPE_SUBVOLUME=@root\nWIPE_FROM=@pristine\nWIPE_OLD_ROOTS=old_roots\nWIPE_KEEP_DAYS=0\nWIPE_KEEP_COUNT=0\nWIPE_TIMEOUT=1\nWIPE_STORAGES=/persist\n`;
+    writeFileSync(join(dir, 'kill.conf'), conf);
+    writeFileSync(join(dir, 'cmdline'), 'rootflags=subvol=@root\n');
+    const script = `set -u
+export IMPERMANENCE_WIPE_CONF=${dir}/kill.conf IMPERMANENCE_WIPE_RUN=${dir}/run IMPERMANENCE_WIPE_CMDLINE=${dir}/cmdline
+M=${dir}/k; mkdir -p $M
+check() { mount -o noatime ${loop} $M || exit 9; ( cd $M; test -d @root && test -f @root/etc/os && test ! -e @root.new && test ! -e old_roots/.wipe-in-progress && ls old_roots | wc -l ) ; r=$?; umount $M; return $r; }
+mount -o noatime ${loop} $M; ( cd $M; if [ ! -d @pristine ]; then btrfs -q subvolume create @pristine; mkdir @pristine/etc @pristine/persist; echo p > @pristine/etc/os; btrfs property set @pristine ro true; fi; [ -d @root ] || btrfs -q subvolume snapshot @pristine @root ); umount $M
+before=$(check) || { echo "bad start"; exit 1; }
+for i in $(seq ${runs}); do
+  mount -o noatime ${loop} $M; touch $M/@root/used-$i; umount $M
+  setsid sh ${SCRIPT} 2>/dev/null & pid=$!
+  sleep 0.$(( (RANDOM % 40) + 1 ))
+  kill -9 -$pid 2>/dev/null; wait $pid 2>/dev/null
+  while grep -q " ${dir}/run/wipe-top " /proc/self/mounts; do umount ${dir}/run/wipe-top; done
+  sh ${SCRIPT} 2>${dir}/kill.err || { echo "run $i: the wipe after the kill failed: $(cat ${dir}/kill.err)"; exit 1; }
+  now=$(check) || { echo "run $i: bad state"; exit 1; }
+  # Every boot's written root is kept (no limits here): at least one more each round.
+  [ "$now" -gt "$before" ] || { echo "run $i: old roots $before -> $now"; exit 1; }
+  before=$now
+done
+echo ok $before`;
+    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script], { encoding: 'utf8' });
+    expect(r.stdout).toMatch(/^ok \d+\n$/);
+  });
+});
