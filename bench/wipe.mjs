@@ -36,18 +36,22 @@ function boot(wipe) {
     const q = spawn('qemu-system-x86_64', ['-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '1024', '-smp', '1', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-no-reboot',
       '-drive', `file=${join(dir, 'disk.img')},format=raw,if=virtio`, '-kernel', join(dir, 'vmlinuz'), '-initrd', join(dir, 'initrd.img'), '-append', append], { stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
+    q.once('exit', (code) => { if (!text.includes('running in system mode')) { clearTimeout(timer); reject(new Error(`qemu exited (${code}) before booting`)); } });
     const timer = setTimeout(() => { q.kill('SIGKILL'); reject(new Error('boot timed out')); }, 900_000);
     q.stdout.on('data', (c) => {
       text += c.toString();
       const systemds = [...text.matchAll(/\[\s*([\d.]+)\] systemd\[1\]: systemd \S+ running in system mode/g)];
       if (systemds.length >= 2) {
         clearTimeout(timer);
-        q.kill('SIGKILL');
+        q.stdout.removeAllListeners('data');
         const t = (re) => Number(re.exec(text)?.[1] ?? NaN);
-        resolve({
+        const result = {
           switchRoot: Number(systemds[1][1]),
           wipe: wipe ? t(/\[\s*([\d.]+)\][^\n]*WIPE-STEP-DONE/) - t(/\[\s*([\d.]+)\][^\n]*WIPE-STEP-START/) : NaN,
-        });
+        };
+        // The next boot needs the disk: wait until this qemu is gone.
+        q.once('exit', () => resolve(result));
+        q.kill('SIGKILL');
       }
     });
   });
