@@ -68,12 +68,12 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     expect((await vm.run('test -e /root/undeclared')).code).toBe(1);
     expect((await vm.run('test -e /var/lib/nested')).code).toBe(1);
     // What the previous boot wrote outside persisted paths, and getting one file back.
-    const diff = await vm.run('impermanencectl diff --previous-boot');
+    const diff = await vm.run('impermanencectl diff --previous-boot', 900_000);
     expect(diff.code).toBe(3);
     expect(diff.out).toMatch(/^Boot 1 \(its root is kept in old_roots\/\d{4}-/m);
     expect(diff.out).toMatch(/\/root\b/);
     expect(diff.out).not.toMatch(/\/srv\/kept/);
-    expect((await vm.run('impermanencectl restore /root/undeclared')).out).toMatch(/^restored \/root\/undeclared from old_roots\//m);
+    expect((await vm.run('impermanencectl restore /root/undeclared', 600_000)).out).toMatch(/^restored \/root\/undeclared from old_roots\//m);
     expect((await vm.run('cat /root/undeclared')).out.trim()).toBe('lost');
     expect((await vm.run('echo lost3 > /root/undeclared3 && sync')).code).toBe(0);
     await vm.poweroff();
@@ -175,7 +175,7 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     await vm.login();
     expect((await vm.run('cat /srv/kept/a')).out.trim()).toBe('kept');
     expect((await vm.run('test -e /root/undeclared4')).code).toBe(1);
-    const status = await vm.run('impermanencectl wipe status');
+    const status = await vm.run('impermanencectl wipe status', 600_000);
     expect(status.code).toBe(0);
     expect(status.out).toMatch(/^this boot: done: fresh @root from @pristine/m);
     expect(status.out).toMatch(/^old roots in old_roots \(keep 30 days, 5\): [1-5]$/m);
