@@ -32,7 +32,7 @@ if (!existsSync(join(dir, 'disk.img'))) {
 
 function boot(wipe) {
   return new Promise((resolve, reject) => {
-    const append = `root=LABEL=impwipe rootflags=subvol=@root rw console=ttyS0 modprobe.blacklist=kvm,kvm_intel,kvm_amd rcupdate.rcu_cpu_stall_suppress=1 systemd.default_device_timeout_sec=900 systemd.default_timeout_start_sec=900${wipe ? '' : ' impermanence.wipe=0'}`;
+    const append = `root=LABEL=impwipe rootflags=subvol=@root rw console=ttyS0 modprobe.blacklist=kvm,kvm_intel,kvm_amd rcupdate.rcu_cpu_stall_suppress=1 nosoftlockup systemd.default_device_timeout_sec=900 systemd.default_timeout_start_sec=900${wipe ? '' : ' impermanence.wipe=0'}`;
     const q = spawn('qemu-system-x86_64', ['-accel', 'tcg,thread=multi', '-cpu', 'max', '-m', '1024', '-smp', '1', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-no-reboot',
       '-drive', `file=${join(dir, 'disk.img')},format=raw,if=virtio`, '-kernel', join(dir, 'vmlinuz'), '-initrd', join(dir, 'initrd.img'), '-append', append], { stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
