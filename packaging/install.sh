@@ -66,6 +66,17 @@ install -dm0755 "$dest/usr/lib/impermanence/persist.d" "$dest/etc/impermanence/p
 install -Dm0644 "$here/README.md" "$dest/usr/share/doc/impermanence/README.md"
 install -Dm0644 "$here/examples/persist.d/10-system.toml" "$dest/usr/share/doc/impermanence/examples/10-system.toml"
 install -Dm0644 "$here/examples/persist.d/20-desktop.toml" "$dest/usr/share/doc/impermanence/examples/20-desktop.toml"
+# The wipe (README "Wiping the root"): the initrd script and unit, the dracut module, the
+# initramfs-tools hook and script, the mkinitcpio hook, and the after-boot check of a refusal.
+install -Dm0755 "$here/src/wipe/impermanence-wipe.sh" "$dest/usr/lib/impermanence/impermanence-wipe"
+install -Dm0644 "$here/units/impermanence-wipe.service" "$dest/usr/lib/impermanence/impermanence-wipe.service"
+install -Dm0755 "$here/packaging/dracut/90impermanence/module-setup.sh" "$dest/usr/lib/dracut/modules.d/90impermanence/module-setup.sh"
+install -Dm0755 "$here/packaging/initramfs-tools/hooks/impermanence" "$dest/usr/share/initramfs-tools/hooks/impermanence"
+install -Dm0755 "$here/packaging/initramfs-tools/scripts/local-premount/impermanence" "$dest/usr/share/initramfs-tools/scripts/local-premount/impermanence"
+install -Dm0644 "$here/packaging/mkinitcpio/install/impermanence" "$dest/usr/lib/initcpio/install/impermanence"
+install -Dm0644 "$here/units/impermanence-wipe-check.service" "$dest/usr/lib/systemd/system/impermanence-wipe-check.service"
+install -dm0755 "$dest/usr/lib/systemd/system/sysinit.target.wants"
+ln -sf ../impermanence-wipe-check.service "$dest/usr/lib/systemd/system/sysinit.target.wants/impermanence-wipe-check.service"
 # Presets: config fragments a config includes by name (include = ["ssh", "networkmanager"]).
 for f in "$here"/presets/*.toml; do
   [ -f "$f" ] || continue

@@ -33,7 +33,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
   const { command: spec, args: rest, json } = parsed;
   const values = parsed.values as {
     config?: string[]; root?: string; out?: string; since?: string; storage?: string; user?: string; bus?: string;
-    offline?: true; 'no-scan'?: true; quiet?: true; 'no-legend'?: true; 'no-ask-password'?: true; help?: true; version?: true;
+    offline?: true; 'no-scan'?: true; 'previous-boot'?: true; boot?: string; to?: string; quiet?: true; 'no-legend'?: true; 'no-ask-password'?: true; help?: true; version?: true;
   };
   if (values.version) {
     out(`impermanencectl ${VERSION}\n`);
@@ -53,6 +53,18 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
   const o: OutputOptions = { json, quiet: Boolean(values.quiet), legend: !values['no-legend'] };
   if (spec.name === 'notify') return notify(rest[0]!, o, out, err);
   if (spec.name === 'persist' || spec.name === 'unpersist') return persistCommand(spec.name, rest, values, o, out, err);
+  if (spec.name === 'restore' || spec.name === 'wipe' || (spec.name === 'diff' && values['previous-boot'])) {
+    const bad = missingFolder(values.root, values.config);
+    if (bad) {
+      err(`impermanencectl: ${bad}\n`);
+      return 2;
+    }
+    if (spec.name === 'wipe') {
+      const { dirs, required } = configFolders(values.config, values.root ?? '/');
+      return wipeCommand(rest, dirs, required, values.root ?? '/', o, out, err);
+    }
+    return previousBootCommand(spec.name === 'restore' ? 'restore' : 'diff', rest, values, o, out, err);
+  }
   if (spec.name === 'import') return (await import('./import')).importCommand(rest, values, out, err);
   const missing = missingFolder(values.root, values.config);
   if (missing) {
@@ -165,6 +177,73 @@ async function persistCommand(
     err(`impermanencectl ${name}: ${printable(e.message)}\n`);
     return 1;
   }
+}
+
+/** diff --previous-boot and restore: from the kept old roots of the btrfs wipe (src/cli/previous-boot.ts). */
+async function previousBootCommand(
+  command: 'diff' | 'restore',
+  args: string[],
+  values: { config?: string[]; boot?: string; to?: string },
+  o: OutputOptions,
+  out: (s: string) => void,
+  err: (s: string) => void,
+): Promise<number> {
+  const boot = values.boot === undefined ? 1 : Number(values.boot);
+  if (!Number.isInteger(boot) || boot < 1) {
+    err(`impermanencectl ${command}: --boot takes 1 (the previous boot), 2, …, not ${JSON.stringify(values.boot)}\n`);
+    return 2;
+  }
+  const { dirs, required } = configFolders(values.config, '/');
+  let config: ResolvedConfig;
+  try {
+    config = readConfig(dirs, '/', required);
+  } catch (e) {
+    return reportInvalid(e, o, out, err);
+  }
+  if (!config.wipe) {
+    err(`impermanencectl ${command}: no [wipe] table in the config: there are no old roots\n`);
+    return 1;
+  }
+  const { diffPreviousBoot, restore, PreviousBootError } = await import('./previous-boot');
+  try {
+    if (command === 'diff') return await diffPreviousBoot(config.wipe, dirs, required, boot, o, out, err);
+    return await restore(config.wipe, args[0]!, boot, values.to, o.quiet ? () => undefined : out);
+  } catch (e) {
+    if (!(e instanceof PreviousBootError)) throw e;
+    err(`impermanencectl ${command}: ${printable(e.message)}\n`);
+    return 1;
+  }
+}
+
+/**
+ * wipe config: the settings the initrd's wipe reads (/etc/impermanence/wipe.conf), printed for the
+ * dracut, initramfs-tools and mkinitcpio hooks to bake into the initrd. Exit 0 with the file,
+ * 1 for an invalid config, 3 when no file declares [wipe] (the hooks then install no wipe).
+ */
+async function wipeCommand(args: string[], dirs: string[], required: string[], root: string, o: OutputOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  const [what] = args;
+  const json = o.json !== 'off';
+  if (what !== 'config' && what !== 'status') {
+    err(`impermanencectl wipe: expected config or status, not ${JSON.stringify(printable(what ?? ''))}; ${helpHint('wipe')}\n`);
+    return 2;
+  }
+  let config: ResolvedConfig;
+  try {
+    config = readConfig(dirs, root, required);
+  } catch (e) {
+    return reportInvalid(e, o, out, err);
+  }
+  if (!config.wipe) {
+    if (json) out('null\n');
+    else err(`impermanencectl wipe config: no [wipe] table in ${config.files.length ? config.files.map(printablePath).join(', ') : dirs.map(printablePath).join(', ')}: nothing to wipe\n`);
+    return 3;
+  }
+  if (what === 'status') return (await import('./wipe-status')).wipeStatus(config.wipe, json, out);
+  const { wipeConfText } = await import('../config/wipe');
+  const storages = config.storages.map((s) => s.path);
+  if (json) out(JSON.stringify({ ...config.wipe, storages }, null, 2) + '\n');
+  else out(wipeConfText(config.wipe, storages));
+  return 0;
 }
 
 /** notify on|off|status; the notify document: `enabled`, `file`. */

@@ -26,7 +26,7 @@ export interface CommandSpec {
   minArgs: number;
   maxArgs: number;
   complete?: Complete;
-  group: 'offline' | 'bus' | 'root' | 'user' | 'help';
+  group: 'offline' | 'bus' | 'root' | 'wipe' | 'user' | 'help';
   summary: string;
   /** Paragraphs for `help COMMAND` and the man page. */
   description: string;
@@ -41,6 +41,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'out', value: 'DIR', complete: 'dir', help: 'the folder to write into ("-" prints to standard output)' },
   { name: 'since', value: 'WHEN', complete: ['boot', 'all'], help: 'count files changed since "boot" (default), "all", or seconds since the epoch' },
   { name: 'offline', help: 'scan here instead of asking impermanenced' },
+  { name: 'previous-boot', help: "diff: what the previous boot wrote outside persisted paths, from its kept old root (the btrfs wipe)" },
+  { name: 'boot', value: 'N', complete: 'none', help: 'with --previous-boot and restore: the Nth boot back (1, the default, is the previous one)' },
+  { name: 'to', value: 'DIR', complete: 'dir', help: 'restore: put the copy under DIR instead of its own place' },
   { name: 'no-scan', help: 'metrics: write the drift the daemon has, without asking it to scan first' },
   { name: 'storage', value: 'ROOT', complete: 'storage', help: 'the storage root to persist into (when there are several)' },
   { name: 'user', value: 'NAME', complete: 'user', help: 'persist PATH inside the home of user NAME' },
@@ -73,8 +76,8 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'diff', args: '', minArgs: 0, maxArgs: 0, group: 'offline', json: 'diff',
     summary: 'drift: what will be lost at reboot, what is not in place, orphans in storage',
-    description: 'Lists what was written outside persisted paths since boot (grouped, sized, ranked, with the config line that would keep it), declared paths that are not in place, persisted symlinks replaced by another file, content in storage no entry declares, and owner or mode drift in storage. Asks impermanenced (Scan), or scans right here with --offline, --root or --config. Exit 3 when there is drift.',
-    options: ['config', 'root', 'since', 'offline', 'json', 'no-legend', 'quiet', 'no-ask-password', 'bus'],
+    description: 'Lists what was written outside persisted paths since boot (grouped, sized, ranked, with the config line that would keep it), declared paths that are not in place, persisted symlinks replaced by another file, content in storage no entry declares, and owner or mode drift in storage. Asks impermanenced (Scan), or scans right here with --offline, --root or --config. Exit 3 when there is drift. With --previous-boot [--boot N], the same report for what that boot wrote, read from its kept old root (the btrfs wipe keeps them; see wipe).',
+    options: ['config', 'root', 'since', 'offline', 'previous-boot', 'boot', 'json', 'no-legend', 'quiet', 'no-ask-password', 'bus'],
   },
   {
     name: 'status', args: '', minArgs: 0, maxArgs: 0, group: 'bus', json: 'status',
@@ -125,6 +128,18 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: ['quiet', 'no-ask-password', 'bus'],
   },
   {
+    name: 'wipe', args: 'config|status', minArgs: 1, maxArgs: 1, complete: ['config', 'status'], group: 'wipe',
+    summary: 'the wipe at boot: its settings for the initrd, or how it went and what it keeps',
+    description: "wipe config prints the [wipe] settings as the initrd reads them (the dracut, initramfs-tools and mkinitcpio hooks bake them into /etc/impermanence/wipe.conf); exit 3 when no file declares [wipe]. wipe status shows this boot's wipe (done, skipped, or refused: exit 3), the pristine, the kept old roots and which the next wipe deletes.",
+    options: ['config', 'root'],
+  },
+  {
+    name: 'restore', args: 'PATH', minArgs: 1, maxArgs: 1, complete: 'path', group: 'wipe',
+    summary: "copy PATH back from the previous boot's kept old root; never overwrites",
+    description: 'Copies a file or folder back from the kept old root of the previous boot (--boot N for an older one), to its own place or under --to DIR. It never overwrites anything and never follows a symlink out of the old root.',
+    options: ['boot', 'to', 'config', 'quiet'],
+  },
+  {
     name: 'notify', args: 'on|off|status', minArgs: 1, maxArgs: 1, complete: ['on', 'off', 'status'], group: 'user', json: 'notify',
     summary: 'turn your desktop drift notifications on or off, or say which they are',
     description: 'Turns drift notifications by impermanence-notify on or off for you (enable = in $XDG_CONFIG_HOME/impermanence/notify.toml), or says whether they are on.',
@@ -142,6 +157,7 @@ export const GROUPS: Record<CommandSpec['group'], string> = {
   offline: 'Commands on config files (no daemon needed)',
   bus: 'Commands asking impermanenced on the system bus',
   root: 'Commands as root, on this system, without a reboot',
+  wipe: 'The wipe at boot (README "Wiping the root")',
   user: 'Your own desktop notifications (impermanence-notify)',
   help: 'Help',
 };

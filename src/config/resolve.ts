@@ -6,6 +6,7 @@ import { systemPresets, unknownPresetProblem, type PresetSource } from './preset
 import type { DirectoryDecl, FileDecl, PermsDecl, StorageDecl } from './schema';
 import { escapePath, UNIT_NAME_MAX } from './unit-name';
 import type { UserDb } from './userdb';
+import { resolveWipe, type WipeSettings } from './wipe';
 
 /** Owner and mode, applied only when a path is first created. */
 export interface Perms { user: string; group: string; mode: number }
@@ -64,6 +65,8 @@ export interface ResolvedConfig {
   entries: Entry[];
   /** `[drift] ignore` of every file: absolute paths, where "*" stands for one whole path component. */
   driftIgnore: string[];
+  /** The `[wipe]` table, if one file declares it. */
+  wipe?: WipeSettings;
 }
 
 const ROOT_DEFAULT: Perms = { user: 'root', group: 'root', mode: 0o755 };
@@ -204,12 +207,14 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, pres
   }
 
   checkOverlaps(entries, [...storages.values()].filter((s) => !s.enable || s.enable[0]), fail);
+  const wipe = resolveWipe(loaded, fail);
   if (problems.length) throw new InvalidConfig(problems);
   return {
     files: loaded.map((l) => l.file),
     storages: [...storages.values()].filter((s) => !s.enable || s.enable[0]).map(({ path, origin }) => ({ path, origin })),
     entries,
     driftIgnore,
+    ...(wipe ? { wipe } : {}),
   };
 }
 

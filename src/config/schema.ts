@@ -74,9 +74,38 @@ export const DriftSchema = z.strictObject({
   ignore: z.optional(z.array(path, { error: 'expected a list of paths' })),
 });
 
+/** Retention of old roots (btrfs): either limit may be left out. */
+export const KeepSchema = z.strictObject({
+  days: z.optional(z.number({ error: 'expected a number of days' })),
+  count: z.optional(z.number({ error: 'expected a number of old roots' })),
+});
+
+/**
+ * The wipe at boot, done by the initrd (see src/wipe/): the settings are baked into the initrd
+ * when it is built (`impermanencectl wipe config`), since the initrd cannot read the root it wipes.
+ * One table for the three methods; resolve.ts checks which options go with which method.
+ */
+export const WipeSchema = z.strictObject({
+  method: z.enum(['btrfs', 'zfs', 'tmpfs'], { error: 'expected "btrfs", "zfs" or "tmpfs"' }),
+  // btrfs
+  device: z.optional(z.string({ error: 'expected a device: LABEL=…, PARTLABEL=…, UUID=… or /dev/…' })),
+  subvolume: z.optional(path),
+  from: z.optional(z.string({ error: 'expected "empty" or the pristine snapshot\'s subvolume path' })),
+  oldRoots: z.optional(path),
+  keep: z.optional(KeepSchema),
+  timeout: z.optional(z.number({ error: 'expected seconds (a number)' })),
+  // zfs
+  dataset: z.optional(z.string({ error: 'expected a dataset name such as "rpool/root"' })),
+  snapshot: z.optional(z.string({ error: 'expected a snapshot name such as "blank"' })),
+  // tmpfs
+  size: z.optional(z.string({ error: 'expected a size such as "2G" or "50%"' })),
+  mode: z.optional(mode),
+});
+
 export const ConfigFileSchema = z.strictObject({
   persistence: z.optional(z.record(z.string(), StorageSchema, { error: 'expected a table of storage roots' })),
   drift: z.optional(DriftSchema),
+  wipe: z.optional(WipeSchema),
 });
 
 /**
@@ -96,6 +125,7 @@ export type StorageDecl = z.infer<typeof StorageSchema>;
 export type DirectoryDecl = z.infer<typeof DirectorySchema>;
 export type FileDecl = z.infer<typeof FileSchema>;
 export type PermsDecl = z.infer<typeof PermsSchema>;
+export type WipeDecl = z.infer<typeof WipeSchema>;
 
 /** The options a table may hold, by where it stands (a key path), to suggest the intended one for a misspelled option. */
 export function knownKeysAt(path: ReadonlyArray<PropertyKey>): string[] {
@@ -105,6 +135,8 @@ export function knownKeysAt(path: ReadonlyArray<PropertyKey>): string[] {
   if (path.length === 0) return keys(ConfigFileSchema.shape);
   if (last === 'parentDirectory') return keys(PermsSchema.shape);
   if (last === 'drift') return keys(DriftSchema.shape);
+  if (last === 'wipe') return keys(WipeSchema.shape);
+  if (last === 'keep' && parent === 'wipe') return keys(KeepSchema.shape);
   if (parent === 'directories') return keys(DirectorySchema.shape);
   if (parent === 'files') return keys(FileSchema.shape);
   if (parent === 'users') return keys(UserSchema.shape);

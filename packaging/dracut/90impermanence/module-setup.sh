@@ -1,0 +1,41 @@
+#!/bin/bash
+# dracut module: the impermanence wipe (units/impermanence-wipe.service running
+# /usr/lib/impermanence/impermanence-wipe), with the [wipe] settings baked in as
+# /etc/impermanence/wipe.conf. Included whenever the config declares [wipe]; an invalid config
+# stops the build rather than make an initrd that silently does not wipe.
+
+check() {
+    [ -x /usr/lib/impermanence/impermanence-wipe ] || return 1
+    impermanencectl wipe config >/dev/null 2>&1
+    case $? in
+        0) return 0 ;;
+        3) return 255 ;;  # no [wipe]: only if asked for
+        *) return 0 ;;    # invalid: install() says why and fails the build
+    esac
+}
+
+depends() {
+    echo systemd btrfs
+    return 0
+}
+
+install() {
+    local conf rc
+    conf=$(impermanencectl wipe config)
+    rc=$?
+    if [ "$rc" -eq 3 ]; then
+        dwarning "impermanence: no [wipe] in the config: the initrd will not wipe the root"
+        return 0
+    fi
+    if [ "$rc" -ne 0 ]; then
+        derror "impermanence: the config is invalid (impermanencectl check says why): not building an initrd that would not wipe"
+        return 1
+    fi
+    mkdir -p "$initdir/etc/impermanence"
+    printf '%s\n' "$conf" > "$initdir/etc/impermanence/wipe.conf"
+    inst_simple /usr/lib/impermanence/impermanence-wipe /usr/lib/impermanence/impermanence-wipe
+    inst_multiple btrfs blkid mount umount stat date sed awk sort cut ls tr dd sync mv rm mkdir rmdir cat sleep grep
+    inst_simple /usr/lib/impermanence/impermanence-wipe.service "$systemdsystemunitdir/impermanence-wipe.service"
+    mkdir -p "$initdir$systemdsystemunitdir/initrd.target.wants"
+    ln_r "$systemdsystemunitdir/impermanence-wipe.service" "$systemdsystemunitdir/initrd.target.wants/impermanence-wipe.service"
+}

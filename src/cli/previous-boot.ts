@@ -1,0 +1,97 @@
+import { spawnSync } from 'node:child_process';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, rmdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { normalizePath } from '../config/paths';
+import type { WipeSettings } from '../config/wipe';
+import { printable, printablePath } from '../shared/printable';
+import { diffOffline, printReport } from './diff';
+import type { OutputOptions } from './output';
+
+type Print = (s: string) => void;
+const OLD_ROOT = /^\d{4}-\d\d-\d\d_\d{6}/;
+
+export class PreviousBootError extends Error {}
+
+/**
+ * Mounts the top level of the wipe's btrfs read-only on a private folder under /run, hands the
+ * kept old root of boot `boot` (1: the previous boot, the newest old root) to `use`, and unmounts.
+ */
+async function withOldRoot<T>(wipe: WipeSettings, boot: number, use: (oldRoot: string, name: string) => Promise<T>): Promise<T> {
+  if (wipe.method !== 'btrfs') throw new PreviousBootError(`[wipe] method = "${wipe.method}" keeps no old roots (only btrfs does)`);
+  let device = wipe.device;
+  if (!device.startsWith('/dev/')) {
+    const r = spawnSync('blkid', ['-l', '-o', 'device', '-t', device], { encoding: 'utf8' });
+    device = r.stdout.trim();
+    if (!device) throw new PreviousBootError(`device ${wipe.device} ([wipe] device) not found`);
+  }
+  const top = mkdtempSync('/run/impermanence-top-');
+  const m = spawnSync('mount', ['-o', 'ro,subvolid=5', device, top], { encoding: 'utf8' });
+  if (m.status !== 0) {
+    rmdirSync(top);
+    throw new PreviousBootError(`cannot mount the top level of ${device}: ${m.stderr.trim()}`);
+  }
+  try {
+    let names: string[];
+    try {
+      names = readdirSync(join(top, wipe.oldRoots)).filter((n) => OLD_ROOT.test(n)).sort().reverse();
+    } catch {
+      names = [];
+    }
+    const name = names[boot - 1];
+    if (!name) throw new PreviousBootError(`no old root for boot ${boot} in ${wipe.oldRoots} on ${wipe.device} (${names.length} kept)`);
+    return await use(join(top, wipe.oldRoots, name), `${wipe.oldRoots}/${name}`);
+  } finally {
+    spawnSync('umount', [top]);
+    rmdirSync(top);
+  }
+}
+
+/** When the old root was made (the start of that boot), from `btrfs subvolume show`. */
+function creationTime(subvolume: string): number {
+  const r = spawnSync('btrfs', ['subvolume', 'show', subvolume], { encoding: 'utf8' });
+  const m = /Creation time:\s*(\S+) (\S+) ([+-]\d\d)(\d\d)/.exec(r.stdout);
+  if (!m) throw new PreviousBootError(`cannot read the creation time of ${subvolume}: ${r.stderr.trim()}`);
+  return Date.parse(`${m[1]}T${m[2]}${m[3]}:${m[4]}`) / 1000;
+}
+
+/** `diff --previous-boot [--boot N]`: what that boot wrote outside persisted paths, from its kept old root. */
+export async function diffPreviousBoot(wipe: WipeSettings, dirs: string[], required: string[], boot: number, o: OutputOptions, out: Print, err: Print): Promise<number> {
+  return withOldRoot(wipe, boot, async (oldRoot, name) => {
+    const since = creationTime(oldRoot);
+    const report = await diffOffline(dirs, required, oldRoot, since, err);
+    // The old root's mount points are empty and its storage is not mounted there: only what was written counts.
+    report.items = report.items.filter((i) => i.kind === 'ephemeral');
+    if (o.json === 'off' && !o.quiet && o.legend) out(`Boot ${boot} (its root is kept in ${name}):\n`);
+    printReport(report, o, out);
+    return report.items.length ? 3 : 0;
+  });
+}
+
+/** `restore PATH [--boot N] [--to DIR]`: copies PATH back from a kept old root; never overwrites. */
+export async function restore(wipe: WipeSettings, rawPath: string, boot: number, to: string | undefined, out: Print): Promise<number> {
+  let path: string;
+  try {
+    path = normalizePath(rawPath, { relative: false });
+  } catch (e) {
+    throw new PreviousBootError(`${printablePath(rawPath)}: ${(e as Error).message}`);
+  }
+  if (path === '/') throw new PreviousBootError('give a file or folder, not /');
+  const dest = to === undefined ? path : join(to, path);
+  if (lstatSync(dest, { throwIfNoEntry: false })) throw new PreviousBootError(`${printablePath(dest)} exists: not overwriting it (move it away, or restore elsewhere with --to DIR)`);
+  return withOldRoot(wipe, boot, async (oldRoot, name) => {
+    // Every folder on the way must be a folder in the old root, never a symlink out of it.
+    let at = oldRoot;
+    const parts = path.split('/').filter(Boolean);
+    for (const [i, part] of parts.entries()) {
+      at = join(at, part);
+      const st = lstatSync(at, { throwIfNoEntry: false });
+      if (!st) throw new PreviousBootError(`${printablePath(path)} was not in the root of boot ${boot} (${name})`);
+      if (i < parts.length - 1 && !st.isDirectory()) throw new PreviousBootError(`${printablePath(join('/', ...parts.slice(0, i + 1)))} is not a folder in ${name} (a symlink is not followed)`);
+    }
+    mkdirSync(dirname(dest), { recursive: true });
+    const cp = spawnSync('cp', ['-a', '--reflink=auto', '--no-target-directory', at, dest], { encoding: 'utf8' });
+    if (cp.status !== 0) throw new PreviousBootError(`copying ${printablePath(path)} failed: ${printable(cp.stderr.trim())}`);
+    out(`restored ${printablePath(dest)} from ${name}\n`);
+    return 0;
+  });
+}

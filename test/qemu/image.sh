@@ -1,0 +1,58 @@
+#!/bin/bash
+# Makes a bootable btrfs disk image for the qemu wipe test from the cached base tree (base.sh):
+#   top level: @pristine (read-only: Debian + this package + the test config), @root (a snapshot
+#   of it, what the kernel boots), @persist (the storage), @keep (a sibling the wipe must not touch)
+# and builds the initrd of FLAVOR (dracut | initramfs-tools) in the pristine's chroot, for its kernel.
+#   test/qemu/image.sh FLAVOR OUTDIR       -> OUTDIR/disk.img OUTDIR/vmlinuz OUTDIR/initrd.img
+# Needs npm run build first (packaging/install.sh installs dist/).
+set -euo pipefail
+flavor=$1 out=$2
+here=$(cd "$(dirname "$0")/../.." && pwd)
+base=$("$here/test/qemu/base.sh")
+mkdir -p "$out"
+rm -f "$out/disk.img"
+truncate -s 4G "$out/disk.img"
+mkfs.btrfs -q -f -L impwipe "$out/disk.img" >/dev/null
+unshare -m --propagation private -- bash -euo pipefail -c '
+  here=$1 base=$2 flavor=$3 out=$4
+  mnt=$out/mnt; mkdir -p "$mnt"
+  mount -o loop "$out/disk.img" "$mnt"
+  p=$mnt/@pristine
+  btrfs -q subvolume create "$p"
+  cp -a "$base/." "$p/"
+  rm -f "$p/.complete"
+  sh "$here/packaging/install.sh" "$p"
+  cp /usr/bin/node "$p/usr/bin/node"
+  mkdir -p "$p/persist" "$p/etc/impermanence/persist.d"
+  echo "LABEL=impwipe /persist btrfs subvol=@persist 0 0" > "$p/etc/fstab"
+  cat > "$p/etc/impermanence/persist.d/10-wipetest.toml" <<TOML
+[wipe]
+method = "btrfs"
+device = "LABEL=impwipe"
+subvolume = "@root"
+from = "@pristine"
+keep = { days = 30, count = 5 }
+timeout = 5
+
+[persistence."/persist"]
+directories = ["/srv/kept"]
+TOML
+  ver=$(ls "$p/lib/modules" | head -n1)
+  mount --rbind /dev "$p/dev"; mount -t proc proc "$p/proc"; mount -t sysfs sys "$p/sys"; mount -t tmpfs tmpfs "$p/run"
+  if [ "$flavor" = dracut ]; then
+    chroot "$p" dracut -q --no-hostonly --force --add impermanence --add-drivers "virtio_blk virtio_pci btrfs" /boot/initrd.img-$ver "$ver"
+  else
+    chroot "$p" update-initramfs -c -k "$ver" >/dev/null
+  fi
+  umount -R "$p/dev" "$p/proc" "$p/sys" "$p/run"
+  cp "$p/boot/vmlinuz-$ver" "$out/vmlinuz"
+  cp "$p/boot/initrd.img-$ver" "$out/initrd.img"
+  btrfs property set "$p" ro true
+  btrfs -q subvolume snapshot "$p" "$mnt/@root"
+  btrfs -q subvolume create "$mnt/@persist"
+  btrfs -q subvolume create "$mnt/@keep"
+  echo sibling > "$mnt/@keep/file"
+  umount "$mnt"
+  rmdir "$mnt"
+' bash "$here" "$base" "$flavor" "$out"
+echo "$out"
