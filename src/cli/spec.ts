@@ -41,6 +41,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'out', value: 'DIR', complete: 'dir', help: 'the folder to write into ("-" prints to standard output)' },
   { name: 'since', value: 'WHEN', complete: ['boot', 'all'], help: 'count files changed since "boot" (default), "all", or seconds since the epoch' },
   { name: 'offline', help: 'scan here instead of asking impermanenced' },
+  { name: 'rescan', help: 'diff: have impermanenced walk the root again instead of answering from its live watch' },
   { name: 'no-scan', help: 'metrics: write the drift the daemon has, without asking it to scan first' },
   { name: 'storage', value: 'ROOT', complete: 'storage', help: 'the storage root to persist into (when there are several)' },
   { name: 'user', value: 'NAME', complete: 'user', help: 'persist PATH inside the home of user NAME' },
@@ -73,8 +74,8 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'diff', args: '', minArgs: 0, maxArgs: 0, group: 'offline', json: 'diff',
     summary: 'drift: what will be lost at reboot, what is not in place, orphans in storage',
-    description: 'Lists what was written outside persisted paths since boot (grouped, sized, ranked, with the config line that would keep it), declared paths that are not in place, persisted symlinks replaced by another file, content in storage no entry declares, and owner or mode drift in storage. Asks impermanenced (Scan), or scans right here with --offline, --root or --config. Exit 3 when there is drift.',
-    options: ['config', 'root', 'since', 'offline', 'json', 'no-legend', 'quiet', 'no-ask-password', 'bus'],
+    description: 'Lists what was written outside persisted paths since boot (grouped, sized, ranked, with the config line that would keep it), declared paths that are not in place, persisted symlinks replaced by another file, content in storage no entry declares, and owner or mode drift in storage. Asks impermanenced (Scan), which answers from its live watch when that is complete (a full walk otherwise, or with --rescan), or scans right here with --offline, --root or --config. Exit 3 when there is drift.',
+    options: ['config', 'root', 'since', 'offline', 'rescan', 'json', 'no-legend', 'quiet', 'no-ask-password', 'bus'],
   },
   {
     name: 'status', args: '', minArgs: 0, maxArgs: 0, group: 'bus', json: 'status',
