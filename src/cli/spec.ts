@@ -104,7 +104,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'metrics', args: '', minArgs: 0, maxArgs: 0, group: 'bus',
     summary: "state, drift and config validity in Prometheus's text format, for node_exporter",
-    description: "Asks impermanenced for a full scan (not with --no-scan), its entries and its drift, checks the config on disk as check does, and writes them in Prometheus's text format for node_exporter's textfile collector: to /var/lib/prometheus/node-exporter/impermanence.prom, replaced whole, or to --out FILE.prom (- prints them). When the daemon cannot be reached the file still says impermanence_up 0. impermanence-metrics.timer runs it every 5 minutes.",
+    description: "Asks impermanenced for the drift now (Scan: from its live watch when that is complete, else a full scan; not with --no-scan), its entries and its drift, checks the config on disk as check does, and writes them in Prometheus's text format for node_exporter's textfile collector: to /var/lib/prometheus/node-exporter/impermanence.prom, replaced whole, or to --out FILE.prom (- prints them). When the daemon cannot be reached the file still says impermanence_up 0. impermanence-metrics.timer runs it every 5 minutes.",
     options: ['out', 'no-scan', 'config', 'root', 'bus'],
   },
   {
