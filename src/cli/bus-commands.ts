@@ -8,7 +8,7 @@ import { printable, printablePath } from '../shared/printable';
 import { parseSince, printReport } from './diff';
 import { printEvent, printList, printReload, printStatus, type OutputOptions, type Status } from './output';
 
-interface BusOptions extends OutputOptions { interactive: boolean; bus: string | undefined; since?: string }
+interface BusOptions extends OutputOptions { interactive: boolean; bus: string | undefined; since?: string; rescan?: boolean }
 type Print = (s: string) => void;
 
 /** status, list, reload, monitor and diff: impermanencectl's calls to impermanenced (loaded on first use by ./main). */
@@ -35,6 +35,7 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
         if (tty) await subscribe(bus, (m) => m.member === 'ScanProgress' && err(`\rscanned ${Number(m.body[0]).toLocaleString('en')} files…`));
         const options: Record<string, Variant> = {};
         if (opts.since !== undefined) options.since = new Variant('t', BigInt(Math.floor(parseSince(opts.since))));
+        if (opts.rescan) options.rescan = new Variant('b', true);
         const [rows] = await call(bus, { iface: MANAGER_IFACE, member: 'Scan', signature: 'a{sv}', body: [options] });
         const [props] = await call(bus, { iface: PROPERTIES_IFACE, member: 'Get', signature: 'ss', body: [MANAGER_IFACE, 'LastScanSinceUSec'] });
         if (tty) err('\r\x1b[K');

@@ -33,7 +33,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
   const { command: spec, args: rest, json } = parsed;
   const values = parsed.values as {
     config?: string[]; root?: string; out?: string; since?: string; storage?: string; user?: string; bus?: string;
-    offline?: true; 'no-scan'?: true; 'previous-boot'?: true; boot?: string; to?: string; quiet?: true; 'no-legend'?: true; 'no-ask-password'?: true; help?: true; version?: true;
+    offline?: true; rescan?: true; 'no-scan'?: true; 'previous-boot'?: true; boot?: string; to?: string; quiet?: true; 'no-legend'?: true; 'no-ask-password'?: true; help?: true; version?: true;
   };
   if (values.version) {
     out(`impermanencectl ${VERSION}\n`);
@@ -101,7 +101,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
           return reportInvalid(e, o, out, err);
         }
       }
-      return onBus('diff', { ...bus, since: values.since }, out, err);
+      return onBus('diff', { ...bus, since: values.since, rescan: values.rescan === true }, out, err);
     case 'metrics':
       return (await import('./metrics')).metricsCommand({ out: values.out, scan: !values['no-scan'], bus: bus.bus, dirs, required, root }, out, err);
     default:

@@ -44,6 +44,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'previous-boot', help: "diff: what the previous boot wrote outside persisted paths, from its kept old root (the btrfs wipe)" },
   { name: 'boot', value: 'N', complete: 'none', help: 'with --previous-boot and restore: the Nth boot back (1, the default, is the previous one)' },
   { name: 'to', value: 'DIR', complete: 'dir', help: 'restore: put the copy under DIR instead of its own place' },
+  { name: 'rescan', help: 'diff: have impermanenced walk the root again instead of answering from its live watch' },
   { name: 'no-scan', help: 'metrics: write the drift the daemon has, without asking it to scan first' },
   { name: 'storage', value: 'ROOT', complete: 'storage', help: 'the storage root to persist into (when there are several)' },
   { name: 'user', value: 'NAME', complete: 'user', help: 'persist PATH inside the home of user NAME' },
@@ -76,8 +77,8 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'diff', args: '', minArgs: 0, maxArgs: 0, group: 'offline', json: 'diff',
     summary: 'drift: what will be lost at reboot, what is not in place, orphans in storage',
-    description: 'Lists what was written outside persisted paths since boot (grouped, sized, ranked, with the config line that would keep it), declared paths that are not in place, persisted symlinks replaced by another file, content in storage no entry declares, and owner or mode drift in storage. Asks impermanenced (Scan), or scans right here with --offline, --root or --config. Exit 3 when there is drift. With --previous-boot [--boot N], the same report for what that boot wrote, read from its kept old root (the btrfs wipe keeps them; see wipe).',
-    options: ['config', 'root', 'since', 'offline', 'previous-boot', 'boot', 'json', 'no-legend', 'quiet', 'no-ask-password', 'bus'],
+    description: 'Lists what was written outside persisted paths since boot (grouped, sized, ranked, with the config line that would keep it), declared paths that are not in place, persisted symlinks replaced by another file, content in storage no entry declares, and owner or mode drift in storage. Asks impermanenced (Scan), which answers from its live watch when that is complete (a full walk otherwise, or with --rescan), or scans right here with --offline, --root or --config. Exit 3 when there is drift. With --previous-boot [--boot N], the same report for what that boot wrote, read from its kept old root (the btrfs wipe keeps them; see wipe).',
+    options: ['config', 'root', 'since', 'offline', 'rescan', 'previous-boot', 'boot', 'json', 'no-legend', 'quiet', 'no-ask-password', 'bus'],
   },
   {
     name: 'status', args: '', minArgs: 0, maxArgs: 0, group: 'bus', json: 'status',
@@ -106,7 +107,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'metrics', args: '', minArgs: 0, maxArgs: 0, group: 'bus',
     summary: "state, drift and config validity in Prometheus's text format, for node_exporter",
-    description: "Asks impermanenced for a full scan (not with --no-scan), its entries and its drift, checks the config on disk as check does, and writes them in Prometheus's text format for node_exporter's textfile collector: to /var/lib/prometheus/node-exporter/impermanence.prom, replaced whole, or to --out FILE.prom (- prints them). When the daemon cannot be reached the file still says impermanence_up 0. impermanence-metrics.timer runs it every 5 minutes.",
+    description: "Asks impermanenced for the drift now (Scan: from its live watch when that is complete, else a full scan; not with --no-scan), its entries and its drift, checks the config on disk as check does, and writes them in Prometheus's text format for node_exporter's textfile collector: to /var/lib/prometheus/node-exporter/impermanence.prom, replaced whole, or to --out FILE.prom (- prints them). When the daemon cannot be reached the file still says impermanence_up 0. impermanence-metrics.timer runs it every 5 minutes.",
     options: ['out', 'no-scan', 'config', 'root', 'bus'],
   },
   {

@@ -89,16 +89,26 @@ function checkOptions(value: unknown): void {
   for (const key in value as Record<string, unknown>) throw error.invalidArgument(`unknown option ${JSON.stringify(key.slice(0, 200))}`);
 }
 
-/** Scan options: "since" (t, seconds since the epoch; 0 for everything). */
-function checkScanOptions(value: unknown): number | undefined {
-  let since: number | undefined;
+const ScanOptions = z.strictObject({ since: z.optional(z.bigint()), rescan: z.optional(z.boolean()) });
+const SCAN_OPTION_TYPES: Record<string, [signature: string, what: string]> = { since: ['t', 'seconds since the epoch'], rescan: ['b', 'true for a full walk'] };
+
+/**
+ * Scan options: "since" (t, seconds since the epoch; 0 for everything), "rescan" (b: walk the
+ * root even when the live drift could answer).
+ */
+function checkScanOptions(value: unknown): { since?: number; rescan: boolean } {
+  const plain: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(value as Record<string, unknown>)) {
-    if (key !== 'since') throw error.invalidArgument(`unknown option ${JSON.stringify(key.slice(0, 200))}`);
+    const type = SCAN_OPTION_TYPES[key];
+    if (!Object.hasOwn(SCAN_OPTION_TYPES, key) || !type) throw error.invalidArgument(`unknown option ${JSON.stringify(key.slice(0, 200))}`);
     const variant = v as Variant;
-    if (variant?.signature !== 't') throw error.invalidArgument('option "since" takes a t (seconds since the epoch)');
-    since = checkSince(variant.value as bigint);
+    if (variant?.signature !== type[0]) throw error.invalidArgument(`option "${key}" takes a ${type[0]} (${type[1]})`);
+    plain[key] = variant.value;
   }
-  return since;
+  const parsed = ScanOptions.safeParse(plain);
+  if (!parsed.success) throw error.invalidArgument(`option ${parsed.error.issues[0]?.path.join('.')}: ${parsed.error.issues[0]?.message}`);
+  const { since, rescan = false } = parsed.data;
+  return { since: since === undefined ? undefined : checkSince(since), rescan };
 }
 
 /**
@@ -332,12 +342,13 @@ export class DbusFrontEnd {
   }
 
   private async scan(call: Call): Promise<Message> {
-    const since = checkScanOptions(call.body[0]);
+    const { since, rescan } = checkScanOptions(call.body[0]);
     const caller = await call.caller();
     let report;
     try {
-      // Root's scans become the daemon's current drift; anyone else just gets the answer.
-      report = await this.manager.scan(since, call.msg.sender, caller.uid === 0, undefined, caller.uid);
+      // From the live drift when it is complete, else a full walk: root's walks become the
+      // daemon's current drift; anyone else just gets the answer.
+      ({ report } = await this.manager.answer(since, rescan, call.msg.sender, caller.uid === 0, caller.uid));
     } catch (err) {
       if (err instanceof ScanCancelled) throw error.cancelled(err.message);
       if (err instanceof ScanBusy) throw error.busy(err.message);

@@ -17,6 +17,9 @@ export type ManagerState = 'ok' | 'degraded' | 'invalid-config';
 /** How old the entries' status read from the system may be when asked for (see Manager.entries). */
 export const STATUS_MAX_AGE_MS = 1000;
 
+/** How long an answer from the live drift waits for the write watcher's barrier before a full scan answers instead. */
+export const LIVE_SYNC_TIMEOUT_MS = 2000;
+
 export interface ManagerOptions {
   /** Config folders, highest priority first. */
   configDirs: string[];
@@ -249,6 +252,32 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return promise;
   }
 
+  /**
+   * The drift since `since` (undefined: the boot) as Scan answers it: from the live drift when it
+   * is complete (drift/live-drift.ts: watching writes, mounts and storage, a full scan done and no
+   * events lost since) and counts since the boot, after a barrier that puts every write made
+   * before the call in it; otherwise, or with `rescan`, a full walk (scan). `live` says which.
+   */
+  async answer(since: number | undefined, rescan: boolean, owner: string, publish: boolean, uid: number): Promise<{ report: DriftReport; live: boolean }> {
+    if (!rescan) {
+      const why = await this.liveUnsure(since);
+      if (why === undefined) return { report: this.lastReport, live: true };
+      this.log.log(LOG_INFO, `Drift asked for: a full scan, not the live drift (${why})`);
+    }
+    return { report: await this.scan(since, owner, publish, undefined, uid), live: false };
+  }
+
+  /** Why the live drift cannot answer for `since` now (see answer), after its barrier; undefined: it can. */
+  private async liveUnsure(since: number | undefined): Promise<string | undefined> {
+    // Boot times read twice differ by a few ms; a caller's "since the boot" is rounded to seconds.
+    const boot = this.live.since;
+    if (since !== undefined && Math.abs(since - boot) > 1.5) return 'it counts since the boot, not since the time asked for';
+    if (Math.abs(this.lastReport.since - boot) > 1.5) return 'the drift published counts since another time';
+    const why = await this.live.sync(LIVE_SYNC_TIMEOUT_MS);
+    if (why === undefined && Math.abs(this.lastReport.since - boot) > 1.5) return 'the drift published counts since another time';
+    return why;
+  }
+
   /** Starts the next scan if none runs: root's first (oldest first), then the user whose turn is the oldest. */
   private nextScan(): void {
     if (this.running || !this.waiting.length) return;
@@ -281,6 +310,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   private async runScan(request: ScanRequest): Promise<DriftReport> {
     const { controller, publish, onProgress } = request;
     if (publish) this.live.scanStarted();
+    const started = performance.now();
     let report = await scanDrift({
       root: this.opts.root,
       // With no valid config (invalid since boot), the generator activated nothing: everything
@@ -300,6 +330,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       if (controller.signal.aborted) throw new ScanCancelled('the scan was cancelled');
       throw err;
     });
+    this.log.log(LOG_INFO, `Full drift scan: ${report.scanned} files walked in ${Math.round(performance.now() - started)} ms`, { IMPERMANENCE_FILES: report.scanned });
     if (publish) {
       report = await this.live.fromScan(report);
       this.publish(report);

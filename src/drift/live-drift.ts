@@ -66,6 +66,14 @@ export class LiveDrift extends EventEmitter<LiveDriftEvents> {
   /** Groups written to while a publishing scan ran: the scan may have passed them already. */
   private scanning = false;
   private readonly touched = new Set<string>();
+  /** Times events were lost (a kernel queue overflowed), and how many of those a finished full scan started after (-1: no full scan yet). */
+  private overflows = 0;
+  private covered = -1;
+  private scanFrom = 0;
+  /** Some persisted paths or storage folders are not watched (the inotify watch limit, or errors). */
+  private pathsPartial = false;
+  /** Resolved when the changes queued are all looked at (see settled). */
+  private idle: Array<() => void> = [];
 
   constructor(private readonly opts: LiveDriftOptions) {
     super();
@@ -97,6 +105,7 @@ export class LiveDrift extends EventEmitter<LiveDriftEvents> {
       paths.on('change', (p) => this.pathChanged(p));
       paths.on('overflow', () => this.queue({ overflow: true }));
       paths.on('watching', (n, failed, limit) => {
+        this.pathsPartial = Boolean(limit || failed);
         if (limit) this.emit('log', 'warning', `The kernel's inotify watch limit (fs.inotify.max_user_watches) was reached at ${limit}: the persisted paths and storage folders past it are not watched (${n} are); what changes there is seen by scans only`);
         else if (failed) this.emit('log', 'warning', `${failed} persisted path or storage folder(s) could not be watched; what changes there is seen by scans only`);
       });
@@ -134,6 +143,39 @@ export class LiveDrift extends EventEmitter<LiveDriftEvents> {
     return true;
   }
 
+  /**
+   * Why the drift kept live may miss something now (undefined: it misses nothing a full scan
+   * since boot would find): then only a full scan knows.
+   */
+  get unsure(): string | undefined {
+    if (!this.writes) return 'the writes on the root are not watched';
+    if (!this.paths) return 'mounts and storage are not watched';
+    if (this.pathsPartial) return 'some persisted paths or storage folders are not watched (the inotify watch limit, or errors)';
+    if (this.covered < 0) return 'the first full scan is not done';
+    if (this.covered < this.overflows) return 'events were lost (a kernel queue overflowed) since the last full scan';
+    return undefined;
+  }
+
+  /**
+   * A barrier for an answer from the live drift: resolves once every write on the root whose
+   * system call returned before this call is in the drift published (the watcher's "sync", then
+   * the batches queued looked at). Resolves why it cannot answer from the live drift, or
+   * undefined when it can (see unsure).
+   */
+  async sync(timeoutMs: number): Promise<string | undefined> {
+    const writes = this.writes;
+    if (this.unsure || !writes) return this.unsure;
+    if (!(await writes.sync(timeoutMs))) return `the write watcher did not answer within ${timeoutMs} ms`;
+    await this.settled();
+    return this.unsure;
+  }
+
+  /** Resolves when no batch of changes waits or is being looked at. */
+  private settled(): Promise<void> {
+    if (!this.busy) return Promise.resolve();
+    return new Promise((resolve) => this.idle.push(resolve));
+  }
+
   stop(): void {
     const { writes, paths } = this;
     this.writes = undefined;
@@ -161,6 +203,7 @@ export class LiveDrift extends EventEmitter<LiveDriftEvents> {
   /** A publishing scan starts: the groups written to from now on are re-measured after it (see fromScan). */
   scanStarted(): void {
     this.scanning = true;
+    this.scanFrom = this.overflows;
     this.touched.clear();
   }
 
@@ -170,6 +213,7 @@ export class LiveDrift extends EventEmitter<LiveDriftEvents> {
    */
   async fromScan(report: DriftReport): Promise<DriftReport> {
     this.scanning = false;
+    this.covered = this.scanFrom;
     this.items.clear();
     this.looseItems.clear();
     for (const i of report.items) {
@@ -228,6 +272,7 @@ export class LiveDrift extends EventEmitter<LiveDriftEvents> {
     for (const g of c.groups ?? []) p.groups.add(g);
     for (const s of c.storages ?? []) p.storages.add(s);
     p.entries ||= c.entries ?? false;
+    if (c.overflow) this.overflows++;
     p.overflow ||= c.overflow ?? false;
     if (this.busy) return;
     this.busy = true;
@@ -240,6 +285,7 @@ export class LiveDrift extends EventEmitter<LiveDriftEvents> {
         }
       } finally {
         this.busy = false;
+        for (const resolve of this.idle.splice(0)) resolve();
       }
     })();
   }

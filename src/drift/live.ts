@@ -34,6 +34,8 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
   private child: ChildProcess | undefined;
   private pending: LiveChange | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Waiting for their "sync" line, oldest first (see sync). */
+  private readonly syncs: Array<(done: boolean) => void> = [];
 
   constructor(private readonly opts: LiveOptions) {
     super();
@@ -45,6 +47,8 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
     this.child = child;
     let stderr = '';
     child.stderr!.on('data', (d) => (stderr += d));
+    // Writing a barrier to a watcher that just died: its 'exit' says so.
+    child.stdin!.on('error', () => {});
     return new Promise((resolve) => {
       let ready = false;
       child.once('error', (err) => {
@@ -53,6 +57,7 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
       });
       child.once('exit', (code) => {
         this.child = undefined;
+        for (const done of this.syncs.splice(0)) done(false);
         this.emit('stopped', code ?? -1, stderr.trim());
         if (!ready) resolve(false);
       });
@@ -72,7 +77,33 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
     this.child?.kill('SIGTERM');
   }
 
+  /**
+   * A barrier: resolves true once every write whose system call returned before this call has
+   * been emitted as a 'change' (the watcher drains the kernel's queue, which holds them in order,
+   * before it answers "sync"); false if the watcher is gone or did not answer within `timeoutMs`.
+   */
+  sync(timeoutMs: number): Promise<boolean> {
+    const stdin = this.child?.stdin;
+    if (!stdin?.writable) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.syncs.push((done) => {
+        clearTimeout(timer);
+        resolve(done);
+      });
+      stdin.write('\n');
+    });
+  }
+
   private onLine(line: string): void {
+    if (line === 'sync') {
+      // What was read before it goes out now, not at the next tick of the rate limit.
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      this.emitPending();
+      this.syncs.shift()?.(true);
+      return;
+    }
     const [event, , rawPath] = line.split('\t');
     if (!event || rawPath === undefined) return;
     const change = (this.pending ??= { groups: new Set(), entries: false, overflow: false });
@@ -98,11 +129,16 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
     const wait = Math.max(0, this.lastEmit + (this.opts.delayMs ?? 100) - Date.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.lastEmit = Date.now();
-      const c = this.pending;
-      this.pending = undefined;
-      if (c && (c.groups.size || c.entries || c.overflow)) this.emit('change', c);
+      this.emitPending();
     }, wait);
+  }
+
+  private emitPending(): void {
+    const c = this.pending;
+    this.pending = undefined;
+    if (!c) return;
+    this.lastEmit = Date.now();
+    if (c.groups.size || c.entries || c.overflow) this.emit('change', c);
   }
 
   /** The path as seen on the root; undefined outside it or for a folder already gone ("?/name"). */

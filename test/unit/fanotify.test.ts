@@ -194,6 +194,18 @@ const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.lengt
       expect(w.get('create', 'created')).toHaveLength(1); // appending creates nothing
     });
 
+    test('a newline on stdin is a barrier: each "sync" comes after the lines of every write made before it', async () => {
+      w.sh('mkdir barrier && for i in $(seq 1 200); do echo x > barrier/f$i; done');
+      const from = w.lines.length;
+      w.child.stdin!.write('\n\n');
+      expect(await w.until(() => w.lines.slice(from).filter((l) => l.event === 'sync').length === 2)).toBe(true);
+      const firstSync = w.lines.findIndex((l, i) => i >= from && l.event === 'sync');
+      const before = new Set(w.lines.slice(0, firstSync).filter((l) => l.event === 'close_write').map((l) => l.path));
+      const late = Array.from({ length: 200 }, (_, i) => `barrier/f${i + 1}`).filter((rel) => !before.has(w.path(rel)));
+      expect(late).toEqual([]);
+      expect(w.lines[firstSync]!.path).toBe(''); // "sync" alone on its line
+    });
+
     test('a deep tree made at once with mkdir -p, and a file in it', async () => {
       w.sh('mkdir -p a/b/c/d && touch a/b/c/d/x');
       const expected: Array<[string, string]> = ['a', 'a/b', 'a/b/c', 'a/b/c/d', 'a/b/c/d/x'].map((p) => ['create', p]);

@@ -24,6 +24,10 @@
  *   overflow<TAB>PID<TAB>MOUNTPOINT
  *                            the kernel queue (fs.fanotify.max_queued_events) overflowed and
  *                            events were lost: rescan MOUNTPOINT.
+ *   sync                     once per newline read on stdin, after every event queued before
+ *                            that newline was read has been printed: a barrier. fanotify queues
+ *                            an event before the write's system call returns, so a write that
+ *                            returned before the parent asked is printed before its "sync".
  *
  *   - The kernel merges queued events for the same (directory, name, pid); a merged event is
  *     printed as one line per flag, always in the order create, moved_to, close_write,
@@ -48,7 +52,7 @@
  *
  * stderr: one line "impermanence-fanotify: ..." on error.
  * Exit status: 0 when stdin reaches end of file (the parent died or closed it; anything written to
- * stdin is ignored, so give it a pipe, not /dev/null), on SIGTERM/SIGINT/SIGHUP, or when stdout is
+ * stdin but newlines is ignored, so give it a pipe, not /dev/null), on SIGTERM/SIGINT/SIGHUP, or when stdout is
  * closed; 1 on usage or other errors; 2 when the kernel or filesystem does not support this
  * (e.g. overlayfs, a kernel older than 5.9); 3 without permission (not root).
  */
@@ -496,6 +500,16 @@ int main(int argc, char **argv)
 			ssize_t n = read(STDIN_FILENO, junk, sizeof junk);
 			if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN) || (pfd[1].revents & POLLNVAL))
 				break;
+			/* A barrier per newline: everything queued before it was read goes out first. */
+			size_t syncs = 0;
+			for (ssize_t i = 0; i < n; i++)
+				syncs += junk[i] == '\n';
+			if (syncs) {
+				drain(fan);
+				while (syncs--)
+					put("sync\n", 5);
+				flush_out();
+			}
 		}
 	}
 	flush_out();
