@@ -42,7 +42,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'since', value: 'WHEN', complete: ['boot', 'all'], help: 'count files changed since "boot" (default), "all", or seconds since the epoch' },
   { name: 'offline', help: 'scan here instead of asking impermanenced' },
   { name: 'previous-boot', help: "diff: what the previous boot wrote outside persisted paths, from its kept old root (the btrfs wipe)" },
-  { name: 'boot', value: 'N', complete: 'none', help: 'with --previous-boot and restore: the Nth boot back (1, the default, is the previous one)' },
+  { name: 'boot', value: 'N', complete: 'none', help: 'which kept old root: the Nth boot back (1, the default, is the previous one)' },
   { name: 'to', value: 'DIR', complete: 'dir', help: 'restore: put the copy under DIR instead of its own place' },
   { name: 'rescan', help: 'diff: have impermanenced walk the root again instead of answering from its live watch' },
   { name: 'no-scan', help: 'metrics: write the drift the daemon has, without asking it to scan first' },

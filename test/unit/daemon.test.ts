@@ -700,7 +700,14 @@ describe('cancelling a scan', () => {
       mkdirSync(join(many, `d${d}`));
       for (let f = 0; f < 1000; f++) writeFileSync(join(many, `d${d}`, `f${f}`), '');
     }
-    const scanning = outcome({ member: 'Scan', signature: 'a{sv}', body: [{ since: new Variant('t', 0n) }] });
+    // Let the live watch take in those 50,000 files first (a scan it starts is the daemon's own,
+    // which this caller cannot cancel), then start a full walk of this caller's own.
+    for (let i = 0; i < 200; i++) {
+      const rows = ((await raw({ member: 'GetDrift', signature: 'a{sv}', body: [{}] }))?.body[0] ?? []) as Array<[string, string, string, number]>;
+      if (rows.some((r) => r[1] === '/srv/many' && r[3] === 50_000)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const scanning = outcome({ member: 'Scan', signature: 'a{sv}', body: [{ since: new Variant('t', 0n), rescan: new Variant('b', true) }] });
     await new Promise((r) => setTimeout(r, 30));
     expect(await outcome({ member: 'CancelScan' })).toBe('ok');
     expect(await scanning).toBe('org.impermanence.Error.Cancelled');
