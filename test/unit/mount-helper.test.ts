@@ -203,13 +203,25 @@ describe('mount.impermanence', () => {
  * The race the helper closes: a user swaps a storage folder they own (or a mount point in their
  * home) for a symlink to a secret folder, over and over (renameat2 RENAME_EXCHANGE, the fastest
  * flip there is), while it is mounted. Plain `mount --bind` (what Type=none units did) is run the
- * same way as a control: it shows how often the window is hit.
+ * same way as a control: it shows how often the window is hit, and that the leak check catches it.
+ *
+ * The checks after each mount are made with the flipper stopped (SIGSTOP, waited for until the
+ * kernel reports it stopped, so no renameat2 is half done): what they see cannot change under
+ * them. They used to run while it flipped, and a mount point can change name AFTER it is mounted:
+ * renameat2 checks "is it a mount point?" before the filesystem's rename (ext4 journals it and may
+ * sleep), with no lock the mount takes, so a flip that began just before the mount ends just after
+ * it and moves the (now mounted) folder to the other name. A name-by-name check running then saw
+ * the folder under neither name and counted a "leak" (1 in about 1,000 under heavy load). The
+ * rounds where that happened are counted as "renamed after the mount".
+ *
+ * IMPERMANENCE_RACE_ITERATIONS=N runs N rounds instead of 1,000 (to hunt a rare leak).
  */
 describe('mount.impermanence under a symlink race', () => {
-  const ITERATIONS = 1000;
+  const ITERATIONS = Number(process.env.IMPERMANENCE_RACE_ITERATIONS ?? 1000);
   const CONTROL = 200;
   let flipper: string;
   beforeAll(() => {
+    expect(Number.isInteger(ITERATIONS) && ITERATIONS > 0).toBe(true);
     const dir = tempDir('impermanence-flip-');
     flipper = join(dir, 'flip');
     writeFileSync(join(dir, 'flip.c'), `#define _GNU_SOURCE
@@ -228,16 +240,34 @@ int main(int argc, char **argv) {
 
   /**
    * Mounts `p` `iterations` times while nobody flips FLIP (real folder) and FLIP.swap (symlink to
-   * the secret). Counts: mounts done (the real folder, checked), refusals (and how many named a
-   * symlink: the window was hit), leaks (the secret mounted, or something mounted at the secret).
+   * the secret). Counts: mounts done, refusals (and how many named a symlink: the window was hit),
+   * leaks, and mounts whose folder was renamed after the mount (see above). A leak is, with the
+   * flipper stopped: a mount on the secret or of the secret (by /proc/self/mountinfo: its mount
+   * point or its root is the secret folder, which nobody can rename), or a mount that succeeded
+   * but is on neither name of the real folder or does not show the real folder's files. Each leak
+   * is described on a "LEAK" line (round, what was seen, the fixture's mountinfo lines).
    */
   function race(f: Fixture, p: string, flip: string, mount: string, iterations = ITERATIONS) {
     const target = f.path(p);
     const err = join(f.base, 'stderr');
+    const names = `${q(target)} ${q(target + '.swap')}`;
+    // The secret's path as mountinfo's root field ends (that field is relative to its filesystem).
+    const secretTail = f.base.slice(f.base.lastIndexOf('/')) + '/secret';
     const script = `
       setpriv --reuid=${NOBODY} --regid=${NOBODY} --clear-groups ${q(flipper)} ${q(flip)} ${q(flip + '.swap')} &
       flipper=$!
-      done=0 refused=0 symlink=0 leaks=0 i=0
+      # Stops the flipper and waits until it is stopped: it stops only on its way back to user
+      # space, so no rename is under way once /proc says T.
+      pause() {
+        kill -STOP $flipper
+        while :; do
+          [ -e /proc/$flipper ] || { echo 'the flipper died' >&2; exit 3; }
+          read -r _ _ st _ < /proc/$flipper/stat; [ "$st" = T ] && break
+        done
+      }
+      mounts() { grep -F ${q(' ' + f.base + '/')} /proc/self/mountinfo | cut -d' ' -f4,5; }
+      points() { mounts | cut -d' ' -f2; }
+      done=0 refused=0 symlink=0 leaks=0 moved=0 i=0
       while [ $i -lt ${iterations} ]; do
         i=$((i + 1))
         ok=0
@@ -247,33 +277,53 @@ int main(int argc, char **argv) {
           refused=$((refused + 1))
           grep -q symlink ${q(err)} && symlink=$((symlink + 1))
         fi
-        if mountpoint -q ${q(f.secret)}; then
-          leaks=$((leaks + 1)); umount -l ${q(f.secret)}
+        before=$(points)
+        pause
+        [ $ok = 1 ] && [ "$before" != "$(points)" ] && moved=$((moved + 1))
+        leak=
+        if awk -v s=${q(f.secret)} -v tail=${q(secretTail)} '$5 == s || substr($4, length($4) - length(tail) + 1) == tail { f = 1 } END { exit !f }' /proc/self/mountinfo; then
+          leak='the secret is mounted or mounted on'
         elif [ $ok = 1 ]; then
-          # Mounted on the real folder, wherever the flips left it (the user may rename their own
-          # folder between the helper's open and the mount), and showing the real folder's files.
+          # Mounted on the real folder, under whichever name the flips left it, and showing the
+          # real folder's files.
           where=
-          for t in ${q(target)} ${q(target + '.swap')}; do
+          for t in ${names}; do
             if [ ! -L "$t" ] && [ -d "$t" ] && mountpoint -q "$t"; then where=$t; fi
           done
-          if [ -z "$where" ] || [ -e "$where/secret.txt" ] || [ ! -e "$where/real.txt" ]; then leaks=$((leaks + 1)); fi
+          if [ -z "$where" ]; then leak='mounted, but on neither name of the real folder'
+          elif [ -e "$where/secret.txt" ] || [ ! -e "$where/real.txt" ]; then leak="$where shows the secret, not the real folder"
+          fi
         fi
-        # Clean up; the flipper still runs, so a folder may turn into the symlink between the
-        # check and umount ("not mounted"): the mount then stays on the folder until a later round.
-        for t in ${q(target)} ${q(target + '.swap')}; do
-          if [ ! -L "$t" ] && [ -d "$t" ] && mountpoint -q "$t"; then umount -l "$t" 2>/dev/null || true; fi
+        if [ -n "$leak" ]; then
+          leaks=$((leaks + 1))
+          echo "LEAK round $i: $leak; mounts (root, mount point): $(mounts | tr '\\n' ';')"
+        fi
+        # Clean up (nothing moves: the flipper is stopped), then let it flip again.
+        for t in ${names} ${q(f.secret)}; do
+          while [ ! -L "$t" ] && [ -d "$t" ] && mountpoint -q "$t"; do umount -l "$t"; done
         done
+        kill -CONT $flipper
       done
       kill $flipper
+      kill -CONT $flipper
       wait $flipper 2>/dev/null
-      echo "$done $refused $symlink $leaks"
+      echo "$done $refused $symlink $leaks $moved"
     `;
-    const r = inNamespace(script, 300_000);
+    const r = inNamespace(script, 300_000 + iterations * 300);
     expect(r.stderr).toBe('');
-    const [done, refusedN, symlink, leaks] = r.stdout.trim().split(' ').map(Number) as [number, number, number, number];
+    const lines = r.stdout.trim().split('\n');
+    const leakLines = lines.filter((l) => l.startsWith('LEAK '));
+    const [done, refusedN, symlink, leaks, moved] = (lines.at(-1) ?? '').split(' ').map(Number) as [number, number, number, number, number];
     expect(done + refusedN).toBe(iterations);
-    return { done, refused: refusedN, symlink, leaks };
+    expect(leakLines).toHaveLength(leaks);
+    return { done, refused: refusedN, symlink, leaks, moved, leakLines };
   }
+
+  const report = (what: string, helper: ReturnType<typeof race>, plain: ReturnType<typeof race>) =>
+    `${what} flipped with a symlink to a secret folder, ${ITERATIONS} mounts:\n` +
+    `  mount.impermanence: ${helper.done} mounted, ${helper.refused} refused (${helper.symlink} of them on a symlink: the window was hit), ` +
+    `${helper.leaks} leaks, ${helper.moved} renamed after the mount\n` +
+    `  mount --bind (the old Type=none unit), ${CONTROL} mounts: ${plain.done} mounted, ${plain.refused} failed, ${plain.leaks} leaks`;
 
   it(`never mounts the secret: a source flipped with a symlink, ${ITERATIONS} mounts`, () => {
     const f = fixture();
@@ -285,15 +335,12 @@ int main(int argc, char **argv) {
     const target = f.path('/home/bird/Documents');
     const helper = race(f, '/home/bird/Documents', f.source('/home/bird/Documents'), mountCmd(f, '/home/bird/Documents', 'directory'));
     const plain = race(f, '/home/bird/Documents', f.source('/home/bird/Documents'), `mount --bind ${q(f.source('/home/bird/Documents'))} ${q(target)}`, CONTROL);
-    console.log(
-      `source flipped with a symlink to a secret folder, ${ITERATIONS} mounts:\n` +
-        `  mount.impermanence: ${helper.done} mounted, ${helper.refused} refused (${helper.symlink} of them on a symlink: the window was hit), ${helper.leaks} leaks\n` +
-        `  mount --bind (the old Type=none unit), ${CONTROL} mounts: ${plain.done} mounted, ${plain.refused} failed, ${plain.leaks} leaks`,
-    );
-    expect(helper.leaks).toBe(0);
+    console.log(report('source', helper, plain));
+    expect(helper.leakLines).toEqual([]); // names what leaked, if anything did
     expect(helper.symlink).toBeGreaterThan(0);
     expect(helper.done).toBeGreaterThan(0);
-    expect(plain.leaks).toBeGreaterThan(0); // the race is real
+    expect(plain.leaks).toBeGreaterThan(0); // the race is real, and the check sees a leak
+    expect(plain.leakLines[0]).toMatch(/^LEAK round \d+: .*(secret|real folder)/);
   });
 
   it(`never mounts over the secret: a mount point flipped with a symlink, ${ITERATIONS} mounts`, () => {
@@ -306,14 +353,11 @@ int main(int argc, char **argv) {
     const target = f.path('/home/bird/Documents');
     const helper = race(f, '/home/bird/Documents', target, mountCmd(f, '/home/bird/Documents', 'directory'));
     const plain = race(f, '/home/bird/Documents', target, `mount --bind ${q(f.source('/home/bird/Documents'))} ${q(target)}`, CONTROL);
-    console.log(
-      `mount point flipped with a symlink to a secret folder, ${ITERATIONS} mounts:\n` +
-        `  mount.impermanence: ${helper.done} mounted, ${helper.refused} refused (${helper.symlink} of them on a symlink: the window was hit), ${helper.leaks} leaks\n` +
-        `  mount --bind (the old Type=none unit), ${CONTROL} mounts: ${plain.done} mounted, ${plain.refused} failed, ${plain.leaks} leaks`,
-    );
-    expect(helper.leaks).toBe(0);
+    console.log(report('mount point', helper, plain));
+    expect(helper.leakLines).toEqual([]);
     expect(helper.symlink).toBeGreaterThan(0);
     expect(helper.done).toBeGreaterThan(0);
     expect(plain.leaks).toBeGreaterThan(0);
+    expect(plain.leakLines[0]).toMatch(/^LEAK round \d+: the secret is mounted or mounted on/);
   });
 });

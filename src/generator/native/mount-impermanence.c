@@ -11,6 +11,8 @@
  *   - the source is cloned with open_tree(OPEN_TREE_CLONE) (a bind mount, not recursive), the
  *     mount options applied to the clone with mount_setattr, and the clone attached to the mount
  *     point's descriptor with move_mount: nothing is looked up by path after the checks.
+ *     The mount is on the folder that was opened, whatever its name: a user who renames it (a
+ *     rename begun before the mount may even end after it) moves it, never onto another folder.
  *
  * mount(8) runs it as /sbin/mount.impermanence SOURCE TARGET [-sfnvw] [-N NS] [-o OPTIONS] [-t TYPE].
  * mount(8) has already resolved symlinks in SOURCE and TARGET (it canonicalizes both) and keeps
