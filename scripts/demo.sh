@@ -95,6 +95,9 @@ say impermanencectl list
 ctl list
 
 # Programs write outside persisted paths: lost at the next boot, unless the config keeps them.
+# Whole seconds: what the set-up wrote must be a second older than $since, and the program's
+# writes no older than it.
+sleep 1
 since=$(date +%s)
 sleep 1
 mkdir -p "$root/var/lib/app" "$root/home/bird/.config/app"
