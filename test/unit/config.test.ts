@@ -1,26 +1,15 @@
 import { symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InvalidConfig } from '../../src/config/errors';
 import { findConfigFiles, loadConfig, parseConfigText } from '../../src/config/load';
 import { parentPerms, resolveConfig, type ResolvedConfig } from '../../src/config/resolve';
 import { UserDb } from '../../src/config/userdb';
-import { EXAMPLES, EXAMPLE_ROOT, tree } from './helpers';
+import { EXAMPLE_ROOT, EXAMPLES, problemsOf, tree } from './helpers';
 
 const users = UserDb.read(EXAMPLE_ROOT);
 
 function resolveText(text: string, name = 'a.toml'): ResolvedConfig {
   const dir = tree({ [name]: text });
   return resolveConfig(loadConfig([dir]), users);
-}
-
-function problemsOf(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof InvalidConfig) return err.problems.map((p) => p.message);
-    throw err;
-  }
-  throw new Error('expected InvalidConfig');
 }
 
 describe('the seed examples', () => {

@@ -2,6 +2,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+import { InvalidConfig } from '../../src/config/errors';
 
 export const REPO = join(__dirname, '..', '..');
 export const EXAMPLES = join(REPO, 'examples', 'persist.d');
@@ -45,3 +46,14 @@ export const PREPARE = join(REPO, 'dist', 'impermanence-prepare.js');
 export const ctl = (...args: string[]) => run(process.execPath, [join(REPO, 'dist', 'impermanencectl.js'), ...args], { IMPERMANENCE_PREPARE: PREPARE });
 export const generator = (args: string[], env: Record<string, string>) =>
   run(process.execPath, [join(REPO, 'dist', 'impermanence-generator.js'), ...args], { IMPERMANENCE_PREPARE: PREPARE, ...env });
+
+/** The messages of the InvalidConfig that `fn` throws (the test fails if it throws none). */
+export function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof InvalidConfig) return err.problems.map((p) => p.message);
+    throw err;
+  }
+  throw new Error('expected InvalidConfig');
+}

@@ -1,11 +1,10 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { InvalidConfig } from '../../src/config/errors';
 import { loadConfig } from '../../src/config/load';
 import { presetsIn, systemPresets } from '../../src/config/presets';
 import { resolveConfig, type ResolvedConfig } from '../../src/config/resolve';
 import { UserDb } from '../../src/config/userdb';
-import { EXAMPLE_ROOT, REPO, tree } from './helpers';
+import { EXAMPLE_ROOT, problemsOf, REPO, tree } from './helpers';
 
 const users = UserDb.read(EXAMPLE_ROOT);
 const SHIPPED = join(REPO, 'presets');
@@ -13,16 +12,6 @@ const shipped = presetsIn([SHIPPED]);
 
 function resolveText(text: string, presets = shipped): ResolvedConfig {
   return resolveConfig(loadConfig([tree({ 'a.toml': text })]), users, presets);
-}
-
-function problemsOf(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof InvalidConfig) return err.problems.map((p) => p.message);
-    throw err;
-  }
-  throw new Error('expected InvalidConfig');
 }
 
 const paths = (c: ResolvedConfig) => c.entries.map((e) => e.path);

@@ -1,23 +1,12 @@
 import { spawnSync } from 'node:child_process';
-import { InvalidConfig } from '../../src/config/errors';
 import { loadConfig } from '../../src/config/load';
 import { resolveConfig, type ResolvedConfig } from '../../src/config/resolve';
 import { UserDb } from '../../src/config/userdb';
 import { wipeConfText } from '../../src/config/wipe';
-import { ctl, EXAMPLE_ROOT, tree } from './helpers';
+import { ctl, EXAMPLE_ROOT, problemsOf, tree } from './helpers';
 
 const users = UserDb.read(EXAMPLE_ROOT);
 const resolveFiles = (files: Record<string, string>): ResolvedConfig => resolveConfig(loadConfig([tree(files)]), users);
-
-function problemsOf(fn: () => unknown): string[] {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof InvalidConfig) return err.problems.map((p) => p.message);
-    throw err;
-  }
-  throw new Error('expected InvalidConfig');
-}
 
 const BTRFS = `[wipe]
 method = "btrfs"
