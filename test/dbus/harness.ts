@@ -618,3 +618,17 @@ export function missingPrerequisites(): string[] {
   if (!has([SYSTEM_PYTHON, '-c', 'import dbusmock, dbus, gi'])) missing.push('python3-dbusmock (apt)');
   return missing;
 }
+
+/**
+ * Waits until `name` has an owner on `bus` (a daemon we started took its name). Fails, with what
+ * `log()` returns, when `child` exits first or after `tries` looks 25 ms apart.
+ */
+export async function waitForName(bus: PrivateBus, name: string, child: { exitCode: number | null }, log: () => string = () => '', tries = 400): Promise<void> {
+  for (let i = 0; i < tries; i++) {
+    const [has] = (await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', name)) as [boolean];
+    if (has) return;
+    if (child.exitCode !== null) throw new Error(`${name}: its process exited ${child.exitCode}:\n${log()}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`${name} was not taken:\n${log()}`);
+}

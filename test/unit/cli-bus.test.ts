@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SCHEMAS } from '../../src/cli/json-schema';
-import { busctlCall, runOnBus, startSystemBus, type PrivateBus } from '../dbus/harness';
+import { runOnBus, startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
 import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
 
 jest.setTimeout(60_000);
@@ -29,12 +29,7 @@ beforeAll(async () => {
   // unshare without --fork: the daemon keeps this PID, inside the namespace (nsenter -t finds it).
   const script = 'r=$1; shift; mount --bind "$r/persistent" "$r/persistent" && for p in var/log var/lib/bluetooth; do mount --bind "$r/persistent/$p" "$r/$p"; done && exec "$@"';
   daemon = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', root, process.execPath, join(REPO, 'dist', 'impermanenced.js'), '--bus', bus.address, '--root', root, '--no-watch'], { stdio: 'ignore' });
-  for (;;) {
-    const [has] = (await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', 'org.impermanence.Manager')) as [boolean];
-    if (has) break;
-    if (daemon.exitCode !== null) throw new Error(`impermanenced exited ${daemon.exitCode}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitForName(bus, 'org.impermanence.Manager', daemon);
 });
 
 afterAll(async () => {

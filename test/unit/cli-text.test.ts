@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { busctlCall, runOnBus, startSystemBus, type PrivateBus } from '../dbus/harness';
+import { runOnBus, startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
 import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
 
 jest.setTimeout(60_000);
@@ -47,12 +47,7 @@ beforeAll(async () => {
   daemon = spawn(process.execPath, [join(REPO, 'dist', 'impermanenced.js'), '--bus', bus.address, '--root', root, '--no-watch'], { stdio: ['ignore', 'pipe', 'pipe'] });
   daemon.stdout!.on('data', (d) => (log += d));
   daemon.stderr!.on('data', (d) => (log += d));
-  for (;;) {
-    const [has] = (await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', NAME)) as [boolean];
-    if (has) break;
-    if (daemon.exitCode !== null) throw new Error(`impermanenced exited ${daemon.exitCode}:\n${log}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitForName(bus, NAME, daemon, () => log);
 });
 
 afterAll(async () => {

@@ -7,7 +7,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { busctlCall, startSystemBus, type PrivateBus } from '../dbus/harness';
+import { startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
 import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
 
 jest.setTimeout(60_000);
@@ -38,12 +38,7 @@ beforeAll(async () => {
   writeFileSync(join(root, 'etc/impermanence/persist.d/10.toml'), '[persistence."/persistent"]\ndirectories = ["/var/log", "/var/lib/bluetooth", "/srv/data"]\n');
   bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
   daemon = spawn(process.execPath, [join(REPO, 'dist', 'impermanenced.js'), '--bus', bus.address, '--root', root, '--no-watch'], { stdio: 'ignore' });
-  for (;;) {
-    const [has] = (await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', 'org.impermanence.Manager')) as [boolean];
-    if (has) break;
-    if (daemon.exitCode !== null) throw new Error(`impermanenced exited ${daemon.exitCode}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitForName(bus, 'org.impermanence.Manager', daemon);
 });
 
 afterAll(async () => {

@@ -9,7 +9,7 @@ import { chmodSync, chownSync, mkdirSync, readFileSync, symlinkSync, writeFileSy
 import { join } from 'node:path';
 import { Message, MessageType, sessionBus, Variant, type MessageBus } from '@jellybrick/dbus-next';
 import { parseContract } from '../../src/bus/contract';
-import { busctlCall, runOnBus, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus } from '../dbus/harness';
+import { busctlCall, runOnBus, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus, waitForName } from '../dbus/harness';
 import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
 
 jest.setTimeout(60_000);
@@ -31,15 +31,7 @@ const ctl = (args: string[], asUser?: string | number) =>
   runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), ...args], { asUser, timeoutMs: 15_000 });
 const busctl = (args: string[], asUser?: string) => runOnBus(bus, ['busctl', '--system', ...args], { asUser, timeoutMs: 15_000 });
 
-async function waitForName(): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const [has] = (await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', NAME)) as [boolean];
-    if (has) return;
-    if (daemon.exitCode !== null) throw new Error(`impermanenced exited ${daemon.exitCode}:\n${daemonLog}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`impermanenced did not take its name:\n${daemonLog}`);
-}
+const waitForDaemon = () => waitForName(bus, NAME, daemon, () => daemonLog, 200);
 
 function raw(msg: Partial<Message> & { member: string }): Promise<Message | null> {
   return client.call(new Message({ destination: NAME, path: PATH, interface: IFACE, signature: '', body: [], ...msg } as never));
@@ -87,7 +79,7 @@ directories = [".ssh"]
   );
   daemon.stdout!.on('data', (d) => (daemonLog += d));
   daemon.stderr!.on('data', (d) => (daemonLog += d));
-  await waitForName();
+  await waitForDaemon();
   client = sessionBus({ busAddress: bus.address });
   await new Promise<void>((r) => client.once('connect', () => r()));
 });

@@ -9,7 +9,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Message, sessionBus, type MessageBus } from '@jellybrick/dbus-next';
 import { itemsFromRows } from '../../src/bus/codec';
-import { busctlCall, runOnBus, startSystemBus, type PrivateBus } from '../dbus/harness';
+import { runOnBus, startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
 import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
 
 jest.setTimeout(60_000);
@@ -47,12 +47,7 @@ async function startDaemon(...extra: string[]): Promise<void> {
   daemon = child;
   child.stdout!.on('data', (d) => (log += d));
   child.stderr!.on('data', (d) => (log += d));
-  for (;;) {
-    const [has] = (await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', 'org.impermanence.Manager')) as [boolean];
-    if (has) break;
-    if (child.exitCode !== null) throw new Error(`impermanenced exited ${child.exitCode}\n${log}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitForName(bus, 'org.impermanence.Manager', child, () => log);
   // The first look (a full walk) is done.
   await until('the first full scan', () => walks() >= 1);
 }

@@ -10,7 +10,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { busctlCall, startSystemBus, type PrivateBus } from '../dbus/harness';
+import { startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
 import { ctl, EXAMPLE_ROOT, REPO, tempDir } from './helpers';
 
 jest.setTimeout(60_000);
@@ -98,12 +98,7 @@ files = [{ file = "/etc/linked.conf", method = "symlink" }]
   );
   daemon.stdout!.on('data', (d) => (daemonLog += d));
   daemon.stderr!.on('data', (d) => (daemonLog += d));
-  for (let i = 0; ; i++) {
-    const [has] = (await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', 'org.impermanence.Manager')) as [boolean];
-    if (has) break;
-    if (daemon.exitCode !== null || i > 400) throw new Error(`impermanenced did not start:\n${daemonLog}`);
-    await sleep(25);
-  }
+  await waitForName(bus, 'org.impermanence.Manager', daemon, () => daemonLog, 402);
 
   textDir = tempDir('impermanence-fleetF-textfile-');
   chmodSync(textDir, 0o755);

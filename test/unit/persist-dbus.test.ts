@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { busctlCall, runOnBus, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus } from '../dbus/harness';
+import { runOnBus, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus, waitForName } from '../dbus/harness';
 import { startSystemdMock, type SystemdMock } from '../dbus/systemd-mock';
 import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
 
@@ -58,12 +58,7 @@ process.stdout.write('ran ' + JSON.stringify(args) + '\\n');
   });
   daemon.stdout!.on('data', (d) => (daemonLog += d));
   daemon.stderr!.on('data', (d) => (daemonLog += d));
-  for (let i = 0; ; i++) {
-    const [has] = (await busctlCall(bus, 'org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus', 'NameHasOwner', 's', NAME)) as [boolean];
-    if (has) break;
-    if (daemon.exitCode !== null || i > 400) throw new Error(`impermanenced did not start:\n${daemonLog}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  await waitForName(bus, NAME, daemon, () => daemonLog, 402);
 });
 
 afterAll(async () => {
