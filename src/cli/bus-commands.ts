@@ -47,15 +47,7 @@ export async function onBus(command: string, opts: BusOptions, out: Print, err: 
         throw new Error(`unknown command ${command}`);
     }
   } catch (e) {
-    if (e instanceof Unreachable) {
-      err(`impermanencectl: ${e.message}\n`);
-      return 4;
-    }
-    if (e instanceof BusError) {
-      err(`impermanencectl ${command}: ${printable(e.message)}${hint(e.errorName)}\n`);
-      return 1;
-    }
-    throw e;
+    return failed(e, command, err, (why) => `impermanencectl: ${why}`);
   } finally {
     if (command !== 'monitor') bus?.disconnect();
   }
@@ -86,18 +78,27 @@ export async function persistOnBus(
     for (const line of (lines ?? []) as string[]) out(`${printable(line)}\n`);
     return 0;
   } catch (e) {
-    if (e instanceof Unreachable) {
-      err(`impermanencectl ${command}: ${e.message}; or run it as root\n`);
-      return 4;
-    }
-    if (e instanceof BusError) {
-      err(`impermanencectl ${command}: ${printable(e.message)}${hint(e.errorName)}\n`);
-      return 1;
-    }
-    throw e;
+    return failed(e, command, err, (why) => `impermanencectl ${command}: ${why}; or run it as root`);
   } finally {
     bus?.disconnect();
   }
+}
+
+/**
+ * A call that failed, as one line and an exit code: 4 when impermanenced is not there (the line
+ * `unreachable` makes of why), 1 for a D-Bus error (with what to do about a refusal). Anything
+ * else is a bug: thrown on.
+ */
+function failed(e: unknown, command: string, err: Print, unreachable: (why: string) => string): number {
+  if (e instanceof Unreachable) {
+    err(`${unreachable(e.message)}\n`);
+    return 4;
+  }
+  if (e instanceof BusError) {
+    err(`impermanencectl ${command}: ${printable(e.message)}${hint(e.errorName)}\n`);
+    return 1;
+  }
+  throw e;
 }
 
 function hint(errorName: string): string {
