@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { createInterface } from 'node:readline';
+import { startHelper, unescapeLine } from './helper';
 
 /** What changed on the root since the last 'change': the groups written to, and whether an entry's path was touched. */
 export interface LiveChange { groups: Set<string>; entries: boolean; overflow: boolean }
@@ -43,33 +43,13 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
 
   /** Resolves true once the mark is in place, false if the watcher could not start. */
   start(): Promise<boolean> {
-    const child = spawn(this.opts.binary, [this.opts.root], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child = child;
-    let stderr = '';
-    child.stderr!.on('data', (d) => (stderr += d));
-    // Writing a barrier to a watcher that just died: its 'exit' says so.
-    child.stdin!.on('error', () => {});
-    return new Promise((resolve) => {
-      let ready = false;
-      child.once('error', (err) => {
-        this.emit('stopped', -1, err.message);
-        resolve(false);
-      });
-      child.once('exit', (code) => {
-        this.child = undefined;
-        for (const done of this.syncs.splice(0)) done(false);
-        this.emit('stopped', code ?? -1, stderr.trim());
-        if (!ready) resolve(false);
-      });
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        if (!ready && line === 'ready') {
-          ready = true;
-          resolve(true);
-          return;
-        }
-        this.onLine(line);
-      });
+    const { child, ready } = startHelper(this.opts.binary, [this.opts.root], (line) => this.onLine(line), (code, why) => {
+      this.child = undefined;
+      for (const done of this.syncs.splice(0)) done(false);
+      this.emit('stopped', code, why);
     });
+    this.child = child;
+    return ready;
   }
 
   stop(): void {
@@ -109,7 +89,7 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
     const change = (this.pending ??= { groups: new Set(), entries: false, overflow: false });
     if (event === 'overflow') change.overflow = true;
     else {
-      const path = this.rootPath(unescape(rawPath));
+      const path = this.rootPath(unescapeLine(rawPath));
       if (path !== undefined) {
         if (this.opts.isEntry(path)) change.entries = true;
         const group = this.opts.groupOf(path);
@@ -149,9 +129,4 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
     if (path === root) return '/';
     return path.startsWith(root + '/') ? path.slice(root.length) : undefined;
   }
-}
-
-/** The watcher escapes "\n", "\t" and "\\" in paths. */
-function unescape(text: string): string {
-  return text.replace(/\\(n|t|\\)/g, (_, c: string) => (c === 'n' ? '\n' : c === 't' ? '\t' : '\\'));
 }

@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { createInterface } from 'node:readline';
+import { escapeLine, startHelper, unescapeLine } from './helper';
 
 export interface PathWatchEvents {
   /** The mount table changed. */
@@ -29,54 +29,33 @@ export class PathWatch extends EventEmitter<PathWatchEvents> {
 
   /** Resolves true once the mount table is watched, false if the helper could not start. */
   start(): Promise<boolean> {
-    const child = spawn(this.binary, [], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child = child;
-    child.stdin!.on('error', () => undefined); // it may be gone: its exit says why
-    let stderr = '';
-    child.stderr!.on('data', (d) => (stderr += d));
-    return new Promise((resolve) => {
-      let ready = false;
-      child.once('error', (err) => {
-        this.emit('stopped', -1, err.message);
-        resolve(false);
-      });
-      child.once('exit', (code) => {
-        this.child = undefined;
-        this.emit('stopped', code ?? -1, stderr.trim());
-        if (!ready) resolve(false);
-      });
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const [what, a, b, c] = line.split('\t');
-        if (what === 'ready') {
-          ready = true;
-          resolve(true);
-        } else if (what === 'mounts') this.emit('mounts');
-        else if (what === 'change' && a !== undefined) this.emit('change', unescape(a));
-        else if (what === 'overflow') this.emit('overflow');
-        else if (what === 'limit' && a !== undefined) this.limit = unescape(a);
-        else if (what === 'watching') {
-          this.emit('watching', Number(a), Number(b) + Number(c), this.limit);
-          this.limit = undefined;
-        }
-      });
+    const { child, ready } = startHelper(this.binary, [], (line) => this.onLine(line), (code, why) => {
+      this.child = undefined;
+      this.emit('stopped', code, why);
     });
+    this.child = child;
+    return ready;
+  }
+
+  private onLine(line: string): void {
+    const [what, a, b, c] = line.split('\t');
+    if (what === 'mounts') this.emit('mounts');
+    else if (what === 'change' && a !== undefined) this.emit('change', unescapeLine(a));
+    else if (what === 'overflow') this.emit('overflow');
+    else if (what === 'limit' && a !== undefined) this.limit = unescapeLine(a);
+    else if (what === 'watching') {
+      this.emit('watching', Number(a), Number(b) + Number(c), this.limit);
+      this.limit = undefined;
+    }
   }
 
   /** Replaces what is watched: folders (host paths) whose children, or which themselves, change. */
   watch(dirs: Iterable<string>): void {
-    const lines = [...[...dirs].map((p) => `dir\t${escape(p)}`), 'end'];
+    const lines = [...[...dirs].map((p) => `dir\t${escapeLine(p)}`), 'end'];
     this.child?.stdin!.write(lines.join('\n') + '\n');
   }
 
   stop(): void {
     this.child?.kill('SIGTERM');
   }
-}
-
-function escape(text: string): string {
-  return text.replace(/[\n\t\\]/g, (c) => (c === '\n' ? '\\n' : c === '\t' ? '\\t' : '\\\\'));
-}
-
-function unescape(text: string): string {
-  return text.replace(/\\(n|t|\\)/g, (_, c: string) => (c === 'n' ? '\n' : c === 't' ? '\t' : '\\'));
 }

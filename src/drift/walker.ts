@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { lstatSync } from 'node:fs';
 import { closedChain, commonDir, count, groupOf, type Group } from './groups';
 import { looseFiles } from './walk';
+import { unescapeLine } from './helper';
 
 export interface NativeWalk {
   host: (logical: string) => string;
@@ -60,7 +61,7 @@ export async function walkNative(binary: string, w: NativeWalk): Promise<{ group
       return;
     }
     const raw = text.slice(t2 + 1, end);
-    const dir = raw.includes('\\') ? unescapePath(raw) : raw;
+    const dir = raw.includes('\\') ? unescapeLine(raw) : raw;
     if (w.known.has(dir)) {
       knownDirs.push(dir);
       return;
@@ -104,9 +105,3 @@ export async function walkNative(binary: string, w: NativeWalk): Promise<{ group
   for (const dir of knownDirs) for (const [key, g] of await looseFiles(w.host('/'), dir, w.since, (p) => skipped.has(p))) groups.set(key, g);
   return { groups, scanned };
 }
-
-
-function unescapePath(text: string): string {
-  return text.replace(/\\(n|t|\\)/g, (_, c: string) => (c === 'n' ? '\n' : c === 't' ? '\t' : '\\'));
-}
-
