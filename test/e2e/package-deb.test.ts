@@ -8,7 +8,7 @@
  *
  * Then: the next boot runs the generator and the daemon, with every shipped preset included
  * (one boot, no failed unit); an admin's `systemctl --global disable impermanence-notify`
- * survives an upgrade to a rebuilt higher version; `apt-get remove` leaves a machine that
+ * survives an upgrade to a higher version; `apt-get remove` leaves a machine that
  * boots with no generator and nothing failed; `purge` removes what the package installed and
  * keeps the admin's /etc/impermanence and the storage.
  */
@@ -34,12 +34,32 @@ let c: Container;
 const debs: Record<'first' | 'upgrade', string> = { first: '', upgrade: '' };
 const presets = fs.readdirSync(path.join(REPO, 'presets')).map((f) => f.replace(/\.toml$/, '')).sort();
 
-function buildDeb(version: string | undefined, out: string, lintian: boolean): string {
-  const env = { ...process.env, IMPERMANENCE_DEB_OUT: out, IMPERMANENCE_DEB_LINTIAN: lintian ? '1' : '0', ...(version ? { IMPERMANENCE_DEB_VERSION: version } : {}) };
+function buildDeb(out: string): string {
+  const env = { ...process.env, IMPERMANENCE_DEB_OUT: out, IMPERMANENCE_DEB_LINTIAN: '1' };
   const r = spawnSync(path.join(REPO, 'scripts', 'package-deb.sh'), [], { env, encoding: 'utf8', timeout: 10 * 60_000 });
   if (r.status !== 0) throw new Error(`package-deb.sh failed:\n${r.stdout}\n${r.stderr}`);
-  if (lintian) console.log(`lintian on the package:\n${r.stderr}`);
+  console.log(`lintian on the package:\n${r.stderr}`);
   return r.stdout.trim().split('\n').at(-1)!;
+}
+
+/**
+ * The upgrade: the same package under a higher version (unpacked, its control file's Version
+ * raised, packed again). The maintainer scripts see what an upgrade gives them, the old and the
+ * new version, and the test does not build (and fetch from npm) a second time.
+ */
+function withVersion(deb: string, version: string, out: string): string {
+  const dir = fs.mkdtempSync(path.join(tmp, 'repack-'));
+  const run = (cmd: string, args: string[]) => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed:\n${r.stdout}${r.stderr}`);
+  };
+  run('dpkg-deb', ['-R', deb, dir]);
+  const control = path.join(dir, 'DEBIAN', 'control');
+  fs.writeFileSync(control, fs.readFileSync(control, 'utf8').replace(/^Version: .*$/m, `Version: ${version}`));
+  const target = path.join(out, path.basename(deb).replace(/^impermanence_[^_]+_/, `impermanence_${version}_`));
+  run('dpkg-deb', ['--root-owner-group', '-b', dir, target]);
+  fs.rmSync(dir, { recursive: true, force: true });
+  return target;
 }
 
 /** Presets with a system part, and those with a home part. */
@@ -66,8 +86,8 @@ beforeAll(async () => {
   const given = process.env.IMPERMANENCE_E2E_DEB_DIR;
   const pick = (v: string) => given && fs.readdirSync(given).find((f) => f.startsWith(`impermanence_${v}_`) && f.endsWith('.deb'));
   const [first, upgrade] = [pick('0.1.0'), pick('0.1.0+e2e1')];
-  debs.first = first ? path.join(given!, first) : buildDeb(undefined, path.join(tmp, 'deb'), true);
-  debs.upgrade = upgrade ? path.join(given!, upgrade) : buildDeb('0.1.0+e2e1', path.join(tmp, 'deb'), false);
+  debs.first = first ? path.join(given!, first) : buildDeb(path.join(tmp, 'deb'));
+  debs.upgrade = upgrade ? path.join(given!, upgrade) : withVersion(debs.first, '0.1.0+e2e1', path.join(tmp, 'deb'));
   storage = path.join(tmp, 'persistent');
   fs.mkdirSync(storage);
   // A root that keeps what is installed across reboots: a copy of the cached image, on disk.
