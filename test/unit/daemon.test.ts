@@ -714,14 +714,14 @@ describe('memory', () => {
     const before = rssMiB();
     // As bird, in bird's home (which holds a persisted ~/.ssh, so each file there is a child of a
     // folder holding persisted paths): the per-file case.
-    const w = await runOnBus(bus, ['sh', '-c', 'cd "$1" && seq -f "many%.0f" 1 200000 | xargs touch', 'sh', join(root, 'home/bird')], { asUser: 1000, timeoutMs: 120_000 });
+    const w = await runOnBus(bus, ['sh', '-c', 'cd "$1" && seq -f "many%.0f" 1 200000 | xargs touch', 'sh', join(root, 'home/bird')], { asUser: 1000, timeoutMs: 300_000 });
     expect(w.code).toBe(0);
     let rows: Array<[string, string, string, number]> = [];
     for (const start = Date.now(); ; await new Promise((r) => setTimeout(r, 200))) {
       [rows] = (await busctlCall(bus, NAME, PATH, IFACE, 'GetDrift', 'a{sv}', '0')) as [typeof rows];
       rows = rows.filter((r) => r[0] === 'ephemeral' && (r[1] === '/home/bird' || r[1].startsWith('/home/bird/')));
       if (rows.reduce((n, r) => n + r[3], 0) >= 200_000) break;
-      if (Date.now() - start > 120_000) throw new Error(`the drift did not count 200,000 files in 2 minutes: ${rows.length} items`);
+      if (Date.now() - start > 300_000) throw new Error(`the drift did not count 200,000 files in 5 minutes: ${rows.length} items`);
     }
     const home = rows.find((r) => r[1] === '/home/bird')!;
     expect(home[3]).toBeGreaterThanOrEqual(200_000);
@@ -731,9 +731,9 @@ describe('memory', () => {
     console.log(`daemon RSS: ${before.toFixed(0)} MiB before 200,000 files in a home, ${after.toFixed(0)} MiB after, peak ${rssMiB('VmHWM').toFixed(0)} MiB`);
     // A generous bound (Node's heap grows and shrinks as it likes): per-file items took ~1 kB each.
     expect(after).toBeLessThan(before + 120);
-    const rm = await runOnBus(bus, ['find', join(root, 'home/bird'), '-maxdepth', '1', '-name', 'many*', '-delete'], { timeoutMs: 120_000 });
+    const rm = await runOnBus(bus, ['find', join(root, 'home/bird'), '-maxdepth', '1', '-name', 'many*', '-delete'], { timeoutMs: 300_000 });
     expect(rm.code).toBe(0);
-  }, 300_000);
+  }, 900_000); // bounds for a loaded machine (this once took 126 s against 67–85 s): they catch a hang, not a speed
 });
 
 describe('stop', () => {
