@@ -5,9 +5,9 @@
 // Prints the median wall time, CPU time and peak RSS of each, and the ratios with their targets.
 //   npm run bench            (RUNS=9 ENTRIES=100,1000,10000 to change the defaults; GENERATOR=path
 //                            to measure another build)
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { measurer } from './measure.mjs';
 
 const FSTAB_GENERATOR = ['/usr/lib/systemd/system-generators/systemd-fstab-generator', '/lib/systemd/system-generators/systemd-fstab-generator'].find(existsSync);
 const GENERATOR = process.env.GENERATOR ?? join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..', 'dist', 'impermanence-generator.js');
@@ -19,46 +19,15 @@ const scratch = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', '
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const out = join(scratch, 'out');
 
-/**
- * Runs one program under a tiny C helper built here with cc, which forks, execs and waits for it
- * (wait4): wall time, CPU time (user + system: steadier than wall on a busy shared machine) and
- * peak RSS, all from the kernel. Node has no RUSAGE_CHILDREN, and a forked python or node would
- * count as the child's peak its own pages copied before exec.
- */
-const HELPER = join(scratch, 'measure');
-writeFileSync(
-  `${HELPER}.c`,
-  `#include <stdio.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-  (void)argc;
-  struct timespec a, b;
-  clock_gettime(CLOCK_MONOTONIC, &a);
-  pid_t p = fork();
-  if (p == 0) { execv(argv[1], argv + 1); _exit(127); }
-  int st; struct rusage ru;
-  if (p < 0 || wait4(p, &st, 0, &ru) < 0) return 1;
-  clock_gettime(CLOCK_MONOTONIC, &b);
-  printf("%ld %ld %ld\\n", (long)((b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000),
-    (long)(ru.ru_utime.tv_sec * 1000000 + ru.ru_utime.tv_usec + ru.ru_stime.tv_sec * 1000000 + ru.ru_stime.tv_usec), ru.ru_maxrss);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
-}
-`,
-);
-const cc = spawnSync('cc', ['-O2', '-o', HELPER, `${HELPER}.c`], { encoding: 'utf8' });
-if (cc.status !== 0) throw new Error(`cannot build the measuring helper (needs cc): ${cc.stderr}`);
+const measure = measurer(scratch);
 
 /** { wall, cpu } in seconds and rss in MiB of one run of cmd (an absolute path) with args. */
 function run(cmd, args, env) {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out);
-  const r = spawnSync(HELPER, [cmd, ...args], { env: { ...process.env, ...env }, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
-  const [wall, cpu, rss] = r.stdout.trim().split(' ').map(Number);
-  return { wall: wall / 1e6, cpu: cpu / 1e6, rss: rss / 1024 };
+  const r = measure(cmd, args, env);
+  if (r.code !== 0) throw new Error(`${cmd} failed: ${r.stderr}`);
+  return r;
 }
 
 try {

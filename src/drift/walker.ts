@@ -1,8 +1,11 @@
 import { spawn } from 'node:child_process';
-import { lstatSync } from 'node:fs';
+import { constants, lstatSync } from 'node:fs';
 import { closedChain, commonDir, count, groupOf, type Group } from './groups';
 import { looseFiles } from './walk';
 import { unescapeLine } from './helper';
+
+/** The closed folders of one walk kept from the walker's lines; past it, the others are looked at here. */
+const MAX_CLOSED = 100_000;
 
 export interface NativeWalk {
   host: (logical: string) => string;
@@ -37,10 +40,16 @@ export async function walkNative(binary: string, w: NativeWalk): Promise<{ group
 
   const groups = new Map<string, Group>();
   const knownDirs: string[] = [];
-  // Owner and mode of the folders the counted files are in and of those above them up to their
-  // group, looked at once each (forgotten past 100,000: a huge tree costs no more memory).
+  // The folders not everyone may list, as the walker found them ("closed" lines, each before
+  // any line for it or below it): any other folder it entered is open to all, so no stat of
+  // ours per folder. Past MAX_CLOSED of them (a huge tree costs no more memory) the rest are
+  // not kept, and a folder not kept is looked at here, once each (forgotten past 100,000).
+  const closed = new Map<string, { uid: number; gid: number; mode: number }>();
+  let closedFull = false;
   const modes = new Map<string, { uid: number; gid: number; mode: number } | null>();
   const folderMode = (p: string) => {
+    const c = closed.get(p);
+    if (c || !closedFull) return c;
     let m = modes.get(p);
     if (m === undefined) {
       if (modes.size >= 100_000) modes.clear();
@@ -50,7 +59,7 @@ export async function walkNative(binary: string, w: NativeWalk): Promise<{ group
     return m ?? undefined;
   };
   let scanned = 0;
-  // One line: FILES \t BYTES \t PATH, or total \t SCANNED \t -.
+  // One line: FILES \t BYTES \t PATH, closed \t MODE UID GID \t PATH, or total \t SCANNED \t -.
   const line = (text: string, start: number, end: number) => {
     const t1 = text.indexOf('\t', start);
     const t2 = t1 < 0 ? -1 : text.indexOf('\t', t1 + 1);
@@ -62,6 +71,14 @@ export async function walkNative(binary: string, w: NativeWalk): Promise<{ group
     }
     const raw = text.slice(t2 + 1, end);
     const dir = raw.includes('\\') ? unescapeLine(raw) : raw;
+    if (a === 'closed') {
+      if (closed.size >= MAX_CLOSED) closedFull = true;
+      else {
+        const [mode, uid, gid] = text.slice(t1 + 1, t2).split(' ').map(Number);
+        closed.set(dir, { uid: uid!, gid: gid!, mode: mode! | constants.S_IFDIR });
+      }
+      return;
+    }
     if (w.known.has(dir)) {
       knownDirs.push(dir);
       return;

@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import { runGenerator } from './run';
 
 /**
@@ -29,7 +30,21 @@ else if (argv[0]?.startsWith('-')) {
   process.exitCode = 2;
 } else {
   // Under systemd, stderr goes to the kernel log or the journal, where "<N>" is the priority; a
-  // person running it at a terminal gets the bare lines.
-  const tty = process.stderr.isTTY;
-  process.exitCode = runGenerator(argv, process.env, (line) => process.stderr.write(tty ? line.replace(/^<\d>/, '') : line));
+  // person running it at a terminal gets the bare lines. Written to fd 2 directly: process.stderr
+  // would load Node's stream machinery at every boot for lines that are rarely written.
+  // Whether it is a terminal is asked at the first line (node:tty loads the stream machinery too).
+  let tty: boolean | undefined;
+  process.exitCode = runGenerator(argv, process.env, (line) => toStderr((tty ??= (require('node:tty') as typeof import('node:tty')).isatty(2)) ? line.replace(/^<\d>/, '') : line));
+}
+
+/** Writes all of `text` to fd 2; through process.stderr if fd 2 will not take it now (EAGAIN: a non-blocking pipe). */
+function toStderr(text: string): void {
+  const data = Buffer.from(text);
+  let done = 0;
+  try {
+    while (done < data.length) done += writeSync(2, data, done);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EAGAIN') process.stderr.write(data.subarray(done));
+    // else: nowhere to say it (stderr closed): the units written say it
+  }
 }

@@ -7,7 +7,7 @@
  * against `find -xdev` on a 200,000-file tree on /dev/shm.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, tempDir } from './helpers';
 
@@ -22,6 +22,8 @@ const escapePath = (s: string) => s.replace(/[\\\n\t]/g, (c) => (c === '\n' ? '\
 interface Result {
   /** Escaped logical path -> "FILES BYTES". */
   dirs: Map<string, string>;
+  /** Escaped logical path of a folder not everyone may list -> "MODE UID GID". */
+  closed: Map<string, string>;
   scanned: number;
   status: number | null;
   stderr: string;
@@ -34,13 +36,21 @@ function parse(stdout: string, status: number | null, stderr: string): Result {
   expect(last[0]).toBe('total');
   expect(last[2]).toBe('-');
   const dirs = new Map<string, string>();
+  const closed = new Map<string, string>();
   for (const l of lines) {
     const [files, bytes, path, ...rest] = l.split('\t');
     expect(rest).toEqual([]);
+    if (files === 'closed') {
+      // Said before any line for it or below it.
+      for (const d of dirs.keys()) expect(d === path || d.startsWith(path === '/' ? '/' : path + '/')).toBe(false);
+      expect(closed.has(path!)).toBe(false);
+      closed.set(path!, bytes!);
+      continue;
+    }
     expect(dirs.has(path!)).toBe(false);
     dirs.set(path!, `${files} ${bytes}`);
   }
-  return { dirs, scanned: Number(last[1]), status, stderr };
+  return { dirs, closed, scanned: Number(last[1]), status, stderr };
 }
 
 function walk(root: string, since: string, skips: string[] = [], threads?: number): Result {
@@ -84,8 +94,16 @@ describe('impermanence-walk', () => {
     w('home/u/sub/.cache/c', 'zz'); // FNM_PATHNAME: * does not match u/sub
     w(`${weird}/f`, 'abcdef');
     mkdirSync(join(root, 'mnt'));
+    chmodSync(root, 0o755);
+    chmodSync(join(root, 'a', 'b'), 0o750); // closed: others may not list it
+    chmodSync(join(root, 'var', 'logs'), 0o1733); // closed, sticky
     return root;
   }
+  const ids = `${process.getuid!()} ${process.getgid!()}`;
+  const expectedClosed = new Map([
+    ['/a/b', `${0o750} ${ids}`],
+    ['/var/logs', `${0o1733} ${ids}`],
+  ]);
   const skips = ['/var/log', '/var/lib/skipme', 'glob /home/*/.cache'];
   const expected = new Map([
     ['/', '1 4'],
@@ -105,6 +123,7 @@ describe('impermanence-walk', () => {
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.dirs).toEqual(expected);
+    expect(r.closed).toEqual(expectedClosed);
     expect(r.scanned).toBe(10);
     // Without skips everything counts.
     expect(walk(root, '0').scanned).toBe(10 + 5);
@@ -120,6 +139,7 @@ describe('impermanence-walk', () => {
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
     expect(r.dirs).toEqual(expected);
+    expect(r.closed).toEqual(expectedClosed);
     expect(r.scanned).toBe(10);
     expect(walk(root, '0', [], threads).scanned).toBe(10 + 5);
     const all = walk(root, '0', ['/'], threads);

@@ -23,6 +23,11 @@
  *   FILES \t BYTES \t LOGICALPATH \n
  * in no particular order (with one thread, children before their parent), then a last line
  *   total \t SCANNED \t - \n
+ * Each directory entered (ROOT included) that not everyone may list (a mode without all of
+ * r-x for user, group and other) is also written, as the fstat of the descriptor that is walked
+ * found it, before any line for it or below it:
+ *   closed \t MODE UID GID \t LOGICALPATH \n      (MODE: st_mode & 07777, in decimal)
+ * so that the reader learns which folders are closed without a stat of its own per folder.
  * SCANNED: the non-directory entries looked at, counted or not. \n, \t and \ in paths are
  * written as \n, \t and \\. Lines come out in chunks of whole lines as the walk goes, not all
  * at the end, so that the reader can work on them meanwhile. Entries that vanish or cannot be
@@ -191,14 +196,14 @@ static void flush_out(struct walker *w)
 	}
 }
 
-/* Appends "FILES\tBYTES\tPATH\n", the path escaped. */
-static void put_line(struct walker *w, unsigned long long files, long long bytes, const char *p)
+/* Appends "HEAD\tPATH\n", the path escaped. */
+static void put_text(struct walker *w, const char *head, const char *p)
 {
-	size_t need = w->out_len + 2 * strlen(p) + 64;
+	size_t need = w->out_len + 2 * strlen(p) + strlen(head) + 4;
 	if (need > w->out_cap)
 		w->out = xrealloc(w->out, w->out_cap = need * 2);
 	char *o = w->out + w->out_len;
-	o += sprintf(o, "%llu\t%lld\t", files, bytes);
+	o += sprintf(o, "%s\t", head);
 	for (; *p; p++) {
 		switch (*p) {
 		case '\n': *o++ = '\\'; *o++ = 'n'; break;
@@ -211,6 +216,30 @@ static void put_line(struct walker *w, unsigned long long files, long long bytes
 	w->out_len = o - w->out;
 	if (w->out_len >= OUT_FLUSH)
 		flush_out(w);
+}
+
+/* Appends "FILES\tBYTES\tPATH\n", the path escaped. */
+static void put_line(struct walker *w, unsigned long long files, long long bytes, const char *p)
+{
+	char head[48];
+	snprintf(head, sizeof head, "%llu\t%lld", files, bytes);
+	put_text(w, head, p);
+}
+
+/* Writes the "closed" line of the directory w->path[0..len) ("/" for ROOT) if st says not
+ * everyone may list it, and sends it out at once with what this thread holds: its children are
+ * walked only after this (here, or by another thread once queued), so their lines come after it. */
+static void put_closed(struct walker *w, const struct stat *st, size_t len)
+{
+	if ((st->st_mode & 0555) == 0555)
+		return;
+	char head[96];
+	snprintf(head, sizeof head, "closed\t%u %u %u", (unsigned)(st->st_mode & 07777), (unsigned)st->st_uid, (unsigned)st->st_gid);
+	char saved = w->path[len];
+	w->path[len] = 0;
+	put_text(w, head, len ? w->path : "/");
+	w->path[len] = saved;
+	flush_out(w);
 }
 
 static void walk(struct walker *w, int fd, size_t len, size_t depth);
@@ -247,9 +276,10 @@ static bool enter(struct walker *w, int fd, const char *name, size_t len, size_t
 	if (sub < 0)
 		return false;
 	struct stat st;
-	if (fstat(sub, &st) == 0 && st.st_dev == root_dev)
+	if (fstat(sub, &st) == 0 && st.st_dev == root_dev) {
+		put_closed(w, &st, len);
 		descend(w, sub, len, depth);
-	else
+	} else
 		close(sub);
 	return true;
 }
@@ -438,6 +468,7 @@ int main(int argc, char **argv)
 			fputs("impermanence-walk: out of memory\n", stderr);
 			return 1;
 		}
+		put_closed(&ws[0], &st, 0);
 		queue[q_len++] = (struct item){ fd, 0, p };
 	}
 	/* The workers wait on the lock until n_threads says how many did start. */
