@@ -20,15 +20,15 @@ import { sessionBus, Message, MessageType } from '@jellybrick/dbus-next';
 const REPO = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 const WRITES = Number(process.env.WRITES ?? 100);
 const BURST = Number(process.env.BURST ?? 100_000);
+if (!process.env.BENCH_LIVE_NS) {
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', process.execPath, new URL(import.meta.url).pathname], { stdio: 'inherit', env: { ...process.env, BENCH_LIVE_NS: '1' } });
+  process.exit(r.status ?? 1);
+}
 const scratch = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'impermanence-bench-live-'));
 const pids = [];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // '' (tmpfs) or 'btrfs-subvol' (set for the re-executed run, inside its own mount namespace).
 const FS = process.env.BENCH_LIVE_FS ?? '';
-if (!process.env.BENCH_LIVE_NS) {
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', process.execPath, new URL(import.meta.url).pathname], { stdio: 'inherit', env: { ...process.env, BENCH_LIVE_NS: '1' } });
-  process.exit(r.status ?? 1);
-}
 const label = FS ? ` [root on a btrfs subvolume]` : ' [root on tmpfs]';
 const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
 
