@@ -7,7 +7,10 @@
 // files in one folder: the daemon's peak RSS, and whether the drift it reports counts every file
 // (nothing lost).
 // Then the same again with the root on a btrfs subvolume (mounted with subvol=, as seeds 001 and
-// 002 lay it out), in a private mount namespace (the run re-executes itself under unshare -m).
+// 002 lay it out). Each run is in a private mount namespace (it re-executes itself under
+// unshare -m), the root on a filesystem of its own: the CPU hogs are the load; other processes'
+// writes (fanotify marks the whole filesystem) and mounts (the mount table is watched) are not.
+// The daemon is started as systemd starts it: the file itself (its first line gives node its flags).
 //   npm run bench:live   (root; needs dbus-daemon; btrfs-progs for the btrfs row, BTRFS=0 skips it)
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -17,6 +20,10 @@ import { sessionBus, Message, MessageType } from '@jellybrick/dbus-next';
 const REPO = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 const WRITES = Number(process.env.WRITES ?? 100);
 const BURST = Number(process.env.BURST ?? 100_000);
+if (!process.env.BENCH_LIVE_NS) {
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', process.execPath, new URL(import.meta.url).pathname], { stdio: 'inherit', env: { ...process.env, BENCH_LIVE_NS: '1' } });
+  process.exit(r.status ?? 1);
+}
 const scratch = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'impermanence-bench-live-'));
 const pids = [];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -35,6 +42,10 @@ try {
     const mk = spawnSync('sh', ['-c', `set -e; truncate -s 2G "$1"; mkfs.btrfs -q -f "$1"; mount -o loop "$1" "$2"; btrfs -q subvolume create "$2/@root"; umount "$2"; mount -o loop,subvol=@root "$1" "$2"; rm "$1"`, 'sh', img, root], { encoding: 'utf8' });
     rmSync(imgDir, { recursive: true, force: true }); // the loop device keeps the image until the namespace goes
     if (mk.status !== 0) throw new Error(`btrfs setup failed: ${mk.stderr}`);
+  } else {
+    mkdirSync(root);
+    const mk = spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', root], { encoding: 'utf8' });
+    if (mk.status !== 0) throw new Error(`tmpfs setup failed: ${mk.stderr}`);
   }
   mkdirSync(join(root, 'etc/impermanence/persist.d'), { recursive: true });
   mkdirSync(join(root, 'var/log'), { recursive: true });
@@ -83,7 +94,7 @@ try {
     await new Promise((r) => d.once('exit', r));
   }
 
-  const daemon = spawn(process.execPath, [join(REPO, 'dist/impermanenced.js'), '--root', root, '--bus', address], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const daemon = spawn(join(REPO, 'dist/impermanenced.js'), ['--root', root, '--bus', address], { stdio: ['ignore', 'ignore', 'pipe'] });
   pids.push(daemon);
   let log = '';
   daemon.stderr.on('data', (d) => (log += d));
@@ -144,7 +155,7 @@ try {
 } finally {
   for (const p of pids.reverse()) p.kill('SIGTERM');
   await sleep(200);
-  if (FS) spawnSync('umount', [join(scratch, 'root')]);
+  spawnSync('umount', [join(scratch, 'root')]);
   rmSync(scratch, { recursive: true, force: true });
 }
 
