@@ -47,6 +47,7 @@ same_folder() {
 }
 
 [ -r "$CONF" ] || refuse "$CONF is not in the initrd (rebuild the initrd after declaring [wipe])"
+# shellcheck source=/dev/null
 . "$CONF"
 [ "${WIPE_METHOD:-}" = tmpfs ] || exit 0
 case $(cmdline impermanence.wipe) in

@@ -54,28 +54,34 @@ files = ["/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow"]
 [persistence."/persist".users.alice]
 directories = ["kept"]
 TOML
-  fi
-  ver=$(ls "$p/lib/modules" | head -n1)
-  mount --rbind /dev "$p/dev"; mount -t proc proc "$p/proc"; mount -t sysfs sys "$p/sys"; mount -t tmpfs tmpfs "$p/run"
-  if [ "$flavor" = dracut ]; then
-    chroot "$p" dracut -q --no-hostonly --force --add impermanence --add-drivers "virtio_blk virtio_pci btrfs" /boot/initrd.img-$ver "$ver"
-  else
-    chroot "$p" update-initramfs -c -k "$ver" >/dev/null
-  fi
-  umount -R "$p/dev" "$p/proc" "$p/sys" "$p/run"
-  cp "$p/boot/vmlinuz-$ver" "$out/vmlinuz"
-  cp "$p/boot/initrd.img-$ver" "$out/initrd.img"
-  btrfs property set "$p" ro true
-  btrfs -q subvolume snapshot "$p" "$mnt/@root"
-  btrfs -q subvolume create "$mnt/@persist"
-  if [ "$method" = tmpfs ]; then
+    # The storage, with alice only in its copies of the user files; mounted on /persist while
+    # the initrd is built, as on the running system (impermanencectl wipe config checks the config).
+    btrfs -q subvolume create "$mnt/@persist"
     mkdir -p "$mnt/@persist/etc"
     cp -p "$p/etc/passwd" "$p/etc/group" "$p/etc/shadow" "$p/etc/gshadow" "$mnt/@persist/etc/"
     echo "alice:x:1000:1000:Alice:/home/alice:/bin/bash" >> "$mnt/@persist/etc/passwd"
     echo "alice:x:1000:" >> "$mnt/@persist/etc/group"
     echo "alice:!:19000:0:99999:7:::" >> "$mnt/@persist/etc/shadow"
     echo "alice:!::" >> "$mnt/@persist/etc/gshadow"
+    mount --bind "$mnt/@persist" "$p/persist"
   fi
+  ver=$(ls "$p/lib/modules" | head -n1)
+  mount --rbind /dev "$p/dev"; mount -t proc proc "$p/proc"; mount -t sysfs sys "$p/sys"; mount -t tmpfs tmpfs "$p/run"
+  if [ "$flavor" = dracut ]; then
+    chroot "$p" dracut -q --no-hostonly --force --add impermanence --add-drivers "virtio_blk virtio_pci btrfs" /boot/initrd.img-$ver "$ver"
+    # dracut goes on without a module whose install() failed: make that an error here.
+    listed=$(chroot "$p" lsinitrd "/boot/initrd.img-$ver")
+    grep -q "etc/impermanence/wipe.conf" <<<"$listed" || { echo "image.sh: the impermanence dracut module is not in the initrd" >&2; exit 1; }
+  else
+    chroot "$p" update-initramfs -c -k "$ver" >/dev/null
+  fi
+  umount -R "$p/dev" "$p/proc" "$p/sys" "$p/run"
+  if [ "$method" = tmpfs ]; then umount "$p/persist"; fi
+  cp "$p/boot/vmlinuz-$ver" "$out/vmlinuz"
+  cp "$p/boot/initrd.img-$ver" "$out/initrd.img"
+  btrfs property set "$p" ro true
+  btrfs -q subvolume snapshot "$p" "$mnt/@root"
+  [ -e "$mnt/@persist" ] || btrfs -q subvolume create "$mnt/@persist"
   btrfs -q subvolume create "$mnt/@keep"
   echo sibling > "$mnt/@keep/file"
   umount "$mnt"
