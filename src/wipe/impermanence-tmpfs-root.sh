@@ -29,8 +29,8 @@ status() { mkdir -p "$RUN" && rm -f "$RUN/wipe-failed" "$RUN/wipe-skipped" "$RUN
 refuse() {
   say "NOT A TMPFS ROOT: $*"
   say "the boot goes on with the disk's root as it is"
-  if [ -n "$staged" ]; then umount -R "$STAGE" 2>/dev/null || umount -R -l "$STAGE" 2>/dev/null; fi
-  rmdir "$STAGE" 2>/dev/null
+  if [ -n "$staged" ]; then umount -R -l "$STAGE" 2>/dev/null; fi
+  rmdir "$STAGE/root" "$STAGE/disk" "$STAGE" 2>/dev/null
   status wipe-failed "$*"
   exit 1
 }
@@ -60,27 +60,38 @@ esac
 say "WIPE-STEP-START method tmpfs (size $WIPE_SIZE, mode $WIPE_MODE)"
 [ -d "$ROOT/usr" ] && [ ! -L "$ROOT/usr" ] || refuse "the disk's root on $ROOT has no /usr folder: a tmpfs root takes /usr from it"
 [ -d "$ROOT/etc" ] && [ ! -L "$ROOT/etc" ] || refuse "the disk's root on $ROOT has no /etc folder: a tmpfs root starts from a copy of it"
+# The staging folder is a private mount: the kernel moves no mount whose parent is shared, and
+# systemd makes every mount shared. It holds the new root and, to go back to, the disk's root.
+NEW=$STAGE/root DISK=$STAGE/disk
 mkdir -p "$STAGE" || refuse "cannot create $STAGE"
-mount -t tmpfs -o "mode=$WIPE_MODE,size=$WIPE_SIZE" impermanence-root "$STAGE" || refuse "cannot mount a tmpfs (size=$WIPE_SIZE, mode=$WIPE_MODE)"
+mount --bind "$STAGE" "$STAGE" || refuse "cannot bind-mount $STAGE"
 staged=yes
-for entry in "$ROOT"/*; do
+mount --make-private "$STAGE" || refuse "cannot make $STAGE a private mount"
+mkdir -p "$NEW" "$DISK" || refuse "cannot create $NEW"
+mount -o rbind "$ROOT" "$DISK" || refuse "cannot bind-mount the disk's root"
+mount -t tmpfs -o "mode=$WIPE_MODE,size=$WIPE_SIZE" impermanence-root "$NEW" || refuse "cannot mount a tmpfs (size=$WIPE_SIZE, mode=$WIPE_MODE)"
+for entry in "$DISK"/*; do
   name=${entry##*/}
   case $name in usr | etc | '*') continue ;; esac
   if [ -L "$entry" ]; then
-    cp -P -p "$entry" "$STAGE/$name" || refuse "cannot copy the symlink /$name"
+    cp -P -p "$entry" "$NEW/$name" || refuse "cannot copy the symlink /$name"
   elif [ -d "$entry" ]; then
-    same_folder "$entry" "$STAGE/$name" || refuse "cannot create /$name"
+    same_folder "$entry" "$NEW/$name" || refuse "cannot create /$name"
   fi
 done
-same_folder "$ROOT/etc" "$STAGE/etc" && cp -a "$ROOT/etc/." "$STAGE/etc/" || refuse "cannot copy /etc into the tmpfs (is size = \"$WIPE_SIZE\" too small?)"
-same_folder "$ROOT/usr" "$STAGE/usr" || refuse "cannot create /usr"
-mount -o rbind "$ROOT/usr" "$STAGE/usr" || refuse "cannot bind-mount the disk's /usr"
-mount -o remount,bind,ro "$STAGE/usr" || refuse "cannot make /usr read-only"
-# The disk's root goes away from $ROOT (its /usr stays mounted through the bind), the tmpfs takes its place.
-# (as systemd-volatile-root does; the last step, a move, does not fail once the others worked).
+same_folder "$DISK/etc" "$NEW/etc" && cp -a "$DISK/etc/." "$NEW/etc/" || refuse "cannot copy /etc into the tmpfs (is size = \"$WIPE_SIZE\" too small?)"
+same_folder "$DISK/usr" "$NEW/usr" || refuse "cannot create /usr"
+mount -o rbind "$DISK/usr" "$NEW/usr" || refuse "cannot bind-mount the disk's /usr"
+mount -o remount,bind,ro "$NEW/usr" || refuse "cannot make /usr read-only"
+# The disk's root leaves $ROOT (its /usr stays mounted through the bind), the tmpfs takes its
+# place; if that move fails, the disk's root goes back.
 umount "$ROOT" 2>/dev/null || umount -l "$ROOT" || refuse "cannot unmount the disk's root from $ROOT"
-mount -o move "$STAGE" "$ROOT" || { staged=; say "cannot move the tmpfs onto $ROOT"; status wipe-failed "cannot move the tmpfs onto $ROOT"; exit 1; }
-rmdir "$STAGE" 2>/dev/null
+if ! mount -o move "$NEW" "$ROOT"; then
+  mount -o move "$DISK" "$ROOT" || say "cannot put the disk's root back on $ROOT either"
+  refuse "cannot move the tmpfs onto $ROOT"
+fi
+umount -R -l "$STAGE"
+rmdir "$NEW" "$DISK" "$STAGE" 2>/dev/null
 say "WIPE-STEP-DONE tmpfs root (size $WIPE_SIZE, mode $WIPE_MODE), /usr read-only from the disk, /etc copied from it"
 status wipe-done "tmpfs root (size $WIPE_SIZE, mode $WIPE_MODE): /usr read-only from the disk, /etc copied from it"
 exit 0

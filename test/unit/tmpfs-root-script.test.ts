@@ -5,8 +5,9 @@ import { REPO, tempDir } from './helpers';
 
 /**
  * The initrd's tmpfs-root script (src/wipe/impermanence-tmpfs-root.sh, [wipe] method = "tmpfs")
- * with real mounts in a private mount namespace: a "disk root" (a tmpfs standing in for the
- * disk's filesystem) mounted on a folder standing for /sysroot. The qemu test
+ * with real mounts in a private mount namespace whose mounts are made shared, as systemd makes
+ * them (the kernel refuses to move a mount whose parent is shared): a "disk root" (a tmpfs
+ * standing in for the disk's filesystem) mounted on a folder standing for /sysroot. The qemu test
  * (test/qemu/tmpfs.test.ts) runs it for real in a dracut initrd.
  */
 const SCRIPT = join(REPO, 'src/wipe/impermanence-tmpfs-root.sh');
@@ -17,7 +18,7 @@ function tmpfsRoot(opts: { before?: string; after?: string; cmdline?: string; co
   const settings = { WIPE_METHOD: 'tmpfs', WIPE_SIZE: "'64M'", WIPE_MODE: '0755', WIPE_STORAGES: "'/persist'", ...opts.conf };
   writeFileSync(join(dir, 'wipe.conf'), Object.entries(settings).map(([k, v]) => `${k}=${v}\n`).join(''));
   writeFileSync(join(dir, 'cmdline'), `${opts.cmdline ?? 'root=LABEL=x'}\n`);
-  const script = `set -e; R=${dir}/sysroot; mkdir -p $R; mount -t tmpfs disk $R
+  const script = `set -e; mount --make-rshared /; R=${dir}/sysroot; mkdir -p $R; mount -t tmpfs disk $R
 mkdir -p $R/usr/bin $R/etc/ssh $R/persist $R/home $R/tmp $R/root; echo sh > $R/usr/bin/sh; echo fstab > $R/etc/fstab; echo key > $R/etc/ssh/key; chmod 600 $R/etc/ssh/key
 ln -s usr/bin $R/bin; chmod 1777 $R/tmp; chmod 700 $R/root; echo junk > $R/root/junk; echo top > $R/toplevel-file
 ${opts.before ?? ':'}
@@ -62,10 +63,10 @@ describe('impermanence-tmpfs-root', () => {
   });
 
   it('a size the tmpfs cannot hold /etc in: refused, the staged tmpfs taken away', () => {
-    const r = tmpfsRoot({ conf: { WIPE_SIZE: "'8k'" }, before: 'head -c 300000 /dev/zero > $R/etc/big', after: 'findmnt -n -o SOURCE --mountpoint "$PWD"; findmnt -rn -o TARGET | grep -c tmpfs-root || true' });
+    const r = tmpfsRoot({ conf: { WIPE_SIZE: "'8k'" }, before: 'head -c 300000 /dev/zero > $R/etc/big', after: 'findmnt -n -o SOURCE --mountpoint "$PWD"; findmnt -rn -o TARGET | grep -c tmpfs-root || true; ls -A $(dirname $PWD)/run' });
     expect(r.code).toBe(1);
     expect(r.failed).toMatch(/cannot copy \/etc into the tmpfs \(is size = "8k" too small\?\)/);
-    expect(r.out.trim().split('\n')).toEqual(['disk', '0']);
+    expect(r.out.trim().split('\n')).toEqual(['disk', '0', 'wipe-failed']);
   });
 
   it('impermanence.wipe=0 boots the disk root (skipped, not failed); another method is not its business', () => {
