@@ -51,7 +51,7 @@ describe('a tmpfs root with an initrd built by dracut', () => {
     expect(await sh(vm, 'cat /run/impermanence/wipe-done')).toMatch(/^tmpfs root \(size 768M, mode 0755\)/);
     expect(await sh(vm, 'getent passwd alice')).toBe('alice:x:1000:1000:Alice:/home/alice:/bin/bash');
     expect(await sh(vm, 'stat -c "%U:%G %a" /home/alice /home/alice/kept')).toBe('alice:alice 700\nalice:alice 755');
-    expect(await sh(vm, 'findmnt -n -o SOURCE /home/alice/kept')).toMatch(/@persist\]\/home\/alice\/kept$/);
+    expect(await sh(vm, 'findmnt -n -o SOURCE /home/alice/kept')).toMatch(/\[\/@persist\/home\/alice\/kept\]$/);
     const failed = await vm.run('systemctl --failed --plain --no-legend --no-pager', 600_000);
     expect(failed.out.trim()).toBe('');
   };
