@@ -70,6 +70,8 @@ install -Dm0644 "$here/examples/persist.d/20-desktop.toml" "$dest/usr/share/doc/
 # initramfs-tools hook and script, the mkinitcpio hook, and the after-boot check of a refusal.
 install -Dm0755 "$here/src/wipe/impermanence-wipe.sh" "$dest/usr/lib/impermanence/impermanence-wipe"
 install -Dm0644 "$here/units/impermanence-wipe.service" "$dest/usr/lib/impermanence/impermanence-wipe.service"
+install -Dm0755 "$here/src/wipe/impermanence-tmpfs-root.sh" "$dest/usr/lib/impermanence/impermanence-tmpfs-root"
+install -Dm0644 "$here/units/impermanence-tmpfs-root.service" "$dest/usr/lib/impermanence/impermanence-tmpfs-root.service"
 install -Dm0755 "$here/packaging/dracut/90impermanence/module-setup.sh" "$dest/usr/lib/dracut/modules.d/90impermanence/module-setup.sh"
 install -Dm0755 "$here/packaging/initramfs-tools/hooks/impermanence" "$dest/usr/share/initramfs-tools/hooks/impermanence"
 install -Dm0755 "$here/packaging/initramfs-tools/scripts/local-premount/impermanence" "$dest/usr/share/initramfs-tools/scripts/local-premount/impermanence"

@@ -141,7 +141,7 @@ export function importNix(data: unknown, opts: { source: string; users: UserDb }
         const [home, ...others] = owner.homes;
         if (others.length) note([name, 'users', user], `entries in several homes (${[...owner.homes].join(', ')}); ${home} is used`);
         if (!record) {
-          note([name, 'users', user], `no user ${JSON.stringify(user)} in ${opts.users.source}/passwd: create it before impermanencectl check`);
+          note([name, 'users', user], `no user ${JSON.stringify(user)} in ${opts.users.passwdFile}: create it before impermanencectl check`);
           if (home) into.home ??= home;
         } else if (home && home !== record.home) into.home ??= home;
       }

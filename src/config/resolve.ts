@@ -67,6 +67,13 @@ export interface ResolvedConfig {
   driftIgnore: string[];
   /** The `[wipe]` table, if one file declares it. */
   wipe?: WipeSettings;
+  /**
+   * Set when the user database was read from a copy in storage (the config persists
+   * /etc/passwd or /etc/group, see UserDb.read): the ids of its users and groups by name. The
+   * generator then writes owners as numbers, since systemd-tmpfiles looks names up before
+   * that copy is mounted, on a root whose /etc/passwd may not have them.
+   */
+  ids?: { users: Record<string, number>; groups: Record<string, number> };
 }
 
 const ROOT_DEFAULT: Perms = { user: 'root', group: 'root', mode: 0o755 };
@@ -145,7 +152,7 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, pres
       const origin = { file, entry: keyPath([...base, 'users', name]) };
       const record = users.user(name);
       if (!record) {
-        fail(origin, `unknown user ${JSON.stringify(name)}: not in ${users.source}/passwd`);
+        fail(origin, `unknown user ${JSON.stringify(name)}: not in ${users.passwdFile}`);
         continue;
       }
       let home: string;
@@ -153,7 +160,7 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, pres
         home = normalizePath(userDecl.home ?? record.home, { relative: false });
       } catch (err) {
         const where = userDecl.home !== undefined ? keyPath([...base, 'users', name, 'home']) : origin.entry;
-        fail({ file, entry: where }, `home: ${(err as Error).message}${userDecl.home === undefined ? ` (from ${users.source}/passwd; set home = "…")` : ''}`);
+        fail({ file, entry: where }, `home: ${(err as Error).message}${userDecl.home === undefined ? ` (from ${users.passwdFile}; set home = "…")` : ''}`);
         continue;
       }
       const known = homes.get(name);
@@ -215,6 +222,9 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, pres
     entries,
     driftIgnore,
     ...(wipe ? { wipe } : {}),
+    ...(users.fromStorage
+      ? { ids: { users: Object.fromEntries(users.all().map((u) => [u.name, u.uid])), groups: Object.fromEntries(users.allGroups().map((g) => [g.name, g.gid])) } }
+      : {}),
   };
 }
 
@@ -350,11 +360,11 @@ function checkPerms(ctx: Context, decl: PermsDecl, fallback: Perms, origin: Orig
     }
   }
   if (decl.user !== undefined && !ctx.users.hasUser(decl.user)) {
-    ctx.fail(origin, `${prefix}user: unknown user ${JSON.stringify(decl.user)}: not in ${ctx.users.source}/passwd`);
+    ctx.fail(origin, `${prefix}user: unknown user ${JSON.stringify(decl.user)}: not in ${ctx.users.passwdFile}`);
     ok = false;
   }
   if (decl.group !== undefined && !ctx.users.hasGroup(decl.group)) {
-    ctx.fail(origin, `${prefix}group: unknown group ${JSON.stringify(decl.group)}: not in ${ctx.users.source}/group`);
+    ctx.fail(origin, `${prefix}group: unknown group ${JSON.stringify(decl.group)}: not in ${ctx.users.groupFile}`);
     ok = false;
   }
   if (!ok) return undefined;

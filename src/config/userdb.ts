@@ -1,5 +1,7 @@
-import { readFileSync } from 'node:fs';
+import { lstatSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { LoadedFile } from './load';
+import { isInside, normalizePath } from './paths';
 
 /**
  * The local user database, read from /etc/passwd and /etc/group under a root. The generator
@@ -13,8 +15,18 @@ export class UserDb {
   private readonly users = new Map<string, UserRecord>();
   private readonly groupsByName = new Map<string, GroupRecord>();
   private readonly groupsById = new Map<number, GroupRecord>();
+  /** The files read, for messages ("not in /persist/etc/passwd"). */
+  readonly passwdFile: string;
+  readonly groupFile: string;
 
-  constructor(passwd: string, group: string, readonly source = '/etc') {
+  /**
+   * `source`: the folder the files came from, or each file's own path when they came from
+   * different places (a persisted copy in storage, see read()). `fromStorage`: at least one
+   * file is a storage copy, which the running system only sees once it is mounted.
+   */
+  constructor(passwd: string, group: string, source: string | { passwd: string; group: string } = '/etc', readonly fromStorage = false) {
+    this.passwdFile = typeof source === 'string' ? `${source}/passwd` : source.passwd;
+    this.groupFile = typeof source === 'string' ? `${source}/group` : source.group;
     for (const line of passwd.split('\n')) {
       const f = line.split(':');
       if (f.length < 7 || line.startsWith('#')) continue;
@@ -34,15 +46,34 @@ export class UserDb {
     }
   }
 
-  static read(root = '/'): UserDb {
-    const read = (f: string) => {
+  /**
+   * Reads /etc/passwd and /etc/group under `root`. With the config's `loaded` files, a file the
+   * config persists is read from its copy in storage when that copy is a regular file: that
+   * copy is what /etc/passwd will be once mounted, and on a tmpfs root or a root rolled back to
+   * a snapshot the root's own file lacks every user added since (see persistedUserFiles).
+   */
+  static read(root = '/', loaded: readonly LoadedFile[] = []): UserDb {
+    const copies = loaded.length ? persistedUserFiles(loaded) : {};
+    const pick = (name: 'passwd' | 'group') => {
+      const copy = copies[name];
+      if (copy) {
+        try {
+          if (lstatSync(join(root, copy)).isFile()) return { path: join(root, copy), text: readFileSync(join(root, copy), 'utf8'), stored: true };
+        } catch {
+          // not in storage yet (a first boot adopts the root's file): the root's file it is
+        }
+      }
+      const path = join(root, 'etc', name);
       try {
-        return readFileSync(join(root, 'etc', f), 'utf8');
+        return { path, text: readFileSync(path, 'utf8'), stored: false };
       } catch {
-        return '';
+        return { path, text: '', stored: false };
       }
     };
-    return new UserDb(read('passwd'), read('group'), join(root, 'etc'));
+    const passwd = pick('passwd');
+    const group = pick('group');
+    if (!passwd.stored && !group.stored) return new UserDb(passwd.text, group.text, join(root, 'etc'));
+    return new UserDb(passwd.text, group.text, { passwd: passwd.path, group: group.path }, true);
   }
 
   user(name: string): UserRecord | undefined {
@@ -62,6 +93,11 @@ export class UserDb {
 
   all(): UserRecord[] {
     return [...this.users.values()];
+  }
+
+  /** Every group, for numeric ids (see ResolvedConfig.ids). */
+  allGroups(): GroupRecord[] {
+    return [...this.groupsByName.values()];
   }
 
   /** A user's id, from a name or a number; undefined when unknown. */
@@ -86,4 +122,48 @@ export class UserDb {
   primaryGroup(user: UserRecord): string {
     return this.groupsById.get(user.gid)?.name ?? String(user.gid);
   }
+}
+
+/**
+ * Where the config persists /etc/passwd and /etc/group: the storage path of each that a storage
+ * root declares as a file, or inside a declared folder (such as /etc itself), honouring
+ * persistentStoragePath and `enable = false`. Read from the loaded files before they are
+ * resolved (resolving needs the user database); a path that does not parse is left to
+ * resolveConfig to report. Presets are not looked into: declare these files yourself.
+ */
+export function persistedUserFiles(loaded: readonly LoadedFile[]): { passwd?: string; group?: string } {
+  const norm = (raw: string) => {
+    try {
+      return normalizePath(raw, { relative: false });
+    } catch {
+      return undefined;
+    }
+  };
+  const disabled = new Set<string>();
+  for (const { config } of loaded) {
+    for (const [key, decl] of Object.entries(config.persistence ?? {})) {
+      const storage = norm(key);
+      if (storage && decl.enable === false) disabled.add(storage);
+    }
+  }
+  const found: { passwd?: string; group?: string } = {};
+  for (const { config } of loaded) {
+    for (const [key, decl] of Object.entries(config.persistence ?? {})) {
+      const root = norm(key);
+      if (!root || disabled.has(root)) continue;
+      const consider = (raw: string | undefined, rawStorage: string | undefined, kind: 'file' | 'directory') => {
+        const path = raw === undefined ? undefined : norm(raw);
+        const storage = rawStorage === undefined ? root : norm(rawStorage);
+        if (!path || !storage) return;
+        for (const name of ['passwd', 'group'] as const) {
+          const target = `/etc/${name}`;
+          if (found[name]) continue;
+          if (kind === 'file' ? path === target : isInside(target, path)) found[name] = storage + target;
+        }
+      };
+      for (const f of decl.files ?? []) typeof f === 'string' ? consider(f, undefined, 'file') : consider(f.file, f.persistentStoragePath, 'file');
+      for (const d of decl.directories ?? []) typeof d === 'string' ? consider(d, undefined, 'directory') : consider(d.directory, d.persistentStoragePath, 'directory');
+    }
+  }
+  return found;
 }

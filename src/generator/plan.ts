@@ -91,9 +91,13 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
   const mounts: Array<{ name: string; entry: Entry }> = [];
   const unsafe: ConfigError[] = [];
 
+  // Owners by number when the user database is a storage copy (ResolvedConfig.ids).
+  const ids = config.ids;
+  const id = (table: Record<string, number>, name: string) => (Object.hasOwn(table, name) ? String(table[name]) : name);
+  const owned = (p: Perms): Perms => (ids ? { ...p, user: id(ids.users, p.user), group: id(ids.groups, p.group) } : p);
   const addDir = (plan: StoragePlan, path: string, perms: Perms, explicit: boolean) => {
     if (plan.tmpfiles.has(path) && !(explicit && plan.defaulted.delete(path))) return;
-    plan.tmpfiles.set(path, tmpfilesLine('d', path, perms));
+    plan.tmpfiles.set(path, tmpfilesLine('d', path, owned(perms)));
     if (!explicit) plan.defaulted.add(path);
   };
   // resolveConfig refused every path systemd cannot name.

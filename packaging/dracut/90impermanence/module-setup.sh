@@ -1,6 +1,7 @@
 #!/bin/bash
 # dracut module: the impermanence wipe (units/impermanence-wipe.service running
-# /usr/lib/impermanence/impermanence-wipe), with the [wipe] settings baked in as
+# /usr/lib/impermanence/impermanence-wipe; for method = "tmpfs", impermanence-tmpfs-root.service
+# running /usr/lib/impermanence/impermanence-tmpfs-root), with the [wipe] settings baked in as
 # /etc/impermanence/wipe.conf. Included whenever the config declares [wipe]; an invalid config
 # stops the build rather than make an initrd that silently does not wipe.
 
@@ -33,6 +34,14 @@ install() {
     fi
     mkdir -p "$initdir/etc/impermanence"
     printf '%s\n' "$conf" > "$initdir/etc/impermanence/wipe.conf"
+    if printf '%s\n' "$conf" | grep -qx 'WIPE_METHOD=tmpfs'; then
+        inst_simple /usr/lib/impermanence/impermanence-tmpfs-root /usr/lib/impermanence/impermanence-tmpfs-root
+        inst_multiple mount umount stat cp chmod chown mkdir rmdir rm cat
+        inst_simple /usr/lib/impermanence/impermanence-tmpfs-root.service "$systemdsystemunitdir/impermanence-tmpfs-root.service"
+        mkdir -p "$initdir$systemdsystemunitdir/initrd-root-fs.target.wants"
+        ln_r "$systemdsystemunitdir/impermanence-tmpfs-root.service" "$systemdsystemunitdir/initrd-root-fs.target.wants/impermanence-tmpfs-root.service"
+        return 0
+    fi
     inst_simple /usr/lib/impermanence/impermanence-wipe /usr/lib/impermanence/impermanence-wipe
     inst_multiple btrfs blkid mount umount stat date sed awk sort cut ls tr dd sync mv rm mkdir rmdir cat sleep grep
     inst_simple /usr/lib/impermanence/impermanence-wipe.service "$systemdsystemunitdir/impermanence-wipe.service"
