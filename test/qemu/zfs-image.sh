@@ -67,11 +67,14 @@ unshare -m --propagation private -- bash -euo pipefail -c '
 ' bash "$tree" "$ver"
 cp "$tree/boot/vmlinuz-$ver" "$out/vmlinuz"
 cp "$tree/boot/initrd.img-$ver" "$out/initrd.img"
-# What goes into rpool/root: the tree without the module's build (the module itself stays).
-tar -C "$tree" --exclude=./usr/src --exclude=./var/lib/dkms -cf "$out/tree.tar" .
+# What goes into rpool/root: the tree without the module's build and the compiler (the module
+# itself stays), docs, apt lists or /boot: writing to a pool under emulation is slow (below).
+tar -C "$tree" --exclude=./usr/src --exclude=./var/lib/dkms --exclude=./usr/lib/gcc --exclude=./usr/libexec/gcc \
+  --exclude=./usr/include --exclude=./usr/share/doc --exclude=./usr/share/man --exclude=./usr/share/locale \
+  --exclude=./var/lib/apt/lists --exclude='./boot/*' -cf "$out/tree.tar" .
 truncate -s 4G "$out/disk.img"
 timeout 1800 qemu-system-x86_64 -accel tcg,thread=multi -cpu max -m 1536 -smp 2 -display none -monitor none -serial stdio -no-reboot \
-  -drive "file=$out/installer.img,format=raw,if=virtio" -drive "file=$out/disk.img,format=raw,if=virtio" \
+  -drive "file=$out/installer.img,format=raw,if=virtio" -drive "file=$out/disk.img,format=raw,if=virtio,cache=unsafe" \
   -drive "file=$out/tree.tar,format=raw,if=virtio,readonly=on" \
   -kernel "$out/vmlinuz" -initrd "$out/initrd.img" \
   -append "root=/dev/vda rw console=ttyS0 impermanence.wipe=0 modprobe.blacklist=kvm,kvm_intel,kvm_amd rcupdate.rcu_cpu_stall_suppress=1 nosoftlockup systemd.show_status=false systemd.default_timeout_start_sec=900 systemd.run=/zfs-install systemd.run_success_action=poweroff systemd.run_failure_action=poweroff" \
