@@ -8,7 +8,22 @@ import { Vm } from './vm';
  * whose root is the ZFS dataset rpool/root (snapshot @blank), the storage rpool/persist, the zfs
  * module built by dkms for the image's kernel, the initrd built by dracut + zfs-dracut
  * (test/qemu/zfs-image.sh; the dkms build is cached by test/qemu/zfs-base.sh).
- * Runs only with IMPERMANENCE_ZFS_TEST=1 (npm run test:qemu:zfs): see README "Wiping the root".
+ * Runs only with IMPERMANENCE_ZFS_TEST=1 (npm run test:qemu:zfs), not in CI: see README "Wiping
+ * the root".
+ *
+ * State (2026-11-26, this machine: 2 cores, load 13-18, 3-4 other qemu guests): it has NOT passed.
+ * - zfs-base.sh: `time test/qemu/zfs-base.sh` 30 min 38 s wall (user 6 min 15 s, sys 1 min 21 s),
+ *   base.sh's tree cached before; the module (zfs 2.1.11-1+deb12u1) is built for
+ *   6.1.0-50-cloud-amd64 and loads in the guest ("ZFS: Loaded module v2.1.11-1+deb12u1").
+ * - zfs-image.sh: the host part (copy, mkfs.ext4 -d, dracut with zfs, tar) ~3 min; the installer
+ *   guest reaches its script ~3.5 min after start; `zpool create`, `zfs create`, `zfs mount` work.
+ * - Then writes to the pool stall under TCG. `-cpu max` (vm.ts's): `tar -x` of the 844 MB tree made
+ *   no progress in 8 min (qemu had read 66 MB in all); a 20 MB `dd if=/dev/zero` to the pool did not
+ *   finish in 4 min and the guest then stopped answering on the serial console (the clocksource
+ *   watchdog reported `wd_nsec: 0`); `cache=unsafe` on the pool's drive changed nothing. `-cpu qemu64`
+ *   (no AVX): the same `dd` finished, in 134 s (157 kB/s), txg_sync waiting in dmu_objset_sync.
+ * Next to try: ZFS's SIMD code under TCG's AVX emulation (`zcommon.zfs_fletcher_4_impl=scalar` on
+ * the kernel command line, or a CPU model without AVX), a quiet machine, or KVM.
  */
 const REPO = join(__dirname, '..', '..');
 const CACHE = process.env.IMPERMANENCE_QEMU_CACHE ?? '/var/cache/impermanence-qemu';
