@@ -22,8 +22,11 @@ import { Vm } from './vm';
  *   finish in 4 min and the guest then stopped answering on the serial console (the clocksource
  *   watchdog reported `wd_nsec: 0`); `cache=unsafe` on the pool's drive changed nothing. `-cpu qemu64`
  *   (no AVX): the same `dd` finished, in 134 s (157 kB/s), txg_sync waiting in dmu_objset_sync.
- * Next to try: ZFS's SIMD code under TCG's AVX emulation (`zcommon.zfs_fletcher_4_impl=scalar` on
- * the kernel command line, or a CPU model without AVX), a quiet machine, or KVM.
+ *   Neither `zcommon.zfs_fletcher_4_impl=scalar` nor `lapic=notscdeadline` on the guest's command
+ *   line helped (`-cpu max`: the dd still unfinished after 2 min); the stalled guest is idle (qemu
+ *   sleeping, little CPU), i.e. waiting on a wakeup that does not come, not computing.
+ * Next to try: other CPU models / `-smp 2` / icount, a ZFS newer than 2.1.11 (bookworm-backports),
+ * a quiet machine, or KVM (not usable here).
  */
 const REPO = join(__dirname, '..', '..');
 const CACHE = process.env.IMPERMANENCE_QEMU_CACHE ?? '/var/cache/impermanence-qemu';
