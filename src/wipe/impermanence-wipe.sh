@@ -213,8 +213,27 @@ wipe_btrfs() {
 
 wipe_zfs() {
   : "${WIPE_DATASET:?}" "${WIPE_SNAPSHOT:?}"
-  zfs list -H -o name "$WIPE_DATASET@$WIPE_SNAPSHOT" >/dev/null 2>&1 || refuse "snapshot $WIPE_DATASET@$WIPE_SNAPSHOT not found (is the pool imported?)"
+  command -v zfs >/dev/null 2>&1 || refuse "no zfs command in the initrd (install zfs-dracut, or zfs-initramfs, and rebuild the initrd)"
+  zfs list -H -o name "$WIPE_DATASET" >/dev/null 2>&1 || refuse "dataset $WIPE_DATASET not found (pool ${WIPE_DATASET%%/*} not imported, or wrong dataset in [wipe] dataset?)"
+  zfs list -H -o name "$WIPE_DATASET@$WIPE_SNAPSHOT" >/dev/null 2>&1 || refuse "snapshot $WIPE_DATASET@$WIPE_SNAPSHOT not found (make it with zfs snapshot $WIPE_DATASET@$WIPE_SNAPSHOT, or name another in [wipe] snapshot)"
+  # Storage on the dataset itself would be rolled back with it: look, read-only, before.
+  if [ -n "$WIPE_STORAGES" ]; then
+    mkdir -p "$TOP" || refuse "cannot create $TOP"
+    mount -t zfs -o ro,zfsutil "$WIPE_DATASET" "$TOP" || refuse "cannot mount $WIPE_DATASET read-only to check the storage roots"
+    mounted=yes
+    old_ifs=$IFS; IFS='
+'
+    for s in $WIPE_STORAGES; do
+      if [ -n "$s" ] && [ -d "$TOP$s" ] && [ -n "$(ls -A "$TOP$s" 2>/dev/null)" ]; then
+        refuse "storage root $s has content inside the dataset $WIPE_DATASET: it would be rolled back (keep the storage in its own dataset mounted on $s, and move that content there)"
+      fi
+    done
+    IFS=$old_ifs
+    cleanup
+  fi
+  say "WIPE-STEP-ROLLBACK $WIPE_DATASET to @$WIPE_SNAPSHOT"
   zfs rollback -r "$WIPE_DATASET@$WIPE_SNAPSHOT" || refuse "zfs rollback -r $WIPE_DATASET@$WIPE_SNAPSHOT failed"
+  say "WIPE-STEP-DONE rolled $WIPE_DATASET back to @$WIPE_SNAPSHOT"
   status wipe-done "rolled $WIPE_DATASET back to @$WIPE_SNAPSHOT"
 }
 

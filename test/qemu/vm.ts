@@ -12,6 +12,8 @@ export interface BootOptions {
   initrd: string;
   /** Added to the kernel command line. */
   append?: string;
+  /** How the kernel finds the root (default: the btrfs image's `root=LABEL=impwipe rootflags=subvol=@root`). */
+  root?: string;
   /** More raw disk images (vdb, vdc, …). */
   extraDisks?: string[];
   /** Every byte of the console is appended here. */
@@ -25,7 +27,7 @@ export class Vm {
   readonly exited: Promise<number | null>;
 
   constructor(opts: BootOptions) {
-    const append = `root=LABEL=impwipe rootflags=subvol=@root rw console=ttyS0 modprobe.blacklist=kvm,kvm_intel,kvm_amd rcupdate.rcu_cpu_stall_suppress=1 nosoftlockup systemd.default_device_timeout_sec=900 systemd.default_timeout_start_sec=900 systemd.show_status=false ${opts.append ?? ''}`;
+    const append = `${opts.root ?? 'root=LABEL=impwipe rootflags=subvol=@root'} rw console=ttyS0 modprobe.blacklist=kvm,kvm_intel,kvm_amd rcupdate.rcu_cpu_stall_suppress=1 nosoftlockup systemd.default_device_timeout_sec=900 systemd.default_timeout_start_sec=900 systemd.show_status=false ${opts.append ?? ''}`;
     const drives = [opts.disk, ...(opts.extraDisks ?? [])].flatMap((d) => ['-drive', `file=${d},format=raw,if=virtio`]);
     appendFileSync(opts.log, `\n===== qemu ${append}\n`);
     this.proc = spawn(

@@ -15,8 +15,14 @@ check() {
     esac
 }
 
+# The filesystem's own dracut module brings its tool and kernel module: btrfs, or zfs (zfs-dracut,
+# whose zfs-import.target the unit runs after).
 depends() {
-    echo systemd btrfs
+    case $(impermanencectl wipe config 2>/dev/null | sed -n 's/^WIPE_METHOD=//p') in
+        zfs) echo systemd zfs ;;
+        btrfs) echo systemd btrfs ;;
+        *) echo systemd ;;
+    esac
     return 0
 }
 
@@ -43,7 +49,8 @@ install() {
         return 0
     fi
     inst_simple /usr/lib/impermanence/impermanence-wipe /usr/lib/impermanence/impermanence-wipe
-    inst_multiple btrfs blkid mount umount stat date sed awk sort cut ls tr dd sync mv rm mkdir rmdir cat sleep grep
+    inst_multiple blkid mount umount stat date sed awk sort cut ls tr dd sync mv rm mkdir rmdir cat sleep grep
+    case $conf in *WIPE_METHOD=btrfs*) inst_multiple btrfs ;; *WIPE_METHOD=zfs*) inst_multiple zfs ;; esac
     inst_simple /usr/lib/impermanence/impermanence-wipe.service "$systemdsystemunitdir/impermanence-wipe.service"
     mkdir -p "$initdir$systemdsystemunitdir/initrd.target.wants"
     ln_r "$systemdsystemunitdir/impermanence-wipe.service" "$systemdsystemunitdir/initrd.target.wants/impermanence-wipe.service"
