@@ -9,6 +9,12 @@ set -euo pipefail
 flavor=$1 out=$2
 here=$(cd "$(dirname "$0")/../.." && pwd)
 base=$("$here/test/qemu/base.sh")
+# The `hello` .deb for `wipe update -- apt-get install -y hello` (no network in the VM): in the
+# image's apt cache, downloaded once (bookworm's, as the base tree's package lists) into the cache.
+debs=${IMPERMANENCE_QEMU_CACHE:-/var/cache/impermanence-qemu}/debs-1
+if ! ls "$debs"/hello_*.deb >/dev/null 2>&1; then
+  mkdir -p "$debs.tmp" && (cd "$debs.tmp" && apt-get download -q hello >&2) && mkdir -p "$debs" && mv "$debs.tmp"/hello_*.deb "$debs/"
+fi
 mkdir -p "$out"
 rm -f "$out/disk.img"
 truncate -s 4G "$out/disk.img"
@@ -21,6 +27,7 @@ unshare -m --propagation private -- bash -euo pipefail -c '
   btrfs -q subvolume create "$p"
   cp -a "$base/." "$p/"
   rm -f "$p/.complete"
+  cp "$5"/hello_*.deb "$p/var/cache/apt/archives/"
   sh "$here/packaging/install.sh" "$p"
   cp /usr/bin/node "$p/usr/bin/node"
   mkdir -p "$p/persist" "$p/etc/impermanence/persist.d"
@@ -54,5 +61,5 @@ TOML
   echo sibling > "$mnt/@keep/file"
   umount "$mnt"
   rmdir "$mnt"
-' bash "$here" "$base" "$flavor" "$out"
+' bash "$here" "$base" "$flavor" "$out" "$debs"
 echo "$out"
