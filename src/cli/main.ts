@@ -228,7 +228,7 @@ async function wipeCommand(args: string[], dirs: string[], required: string[], r
     return 2;
   }
   if (what === 'update' ? more.length === 0 : more.length > 0) {
-    err(`impermanencectl wipe ${what}: ${what === 'update' ? 'give the command to run in the pristine: wipe update -- COMMAND…' : `unexpected argument ${JSON.stringify(printable(more[0]!))}`}; ${helpHint('wipe')}\n`);
+    err(`impermanencectl wipe ${what}: ${what === 'update' ? 'give the command to run in the pristine: wipe update -- COMMAND...' : `unexpected argument ${JSON.stringify(printable(more[0]!))}`}; ${helpHint('wipe')}\n`);
     return 2;
   }
   if (yes && what !== 'init') {
