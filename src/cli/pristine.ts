@@ -5,7 +5,7 @@
  * btrfs wipe). Both work on a private mount of the top level (previous-boot.ts's withTopLevel).
  */
 import { spawnSync } from 'node:child_process';
-import { lstatSync, readdirSync, readFileSync, realpathSync, renameSync } from 'node:fs';
+import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { basename, dirname, join } from 'node:path';
 import type { WipeSettings } from '../config/wipe';
@@ -96,6 +96,38 @@ function recover(top: string, wipe: BtrfsWipe, say: Print): void {
   say(`deleted ${tmp}, left by an interrupted wipe init or update\n`);
 }
 
+/**
+ * One wipe init or update at a time (the second would find the first's temporary snapshot and
+ * take it for a leftover): a lock file in /run holding the PID; one whose process is gone is taken over.
+ */
+async function locked<T>(work: () => Promise<T>, lockFile = '/run/impermanence/pristine.lock'): Promise<T> {
+  mkdirSync(dirname(lockFile), { recursive: true, mode: 0o755 });
+  let fd: number | undefined;
+  for (let attempt = 0; fd === undefined; attempt++) {
+    try {
+      fd = openSync(lockFile, 'wx', 0o644);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw new PreviousBootError(`cannot take ${lockFile}: ${(e as Error).message}`);
+      const pid = Number(readFileSync(lockFile, 'utf8').trim());
+      let alive = false;
+      try {
+        alive = pid > 0 && process.kill(pid, 0);
+      } catch (err) {
+        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+      }
+      if (alive) throw new PreviousBootError(`another wipe init or update is running (PID ${pid}, ${lockFile})`);
+      unlinkSync(lockFile);
+    }
+  }
+  writeSync(fd, `${process.pid}\n`);
+  closeSync(fd);
+  try {
+    return await work();
+  } finally {
+    unlinkSync(lockFile);
+  }
+}
+
 /** The mountinfo line of the mount at `path` (the last one, which is what is seen there). */
 function mountAt(path: string): { root: string; fstype: string; source: string } | undefined {
   const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
@@ -150,7 +182,7 @@ function btrfsWipe(wipe: WipeSettings, command: string): BtrfsWipe {
 export async function wipeInit(settings: WipeSettings, opts: { root: string; dirs: string[]; required: string[]; yes: boolean }, o: OutputOptions, out: Print, err: Print): Promise<number> {
   const wipe = btrfsWipe(settings, 'init');
   const say = o.quiet ? () => undefined : out;
-  return withTopLevel(wipe, true, async (top, device) => {
+  return locked(() => withTopLevel(wipe, true, async (top, device) => {
     recover(top, wipe, say);
     if (exists(join(top, wipe.from))) {
       throw new PreviousBootError(`the pristine ${wipe.from} exists already on ${wipe.device}: to change it, run impermanencectl wipe update -- COMMAND (the current one is kept as ${wipe.from}.<UTC time>)`);
@@ -179,7 +211,7 @@ export async function wipeInit(settings: WipeSettings, opts: { root: string; dir
     say(`made ${wipe.from} (read-only) from ${wipe.subvolume} on ${wipe.device}: the next boots start from it.\n`);
     say(`Nested subvolumes inside ${wipe.subvolume} are not in it (btrfs snapshots stop at them). Change it with: impermanencectl wipe update -- COMMAND\n`);
     return 0;
-  });
+  }));
 }
 
 /**
@@ -224,7 +256,7 @@ exec chroot "$r" "$@"`;
 export async function wipeUpdate(settings: WipeSettings, argv: string[], o: OutputOptions, out: Print, err: Print): Promise<number> {
   const wipe = btrfsWipe(settings, 'update');
   const say = o.quiet ? () => undefined : out;
-  return withTopLevel(wipe, true, async (top) => {
+  return locked(() => withTopLevel(wipe, true, async (top) => {
     recover(top, wipe, say);
     if (!isSubvolume(join(top, wipe.from))) throw new PreviousBootError(`no pristine ${wipe.from} on ${wipe.device}: make it first with impermanencectl wipe init`);
     const tmp = temporary(wipe.from);
@@ -267,5 +299,5 @@ export async function wipeUpdate(settings: WipeSettings, argv: string[], o: Outp
       }
     }
     return 0;
-  });
+  }));
 }

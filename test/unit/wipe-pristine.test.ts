@@ -14,9 +14,9 @@ let loop: string;
 let config: string;
 const CTL = join(REPO, 'dist/impermanencectl.js');
 
-/** Runs bash in a private mount namespace with the top level on $T and @root on $R. */
+/** Runs bash in a private mount namespace with the top level on $T, @root on $R and a tmpfs on /run (the lock file). */
 function sh(script: string) {
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', `set -e; T=${dir}/t R=${dir}/r; mkdir -p $T $R; mount ${loop} $T; mount -o subvol=@root ${loop} $R; cd $T; ${script}`], { encoding: 'utf8' });
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', `set -e; T=${dir}/t R=${dir}/r; mkdir -p $T $R; mount ${loop} $T; mount -o subvol=@root ${loop} $R; mount -t tmpfs tmpfs /run; cd $T; ${script}`], { encoding: 'utf8' });
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 /** impermanencectl ARGS --config CONFIG (in a private mount namespace, with @root on $R). */
@@ -124,6 +124,16 @@ describe('wipe update -- COMMAND', () => {
     sh('btrfs -q subvolume snapshot @pristine @pristine.new');
     expect(ctl('wipe update -- sh -c :').out).toMatch(/deleted @pristine.new, left by an interrupted wipe init or update/);
     expect(sh(list).out).not.toMatch(/@pristine\.new/);
+  });
+
+  it('runs one at a time (a lock file in /run holding a live PID), and takes over a stale lock', () => {
+    const busy = sh(`mkdir /run/impermanence; echo 1 > /run/impermanence/pristine.lock; cd /; node ${CTL} --config ${config} wipe update -- sh -c :`);
+    expect(busy.code).toBe(1);
+    expect(busy.err).toMatch(/another wipe init or update is running \(PID 1, \/run\/impermanence\/pristine.lock\)/);
+    const stale = sh(`mkdir /run/impermanence; echo 999999999 > /run/impermanence/pristine.lock; cd /; node ${CTL} --config ${config} wipe update -- sh -c :; ls -A /run/impermanence`);
+    expect(stale.code).toBe(0);
+    expect(stale.out).toMatch(/@pristine is the new pristine/);
+    expect(stale.out).not.toMatch(/pristine.lock/);
   });
 
   it('orders previous pristines newest first', () => {
