@@ -57,6 +57,7 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     const w = await vm.run('echo kept > /srv/kept/a && echo lost > /root/undeclared && btrfs -q subvolume create /var/lib/nested && btrfs -q subvolume create /var/lib/nested/deeper && echo n > /var/lib/nested/deeper/f && sync');
     expect(w.code).toBe(0);
     if (flavor === FLAVORS[0]) {
+      const t1 = Date.now();
       // A package installed on the running root is lost at reboot: apt's hook says so, and how to keep it.
       const onRoot = await vm.run('apt-get install -y hello 2>&1', 900_000);
       expect(onRoot.code).toBe(0);
@@ -69,6 +70,7 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
       expect(update.out).not.toMatch(/changed the running root/);
       expect(update.code).toBe(0);
       expect((await vm.run('command -v hello')).code).toBe(1);
+      process.stderr.write(`${flavor}: apt-get install on the running root (hook), remove, wipe update -- apt-get install -y hello: ${((Date.now() - t1) / 1000).toFixed(0)} s\n`);
     }
     await vm.poweroff();
 
