@@ -28,6 +28,8 @@ unshare -m --propagation private -- bash -euo pipefail -c '
   cp -a "$base/." "$p/"
   rm -f "$p/.complete"
   cp "$5"/hello_*.deb "$p/var/cache/apt/archives/"
+  # The apt package cache, built here in seconds rather than by each apt-get under emulation.
+  chroot "$p" apt-cache gencaches >/dev/null
   sh "$here/packaging/install.sh" "$p"
   cp /usr/bin/node "$p/usr/bin/node"
   mkdir -p "$p/persist" "$p/etc/impermanence/persist.d"
