@@ -79,6 +79,13 @@ install -Dm0644 "$here/packaging/mkinitcpio/install/impermanence" "$dest/usr/lib
 install -Dm0644 "$here/units/impermanence-wipe-check.service" "$dest/usr/lib/systemd/system/impermanence-wipe-check.service"
 install -dm0755 "$dest/usr/lib/systemd/system/sysinit.target.wants"
 ln -sf ../impermanence-wipe-check.service "$dest/usr/lib/systemd/system/sysinit.target.wants/impermanence-wipe-check.service"
+# Package-manager hooks: after a transaction on the running root, say that it is lost at the next
+# boot and how to keep it (impermanencectl wipe update -- …): apt, dnf5 (libdnf5's actions
+# plugin) and pacman; each calls the one script, which is silent without [wipe].
+install -Dm0755 "$here/packaging/hooks/impermanence-pkg-hook" "$dest/usr/lib/impermanence/impermanence-pkg-hook"
+install -Dm0644 "$here/packaging/hooks/80impermanence.apt" "$dest/etc/apt/apt.conf.d/80impermanence"
+install -Dm0644 "$here/packaging/hooks/impermanence.actions" "$dest/etc/dnf/libdnf5-plugins/actions.d/impermanence.actions"
+install -Dm0644 "$here/packaging/hooks/impermanence.hook" "$dest/usr/share/libalpm/hooks/impermanence.hook"
 # Presets: config fragments a config includes by name (include = ["ssh", "networkmanager"]).
 for f in "$here"/presets/*.toml; do
   [ -f "$f" ] || continue

@@ -33,7 +33,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
   const { command: spec, args: rest, json } = parsed;
   const values = parsed.values as {
     config?: string[]; root?: string; out?: string; since?: string; storage?: string; user?: string; bus?: string;
-    offline?: true; rescan?: true; 'no-scan'?: true; 'previous-boot'?: true; boot?: string; to?: string; quiet?: true; 'no-legend'?: true; 'no-ask-password'?: true; help?: true; version?: true;
+    offline?: true; rescan?: true; 'no-scan'?: true; 'previous-boot'?: true; yes?: true; boot?: string; to?: string; quiet?: true; 'no-legend'?: true; 'no-ask-password'?: true; help?: true; version?: true;
   };
   if (values.version) {
     out(`impermanencectl ${VERSION}\n`);
@@ -61,7 +61,7 @@ export async function run(argv: string[], out: (s: string) => void, err: (s: str
     }
     if (spec.name === 'wipe') {
       const { dirs, required } = configFolders(values.config, values.root ?? '/');
-      return wipeCommand(rest, dirs, required, values.root ?? '/', o, out, err);
+      return wipeCommand(rest, dirs, required, values.root ?? '/', values.yes === true, o, out, err);
     }
     return previousBootCommand(spec.name === 'restore' ? 'restore' : 'diff', rest, values, o, out, err);
   }
@@ -220,11 +220,19 @@ async function previousBootCommand(
  * dracut, initramfs-tools and mkinitcpio hooks to bake into the initrd. Exit 0 with the file,
  * 1 for an invalid config, 3 when no file declares [wipe] (the hooks then install no wipe).
  */
-async function wipeCommand(args: string[], dirs: string[], required: string[], root: string, o: OutputOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
-  const [what] = args;
+async function wipeCommand(args: string[], dirs: string[], required: string[], root: string, yes: boolean, o: OutputOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  const [what, ...more] = args;
   const json = o.json !== 'off';
-  if (what !== 'config' && what !== 'status') {
-    err(`impermanencectl wipe: expected config or status, not ${JSON.stringify(printable(what ?? ''))}; ${helpHint('wipe')}\n`);
+  if (what !== 'config' && what !== 'status' && what !== 'init' && what !== 'update') {
+    err(`impermanencectl wipe: expected config, status, init or update, not ${JSON.stringify(printable(what ?? ''))}; ${helpHint('wipe')}\n`);
+    return 2;
+  }
+  if (what === 'update' ? more.length === 0 : more.length > 0) {
+    err(`impermanencectl wipe ${what}: ${what === 'update' ? 'give the command to run in the pristine: wipe update -- COMMAND...' : `unexpected argument ${JSON.stringify(printable(more[0]!))}`}; ${helpHint('wipe')}\n`);
+    return 2;
+  }
+  if (yes && what !== 'init') {
+    err(`impermanencectl wipe ${what}: --yes is an option of wipe init only; ${helpHint('wipe')}\n`);
     return 2;
   }
   let config: ResolvedConfig;
@@ -235,8 +243,20 @@ async function wipeCommand(args: string[], dirs: string[], required: string[], r
   }
   if (!config.wipe) {
     if (json) out('null\n');
-    else err(`impermanencectl wipe config: no [wipe] table in ${config.files.length ? config.files.map(printablePath).join(', ') : dirs.map(printablePath).join(', ')}: nothing to wipe\n`);
+    else err(`impermanencectl wipe ${what}: no [wipe] table in ${config.files.length ? config.files.map(printablePath).join(', ') : dirs.map(printablePath).join(', ')}: nothing to wipe\n`);
     return 3;
+  }
+  if (what === 'init' || what === 'update') {
+    const { wipeInit, wipeUpdate } = await import('./pristine');
+    const { PreviousBootError } = await import('./previous-boot');
+    try {
+      if (what === 'init') return await wipeInit(config.wipe, { root, dirs, required, yes }, o, out, err);
+      return await wipeUpdate(config.wipe, more, o, out, err);
+    } catch (e) {
+      if (!(e instanceof PreviousBootError)) throw e;
+      err(`impermanencectl wipe ${what}: ${printable(e.message)}\n`);
+      return 1;
+    }
   }
   if (what === 'status') return (await import('./wipe-status')).wipeStatus(config.wipe, json, out);
   const { wipeConfText } = await import('../config/wipe');

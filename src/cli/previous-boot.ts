@@ -12,25 +12,42 @@ const OLD_ROOT = /^\d{4}-\d\d-\d\d_\d{6}/;
 
 export class PreviousBootError extends Error {}
 
+export type BtrfsWipe = Extract<WipeSettings, { method: 'btrfs' }>;
+
+/** The [wipe] device as a /dev path (LABEL=, UUID=, … looked up with blkid). */
+export function wipeDevice(wipe: BtrfsWipe): string {
+  if (wipe.device.startsWith('/dev/')) return wipe.device;
+  const r = spawnSync('blkid', ['-l', '-o', 'device', '-t', wipe.device], { encoding: 'utf8' });
+  const device = r.stdout.trim();
+  if (!device) throw new PreviousBootError(`device ${wipe.device} ([wipe] device) not found`);
+  return device;
+}
+
 /**
- * Mounts the top level of the wipe's btrfs read-only on a private folder under /run, hands the
- * kept old root of boot `boot` (1: the previous boot, the newest old root) to `use`, and unmounts.
+ * Mounts the top level of the wipe's btrfs (read-only unless `writable`) on a private folder
+ * under /run, hands it to `use`, and unmounts it.
  */
-async function withOldRoot<T>(wipe: WipeSettings, boot: number, use: (oldRoot: string, name: string) => Promise<T>): Promise<T> {
-  if (wipe.method !== 'btrfs') throw new PreviousBootError(`[wipe] method = "${wipe.method}" keeps no old roots (only btrfs does)`);
-  let device = wipe.device;
-  if (!device.startsWith('/dev/')) {
-    const r = spawnSync('blkid', ['-l', '-o', 'device', '-t', device], { encoding: 'utf8' });
-    device = r.stdout.trim();
-    if (!device) throw new PreviousBootError(`device ${wipe.device} ([wipe] device) not found`);
-  }
+export async function withTopLevel<T>(wipe: WipeSettings, writable: boolean, use: (top: string, device: string) => Promise<T>): Promise<T> {
+  if (wipe.method !== 'btrfs') throw new PreviousBootError(`[wipe] method = "${wipe.method}" has no subvolumes to work on (only btrfs has)`);
+  const device = wipeDevice(wipe);
   const top = mkdtempSync('/run/impermanence-top-');
-  const m = spawnSync('mount', ['-o', 'ro,subvolid=5', device, top], { encoding: 'utf8' });
+  const m = spawnSync('mount', ['-o', `${writable ? 'rw' : 'ro'},subvolid=5`, device, top], { encoding: 'utf8' });
   if (m.status !== 0) {
     rmdirSync(top);
     throw new PreviousBootError(`cannot mount the top level of ${device}: ${m.stderr.trim()}`);
   }
   try {
+    return await use(top, device);
+  } finally {
+    spawnSync('umount', [top]);
+    rmdirSync(top);
+  }
+}
+
+/** The kept old root of boot `boot` (1: the previous boot, the newest old root), on the mounted top level. */
+async function withOldRoot<T>(wipe: WipeSettings, boot: number, use: (oldRoot: string, name: string) => Promise<T>): Promise<T> {
+  if (wipe.method !== 'btrfs') throw new PreviousBootError(`[wipe] method = "${wipe.method}" keeps no old roots (only btrfs does)`);
+  return withTopLevel(wipe, false, async (top) => {
     let names: string[];
     try {
       names = readdirSync(join(top, wipe.oldRoots)).filter((n) => OLD_ROOT.test(n)).sort().reverse();
@@ -39,11 +56,8 @@ async function withOldRoot<T>(wipe: WipeSettings, boot: number, use: (oldRoot: s
     }
     const name = names[boot - 1];
     if (!name) throw new PreviousBootError(`no old root for boot ${boot} in ${wipe.oldRoots} on ${wipe.device} (${names.length} kept)`);
-    return await use(join(top, wipe.oldRoots, name), `${wipe.oldRoots}/${name}`);
-  } finally {
-    spawnSync('umount', [top]);
-    rmdirSync(top);
-  }
+    return use(join(top, wipe.oldRoots, name), `${wipe.oldRoots}/${name}`);
+  });
 }
 
 /** When the old root was made (the start of that boot), from `btrfs subvolume show`. */

@@ -50,6 +50,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { name: 'user', value: 'NAME', complete: 'user', help: 'persist PATH inside the home of user NAME' },
   { name: 'json', value: 'MODE', optional: { implied: 'pretty' }, complete: ['pretty', 'short', 'off'], help: 'print data as JSON: "pretty" (the default for a bare --json), "short" (one line) or "off"' },
   { name: 'no-legend', help: 'leave out column headings and the closing summary' },
+  { name: 'yes', help: 'wipe init: make the pristine without asking' },
   { name: 'quiet', short: 'q', help: 'print nothing but errors (the exit code tells)' },
   { name: 'no-ask-password', help: 'do not let polkit ask for a password (fail instead)' },
   { name: 'bus', value: 'ADDRESS', complete: 'none', help: 'the bus to use (default: the system bus, or $DBUS_SYSTEM_BUS_ADDRESS)' },
@@ -129,10 +130,10 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: ['quiet', 'no-ask-password', 'bus'],
   },
   {
-    name: 'wipe', args: 'config|status', minArgs: 1, maxArgs: 1, complete: ['config', 'status'], group: 'wipe',
-    summary: 'the wipe at boot: its settings for the initrd, or how it went and what it keeps',
-    description: "wipe config prints the [wipe] settings as the initrd reads them (the dracut, initramfs-tools and mkinitcpio hooks bake them into /etc/impermanence/wipe.conf); exit 3 when no file declares [wipe]. wipe status shows this boot's wipe (done, skipped, or refused: exit 3), the pristine, the kept old roots and which the next wipe deletes.",
-    options: ['config', 'root'],
+    name: 'wipe', args: 'config|status|init|update -- COMMAND...', minArgs: 1, maxArgs: Infinity, complete: ['config', 'status', 'init', 'update'], group: 'wipe',
+    summary: 'the wipe at boot: its settings for the initrd, how it went, and the pristine it starts from',
+    description: "wipe config prints the [wipe] settings as the initrd reads them (the dracut, initramfs-tools and mkinitcpio hooks bake them into /etc/impermanence/wipe.conf); exit 3 when no file declares [wipe]. wipe status shows this boot's wipe (done, skipped, or refused: exit 3), the pristine and the previous ones, the kept old roots and which the next wipe deletes. wipe init makes the read-only pristine ([wipe] from) from the running root: it first shows what was written outside persisted paths since boot (the drift it would bake in) and asks (--yes does not); it never replaces a pristine. wipe update -- COMMAND... runs COMMAND (e.g. apt-get upgrade) chrooted into a new snapshot of the pristine; on success that becomes the pristine and the previous one is kept as FROM.<UTC time> (the 3 newest are kept), on failure it is deleted and the pristine is unchanged; the exit code is COMMAND's. The running root is not changed: the next boot starts from the new pristine.",
+    options: ['config', 'root', 'yes', 'quiet'],
   },
   {
     name: 'restore', args: 'PATH', minArgs: 1, maxArgs: 1, complete: 'path', group: 'wipe',

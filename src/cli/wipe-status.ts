@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { WipeSettings } from '../config/wipe';
 import { printable } from '../shared/printable';
+import { previousPristines } from './pristine';
 
 /** What the initrd's wipe left in /run at this boot: done, failed (refused) or skipped, and why. */
 export function lastWipe(run = '/run/impermanence'): { result: 'done' | 'failed' | 'skipped' | 'none'; message: string } {
@@ -49,13 +50,16 @@ export function wipeStatus(wipe: WipeSettings, json: boolean, out: (s: string) =
   }
   const roots = wipe.method === 'btrfs' && subvolumes ? oldRootsOf(subvolumes, wipe, Date.now()) : undefined;
   const pristine = wipe.method === 'btrfs' && wipe.from !== 'empty' && subvolumes ? subvolumes.includes(wipe.from) : undefined;
+  // wipe update keeps the previous pristines as FROM.<UTC time>, newest first.
+  const previous = wipe.method === 'btrfs' && wipe.from !== 'empty' && subvolumes ? previousPristines(subvolumes, wipe.from) : undefined;
   if (json) {
-    out(JSON.stringify({ method: wipe.method, lastWipe: last, pristine: pristine ?? null, oldRoots: roots ?? null, error: listError ?? null }, null, 2) + '\n');
+    out(JSON.stringify({ method: wipe.method, lastWipe: last, pristine: pristine ?? null, previousPristines: previous ?? null, oldRoots: roots ?? null, error: listError ?? null }, null, 2) + '\n');
     return last.result === 'failed' ? 3 : 0;
   }
   out(`method: ${wipe.method}\nthis boot: ${last.result}: ${printable(last.message)}\n`);
   if (wipe.method === 'btrfs') {
     out(`root: ${wipe.subvolume} on ${wipe.device}, made from ${wipe.from === 'empty' ? 'an empty subvolume' : `${wipe.from}${pristine === false ? ' (MISSING)' : ''}`}\n`);
+    if (previous?.length) out(`previous pristines (kept by wipe update; it keeps the 3 newest): ${previous.join(', ')}\n`);
     if (listError) out(`old roots: cannot list subvolumes: ${printable(listError)}\n`);
     else {
       out(`old roots in ${wipe.oldRoots} (keep ${wipe.keep.days || 'any number of'} days, ${wipe.keep.count || 'any number'}): ${roots!.length}\n`);

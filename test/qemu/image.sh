@@ -12,18 +12,28 @@ set -euo pipefail
 flavor=$1 out=$2 method=${3:-btrfs}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 base=$("$here/test/qemu/base.sh")
+# The `hello` .deb for `wipe update -- apt-get install -y hello` (no network in the VM): in the
+# image's apt cache, downloaded once (bookworm's, as the base tree's package lists) into the cache.
+debs=${IMPERMANENCE_QEMU_CACHE:-/var/cache/impermanence-qemu}/debs-1
+if ! ls "$debs"/hello_*.deb >/dev/null 2>&1; then
+  { mkdir -p "$debs.tmp" && (cd "$debs.tmp" && apt-get download -q hello >&2) && mkdir -p "$debs" && mv "$debs.tmp"/hello_*.deb "$debs/"; } \
+    || echo "image.sh: could not download hello: the WIPE_APT=1 test will fail" >&2
+fi
 mkdir -p "$out"
 rm -f "$out/disk.img"
 truncate -s 4G "$out/disk.img"
 mkfs.btrfs -q -f -L impwipe "$out/disk.img" >/dev/null
 unshare -m --propagation private -- bash -euo pipefail -c '
-  here=$1 base=$2 flavor=$3 out=$4 method=$5
+  here=$1 base=$2 flavor=$3 out=$4 method=$5 debs=$6
   mnt=$out/mnt; mkdir -p "$mnt"
   mount -o loop "$out/disk.img" "$mnt"
   p=$mnt/@pristine
   btrfs -q subvolume create "$p"
   cp -a "$base/." "$p/"
   rm -f "$p/.complete"
+  cp "$debs"/hello_*.deb "$p/var/cache/apt/archives/" 2>/dev/null || true
+  # The apt package cache, built here in seconds rather than by each apt-get under emulation.
+  chroot "$p" apt-cache gencaches >/dev/null
   sh "$here/packaging/install.sh" "$p"
   cp /usr/bin/node "$p/usr/bin/node"
   mkdir -p "$p/persist" "$p/etc/impermanence/persist.d"
@@ -86,5 +96,5 @@ TOML
   echo sibling > "$mnt/@keep/file"
   umount "$mnt"
   rmdir "$mnt"
-' bash "$here" "$base" "$flavor" "$out" "$method"
+' bash "$here" "$base" "$flavor" "$out" "$method" "$debs"
 echo "$out"

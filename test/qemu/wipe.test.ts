@@ -7,12 +7,15 @@ import { onImage, Vm } from './vm';
  * The wipe on a real kernel and real initrds (qemu, software emulation): a Debian bookworm disk
  * image on btrfs (@root booted, @pristine, @persist storage), this package installed, the initrd
  * built by dracut and by initramfs-tools in the image's chroot (test/qemu/image.sh).
- * WIPE_FLAVORS (default "dracut,initramfs-tools"), WIPE_KILL_RUNS (power cuts per flavor, default 3).
+ * WIPE_FLAVORS (default "dracut,initramfs-tools"), WIPE_KILL_RUNS (power cuts per flavor, default 3),
+ * WIPE_APT=1 (apt's hook and wipe update under apt-get).
  */
 const REPO = join(__dirname, '..', '..');
 const CACHE = process.env.IMPERMANENCE_QEMU_CACHE ?? '/var/cache/impermanence-qemu';
 const FLAVORS = (process.env.WIPE_FLAVORS ?? 'dracut,initramfs-tools').split(',').filter(Boolean);
 const KILL_RUNS = Number(process.env.WIPE_KILL_RUNS ?? 3);
+/** WIPE_APT=1: also apt's hook and `wipe update -- apt-get install -y hello` surviving the reboot (first flavor only; off by default: 403 s measured at load 10, over CI's 2-minute allowance). */
+const APT = process.env.WIPE_APT === '1';
 const BOOT = 900_000;
 
 jest.setTimeout(3_600_000);
@@ -23,7 +26,8 @@ const rootName = (t: number) => new Date(t).toISOString().replace(/T(\d\d):(\d\d
 const lines = (s: string) => s.split('\n').filter(Boolean);
 
 describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
-  const dir = join(CACHE, `wipeC-test-${flavor}`);
+  // WIPE_TEST_PREFIX: another folder name, for a second run of this test at the same time.
+  const dir = join(CACHE, `${process.env.WIPE_TEST_PREFIX ?? 'wipeC'}-test-${flavor}`);
   const disk = join(dir, 'disk.img');
   const log = join(dir, 'console.log');
   const vms: Vm[] = [];
@@ -55,6 +59,22 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     expect((await vm.run('findmnt -n -o SOURCE /srv/kept')).out).toMatch(/@persist/);
     const w = await vm.run('echo kept > /srv/kept/a && echo lost > /root/undeclared && btrfs -q subvolume create /var/lib/nested && btrfs -q subvolume create /var/lib/nested/deeper && echo n > /var/lib/nested/deeper/f && sync');
     expect(w.code).toBe(0);
+    if (APT && flavor === FLAVORS[0]) {
+      const t1 = Date.now();
+      // A package installed on the running root is lost at reboot: apt's hook says so, and how to keep it.
+      const onRoot = await vm.run('apt-get install -y hello 2>&1', 900_000);
+      expect(onRoot.code).toBe(0);
+      expect(onRoot.out).toMatch(/this apt transaction changed the running root, which is wiped at the next boot/);
+      expect(onRoot.out).toMatch(/impermanencectl wipe update -- apt-get install -y hello/);
+      expect((await vm.run('apt-get remove -y hello >/dev/null 2>&1')).code).toBe(0);
+      // Installed in the pristine, it survives the reboot (checked after the next boot).
+      const update = await vm.run('impermanencectl wipe update -- apt-get install -y hello 2>&1', 900_000);
+      expect(update.out).toMatch(/@pristine is the new pristine \(the previous one is kept as @pristine\.\d{4}-/);
+      expect(update.out).not.toMatch(/changed the running root/);
+      expect(update.code).toBe(0);
+      expect((await vm.run('command -v hello')).code).toBe(1);
+      process.stderr.write(`${flavor}: apt-get install on the running root (hook), remove, wipe update -- apt-get install -y hello: ${((Date.now() - t1) / 1000).toFixed(0)} s\n`);
+    }
     await vm.poweroff();
 
     vm = boot();
@@ -67,6 +87,10 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     expect((await vm.run('cat /srv/kept/a')).out.trim()).toBe('kept');
     expect((await vm.run('test -e /root/undeclared')).code).toBe(1);
     expect((await vm.run('test -e /var/lib/nested')).code).toBe(1);
+    if (APT && flavor === FLAVORS[0]) {
+      expect((await vm.run('hello')).out).toMatch(/Hello, world!/);
+      expect((await vm.run('impermanencectl wipe status', 600_000)).out).toMatch(/^previous pristines \(kept by wipe update; it keeps the 3 newest\): @pristine\.\d{4}-/m);
+    }
     // What the previous boot wrote outside persisted paths, and getting one file back.
     const diff = await vm.run('impermanencectl diff --previous-boot', 900_000);
     expect(diff.code).toBe(3);

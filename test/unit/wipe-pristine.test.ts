@@ -1,0 +1,162 @@
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { previousPristines, utcStamp } from '../../src/cli/pristine';
+import { REPO, tempDir, tree } from './helpers';
+
+/**
+ * wipe init and wipe update -- COMMAND on a real btrfs (loop device): the running root is the
+ * subvolume @root mounted on a folder (--root) in a private mount namespace; the CLI mounts the top
+ * level under /run in that namespace too. The root holds a shell (dash and its libraries) so that
+ * COMMAND really runs chrooted into the new snapshot.
+ */
+let dir: string;
+let loop: string;
+let config: string;
+const CTL = join(REPO, 'dist/impermanencectl.js');
+
+/** Runs bash in a private mount namespace with the top level on $T, @root on $R and a tmpfs on /run (the lock file). */
+function sh(script: string) {
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', `set -e; T=${dir}/t R=${dir}/r; mkdir -p $T $R; mount ${loop} $T; mount -o subvol=@root ${loop} $R; mount -t tmpfs tmpfs /run; cd $T; ${script}`], { encoding: 'utf8' });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+/** impermanencectl ARGS --config CONFIG (in a private mount namespace, with @root on $R). */
+function ctl(args: string, cfg = config) {
+  return sh(`cd /; node ${CTL} --config ${cfg} ${args}`);
+}
+const list = `btrfs subvolume list . | sed 's/.* path //' | sort | tr '\\n' ' '`;
+
+const wipeConfig = (from = '@pristine') => tree({ 'a.toml': `[wipe]\nmethod = "btrfs"\ndevice = "${loop}"\nsubvolume = "@root"\nfrom = "${from}"\n\n[persistence."/persist"]\ndirectories = ["/srv/kept"]\n` });
+
+beforeAll(() => {
+  dir = tempDir('wipeinit-pristine-');
+  spawnSync('truncate', ['-s', '300M', join(dir, 'img')]);
+  loop = spawnSync('losetup', ['-f', '--show', join(dir, 'img')], { encoding: 'utf8' }).stdout.trim();
+  expect(loop).toMatch(/^\/dev\/loop/);
+  expect(spawnSync('mkfs.btrfs', ['-q', '-f', loop]).status).toBe(0);
+  // A root with a shell: dash and what it links, at their own paths.
+  const libs = spawnSync('ldd', ['/usr/bin/dash'], { encoding: 'utf8' }).stdout.match(/\/\S+/g)!.join(' ');
+  const setup = `set -e; M=$(mktemp -d); mount ${loop} $M; cd $M
+    btrfs -q subvolume create @root
+    mkdir -p @root/etc @root/usr/bin @root/proc @root/sys @root/dev @root/run @root/persist @root/srv/kept @root/tmp @root/var/lib/app
+    ln -s usr/bin @root/bin
+    cp /usr/bin/dash @root/usr/bin/sh
+    for l in ${libs}; do cp --parents -L $l @root/; done
+    echo 'root:x:0:0:root:/root:/bin/sh' > @root/etc/passwd
+    echo nameserver 192.0.2.1 > @root/etc/resolv.conf
+    echo state > @root/var/lib/app/db
+    cd /; umount $M; rmdir $M`;
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', setup], { encoding: 'utf8' });
+  expect(r.stderr).toBe('');
+  config = wipeConfig();
+});
+afterAll(() => {
+  if (loop) spawnSync('losetup', ['-d', loop]);
+});
+
+describe('wipe init', () => {
+  it('refuses without a pristine to update, without --yes off a terminal, and from = "empty"', () => {
+    expect(ctl('wipe update -- sh -c :')).toMatchObject({ code: 1, err: expect.stringMatching(/no pristine @pristine on \/dev\/loop\d+: make it first with impermanencectl wipe init/) });
+    const noYes = ctl(`wipe init --root $R`);
+    expect(noYes.code).toBe(1);
+    expect(noYes.err).toMatch(/not asking without a terminal: give --yes/);
+    expect(ctl(`wipe init --yes --root $R`, wipeConfig('empty'))).toMatchObject({ code: 1, err: expect.stringMatching(/from = "empty".*there is no pristine/) });
+    // Not the [wipe] subvolume: a plain folder, and the top level.
+    expect(ctl(`wipe init --yes --root ${dir}`)).toMatchObject({ code: 1, err: expect.stringMatching(/is not a btrfs mount .*not the root subvolume @root/) });
+    expect(ctl(`wipe init --yes --root $T`)).toMatchObject({ code: 1, err: expect.stringMatching(/is the subvolume \(top level\), not @root/) });
+    expect(ctl('wipe update')).toMatchObject({ code: 2, err: expect.stringMatching(/give the command to run in the pristine: wipe update -- COMMAND/) });
+    expect(sh(list).out).toBe('@root ');
+  });
+
+  it('shows the drift it bakes in, makes a read-only @pristine from @root, and never replaces it', () => {
+    const r = ctl(`wipe init --yes --root $R`);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/It bakes in what was written outside persisted paths since boot:/);
+    expect(r.out).toMatch(/\/var\/lib\/app .*will be lost at reboot\n\s+to keep it: .*directories = \["\/var\/lib\/app"\]/);
+    expect(r.out).not.toMatch(/srv\/kept/);
+    expect(r.out).toMatch(/made @pristine \(read-only\) from @root on \/dev\/loop\d+/);
+    expect(sh(`${list}; btrfs property get -ts @pristine ro; cat @pristine/var/lib/app/db`).out).toBe('@pristine @root ro=true\nstate\n');
+    const again = ctl(`wipe init --yes --root $R`);
+    expect(again.code).toBe(1);
+    expect(again.err).toMatch(/the pristine @pristine exists already on \/dev\/loop\d+: to change it, run impermanencectl wipe update -- COMMAND/);
+  });
+});
+
+describe('wipe update -- COMMAND', () => {
+  it('runs COMMAND chrooted into a new snapshot, swaps it in read-only, and keeps the previous pristine', () => {
+    const r = ctl(`wipe update -- sh -c 'echo "$IMPERMANENCE_WIPE_UPDATE" > /etc/updated; read x y < /proc/self/stat; echo "$x" > /etc/pid; cp_ok=1; cat /etc/resolv.conf 2>/dev/null; echo done'`);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/@pristine is the new pristine \(the previous one is kept as @pristine\.\d{4}-\d\d-\d\d_\d{6}\)/);
+    expect(r.out).toMatch(/\ndone\n/);
+    const after = sh(`${list}; btrfs property get -ts @pristine ro; cat @pristine/etc/updated; ls @pristine.*/etc; btrfs property get -ts @pristine.* ro; ls @pristine/etc/pid`).out;
+    expect(after).toMatch(/^@pristine @pristine\.\d{4}-\d\d-\d\d_\d{6} @root ro=true\n1\npasswd\nresolv.conf\nro=true\n@pristine\/etc\/pid\n$/);
+    // The running root is not changed.
+    expect(sh('ls $R/etc').out).toBe('passwd\nresolv.conf\n');
+  });
+
+  it('on failure passes the exit code on, deletes the snapshot and leaves the pristine untouched', () => {
+    const before = sh(`${list}; ls @pristine/etc`).out;
+    const r = ctl(`wipe update -- sh -c 'echo half > /etc/half; exit 7'`);
+    expect(r.code).toBe(7);
+    expect(r.err).toMatch(/the command failed \(exit 7\): @pristine is unchanged/);
+    expect(sh(`${list}; ls @pristine/etc`).out).toBe(before);
+    expect(ctl('wipe update -- /no/such/program').code).toBe(127);
+    expect(sh(`${list}; ls @pristine/etc`).out).toBe(before);
+  });
+
+  it('keeps the 3 newest previous pristines (by time, then by the .N of a same-second name)', () => {
+    sh('for d in 2020-01-01_000000 2020-01-02_000000 2020-01-03_000000 2020-01-03_000000.1; do btrfs -q subvolume snapshot -r @pristine @pristine.$d; done');
+    const r = ctl('wipe update -- sh -c :');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/deleted @pristine\.2020-01-02_000000 \(only the 3 newest previous pristines are kept\)/);
+    // Kept: the two made by wipe update here and the newest of those made by hand.
+    expect(r.out).toMatch(/deleted @pristine\.2020-01-03_000000 /);
+    expect(sh(list).out).toMatch(/^@pristine @pristine\.2020-01-03_000000\.1 @pristine\.2\d{3}-\d\d-\d\d_\d{6} @pristine\.2\d{3}-\d\d-\d\d_\d{6}(?:\.1)? @root $/);
+  });
+
+  it('finishes an update cut between its two renames, and deletes a writable leftover', () => {
+    sh(`btrfs -q subvolume snapshot @pristine @pristine.new; touch @pristine.new/etc/cut; btrfs property set -ts @pristine.new ro true; mv @pristine @pristine.${utcStamp(new Date(Date.now() - 60_000))}`);
+    const r = ctl('wipe update -- sh -c :');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/finished an interrupted wipe update: @pristine.new \(read-only, complete\) is now @pristine/);
+    expect(sh('ls @pristine/etc').out).toMatch(/cut/);
+    sh('btrfs -q subvolume snapshot @pristine @pristine.new');
+    expect(ctl('wipe update -- sh -c :').out).toMatch(/deleted @pristine.new, left by an interrupted wipe init or update/);
+    expect(sh(list).out).not.toMatch(/@pristine\.new/);
+  });
+
+  it('runs one at a time (a lock file in /run holding a live PID), and takes over a stale lock', () => {
+    const busy = sh(`mkdir /run/impermanence; echo 1 > /run/impermanence/pristine.lock; cd /; node ${CTL} --config ${config} wipe update -- sh -c :`);
+    expect(busy.code).toBe(1);
+    expect(busy.err).toMatch(/another wipe init or update is running \(PID 1, \/run\/impermanence\/pristine.lock\)/);
+    const stale = sh(`mkdir /run/impermanence; echo 999999999 > /run/impermanence/pristine.lock; cd /; node ${CTL} --config ${config} wipe update -- sh -c :; ls -A /run/impermanence`);
+    expect(stale.code).toBe(0);
+    expect(stale.out).toMatch(/@pristine is the new pristine/);
+    expect(stale.out).not.toMatch(/pristine.lock/);
+  });
+
+  it('orders previous pristines newest first', () => {
+    expect(previousPristines(['@p', '@p.2026-01-01_000000.10', '@p.2026-01-01_000000.2', '@p.2026-01-01_000000', '@p.new', '@p.2025-12-31_235959', 'x/@p.2027-01-01_000000'], '@p')).toEqual(['@p.2026-01-01_000000.10', '@p.2026-01-01_000000.2', '@p.2026-01-01_000000', '@p.2025-12-31_235959']);
+  });
+});
+
+describe('the package-manager hook', () => {
+  const HOOK = join(REPO, 'packaging/hooks/impermanence-pkg-hook');
+  const hook = (cfg: string, env: Record<string, string> = {}) => {
+    const r = spawnSync('sh', [HOOK, 'apt'], { encoding: 'utf8', env: { ...process.env, IMPERMANENCE_HOOK_CTL: `node ${CTL} --config ${cfg}`, ...env } });
+    return { code: r.status, out: r.stdout, err: r.stderr };
+  };
+  it('tells after a transaction on the running root that it is lost at reboot and how to keep it', () => {
+    const r = hook(config);
+    expect(r.code).toBe(0);
+    expect(r.out).toBe('');
+    expect(r.err).toMatch(/this apt transaction changed the running root, which is wiped at the next boot/);
+    expect(r.err).toMatch(/impermanencectl wipe update -- apt-get …/);
+  });
+  it('is silent without [wipe], with from = "empty", and inside wipe update', () => {
+    expect(hook(tree({ 'a.toml': '[persistence."/persist"]\ndirectories = ["/srv"]\n' }))).toEqual({ code: 0, out: '', err: '' });
+    expect(hook(wipeConfig('empty'))).toEqual({ code: 0, out: '', err: '' });
+    expect(hook(config, { IMPERMANENCE_WIPE_UPDATE: '1' })).toEqual({ code: 0, out: '', err: '' });
+  });
+});
