@@ -55,6 +55,8 @@ export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH" LC_ALL=C
 CONF=${IMPERMANENCE_WIPE_CONF:-/etc/impermanence/wipe.conf}
 RUN=${IMPERMANENCE_WIPE_RUN:-/run/impermanence}
 TOP=$RUN/wipe-top
+# When the script started, from /proc/uptime (a builtin read): the last line says how long it took.
+up=; { read -r up _ < /proc/uptime; } 2>/dev/null; STARTED=$up
 CMDLINE_TEXT=
 { read -r CMDLINE_TEXT < "${IMPERMANENCE_WIPE_CMDLINE:-/proc/cmdline}"; } 2>/dev/null
 mounted=
@@ -296,6 +298,8 @@ STAT
   done
   status wipe-done "fresh $WIPE_SUBVOLUME from $WIPE_FROM on $WIPE_DEVICE; $kept old roots kept in $WIPE_OLD_ROOTS"
   cleanup
+  { read -r up _ < /proc/uptime; } 2>/dev/null
+  say "WIPE-STEP-END $kept old roots kept (uptime ${STARTED:-?} s -> ${up:-?} s)"
 }
 wipe_zfs() {
   : "${WIPE_DATASET:?}" "${WIPE_SNAPSHOT:?}"
