@@ -12,7 +12,7 @@
 // The qemu image is cached in IMPERMANENCE_QEMU_CACHE, keyed by the files that go into it.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const repo = join(import.meta.dirname, '..');
@@ -94,6 +94,9 @@ function boot(dir, wipe) {
       '-drive', `file=${join(dir, 'disk.img')},format=raw,if=virtio`, '-kernel', join(dir, 'vmlinuz'), '-initrd', join(dir, 'initrd.img'), '-append', append], { stdio: ['ignore', 'pipe', 'inherit'] });
     let text = '';
     let done = false;
+    // Every console kept (in the image's folder): the WIPE-STEP lines carry the kernel's timestamps.
+    const log = join(dir, 'console.log');
+    appendFileSync(log, `\n===== qemu ${append}\n`);
     const timer = setTimeout(() => q.kill('SIGKILL'), 900_000);
     q.once('exit', (code) => {
       clearTimeout(timer);
@@ -101,6 +104,7 @@ function boot(dir, wipe) {
     });
     q.stdout.on('data', (c) => {
       text += c.toString();
+      appendFileSync(log, c);
       const systemds = [...text.matchAll(/\[\s*([\d.]+)\] systemd\[1\]: systemd \S+ running in system mode/g)];
       if (systemds.length < 2 || done) return;
       done = true;

@@ -115,10 +115,29 @@ device_node() {
   esac
   :
 }
-# Sets image to the device holding a hibernation image, if any (fails if none).
+# Sets image to the device holding a hibernation image, if any (fails if none). Every disk: what
+# udev's probe noted when the disk appeared (ID_FS_TYPE in /run/udev/data, read without starting a
+# process; blkid probing every disk took seconds in an initrd under emulation), or blkid's probe
+# where there is no udev. Then the resume= device itself, read now.
 hibernation_image() {
-  image=$(blkid -o device -t TYPE=swsuspend 2>/dev/null)
-  image=${image%%"$NL"*}
+  image=
+  if [ -d /run/udev/data ]; then
+    for f in /run/udev/data/b*; do
+      [ -f "$f" ] || continue
+      while IFS= read -r l; do
+        case $l in E:ID_FS_TYPE=swsuspend) image=$f; break ;; esac
+      done < "$f"
+      [ -z "$image" ] || break
+    done
+    if [ -n "$image" ]; then
+      # b<major>:<minor> -> its name, from the kernel's uevent.
+      mm=${image#/run/udev/data/b}; image=/dev/block/$mm
+      while IFS= read -r l; do case $l in DEVNAME=*) image=/dev/${l#DEVNAME=} ;; esac; done < "/sys/dev/block/$mm/uevent"
+    fi
+  else
+    image=$(blkid -o device -t TYPE=swsuspend 2>/dev/null)
+    image=${image%%"$NL"*}
+  fi
   [ -z "$image" ] || return 0
   cmdline resume
   [ -n "$v" ] || return 1

@@ -7,12 +7,14 @@ import { onImage, Vm } from './vm';
  * The wipe on a real kernel and real initrds (qemu, software emulation): a Debian bookworm disk
  * image on btrfs (@root booted, @pristine, @persist storage), this package installed, the initrd
  * built by dracut and by initramfs-tools in the image's chroot (test/qemu/image.sh).
- * WIPE_FLAVORS (default "dracut,initramfs-tools"), WIPE_KILL_RUNS (power cuts per flavor, default 3).
+ * WIPE_FLAVORS (default "dracut,initramfs-tools"), WIPE_KILL_RUNS (power cuts per flavor, default 3),
+ * WIPE_HIBERNATE=1 (a real hibernation and resume: minutes more per flavor under TCG).
  */
 const REPO = join(__dirname, '..', '..');
 const CACHE = process.env.IMPERMANENCE_QEMU_CACHE ?? '/var/cache/impermanence-qemu';
 const FLAVORS = (process.env.WIPE_FLAVORS ?? 'dracut,initramfs-tools').split(',').filter(Boolean);
 const KILL_RUNS = Number(process.env.WIPE_KILL_RUNS ?? 3);
+const HIBERNATE = process.env.WIPE_HIBERNATE === '1';
 const BOOT = 900_000;
 
 jest.setTimeout(3_600_000);
@@ -23,7 +25,8 @@ const rootName = (t: number) => new Date(t).toISOString().replace(/T(\d\d):(\d\d
 const lines = (s: string) => s.split('\n').filter(Boolean);
 
 describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
-  const dir = join(CACHE, `wipeC-test-${flavor}`);
+  // WIPE_TEST_PREFIX: another folder name, for a second run of this test at the same time.
+  const dir = join(CACHE, `${process.env.WIPE_TEST_PREFIX ?? 'wipeC'}-test-${flavor}`);
   const disk = join(dir, 'disk.img');
   const log = join(dir, 'console.log');
   const vms: Vm[] = [];
@@ -149,6 +152,45 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     await vm.poweroff();
     if (flavor === 'dracut') expect(vm.console).toMatch(/Failed to start.*impermanence-wipe/);
     expect(oldRoots()).toEqual(before);
+  });
+
+  (HIBERNATE ? it : it.skip)('a real hibernation: the kernel resumes (the file written and the uptime go on), the wipe does not run; the next clean boot wipes', async () => {
+    const swap = join(dir, 'hibernate-swap.img');
+    spawnSync('truncate', ['-s', '0', swap]);
+    spawnSync('truncate', ['-s', '1G', swap]);
+    expect(spawnSync('mkswap', [swap]).status).toBe(0);
+    const opts = { extraDisks: [swap], append: 'resume=/dev/vdb' };
+    let vm = boot(opts);
+    await vm.waitFor(/WIPE-STEP-DONE/, BOOT);
+    await vm.login();
+    expect((await vm.run('swapon /dev/vdb && echo written before hibernating > /root/hibernated && sync')).code).toBe(0);
+    const up = Number((await vm.run('cut -d" " -f1 /proc/uptime')).out.trim());
+    // To disk, then power off (qemu exits): the shell goes on after the resume, in the next qemu.
+    const t0 = Date.now();
+    vm.proc.stdin!.write('echo shutdown > /sys/power/disk; echo disk > /sys/power/state; echo "RESUMED rc=$? AT $(cut -d" " -f1 /proc/uptime)"\n');
+    await Promise.race([vm.exited, new Promise((_, reject) => setTimeout(() => reject(new Error('qemu did not power off after hibernating')), BOOT))]);
+    process.stderr.write(`${flavor}: hibernated in ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+    expect(spawnSync('blkid', ['-p', '-o', 'value', '-s', 'TYPE', swap], { encoding: 'utf8' }).stdout.trim()).toBe('swsuspend');
+    const wiped = oldRoots();
+
+    const t1 = Date.now();
+    vm = boot(opts);
+    const resumed = await vm.waitFor(/RESUMED rc=0 AT ([\d.]+)/, BOOT);
+    process.stderr.write(`${flavor}: resumed in ${((Date.now() - t1) / 1000).toFixed(0)} s\n`);
+    expect(Number(resumed[1])).toBeGreaterThan(up);
+    expect(vm.console).not.toMatch(/WIPE-STEP-START/);
+    expect((await vm.run('cat /root/hibernated')).out.trim()).toBe('written before hibernating');
+    expect((await vm.run('swapoff /dev/vdb')).code).toBe(0);
+    await vm.poweroff();
+    // The resume left every root where it was.
+    expect(oldRoots()).toEqual(wiped);
+    expect(spawnSync('blkid', ['-p', '-o', 'value', '-s', 'TYPE', swap], { encoding: 'utf8' }).stdout.trim()).toBe('swap');
+
+    vm = boot(opts);
+    await vm.waitFor(/WIPE-STEP-DONE/, BOOT);
+    await vm.login();
+    expect((await vm.run('test -e /root/hibernated')).code).toBe(1);
+    await vm.poweroff();
   });
 
   it(`survives ${KILL_RUNS} power cuts at random points of the wipe, then boots clean with nothing lost`, async () => {
