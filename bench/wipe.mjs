@@ -8,7 +8,7 @@
 //     impermanence.wipe=0 (the same VM, the same image), alternating; from the kernel's timestamps
 //     on the serial console: kernel start → the real root's systemd (the whole initrd), and the
 //     script's own time (its WIPE-STEP-END line, from /proc/uptime).
-//   npm run bench:wipe          (root; FILES=, NATIVE_RUNS=, QEMU_RUNS= (0: native only), IMPERMANENCE_QEMU_CACHE=)
+//   npm run bench:wipe          (root; FILES=, NATIVE_RUNS=, QEMU_RUNS= (0: native only), SCRIPT=, IMPERMANENCE_QEMU_CACHE=)
 // The qemu image is cached in IMPERMANENCE_QEMU_CACHE, keyed by the files that go into it.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -16,7 +16,8 @@ import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmS
 import { join } from 'node:path';
 
 const repo = join(import.meta.dirname, '..');
-const script = join(repo, 'src/wipe/impermanence-wipe.sh');
+// SCRIPT=: another version of the script for the native figure (e.g. git show main:src/wipe/impermanence-wipe.sh > /tmp/old.sh).
+const script = process.env.SCRIPT ?? join(repo, 'src/wipe/impermanence-wipe.sh');
 const cache = process.env.IMPERMANENCE_QEMU_CACHE ?? '/var/cache/impermanence-qemu';
 const files = Number(process.env.FILES ?? 100_000);
 const nativeRuns = Number(process.env.NATIVE_RUNS ?? 9);

@@ -7,13 +7,13 @@ import { onImage, Vm } from './vm';
  * The wipe on a real kernel and real initrds (qemu, software emulation): a Debian bookworm disk
  * image on btrfs (@root booted, @pristine, @persist storage), this package installed, the initrd
  * built by dracut and by initramfs-tools in the image's chroot (test/qemu/image.sh).
- * WIPE_FLAVORS (default "dracut,initramfs-tools"), WIPE_KILL_RUNS (power cuts per flavor, default 3),
+ * WIPE_FLAVORS (default "dracut,initramfs-tools"), WIPE_KILL_RUNS (power cuts per flavor, default 10: issue 10 asks for 20),
  * WIPE_HIBERNATE=1 (a real hibernation and resume: minutes more per flavor under TCG).
  */
 const REPO = join(__dirname, '..', '..');
 const CACHE = process.env.IMPERMANENCE_QEMU_CACHE ?? '/var/cache/impermanence-qemu';
 const FLAVORS = (process.env.WIPE_FLAVORS ?? 'dracut,initramfs-tools').split(',').filter(Boolean);
-const KILL_RUNS = Number(process.env.WIPE_KILL_RUNS ?? 3);
+const KILL_RUNS = Number(process.env.WIPE_KILL_RUNS ?? 10);
 const HIBERNATE = process.env.WIPE_HIBERNATE === '1';
 const BOOT = 900_000;
 
@@ -175,7 +175,7 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
 
     const t1 = Date.now();
     vm = boot(opts);
-    const resumed = await vm.waitFor(/RESUMED rc=0 AT ([\d.]+)/, BOOT);
+    const resumed = await vm.waitFor(/RESUMED rc=0 AT ([\d.]+)\r?\n/, BOOT);
     process.stderr.write(`${flavor}: resumed in ${((Date.now() - t1) / 1000).toFixed(0)} s\n`);
     expect(Number(resumed[1])).toBeGreaterThan(up);
     expect(vm.console).not.toMatch(/WIPE-STEP-START/);
