@@ -49,7 +49,7 @@ function native() {
       for r in $(seq ${nativeRuns}); do
         mount -o noatime ${loop} $d/m; touch $d/m/@root/used-$r; umount $d/m   # a root the last boot wrote in
         t0=$(date +%s%N); sh ${script} 2>$d/err || { cat $d/err >&2; exit 1; }; t1=$(date +%s%N)
-        grep -q WIPE-STEP-END $d/err || { cat $d/err >&2; exit 1; }
+        grep -q WIPE-STEP-DONE $d/err || { cat $d/err >&2; exit 1; }
         echo $(( (t1 - t0) / 1000 ))
       done`;
     const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', sh], { encoding: 'utf8' });
