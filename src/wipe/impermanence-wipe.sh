@@ -153,8 +153,9 @@ hibernation_image() {
 name_number() {
   num=
   case $1 in [0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]_[0-9][0-9][0-9][0-9][0-9][0-9]*) ;; *) return 1 ;; esac
-  num=${1%%[!0-9]*}; r=${1#*-}; num=$num${r%%[!0-9]*}; r=${r#*-}; num=$num${r%%[!0-9]*}; r=${r#*_}; num=$num${r%%[!0-9]*}
-  [ ${#num} = 14 ]
+  # The time is the 6 digits after "_" (what follows them, such as ".1", is not part of it).
+  t=${1#???????????}; r=${t#??????}; t=${t%"$r"}
+  d=${1%%_*}; num=${d%%-*}; d=${d#*-}; num=$num${d%%-*}${d#*-}$t
 }
 # Deletes the subvolume at TOP/$1 and every subvolume nested in it, deepest first. The nested
 # ones come from btrfs's own list of subvolume paths (from the top level), kept only if they

@@ -216,7 +216,9 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     const vm = boot();
     await vm.waitFor(/WIPE-STEP-DONE/, BOOT);
     await vm.login();
-    expect((await vm.run('cat /srv/kept/a')).out.trim()).toBe('kept');
+    const kept = await vm.run('cat /srv/kept/a');
+    if (kept.out.trim() !== 'kept') process.stderr.write(`${flavor}: after the power cuts, /srv/kept/a: ${kept.out}\n${(await vm.run('systemctl --failed --no-legend; findmnt -n /persist; findmnt -n /srv/kept; systemctl is-system-running')).out}\n`);
+    expect(kept.out.trim()).toBe('kept');
     expect((await vm.run('test -e /root/undeclared4')).code).toBe(1);
     const status = await vm.run('impermanencectl wipe status', 600_000);
     expect(status.code).toBe(0);
