@@ -19,19 +19,49 @@
 #   2. write OLD_ROOTS/.wipe-in-progress (the journal), then move the root to OLD_ROOTS/<UTC time>
 #      (a rename: atomic). A root never written since the last wipe made it is deleted instead.
 #   3. snapshot the pristine (or create an empty subvolume) as ROOT.new, rename it to ROOT,
-#      sync, remove the journal. At the next boot, a missing root with the journal present means
+#      remove the journal. At the next boot, a missing root with the journal present means
 #      "power cut during a wipe: make the root again"; without the journal it is an error.
 #   4. delete old roots older than keep.days or beyond the keep.count newest: nested subvolumes
 #      first (deepest first, found by btrfs's own list, so never outside that old root's tree).
+#      Deleting only unlinks them (no --commit-after): btrfs's cleaner frees their blocks later,
+#      in the background, and resumes after a power cut.
+#
+# A power cut, and why there is no sync: every step is a metadata operation (create a file,
+# rename, create or snapshot a subvolume, unlink, delete a subvolume) and nothing here fsyncs, so
+# none goes to btrfs's log tree; they all join the running transaction, and btrfs commits
+# transactions whole and in order. After a power cut the filesystem is as of the last committed
+# transaction: the steps above up to some point, in order, never a later one without an earlier
+# one. The script resumes from each such point: nothing done (the next boot wipes); the journal
+# alone (the root is there: wipe as usual); the root moved (the journal says make it again); a
+# leftover ROOT.new (deleted, made again); the fresh root renamed with the journal still there (the
+# root is there and unused: deleted as such, made again); some old roots expired (the rest
+# expire at the next boot). A kept old root is only ever renamed into OLD_ROOTS or deleted by the
+# retention rules, so no point loses one. What the booted system writes afterwards joins later
+# transactions, so it is never on disk without the wipe before it. Two commits happen anyway: a
+# snapshot is made by a transaction commit (the ioctl waits for it), and unmounting the top level,
+# the only mount of the filesystem in the initrd, commits before the root is mounted. A sync
+# between the steps would add a commit (a disk flush) each and make nothing safer; the journal's
+# content (the old root's name) may be lost in a cut, its presence is what counts.
 # A refusal leaves /run/impermanence/wipe-failed (shown after boot by the failed unit
 # impermanence-wipe-check.service) and exits 1; the boot goes on, unwiped.
+# Speed: the wipe is on every boot's path, and starting a process costs milliseconds in an initrd
+# (more under emulation), so shell builtins do what they can: helpers set a variable rather than
+# print into $(…) (a subshell is a process), the kernel command line is read once, one `date`
+# gives the new old root's name and the retention's cutoff, old roots' ages are compared as
+# numbers, one `stat` looks at every old root, and a nested subvolume is looked for only when
+# deleting an old root fails because it has one.
 set -u
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH" LC_ALL=C
 CONF=${IMPERMANENCE_WIPE_CONF:-/etc/impermanence/wipe.conf}
 RUN=${IMPERMANENCE_WIPE_RUN:-/run/impermanence}
 TOP=$RUN/wipe-top
-CMDLINE=${IMPERMANENCE_WIPE_CMDLINE:-/proc/cmdline}
+# When the script started, from /proc/uptime (a builtin read): the last line says how long it took.
+up=; { read -r up _ < /proc/uptime; } 2>/dev/null; STARTED=$up
+CMDLINE_TEXT=
+{ read -r CMDLINE_TEXT < "${IMPERMANENCE_WIPE_CMDLINE:-/proc/cmdline}"; } 2>/dev/null
 mounted=
+NL='
+'
 
 say() { printf 'impermanence-wipe: %s\n' "$*" >&2; }
 cleanup() {
@@ -53,55 +83,88 @@ skip() {
   cleanup
   exit 0
 }
-# The value of a kernel command line option, last one wins ("" if absent).
+# Sets v to the value of a kernel command line option, last one wins ("" if absent).
 cmdline() {
   v=
-  for word in $(cat "$CMDLINE" 2>/dev/null); do
+  set -f
+  for word in $CMDLINE_TEXT; do
     case $word in "$1="*) v=${word#"$1="} ;; esac
   done
-  printf '%s' "$v"
+  set +f
 }
 is_subvolume() { [ -d "$1" ] && [ ! -L "$1" ] && [ "$(stat -c %i "$1" 2>/dev/null)" = 256 ]; }
-# LABEL=, UUID=, PARTLABEL=, PARTUUID= or a path to a device node ("" if not there yet).
-device_node() {
-  case $1 in
-    /dev/*) [ -b "$1" ] && printf '%s' "$1" ;;
-    LABEL=* | UUID=* | PARTLABEL=* | PARTUUID=*)
-      d=$(blkid -l -o device -t "$1" 2>/dev/null)
-      if [ -z "$d" ]; then
-        k=${1%%=*}; v=${1#*=}
-        case $k in LABEL) p=/dev/disk/by-label/$v ;; UUID) p=/dev/disk/by-uuid/$v ;; PARTLABEL) p=/dev/disk/by-partlabel/$v ;; *) p=/dev/disk/by-partuuid/$v ;; esac
-        [ -b "$p" ] && d=$p
-      fi
-      printf '%s' "$d" ;;
-  esac
-}
-# Prints the device holding a hibernation image, if any.
-hibernation_image() {
-  for d in $(blkid -o device -t TYPE=swsuspend 2>/dev/null); do printf '%s' "$d"; return 0; done
-  r=$(cmdline resume)
-  [ -n "$r" ] || return 1
-  d=$(device_node "$r")
-  [ -n "$d" ] || return 1
-  # The swap header's signature is the last 10 bytes of its first page (4096 on x86).
-  sig=$(dd if="$d" bs=1 skip=4086 count=10 2>/dev/null | tr -d '\000')
-  case $sig in S1SUSPEND | S2SUSPEND | ULSUSPEND | LINHIB0001) printf '%s' "$d"; return 0 ;; esac
+# One stat for several paths: probe PATH… sets probed; probed_subvolume PATH then tells whether
+# PATH was a subvolume (inode 256: a subvolume's root; stat does not follow a symlink).
+probe() { probed=$NL$(stat -c '%i %n' "$@" 2>/dev/null)$NL; }
+probed_subvolume() { [ -d "$1" ] && [ ! -L "$1" ] && case $probed in *"${NL}256 $1$NL"*) true ;; *) false ;; esac; }
+# Whether folder $1 has anything in it (globs: no process).
+has_content() {
+  for e in "$1"/* "$1"/.[!.]* "$1"/..?*; do [ -e "$e" ] || [ -L "$e" ] && return 0; done
   return 1
 }
-# Epoch seconds of an old root's name (YYYY-MM-DD_HHMMSS[.N]); fails for other names.
-name_time() {
+# Sets dev to the node of LABEL=, UUID=, PARTLABEL=, PARTUUID= or a path to a device node (""
+# if not there yet): udev's /dev/disk/by-* link first (no process to start), blkid without one.
+device_node() {
+  dev=
+  case $1 in
+    /dev/*) [ -b "$1" ] && dev=$1 ;;
+    LABEL=* | UUID=* | PARTLABEL=* | PARTUUID=*)
+      k=${1%%=*}; v=${1#*=}
+      case $k in LABEL) p=/dev/disk/by-label/$v ;; UUID) p=/dev/disk/by-uuid/$v ;; PARTLABEL) p=/dev/disk/by-partlabel/$v ;; *) p=/dev/disk/by-partuuid/$v ;; esac
+      if [ -b "$p" ]; then dev=$p; else dev=$(blkid -l -o device -t "$1" 2>/dev/null); fi ;;
+  esac
+  :
+}
+# Sets image to the device holding a hibernation image, if any (fails if none). Every disk: what
+# udev's probe noted when the disk appeared (ID_FS_TYPE in /run/udev/data, read without starting a
+# process; blkid probing every disk took seconds in an initrd under emulation), or blkid's probe
+# where there is no udev. Then the resume= device itself, read now.
+hibernation_image() {
+  image=
+  if [ -d /run/udev/data ]; then
+    for f in /run/udev/data/b*; do
+      [ -f "$f" ] || continue
+      while IFS= read -r l; do
+        case $l in E:ID_FS_TYPE=swsuspend) image=$f; break ;; esac
+      done < "$f"
+      [ -z "$image" ] || break
+    done
+    if [ -n "$image" ]; then
+      # b<major>:<minor> -> its name, from the kernel's uevent.
+      mm=${image#/run/udev/data/b}; image=/dev/block/$mm
+      while IFS= read -r l; do case $l in DEVNAME=*) image=/dev/${l#DEVNAME=} ;; esac; done < "/sys/dev/block/$mm/uevent"
+    fi
+  else
+    image=$(blkid -o device -t TYPE=swsuspend 2>/dev/null)
+    image=${image%%"$NL"*}
+  fi
+  [ -z "$image" ] || return 0
+  cmdline resume
+  [ -n "$v" ] || return 1
+  device_node "$v"
+  [ -n "$dev" ] || return 1
+  # The swap header's signature is the last 10 bytes of its first page (4096 on x86).
+  sig=$(dd if="$dev" bs=1 skip=4086 count=10 2>/dev/null | tr -d '\000')
+  case $sig in S1SUSPEND | S2SUSPEND | ULSUSPEND | LINHIB0001) image=$dev; return 0 ;; esac
+  return 1
+}
+# Sets num to an old root's name (YYYY-MM-DD_HHMMSS[.N]) as the number YYYYMMDDHHMMSS; fails for
+# other names.
+name_number() {
+  num=
   case $1 in [0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]_[0-9][0-9][0-9][0-9][0-9][0-9]*) ;; *) return 1 ;; esac
-  date -u -d "$(printf '%s' "$1" | sed 's/^\(..........\)_\(..\)\(..\)\(..\).*/\1 \2:\3:\4/')" +%s 2>/dev/null
+  # The time is the 6 digits after "_" (what follows them, such as ".1", is not part of it).
+  t=${1#???????????}; r=${t#??????}; t=${t%"$r"}
+  d=${1%%_*}; num=${d%%-*}; d=${d#*-}; num=$num${d%%-*}${d#*-}$t
 }
 # Deletes the subvolume at TOP/$1 and every subvolume nested in it, deepest first. The nested
 # ones come from btrfs's own list of subvolume paths (from the top level), kept only if they
 # start with "$1/": nothing outside that tree is touched, and no symlink is followed.
 delete_tree() {
   is_subvolume "$TOP/$1" || { say "$1 is not a subvolume: left alone"; return 1; }
-  btrfs subvolume list "$TOP" 2>/dev/null | sed -n 's/^ID [0-9]* gen [0-9]* top level [0-9]* path //p' |
-    while IFS= read -r p; do
-      case $p in "$1"/*) printf '%s\n' "$p" | awk '{ n = gsub("/", "/"); print n "\t" $0 }' ;; esac
-    done | sort -rn | cut -f2- |
+  btrfs subvolume list "$TOP" 2>/dev/null |
+    awk -v pre="$1/" '{ sub(/^ID [0-9]+ gen [0-9]+ top level [0-9]+ path /, "") } index($0, pre) == 1 { print gsub("/", "/") "\t" $0 }' |
+    sort -rn | cut -f2- |
     while IFS= read -r p; do
       is_subvolume "$TOP/$p" && btrfs subvolume delete "$TOP/$p" >/dev/null || say "could not delete nested subvolume $p"
     done
@@ -114,58 +177,92 @@ has_nested() {
 wipe_btrfs() {
   : "${WIPE_DEVICE:?}" "${WIPE_SUBVOLUME:?}" "${WIPE_FROM:=empty}" "${WIPE_OLD_ROOTS:=old_roots}"
   : "${WIPE_KEEP_DAYS:=30}" "${WIPE_KEEP_COUNT:=0}" "${WIPE_TIMEOUT:=30}" "${WIPE_STORAGES:=}"
-  flags=$(cmdline rootflags)
+  cmdline rootflags; flags=$v
   booted=
-  for f in $(printf '%s' "$flags" | tr ',' ' '); do
+  old_ifs=$IFS; IFS=,; set -f
+  for f in $flags; do
     case $f in
       subvol=*) booted=${f#subvol=} ;;
-      subvolid=*) refuse "rootflags=$flags names the root by subvolume id, which changes at every wipe: use rootflags=subvol=$WIPE_SUBVOLUME" ;;
+      subvolid=*) IFS=$old_ifs; refuse "rootflags=$flags names the root by subvolume id, which changes at every wipe: use rootflags=subvol=$WIPE_SUBVOLUME" ;;
     esac
   done
+  IFS=$old_ifs; set +f
   while :; do case $booted in /*) booted=${booted#/} ;; */) booted=${booted%/} ;; *) break ;; esac; done
   [ -n "$booted" ] || refuse "the kernel command line has no rootflags=subvol=$WIPE_SUBVOLUME: the wipe makes a new root subvolume, which only subvol= finds"
   [ "$booted" = "$WIPE_SUBVOLUME" ] || refuse "the kernel boots subvolume $booted (rootflags=subvol=), the wipe is configured for $WIPE_SUBVOLUME"
 
   i=0
-  dev=$(device_node "$WIPE_DEVICE")
+  device_node "$WIPE_DEVICE"
   while [ -z "$dev" ] && [ "$i" -lt "$WIPE_TIMEOUT" ]; do
-    sleep 1; i=$((i + 1)); dev=$(device_node "$WIPE_DEVICE")
+    sleep 1; i=$((i + 1)); device_node "$WIPE_DEVICE"
   done
   [ -n "$dev" ] || refuse "device $WIPE_DEVICE not found after ${WIPE_TIMEOUT}s (wrong device in [wipe] device?)"
-  fstype=$(blkid -o value -s TYPE "$dev" 2>/dev/null)
-  [ "$fstype" = btrfs ] || refuse "device $WIPE_DEVICE ($dev) holds ${fstype:-no known filesystem}, not btrfs (wrong device in [wipe] device?)"
 
-  mkdir -p "$TOP" || refuse "cannot create $TOP"
-  mount -t btrfs -o subvolid=5,rw,noatime "$dev" "$TOP" || refuse "cannot mount the top level of $WIPE_DEVICE ($dev)"
+  [ -d "$TOP" ] || mkdir -p "$TOP" || refuse "cannot create $TOP"
+  # -t btrfs: anything else fails to mount, and only then is blkid asked what it holds.
+  if ! mount -t btrfs -o subvolid=5,rw,noatime "$dev" "$TOP" 2>/dev/null; then
+    fstype=$(blkid -o value -s TYPE "$dev" 2>/dev/null)
+    [ "$fstype" = btrfs ] || refuse "device $WIPE_DEVICE ($dev) holds ${fstype:-no known filesystem}, not btrfs (wrong device in [wipe] device?)"
+    refuse "cannot mount the top level of $WIPE_DEVICE ($dev)"
+  fi
   mounted=yes
   root=$TOP/$WIPE_SUBVOLUME
   old=$TOP/$WIPE_OLD_ROOTS
   journal=$old/.wipe-in-progress
-  if [ "$WIPE_FROM" != empty ] && ! is_subvolume "$TOP/$WIPE_FROM"; then
+  # The pristine, the root and the storage roots inside it, in one stat.
+  set -- "$TOP/$WIPE_FROM" "$root"
+  old_ifs=$IFS; IFS=$NL; set -f
+  for s in $WIPE_STORAGES; do [ -z "$s" ] || set -- "$@" "$root$s"; done
+  IFS=$old_ifs; set +f
+  probe "$@"
+  if [ "$WIPE_FROM" != empty ] && ! probed_subvolume "$TOP/$WIPE_FROM"; then
     refuse "the pristine subvolume $WIPE_FROM is missing on $WIPE_DEVICE (make it with impermanencectl wipe init, or set from = \"empty\")"
   fi
   if [ -e "$old" ] && [ ! -d "$old" ]; then refuse "$WIPE_OLD_ROOTS on $WIPE_DEVICE is not a folder"; fi
-  mkdir -p "$old" || refuse "cannot create $WIPE_OLD_ROOTS on $WIPE_DEVICE"
+  [ -d "$old" ] || mkdir -p "$old" || refuse "cannot create $WIPE_OLD_ROOTS on $WIPE_DEVICE"
 
+  # One date for the new old root's name and the retention's cutoff (GNU date -f: one time a line).
+  cutoff=0
+  # shellcheck disable=SC2046
+  set -- $(date -u -f - +'%Y-%m-%d_%H%M%S %Y%m%d%H%M%S' 2>/dev/null <<DATES
+now
+$WIPE_KEEP_DAYS days ago
+DATES
+)
+  if [ $# = 4 ]; then
+    name=$1; [ "$WIPE_KEEP_DAYS" -le 0 ] || cutoff=$4
+  else
+    # A date without -f (busybox): two.
+    name=$(date -u +%Y-%m-%d_%H%M%S)
+    [ "$WIPE_KEEP_DAYS" -le 0 ] || cutoff=$(date -u -d "@$(($(date -u +%s) - WIPE_KEEP_DAYS * 86400))" +%Y%m%d%H%M%S) || refuse "date cannot compute $WIPE_KEEP_DAYS days ago"
+  fi
   if [ -e "$root" ] || [ -L "$root" ]; then
-    is_subvolume "$root" || refuse "$WIPE_SUBVOLUME on $WIPE_DEVICE is not a subvolume"
+    probed_subvolume "$root" || refuse "$WIPE_SUBVOLUME on $WIPE_DEVICE is not a subvolume"
     # Storage on the root itself would be wiped with it.
     old_ifs=$IFS; IFS='
 '
     for s in $WIPE_STORAGES; do
       [ -n "$s" ] || continue
-      if is_subvolume "$root$s"; then refuse "storage root $s is a subvolume inside the root subvolume $WIPE_SUBVOLUME: it would be wiped (keep storage in its own subvolume beside the root)"; fi
-      if [ -d "$root$s" ] && [ -n "$(ls -A "$root$s" 2>/dev/null)" ]; then
+      if probed_subvolume "$root$s"; then refuse "storage root $s is a subvolume inside the root subvolume $WIPE_SUBVOLUME: it would be wiped (keep storage in its own subvolume beside the root)"; fi
+      if [ -d "$root$s" ] && has_content "$root$s"; then
         refuse "storage root $s has content inside the root subvolume $WIPE_SUBVOLUME: it would be wiped (mount the storage's own filesystem or subvolume on $s, and move that content there)"
       fi
     done
     IFS=$old_ifs
-    name=$(date -u +%Y-%m-%d_%H%M%S)
     n=0; base=$name
     while [ -e "$old/$name" ]; do n=$((n + 1)); name=$base.$n; done
-    printf '%s\n' "$name" > "$journal.tmp" && sync && mv "$journal.tmp" "$journal" && sync || refuse "cannot write $WIPE_OLD_ROOTS/.wipe-in-progress"
-    gen=$(btrfs subvolume show "$root" 2>/dev/null | sed -n 's/^[[:space:]]*Generation:[[:space:]]*//p')
-    ogen=$(btrfs subvolume show "$root" 2>/dev/null | sed -n 's/^[[:space:]]*Gen at creation:[[:space:]]*//p')
+    # No sync before the move: the journal's creation is in the same transaction as the move or
+    # an earlier one (see "A power cut" above).
+    printf '%s\n' "$name" > "$journal" || refuse "cannot write $WIPE_OLD_ROOTS/.wipe-in-progress"
+    gen=''; ogen=''
+    while IFS= read -r l; do
+      case $l in
+        *"Gen at creation:"*) ogen=${l##*[!0-9]} ;;
+        *Generation:*) gen=${l##*[!0-9]} ;;
+      esac
+    done <<SHOW
+$(btrfs subvolume show "$root" 2>/dev/null)
+SHOW
     say "WIPE-STEP-MOVE $WIPE_SUBVOLUME -> $WIPE_OLD_ROOTS/$name"
     if [ -n "$gen" ] && [ "$gen" = "$ogen" ] && ! has_nested "$WIPE_SUBVOLUME"; then
       # Made by the last wipe and never written since (that boot stopped before the root was used).
@@ -185,32 +282,45 @@ wipe_btrfs() {
   if [ "$WIPE_FROM" = empty ]; then
     btrfs subvolume create "$root.new" >/dev/null || refuse "cannot create $WIPE_SUBVOLUME.new"
   else
+    # Commits the transaction (a snapshot is taken at commit): the steps above are on disk.
     btrfs subvolume snapshot "$TOP/$WIPE_FROM" "$root.new" >/dev/null || refuse "cannot snapshot $WIPE_FROM as $WIPE_SUBVOLUME.new"
   fi
-  btrfs filesystem sync "$TOP" >/dev/null 2>&1
   mv "$root.new" "$root" || refuse "cannot rename $WIPE_SUBVOLUME.new to $WIPE_SUBVOLUME"
-  btrfs filesystem sync "$TOP" >/dev/null 2>&1; sync
-  rm -f "$journal"; sync
+  rm -f "$journal"
   say "WIPE-STEP-DONE fresh $WIPE_SUBVOLUME from $WIPE_FROM"
 
-  # Retention: newest first; names sort by time.
-  now=$(date -u +%s)
-  i=0 kept=0
-  for name in $(ls -1 "$old" | sort -r); do
-    t=$(name_time "$name") || continue
-    is_subvolume "$old/$name" || continue
-    i=$((i + 1))
+  # Retention: names sort by time (LC_ALL=C), so the glob lists them oldest first; one stat tells
+  # which are subvolumes (inode 256). The newest first: rank = total - position + 1.
+  roots=
+  total=0
+  set -- "$old"/[0-9]*
+  if [ -e "$1" ]; then
+    while read -r ino path; do
+      [ "$ino" = 256 ] || continue
+      name=${path##*/}
+      name_number "$name" || continue
+      roots="$roots $name"; total=$((total + 1))
+    done <<STAT
+$(stat -c '%i %n' "$@" 2>/dev/null)
+STAT
+  fi
+  pos=0 kept=0
+  for name in $roots; do
+    pos=$((pos + 1))
     why=
-    if [ "$WIPE_KEEP_COUNT" -gt 0 ] && [ "$i" -gt "$WIPE_KEEP_COUNT" ]; then why="beyond the $WIPE_KEEP_COUNT newest"; fi
-    if [ "$WIPE_KEEP_DAYS" -gt 0 ] && [ $((now - t)) -gt $((WIPE_KEEP_DAYS * 86400)) ]; then why="older than $WIPE_KEEP_DAYS days"; fi
+    if [ "$WIPE_KEEP_COUNT" -gt 0 ] && [ $((total - pos + 1)) -gt "$WIPE_KEEP_COUNT" ]; then why="beyond the $WIPE_KEEP_COUNT newest"; fi
+    name_number "$name"
+    if [ "$cutoff" -gt 0 ] && [ "$num" -lt "$cutoff" ]; then why="older than $WIPE_KEEP_DAYS days"; fi
     if [ -z "$why" ]; then kept=$((kept + 1)); continue; fi
     say "WIPE-STEP-EXPIRE $WIPE_OLD_ROOTS/$name ($why)"
-    delete_tree "$WIPE_OLD_ROOTS/$name" || say "could not delete $WIPE_OLD_ROOTS/$name"
+    # btrfs refuses (ENOTEMPTY) to delete a subvolume holding another: only then list them.
+    btrfs subvolume delete "$old/$name" >/dev/null 2>&1 || delete_tree "$WIPE_OLD_ROOTS/$name" || say "could not delete $WIPE_OLD_ROOTS/$name"
   done
   status wipe-done "fresh $WIPE_SUBVOLUME from $WIPE_FROM on $WIPE_DEVICE; $kept old roots kept in $WIPE_OLD_ROOTS"
   cleanup
+  { read -r up _ < /proc/uptime; } 2>/dev/null
+  say "WIPE-STEP-END $kept old roots kept (uptime ${STARTED:-?} s -> ${up:-?} s)"
 }
-
 wipe_zfs() {
   : "${WIPE_DATASET:?}" "${WIPE_SNAPSHOT:?}"
   command -v zfs >/dev/null 2>&1 || refuse "no zfs command in the initrd (install zfs-dracut, or zfs-initramfs, and rebuild the initrd)"
@@ -237,12 +347,13 @@ wipe_zfs() {
   status wipe-done "rolled $WIPE_DATASET back to @$WIPE_SNAPSHOT"
 }
 
-case $(cmdline impermanence.wipe) in 0 | no | off | false) skip "impermanence.wipe=$(cmdline impermanence.wipe) on the kernel command line" ;; esac
+cmdline impermanence.wipe
+case $v in 0 | no | off | false) skip "impermanence.wipe=$v on the kernel command line" ;; esac
 [ -r "$CONF" ] || refuse "$CONF is not in the initrd (rebuild the initrd after declaring [wipe])"
 . "$CONF"
-override=$(cmdline impermanence.wipe.device)
-[ -z "$override" ] || WIPE_DEVICE=$override
-if image=$(hibernation_image); then
+cmdline impermanence.wipe.device
+[ -z "$v" ] || WIPE_DEVICE=$v
+if hibernation_image; then
   skip "a hibernation image is on $image: resuming from it, or booting past it, must find the filesystem as it was left (boot with noresume and wipe at the next boot, or mkswap it)"
 fi
 say "WIPE-STEP-START method ${WIPE_METHOD:-?}"

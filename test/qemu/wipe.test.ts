@@ -7,13 +7,15 @@ import { onImage, Vm } from './vm';
  * The wipe on a real kernel and real initrds (qemu, software emulation): a Debian bookworm disk
  * image on btrfs (@root booted, @pristine, @persist storage), this package installed, the initrd
  * built by dracut and by initramfs-tools in the image's chroot (test/qemu/image.sh).
- * WIPE_FLAVORS (default "dracut,initramfs-tools"), WIPE_KILL_RUNS (power cuts per flavor, default 3),
+ * WIPE_FLAVORS (default "dracut,initramfs-tools"), WIPE_KILL_RUNS (power cuts per flavor, default 10: issue 10 asks for 20),
+ * WIPE_HIBERNATE=1 (a real hibernation and resume: minutes more per flavor under TCG),
  * WIPE_APT=1 (apt's hook and wipe update under apt-get).
  */
 const REPO = join(__dirname, '..', '..');
 const CACHE = process.env.IMPERMANENCE_QEMU_CACHE ?? '/var/cache/impermanence-qemu';
 const FLAVORS = (process.env.WIPE_FLAVORS ?? 'dracut,initramfs-tools').split(',').filter(Boolean);
-const KILL_RUNS = Number(process.env.WIPE_KILL_RUNS ?? 3);
+const KILL_RUNS = Number(process.env.WIPE_KILL_RUNS ?? 10);
+const HIBERNATE = process.env.WIPE_HIBERNATE === '1';
 /** WIPE_APT=1: also apt's hook and `wipe update -- apt-get install -y hello` surviving the reboot (first flavor only; off by default: 403 s measured at load 10, over CI's 2-minute allowance). */
 const APT = process.env.WIPE_APT === '1';
 const BOOT = 900_000;
@@ -175,6 +177,46 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     expect(oldRoots()).toEqual(before);
   });
 
+  (HIBERNATE ? it : it.skip)('a real hibernation: the kernel resumes (the file written and the uptime go on), the wipe does not run; the next clean boot wipes', async () => {
+    const swap = join(dir, 'hibernate-swap.img');
+    spawnSync('truncate', ['-s', '0', swap]);
+    spawnSync('truncate', ['-s', '1G', swap]);
+    expect(spawnSync('mkswap', [swap]).status).toBe(0);
+    const opts = { extraDisks: [swap], append: 'resume=/dev/vdb' };
+    let vm = boot(opts);
+    await vm.waitFor(/WIPE-STEP-DONE/, BOOT);
+    await vm.login();
+    expect((await vm.run('swapon /dev/vdb && echo written before hibernating > /root/hibernated && sync')).code).toBe(0);
+    const up = Number((await vm.run('cut -d" " -f1 /proc/uptime')).out.trim());
+    // To disk, then power off (qemu exits): the shell goes on after the resume, in the next qemu.
+    const t0 = Date.now();
+    vm.proc.stdin!.write('echo shutdown > /sys/power/disk; echo disk > /sys/power/state; echo "RESUMED rc=$? AT $(cut -d" " -f1 /proc/uptime)"\n');
+    await Promise.race([vm.exited, new Promise((_, reject) => setTimeout(() => reject(new Error('qemu did not power off after hibernating')), BOOT))]);
+    process.stderr.write(`${flavor}: hibernated in ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+    expect(spawnSync('blkid', ['-p', '-o', 'value', '-s', 'TYPE', swap], { encoding: 'utf8' }).stdout.trim()).toBe('swsuspend');
+    const wiped = oldRoots();
+
+    const t1 = Date.now();
+    vm = boot(opts);
+    const resumed = await vm.waitFor(/RESUMED rc=0 AT ([\d.]+)\r?\n/, BOOT);
+    process.stderr.write(`${flavor}: resumed in ${((Date.now() - t1) / 1000).toFixed(0)} s\n`);
+    expect(Number(resumed[1])).toBeGreaterThan(up);
+    expect(vm.console).not.toMatch(/WIPE-STEP-START/);
+    // (The resumed kernel and systemd also print on this console: lines, not the whole output.)
+    expect((await vm.run('cat /root/hibernated')).out).toMatch(/^written before hibernating$/m);
+    expect((await vm.run('swapoff /dev/vdb')).code).toBe(0);
+    await vm.poweroff();
+    // The resume left every root where it was.
+    expect(oldRoots()).toEqual(wiped);
+    expect(spawnSync('blkid', ['-p', '-o', 'value', '-s', 'TYPE', swap], { encoding: 'utf8' }).stdout.trim()).toBe('swap');
+
+    vm = boot(opts);
+    await vm.waitFor(/WIPE-STEP-DONE/, BOOT);
+    await vm.login();
+    expect((await vm.run('test -e /root/hibernated')).code).toBe(1);
+    await vm.poweroff();
+  });
+
   it(`survives ${KILL_RUNS} power cuts at random points of the wipe, then boots clean with nothing lost`, async () => {
     for (let run = 0; run < KILL_RUNS; run++) {
       const before = oldRoots().sort().reverse();
@@ -197,7 +239,9 @@ describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
     const vm = boot();
     await vm.waitFor(/WIPE-STEP-DONE/, BOOT);
     await vm.login();
-    expect((await vm.run('cat /srv/kept/a')).out.trim()).toBe('kept');
+    const kept = await vm.run('cat /srv/kept/a');
+    if (kept.out.trim() !== 'kept') process.stderr.write(`${flavor}: after the power cuts, /srv/kept/a: ${kept.out}\n${(await vm.run('systemctl --failed --no-legend; findmnt -n /persist; findmnt -n /srv/kept; systemctl is-system-running')).out}\n`);
+    expect(kept.out.trim()).toBe('kept');
     expect((await vm.run('test -e /root/undeclared4')).code).toBe(1);
     const status = await vm.run('impermanencectl wipe status', 600_000);
     expect(status.code).toBe(0);

@@ -87,7 +87,7 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
     const names = { a: t(h), b: t(2 * h), d29: t(29 * 24 * h), d31: t(31 * 24 * h) };
     const mk = Object.values(names).map((n) => `btrfs -q subvolume create old_roots/${n}`).join('; ');
     const r = wipe(
-      `rm -rf old_roots/* 2>/dev/null || true; for s in old_roots/*; do [ -e "$s" ] && btrfs subvolume delete "$s"; done; ${mk}; btrfs -q subvolume create old_roots/${names.d31}/n; btrfs -q subvolume create old_roots/${names.d31}/n/m; btrfs -q subvolume create keep-me; btrfs -q subvolume create keep-me/n; mkdir old_roots/not-a-root; touch @root/used`,
+      `rm -rf old_roots/* 2>/dev/null || true; for s in old_roots/*; do [ -e "$s" ] && btrfs subvolume delete "$s"; done; ${mk}; btrfs -q subvolume create old_roots/${names.d31}/n; btrfs -q subvolume create old_roots/${names.d31}/n/m; btrfs -q subvolume create keep-me; btrfs -q subvolume create keep-me/n; mkdir old_roots/not-a-root; btrfs -q subvolume create old_roots/2020-01-01_0000001; touch @root/used`,
       undefined,
       `ls old_roots; ${list}`,
       { WIPE_KEEP_COUNT: '3' },
@@ -101,6 +101,8 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
     expect(r.out).not.toMatch(new RegExp(names.d31));
     expect(r.err).toMatch(new RegExp(`EXPIRE old_roots/${names.d29} \\(beyond the 3 newest\\)`));
     expect(r.err).toMatch(new RegExp(`EXPIRE old_roots/${names.d31} \\(older than 30 days\\)`));
+    // The time is the 6 digits after "_": 2020-01-01_0000001 is 2020-01-01 00:00:00 (then "1").
+    expect(r.err).toMatch(/EXPIRE old_roots\/2020-01-01_0000001 \(older than 30 days\)/);
   });
 
   it('never wipes while a hibernation image waits on the resume= device', () => {
