@@ -3,7 +3,7 @@ import { loadConfig } from '../../src/config/load';
 import { resolveConfig, type ResolvedConfig } from '../../src/config/resolve';
 import { UserDb } from '../../src/config/userdb';
 import { wipeConfText } from '../../src/config/wipe';
-import { ctl, EXAMPLE_ROOT, problemsOf, tree } from './helpers';
+import { ctl, EXAMPLE_ROOT, problemsOf, tree } from '../helpers';
 
 const users = UserDb.read(EXAMPLE_ROOT);
 const resolveFiles = (files: Record<string, string>): ResolvedConfig => resolveConfig(loadConfig([tree(files)]), users);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Message, MessageType, sessionBus, Variant, type MessageBus } from '@jellybrick/dbus-next';
 import { parseContract } from '../../src/bus/contract';
 import { busctlCall, runOnBus, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus, waitForName } from '../dbus/harness';
-import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
+import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 

@@ -11,7 +11,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, 
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
-import { ctl, EXAMPLE_ROOT, REPO, tempDir } from './helpers';
+import { ctl, EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 

@@ -11,7 +11,7 @@ import { Message, sessionBus, type MessageBus } from '@jellybrick/dbus-next';
 import { busctlCall, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus } from '../dbus/harness';
 import { startSystemdMock, type SystemdMock } from '../dbus/systemd-mock';
 import { startDesktop, type Desktop, type NotifyCall } from '../dbus/desktop';
-import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
+import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigFileSchema } from '../../src/config/schema';
 import { COMMANDS, OPTIONS } from '../../src/cli/spec';
-import { REPO } from './helpers';
+import { REPO } from '../helpers';
 
 const PAGES = ['man1/impermanencectl.1', 'man1/impermanence-notify.1', 'man5/impermanence.toml.5', 'man8/impermanenced.8', 'man8/impermanence-generator.8'];
 const built = (page: string) => join(REPO, 'dist', 'man', page);

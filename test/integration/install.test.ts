@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, run, tempDir } from './helpers';
+import { REPO, run, tempDir } from '../helpers';
 
 /** packaging/install.sh: the one list of files every package (deb, rpm, Arch) and the boot test install. */
 describe('packaging/install.sh', () => {

@@ -15,7 +15,7 @@ import { parseMode } from '../../src/config/mode';
 import { resolveConfig, type Entry } from '../../src/config/resolve';
 import { UserDb } from '../../src/config/userdb';
 import { importNix } from '../../src/config/import-nix';
-import { ctl, EXAMPLE_ROOT, EXAMPLES, REPO, tempDir } from './helpers';
+import { ctl, EXAMPLE_ROOT, EXAMPLES, REPO, tempDir } from '../helpers';
 
 const FIXTURES = join(REPO, 'test', 'fixtures', 'nix');
 const fixture = (name: string) => join(FIXTURES, `${name}.json`);

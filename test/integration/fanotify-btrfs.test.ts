@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, statSync, writeFileSync, unlinkSync } from 'node
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { LiveWatcher, type LiveChange } from '../../src/drift/live';
-import { REPO, tempDir } from './helpers';
+import { REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 

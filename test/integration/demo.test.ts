@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { REPO } from './helpers';
+import { REPO } from '../helpers';
 
 jest.setTimeout(180_000);
 

@@ -5,7 +5,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { EXAMPLE_ROOT, REPO, tempDir, tree } from './helpers';
+import { EXAMPLE_ROOT, REPO, tempDir, tree } from '../helpers';
 
 interface Item { kind: string; path: string; files: number; bytes: number; suggestion: string; detail: string }
 

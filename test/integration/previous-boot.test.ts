@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, tempDir, tree } from './helpers';
+import { REPO, tempDir, tree } from '../helpers';
 
 /**
  * diff --previous-boot and restore on a real btrfs (loop device) with kept old roots; the CLI

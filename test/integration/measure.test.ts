@@ -12,7 +12,7 @@ import { UserDb } from '../../src/config/userdb';
 import { RootLayout } from '../../src/drift/layout';
 import { scanDrift } from '../../src/drift/scan';
 import type { DriftItem } from '../../src/drift/report';
-import { EXAMPLE_ROOT, REPO, tempDir, tree } from './helpers';
+import { EXAMPLE_ROOT, REPO, tempDir, tree } from '../helpers';
 
 const BIRD = 1000; // in examples/root/etc/passwd
 const SECRET_FILES = 7;

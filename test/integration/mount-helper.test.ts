@@ -11,7 +11,7 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, tempDir } from './helpers';
+import { REPO, tempDir } from '../helpers';
 
 const HELPER = join(REPO, 'dist', 'mount.impermanence');
 const NOBODY = 65534;

@@ -3,7 +3,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ctl, tempDir, tree } from './helpers';
+import { ctl, tempDir, tree } from '../helpers';
 
 describe('impermanencectl usage errors', () => {
   const config = tree({ 'a.toml': '[persistence."/persistent"]\ndirectories = ["/var/log"]\n' });

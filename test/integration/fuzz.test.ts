@@ -1,7 +1,7 @@
 import { fuzzConfigs } from '../fuzz/config-fuzz';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { PREPARE, tempDir } from './helpers';
+import { PREPARE, tempDir } from '../helpers';
 
 /**
  * 1,000 random config files (valid and broken) through `check` and the generator, in process,

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { buildSync } from 'esbuild';
 import { readNotifyConfig, setEnabled } from '../../src/config/notify';
 import { removeStaleTemps, replaceFile } from '../../src/shared/replace-file';
-import { REPO, tempDir } from './helpers';
+import { REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 

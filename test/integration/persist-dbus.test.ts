@@ -10,7 +10,7 @@ import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from '
 import { join } from 'node:path';
 import { runOnBus, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus, waitForName } from '../dbus/harness';
 import { startSystemdMock, type SystemdMock } from '../dbus/systemd-mock';
-import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
+import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 

@@ -1,10 +1,10 @@
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { InvalidConfig } from '../../src/config/errors';
+import { InvalidConfig } from '../src/config/errors';
 
-export const REPO = join(__dirname, '..', '..');
+export const REPO = join(__dirname, '..');
 export const EXAMPLES = join(REPO, 'examples', 'persist.d');
 export const EXAMPLE_ROOT = join(REPO, 'examples', 'root');
 
@@ -32,7 +32,7 @@ export function tree(files: Record<string, string>): string {
 /** A root with the example user database, for `--root`. */
 export function rootWithUsers(): string {
   const root = tempDir();
-  spawnSync('cp', ['-a', join(EXAMPLE_ROOT, 'etc'), root]);
+  cpSync(join(EXAMPLE_ROOT, 'etc'), join(root, 'etc'), { recursive: true, verbatimSymlinks: true, preserveTimestamps: true });
   return root;
 }
 

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SCHEMAS } from '../../src/cli/json-schema';
 import { runOnBus, startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
-import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
+import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 

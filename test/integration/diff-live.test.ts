@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Message, sessionBus, type MessageBus } from '@jellybrick/dbus-next';
 import { itemsFromRows } from '../../src/bus/codec';
 import { runOnBus, startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
-import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
+import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runOnBus, startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
-import { EXAMPLE_ROOT, REPO, tempDir } from './helpers';
+import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 

@@ -5,7 +5,7 @@ import type { Entry } from '../../src/config/resolve';
 import { escapePath } from '../../src/config/unit-name';
 import { collect, planUnits } from '../../src/generator/plan';
 import { writeOutput } from '../../src/generator/write';
-import { ctl, EXAMPLES, generator, PREPARE, rootWithUsers, run, tempDir, tree } from './helpers';
+import { ctl, EXAMPLES, generator, PREPARE, rootWithUsers, run, tempDir, tree } from '../helpers';
 
 /** Every file and link in a folder, relative path → content or "-> target". */
 function snapshot(dir: string, prefix = ''): Record<string, string> {

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SCHEMAS } from '../../src/cli/json-schema';
 import { COMMANDS, OPTIONS } from '../../src/cli/spec';
-import { ctl, EXAMPLES, REPO, rootWithUsers, run, tempDir, tree } from './helpers';
+import { ctl, EXAMPLES, REPO, rootWithUsers, run, tempDir, tree } from '../helpers';
 
 const VERSION = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
 const prog = (name: string, ...args: string[]) => run(process.execPath, [join(REPO, 'dist', `${name}.js`), ...args]);

@@ -15,7 +15,7 @@ import { LiveDrift } from '../../src/drift/live-drift';
 import { readMountPoints } from '../../src/drift/mountinfo';
 import type { DriftReport } from '../../src/drift/report';
 import { scanDrift } from '../../src/drift/scan';
-import { EXAMPLE_ROOT, REPO, tempDir, tree } from './helpers';
+import { EXAMPLE_ROOT, REPO, tempDir, tree } from '../helpers';
 
 const PATHWATCH = join(REPO, 'dist/impermanence-pathwatch');
 

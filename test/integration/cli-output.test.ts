@@ -5,7 +5,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, tempDir, tree } from './helpers';
+import { REPO, tempDir, tree } from '../helpers';
 
 jest.setTimeout(60_000);
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { adoptAll, openChecked, storageProblem } from '../../src/activate/prepare';
 import { mountOf, storageIsMounted } from '../../src/drift/mountinfo';
 import type { PreparePlan } from '../../src/generator/plan';
-import { tempDir } from './helpers';
+import { tempDir } from '../helpers';
 
 const isRoot = process.getuid?.() === 0;
 const sh = (script: string, ...args: string[]) => {
