@@ -8,7 +8,7 @@
 const base = { transform: { '^.+\\.ts$': 'ts-jest' }, testEnvironment: 'node' };
 module.exports = {
   projects: [
-    { ...base, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
+    { ...base, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'], setupFiles: ['<rootDir>/test/unit/no-processes.ts'] },
     { ...base, displayName: 'integration', testMatch: ['<rootDir>/test/integration/**/*.test.ts'] },
     { ...base, displayName: 'e2e', testMatch: ['<rootDir>/test/e2e/**/*.test.ts'] },
     { ...base, displayName: 'qemu', testMatch: ['<rootDir>/test/qemu/**/*.test.ts'] },

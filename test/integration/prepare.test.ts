@@ -1,13 +1,12 @@
 /**
- * impermanence-prepare's adoption and storage check, on real files (root, to set owners, device
- * nodes, ACLs and xattrs): what the root holds and storage lacks is copied into storage whole,
- * and nothing in storage is ever overwritten.
+ * impermanence-prepare's adoption, on real files (root, to set owners, device nodes, ACLs and
+ * xattrs): what the root holds and storage lacks is copied into storage whole, and nothing in
+ * storage is ever overwritten. The storage check is a unit test (test/unit/prepare.test.ts).
  */
 import { spawnSync } from 'node:child_process';
 import { closeSync, fstatSync, renameSync, rmSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { adoptAll, openChecked, storageProblem } from '../../src/activate/prepare';
-import { mountOf, storageIsMounted } from '../../src/drift/mountinfo';
+import { adoptAll, openChecked } from '../../src/activate/prepare';
 import type { PreparePlan } from '../../src/generator/plan';
 import { tempDir } from '../helpers';
 
@@ -18,35 +17,6 @@ const sh = (script: string, ...args: string[]) => {
   return r.stdout;
 };
 const plan = (mounts: PreparePlan['mounts']): PreparePlan => ({ storage: '/persistent', tmpfiles: '/dev/null', mounts });
-
-describe('storage check', () => {
-  const mounts = new Set(['/', '/persistent', '/srv/sandbox', '/srv/sandbox/persistent']);
-
-  it('finds the mount that holds a path', () => {
-    expect(mountOf('/persistent/var/log', mounts)).toBe('/persistent');
-    expect(mountOf('/persist', mounts)).toBe('/');
-    expect(mountOf('/', mounts)).toBe('/');
-  });
-
-  it('accepts a storage root on a filesystem of its own, and refuses a folder on the root', () => {
-    expect(storageIsMounted('/persistent', '/', mounts)).toBe(true);
-    expect(storageIsMounted('/persistent/nested', '/', mounts)).toBe(true);
-    expect(storageIsMounted('/persist', '/', mounts)).toBe(false);
-    expect(storageIsMounted('/persistent', '/srv/sandbox', mounts)).toBe(true);
-    expect(storageIsMounted('/persistent', '/srv/other', mounts)).toBe(false);
-  });
-
-  it('says why a storage root cannot be used', () => {
-    const dir = tempDir();
-    expect(storageProblem(join(dir, 'missing'), mounts)).toMatch(/does not exist$/);
-    symlinkSync(dir, join(dir, 'link'));
-    expect(storageProblem(join(dir, 'link'), mounts)).toMatch(/is a symlink/);
-    writeFileSync(join(dir, 'file'), '');
-    expect(storageProblem(join(dir, 'file'), mounts)).toMatch(/is not a folder$/);
-    expect(storageProblem(dir, mounts)).toMatch(/is not mounted: it is a folder on the root filesystem, which is wiped at every boot$/);
-    expect(storageProblem(dir, new Set(['/', dir]))).toBeUndefined();
-  });
-});
 
 (isRoot ? describe : describe.skip)('adoption', () => {
   it('copies a folder the root holds and storage lacks: owner, mode, times, ACLs, xattrs, hard links, symlinks, special files', () => {
