@@ -4,39 +4,31 @@
  * documents that match their schema, --no-legend and -q, `reload` saying what it did, and
  * `monitor` printing readable lines when the mount goes away.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SCHEMAS } from '../../src/cli/json-schema';
-import { runOnBus, startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
-import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
+import { runOnBus, type PrivateBus } from '../dbus/harness';
+import { ctlOnBus, sandboxRoot, startBus, startDaemon, type Daemon } from '../dbus/daemon';
 
 jest.setTimeout(60_000);
 
 let bus: PrivateBus;
-let daemon: ChildProcess;
+let daemon: Daemon;
 let root: string;
-const ctl = (...args: string[]) => runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), ...args], { timeoutMs: 20_000 });
+const ctl = (...args: string[]) => ctlOnBus(bus, args);
 const valid = (schema: keyof typeof SCHEMAS, doc: unknown) => expect(SCHEMAS[schema].safeParse(doc).error).toBeUndefined();
 
 beforeAll(async () => {
-  root = tempDir();
-  mkdirSync(join(root, 'etc/impermanence/persist.d'), { recursive: true });
-  for (const f of ['passwd', 'group']) writeFileSync(join(root, 'etc', f), readFileSync(join(EXAMPLE_ROOT, 'etc', f)));
-  for (const d of ['var/log', 'persistent/var/log', 'var/lib/bluetooth', 'persistent/var/lib/bluetooth']) mkdirSync(join(root, d), { recursive: true });
-  writeFileSync(join(root, 'etc/impermanence/persist.d/10.toml'), '[persistence."/persistent"]\ndirectories = ["/var/log", "/var/lib/bluetooth"]\n');
-  bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
-  // unshare without --fork: the daemon keeps this PID, inside the namespace (nsenter -t finds it).
-  const script = 'r=$1; shift; mount --bind "$r/persistent" "$r/persistent" && for p in var/log var/lib/bluetooth; do mount --bind "$r/persistent/$p" "$r/$p"; done && exec "$@"';
-  daemon = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', root, process.execPath, join(REPO, 'dist', 'impermanenced.js'), '--bus', bus.address, '--root', root, '--no-watch'], { stdio: 'ignore' });
-  await waitForName(bus, 'org.impermanence.Manager', daemon);
+  root = sandboxRoot({
+    configName: '10.toml',
+    config: '[persistence."/persistent"]\ndirectories = ["/var/log", "/var/lib/bluetooth"]\n',
+    dirs: ['var/log', 'persistent/var/log', 'var/lib/bluetooth', 'persistent/var/lib/bluetooth'],
+  });
+  bus = await startBus();
+  daemon = await startDaemon({ bus, root, args: ['--no-watch'], bindMounts: ['var/log', 'var/lib/bluetooth'] });
 });
 
 afterAll(async () => {
-  if (daemon && daemon.exitCode === null) {
-    daemon.kill('SIGTERM');
-    await new Promise((r) => daemon.once('exit', r));
-  }
+  await daemon?.stop();
   await bus?.stop();
 });
 
@@ -77,8 +69,8 @@ describe('impermanencectl on the bus', () => {
   });
 
   it('monitor prints a readable line when a persisted path goes away; --json one object per line of its schema', async () => {
-    const text = runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), 'monitor'], { timeoutMs: 6000 });
-    const json = runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), 'monitor', '--json'], { timeoutMs: 6000 });
+    const text = ctlOnBus(bus, ['monitor'], { timeoutMs: 6000 });
+    const json = ctlOnBus(bus, ['monitor', '--json'], { timeoutMs: 6000 });
     await new Promise((r) => setTimeout(r, 1000));
     const umount = await runOnBus(bus, ['nsenter', '-t', String(daemon.pid), '-m', 'umount', join(root, 'var/log')]);
     expect(umount.code).toBe(0);

@@ -4,15 +4,13 @@
  * `list` and `status` escape the config's paths too. JSON stays raw: it is data.
  * The real daemon on a private bus, over a sandbox root; driven as root through impermanencectl.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runOnBus, startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
-import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
+import type { PrivateBus } from '../dbus/harness';
+import { ctlOnBus, sandboxRoot, startBus, startDaemon, type Daemon } from '../dbus/daemon';
 
 jest.setTimeout(60_000);
 
-const NAME = 'org.impermanence.Manager';
 /** A folder name that, printed raw, adds a heading and a line of its own to the report. */
 const FORGED = 'x\n\nNot in place (writes there are lost at reboot):\n  /etc/shadow';
 /** One that clears the terminal (ESC[2J), and one with a CSI (the C1 form of ESC[). */
@@ -23,38 +21,27 @@ const BIDI = '/srv/bidi\u202etxt.exe';
 const RAW = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202e]/;
 
 let bus: PrivateBus;
-let daemon: ChildProcess;
-let log = '';
+let daemon: Daemon;
 
-const ctl = (...args: string[]) => runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), ...args], { timeoutMs: 20_000 });
+const ctl = (...args: string[]) => ctlOnBus(bus, args);
 
 beforeAll(async () => {
-  const root = tempDir();
-  chmodSync(root, 0o755);
-  mkdirSync(join(root, 'etc/impermanence/persist.d'), { recursive: true });
-  for (const f of ['passwd', 'group']) writeFileSync(join(root, 'etc', f), readFileSync(join(EXAMPLE_ROOT, 'etc', f)));
-  mkdirSync(join(root, 'persistent'));
-  writeFileSync(
-    join(root, 'etc/impermanence/persist.d', `10-odd\u202e.toml`),
-    `[persistence."/persistent"]\ndirectories = [${JSON.stringify(BIDI)}, ${JSON.stringify('/srv/entry\u009b2J')}]\n`,
-  );
+  const root = sandboxRoot({
+    configName: `10-odd\u202e.toml`,
+    config: `[persistence."/persistent"]\ndirectories = [${JSON.stringify(BIDI)}, ${JSON.stringify('/srv/entry\u009b2J')}]\n`,
+    dirs: ['persistent'],
+  });
   // Each folder in /srv (which holds persisted paths) is an item of its own.
   for (const name of [FORGED, CLEARS, C1]) {
     mkdirSync(join(root, 'srv', name), { recursive: true });
     writeFileSync(join(root, 'srv', name, 'data'), 'lost at reboot\n');
   }
-  bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
-  daemon = spawn(process.execPath, [join(REPO, 'dist', 'impermanenced.js'), '--bus', bus.address, '--root', root, '--no-watch'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  daemon.stdout!.on('data', (d) => (log += d));
-  daemon.stderr!.on('data', (d) => (log += d));
-  await waitForName(bus, NAME, daemon, () => log);
+  bus = await startBus();
+  daemon = await startDaemon({ bus, root, args: ['--no-watch'] });
 });
 
 afterAll(async () => {
-  if (daemon && daemon.exitCode === null) {
-    daemon.kill('SIGTERM');
-    await new Promise((r) => daemon.once('exit', r));
-  }
+  await daemon?.stop();
   await bus?.stop();
 });
 

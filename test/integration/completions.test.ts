@@ -4,17 +4,18 @@
  * zsh (its completion system in a pseudo-terminal: test/shells/zsh-complete.zsh) and fish
  * (`complete -C`). Entry paths and storage roots come from a real impermanenced on a private bus.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
-import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
+import type { PrivateBus } from '../dbus/harness';
+import { sandboxRoot, startBus, startDaemon, type Daemon } from '../dbus/daemon';
+import { REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 
 const COMPLETIONS = join(REPO, 'dist', 'completions');
 let bus: PrivateBus;
-let daemon: ChildProcess;
+let daemon: Daemon;
 let bin: string;
 let cwd: string;
 const env = () => ({ ...process.env, PATH: `${bin}:${dirname(process.execPath)}:/usr/bin:/bin`, DBUS_SYSTEM_BUS_ADDRESS: bus.address, HOME: cwd });
@@ -30,22 +31,13 @@ beforeAll(async () => {
   mkdirSync(join(cwd, 'conf.d'));
   mkdirSync(join(cwd, 'configs'));
   writeFileSync(join(cwd, 'config.toml'), '');
-  const root = tempDir();
-  chmodSync(root, 0o755);
-  mkdirSync(join(root, 'etc/impermanence/persist.d'), { recursive: true });
-  for (const f of ['passwd', 'group']) writeFileSync(join(root, 'etc', f), readFileSync(join(EXAMPLE_ROOT, 'etc', f)));
-  mkdirSync(join(root, 'persistent'));
-  writeFileSync(join(root, 'etc/impermanence/persist.d/10.toml'), '[persistence."/persistent"]\ndirectories = ["/var/log", "/var/lib/bluetooth", "/srv/data"]\n');
-  bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
-  daemon = spawn(process.execPath, [join(REPO, 'dist', 'impermanenced.js'), '--bus', bus.address, '--root', root, '--no-watch'], { stdio: 'ignore' });
-  await waitForName(bus, 'org.impermanence.Manager', daemon);
+  const root = sandboxRoot({ configName: '10.toml', config: '[persistence."/persistent"]\ndirectories = ["/var/log", "/var/lib/bluetooth", "/srv/data"]\n', dirs: ['persistent'] });
+  bus = await startBus();
+  daemon = await startDaemon({ bus, root, args: ['--no-watch'] });
 });
 
 afterAll(async () => {
-  if (daemon && daemon.exitCode === null) {
-    daemon.kill('SIGTERM');
-    await new Promise((r) => daemon.once('exit', r));
-  }
+  await daemon?.stop();
   await bus?.stop();
 });
 

@@ -9,8 +9,9 @@ import { chmodSync, chownSync, mkdirSync, readFileSync, symlinkSync, writeFileSy
 import { join } from 'node:path';
 import { Message, MessageType, sessionBus, Variant, type MessageBus } from '@jellybrick/dbus-next';
 import { parseContract } from '../../src/bus/contract';
-import { busctlCall, runOnBus, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus, waitForName } from '../dbus/harness';
-import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
+import { busctlCall, runOnBus, startPolkitMock, type PolkitMock, type PrivateBus } from '../dbus/harness';
+import { ctlOnBus, sandboxRoot, startBus, startDaemon, type Daemon } from '../dbus/daemon';
+import { REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 
@@ -21,17 +22,17 @@ const XML = readFileSync(join(REPO, 'dbus', 'org.impermanence.Manager.xml'), 'ut
 
 let bus: PrivateBus;
 let polkit: PolkitMock;
+let impermanenced: Daemon;
+/** Its process: signalled, traced and entered (nsenter) by the tests. */
 let daemon: ChildProcess;
-let daemonLog = '';
+const daemonLog = () => impermanenced.log();
 let root: string;
 let configDir: string;
 let client: MessageBus;
 
-const ctl = (args: string[], asUser?: string | number) =>
-  runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), ...args], { asUser, timeoutMs: 15_000 });
+const ctl = (args: string[], asUser?: string | number) => ctlOnBus(bus, args, { asUser, timeoutMs: 15_000 });
 const busctl = (args: string[], asUser?: string) => runOnBus(bus, ['busctl', '--system', ...args], { asUser, timeoutMs: 15_000 });
 
-const waitForDaemon = () => waitForName(bus, NAME, daemon, () => daemonLog, 200);
 
 function raw(msg: Partial<Message> & { member: string }): Promise<Message | null> {
   return client.call(new Message({ destination: NAME, path: PATH, interface: IFACE, signature: '', body: [], ...msg } as never));
@@ -48,48 +49,32 @@ async function outcome(msg: Partial<Message> & { member: string }): Promise<stri
 }
 
 beforeAll(async () => {
-  root = tempDir();
-  chmodSync(root, 0o755);
-  mkdirSync(join(root, 'etc'), { recursive: true });
-  for (const f of ['passwd', 'group']) writeFileSync(join(root, 'etc', f), readFileSync(join(EXAMPLE_ROOT, 'etc', f)));
-  for (const d of ['var/log', 'srv/data', 'persistent/var/log', 'persistent/srv/data', 'persistent/etc', 'home/bird/.ssh']) mkdirSync(join(root, d), { recursive: true });
-  chownSync(join(root, 'home/bird'), 1000, 1000);
-  chmodSync(join(root, 'home/bird'), 0o700);
-  symlinkSync('/persistent/etc/linked.conf', join(root, 'etc/linked.conf'));
-  configDir = join(root, 'etc/impermanence/persist.d');
-  mkdirSync(configDir, { recursive: true });
-  writeFileSync(
-    join(configDir, '10-test.toml'),
-    `[persistence."/persistent"]
+  root = sandboxRoot({
+    config: `[persistence."/persistent"]
 directories = ["/var/log", "/srv/data"]
 files = [{ file = "/etc/linked.conf", method = "symlink" }]
 [persistence."/persistent".users.bird]
 directories = [".ssh"]
 `,
-  );
+    dirs: ['var/log', 'srv/data', 'persistent/var/log', 'persistent/srv/data', 'persistent/etc', 'home/bird/.ssh'],
+  });
+  chownSync(join(root, 'home/bird'), 1000, 1000);
+  chmodSync(join(root, 'home/bird'), 0o700);
+  symlinkSync('/persistent/etc/linked.conf', join(root, 'etc/linked.conf'));
+  configDir = join(root, 'etc/impermanence/persist.d');
 
-  bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
+  bus = await startBus();
   polkit = await startPolkitMock(bus);
   // A private mount namespace where /var/log of the sandbox is really bind-mounted.
-  daemon = spawn(
-    'unshare',
-    ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1/persistent" "$1/persistent" && mount --bind "$1/persistent/var/log" "$1/var/log" && exec "$2" "$3" --bus "$4" --root "$1"', 'sh',
-      root, process.execPath, join(REPO, 'dist', 'impermanenced.js'), bus.address],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  daemon.stdout!.on('data', (d) => (daemonLog += d));
-  daemon.stderr!.on('data', (d) => (daemonLog += d));
-  await waitForDaemon();
+  impermanenced = await startDaemon({ bus, root, bindMounts: ['var/log'] });
+  daemon = impermanenced.child;
   client = sessionBus({ busAddress: bus.address });
   await new Promise<void>((r) => client.once('connect', () => r()));
 });
 
 afterAll(async () => {
   client?.disconnect();
-  if (daemon && daemon.exitCode === null) {
-    daemon.kill('SIGTERM');
-    await new Promise((r) => daemon.once('exit', r));
-  }
+  await impermanenced?.stop();
   await polkit?.stop();
   await bus?.stop();
 });
@@ -222,9 +207,9 @@ describe('reading', () => {
   });
 
   it('says clearly when the daemon is not there', async () => {
-    const other = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
+    const other = await startBus();
     try {
-      const r = await runOnBus(other, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), 'status']);
+      const r = await ctlOnBus(other, ['status']);
       expect(r.code).toBe(4);
       expect(r.stderr).toMatch(/impermanenced is not running/);
     } finally {
@@ -373,7 +358,7 @@ describe('bounds on arguments', () => {
 
 describe('reload', () => {
   it('on SIGHUP and Reload: new entries appear, a bad config changes nothing but State and ConfigProblems', async () => {
-    const monitor = runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), 'monitor', '--json'], { timeoutMs: 4000 });
+    const monitor = ctlOnBus(bus, ['monitor', '--json'], { timeoutMs: 4000 });
     await new Promise((r) => setTimeout(r, 500));
     writeFileSync(join(configDir, '20-more.toml'), '[persistence."/persistent"]\ndirectories = ["/srv/more"]\n');
     daemon.kill('SIGHUP');
@@ -474,7 +459,7 @@ describe('live drift', () => {
     for (;;) {
       const items = await drift();
       if (pred(items)) return { items, ms: Date.now() - start };
-      if (Date.now() - start > 5000) throw new Error(`live drift not seen in 5 s: ${JSON.stringify(items)}\n${daemonLog}`);
+      if (Date.now() - start > 5000) throw new Error(`live drift not seen in 5 s: ${JSON.stringify(items)}\n${daemonLog()}`);
       await new Promise((r) => setTimeout(r, 20));
     }
   };

@@ -4,23 +4,22 @@
  * barrier through impermanence-fanotify); `--rescan` walks; `--no-watch` falls back to a walk.
  * Walks are counted by the daemon's own log line ("Full drift scan: N files walked"), not timed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Message, sessionBus, type MessageBus } from '@jellybrick/dbus-next';
 import { itemsFromRows } from '../../src/bus/codec';
-import { runOnBus, startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
-import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
+import { runOnBus, type PrivateBus } from '../dbus/harness';
+import { ctlOnBus, sandboxRoot, startBus, startDaemon as startImpermanenced, type Daemon } from '../dbus/daemon';
 
 jest.setTimeout(60_000);
 
 let bus: PrivateBus;
 let root: string;
-let daemon: ChildProcess | undefined;
-let log = '';
+let daemon: Daemon | undefined;
+const log = () => daemon?.log() ?? '';
 
-const walks = () => (log.match(/Full drift scan: \d+ files walked/g) ?? []).length;
-const ctl = (...args: string[]) => runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), ...args], { timeoutMs: 20_000 });
+const walks = () => (log().match(/Full drift scan: \d+ files walked/g) ?? []).length;
+const ctl = (...args: string[]) => ctlOnBus(bus, args);
 /** The ephemeral items of `impermanencectl diff`: path → files. */
 async function diff(...args: string[]): Promise<Record<string, number>> {
   const r = await ctl('diff', '--json=short', ...args);
@@ -32,42 +31,24 @@ async function diff(...args: string[]): Promise<Record<string, number>> {
 async function until(what: string, pred: () => boolean): Promise<void> {
   const start = Date.now();
   while (!pred()) {
-    if (Date.now() - start > 20_000) throw new Error(`${what}: not in 20 s\n${log}`);
+    if (Date.now() - start > 20_000) throw new Error(`${what}: not in 20 s\n${log()}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
 
+/** The daemon over the sandbox, /var/log bind-mounted; ready once its first look (a full walk) is done. */
 async function startDaemon(...extra: string[]): Promise<void> {
-  log = '';
-  // unshare without --fork: the daemon keeps this PID, inside its own mount namespace.
-  const script = 'r=$1; shift; mount --bind "$r/persistent" "$r/persistent" && mount --bind "$r/persistent/var/log" "$r/var/log" && exec "$@"';
-  const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', root, process.execPath, join(REPO, 'dist', 'impermanenced.js'), '--bus', bus.address, '--root', root, ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  daemon = child;
-  child.stdout!.on('data', (d) => (log += d));
-  child.stderr!.on('data', (d) => (log += d));
-  await waitForName(bus, 'org.impermanence.Manager', child, () => log);
-  // The first look (a full walk) is done.
-  await until('the first full scan', () => walks() >= 1);
+  daemon = await startImpermanenced({ bus, root, args: extra, bindMounts: ['var/log'], ready: (l) => /Full drift scan: \d+ files walked/.test(l) });
 }
 
 async function stopDaemon(): Promise<void> {
-  const child = daemon;
+  await daemon?.stop();
   daemon = undefined;
-  if (!child || child.exitCode !== null) return;
-  child.kill('SIGTERM');
-  await new Promise((r) => child.once('exit', r));
 }
 
 beforeAll(async () => {
-  root = tempDir('impermanence-difflive-');
-  chmodSync(root, 0o755);
-  mkdirSync(join(root, 'etc/impermanence/persist.d'), { recursive: true });
-  for (const f of ['passwd', 'group']) writeFileSync(join(root, 'etc', f), readFileSync(join(EXAMPLE_ROOT, 'etc', f)));
-  for (const d of ['var/log', 'persistent/var/log']) mkdirSync(join(root, d), { recursive: true });
-  writeFileSync(join(root, 'etc/impermanence/persist.d/10.toml'), '[persistence."/persistent"]\ndirectories = ["/var/log"]\n');
-  bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
+  root = sandboxRoot({ prefix: 'impermanence-difflive-', configName: '10.toml', config: '[persistence."/persistent"]\ndirectories = ["/var/log"]\n', dirs: ['var/log', 'persistent/var/log'] });
+  bus = await startBus();
 });
 
 afterAll(async () => {
@@ -89,7 +70,7 @@ describe('diff through a daemon whose live watch runs', () => {
       expect(await diff()).toMatchObject({ [`/var/lib/fresh-${i}`]: 2 });
     }
     expect(walks()).toBe(before);
-    expect(log).not.toMatch(/not the live drift/);
+    expect(log()).not.toMatch(/not the live drift/);
   });
 
   it('counts a write made a moment before a Scan sent at once (no process start-up between them to hide a race)', async () => {
@@ -140,6 +121,6 @@ describe('diff through a daemon started with --no-watch', () => {
     writeFileSync(join(root, 'var/lib/unwatched/state'), 'x');
     expect(await diff()).toMatchObject({ '/var/lib/unwatched': 1 });
     expect(walks()).toBe(before + 1);
-    expect(log).toMatch(/a full scan, not the live drift \(the writes on the root are not watched\)/);
+    expect(log()).toMatch(/a full scan, not the live drift \(the writes on the root are not watched\)/);
   });
 });

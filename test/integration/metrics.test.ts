@@ -7,11 +7,12 @@
  * (node_textfile_scrape_error 1): the test shows that too, so a pass means the format is right.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { startSystemBus, type PrivateBus, waitForName } from '../dbus/harness';
-import { ctl, EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
+import type { PrivateBus } from '../dbus/harness';
+import { sandboxRoot, startBus, startDaemon, type Daemon } from '../dbus/daemon';
+import { ctl, REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 
@@ -19,8 +20,7 @@ const EXPORTER = '/usr/bin/prometheus-node-exporter';
 const WEIRD = '/srv/we"ird \\ näme';
 
 let bus: PrivateBus;
-let daemon: ChildProcess;
-let daemonLog = '';
+let daemon: Daemon;
 let exporter: ChildProcess;
 let exporterLog = '';
 let port: number;
@@ -65,40 +65,26 @@ async function waitFor<T>(what: string, fn: () => T | undefined): Promise<T> {
     if (v !== undefined) return v;
     await sleep(50);
   }
-  throw new Error(`timed out waiting for ${what}\n${daemonLog}\n${exporterLog}`);
+  throw new Error(`timed out waiting for ${what}\n${daemon?.log()}\n${exporterLog}`);
 }
 
 beforeAll(async () => {
-  root = tempDir('impermanence-fleetF-metrics-');
-  chmodSync(root, 0o755);
-  mkdirSync(join(root, 'etc'), { recursive: true });
-  for (const f of ['passwd', 'group']) writeFileSync(join(root, 'etc', f), readFileSync(join(EXAMPLE_ROOT, 'etc', f)));
-  for (const d of ['var/log', 'srv/data', WEIRD, 'var/lib/undeclared', 'persistent/var/log', 'persistent/srv/data', `persistent${WEIRD}`, 'persistent/etc']) mkdirSync(join(root, d), { recursive: true });
+  root = sandboxRoot({
+    prefix: 'impermanence-fleetF-metrics-',
+    config: `[persistence."/persistent"]
+directories = ["/var/log", "/srv/data", ${JSON.stringify(WEIRD)}]
+files = [{ file = "/etc/linked.conf", method = "symlink" }]
+`,
+    dirs: ['var/log', 'srv/data', WEIRD, 'var/lib/undeclared', 'persistent/var/log', 'persistent/srv/data', `persistent${WEIRD}`, 'persistent/etc'],
+  });
   writeFileSync(join(root, 'persistent/etc/linked.conf'), 'kept\n');
   symlinkSync('/persistent/etc/linked.conf', join(root, 'etc/linked.conf'));
   writeFileSync(join(root, 'var/lib/undeclared/blob'), Buffer.alloc(4096, 1)); // lost at reboot
   configDir = join(root, 'etc/impermanence/persist.d');
-  mkdirSync(configDir, { recursive: true });
-  writeFileSync(
-    join(configDir, '10-test.toml'),
-    `[persistence."/persistent"]
-directories = ["/var/log", "/srv/data", ${JSON.stringify(WEIRD)}]
-files = [{ file = "/etc/linked.conf", method = "symlink" }]
-`,
-  );
 
-  bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
+  bus = await startBus();
   // A private mount namespace where /var/log and the oddly named folder are really bind-mounted; /srv/data is not.
-  daemon = spawn(
-    'setpriv',
-    ['--pdeathsig', 'KILL', '--', 'unshare', '-m', '--propagation', 'private', 'sh', '-c',
-      'mount --bind "$1/persistent" "$1/persistent" && mount --bind "$1/persistent/var/log" "$1/var/log" && mount --bind "$1/persistent$5" "$1$5" && exec "$2" "$3" --bus "$4" --root "$1"', 'sh',
-      root, process.execPath, join(REPO, 'dist', 'impermanenced.js'), bus.address, WEIRD],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  daemon.stdout!.on('data', (d) => (daemonLog += d));
-  daemon.stderr!.on('data', (d) => (daemonLog += d));
-  await waitForName(bus, 'org.impermanence.Manager', daemon, () => daemonLog, 402);
+  daemon = await startDaemon({ bus, root, bindMounts: ['var/log', WEIRD.slice(1)] });
 
   textDir = tempDir('impermanence-fleetF-textfile-');
   chmodSync(textDir, 0o755);
@@ -115,12 +101,11 @@ files = [{ file = "/etc/linked.conf", method = "symlink" }]
 });
 
 afterAll(async () => {
-  for (const child of [exporter, daemon]) {
-    if (child && child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
-    }
+  if (exporter && exporter.exitCode === null && exporter.signalCode === null) {
+    exporter.kill('SIGTERM');
+    await new Promise((r) => exporter.once('exit', r));
   }
+  await daemon?.stop();
   await bus?.stop();
 });
 
@@ -160,9 +145,8 @@ describe('impermanencectl metrics, scraped through the real node_exporter', () =
   });
 
   it('follows an entry that goes unmounted, and more drift', async () => {
-    // Unmount /var/log inside the daemon's mount namespace: the daemon re-reads mounts every second.
-    const leader = findDaemon();
-    expect(spawnSync('nsenter', ['-t', String(leader), '-m', 'umount', join(root, 'var/log')]).status).toBe(0);
+    // Unmount /var/log inside the daemon's mount namespace: the daemon sees its mount table change.
+    expect(spawnSync('nsenter', ['-t', String(daemon.pid), '-m', 'umount', join(root, 'var/log')]).status).toBe(0);
     writeFileSync(join(root, 'var/lib/undeclared/more'), Buffer.alloc(8192, 2));
     const m = await waitForAsync('/var/log unmounted in the metrics', () => {
       expect(metrics().code).toBe(0);
@@ -223,20 +207,13 @@ describe('impermanencectl metrics, scraped through the real node_exporter', () =
   });
 });
 
-/** The PID of our impermanenced (sh exec'd it inside unshare), found by its command line with this test's root. */
-function findDaemon(): number {
-  const out = spawnSync('pgrep', ['-f', '-x', `\\S+ \\S*impermanenced\\.js --bus .* --root ${root}`], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean);
-  if (out.length !== 1) throw new Error(`impermanenced's PID: ${JSON.stringify(out)}`);
-  return Number(out[0]);
-}
-
 async function waitForAsync<T>(what: string, fn: () => T | undefined): Promise<T> {
   for (let i = 0; i < 40; i++) {
     const v = fn();
     if (v !== undefined) return v;
     await sleep(250);
   }
-  throw new Error(`timed out waiting for ${what}\n${daemonLog}`);
+  throw new Error(`timed out waiting for ${what}\n${daemon?.log()}`);
 }
 
 /**

@@ -4,14 +4,15 @@
  * uid 1000 ("bird" in the sandbox). Real writes cause drift; the test reads what dunst was asked
  * (busctl monitor) and what it kept (dunstctl history), and invokes actions through dunst.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Message, sessionBus, type MessageBus } from '@jellybrick/dbus-next';
-import { busctlCall, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus } from '../dbus/harness';
+import { busctlCall, startPolkitMock, type PolkitMock, type PrivateBus } from '../dbus/harness';
+import { sandboxRoot, startBus, startDaemon as startImpermanenced, type Daemon } from '../dbus/daemon';
 import { startSystemdMock, type SystemdMock } from '../dbus/systemd-mock';
 import { startDesktop, type Desktop, type NotifyCall } from '../dbus/desktop';
-import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
+import { REPO, tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 
@@ -22,9 +23,8 @@ let systemd: SystemdMock;
 /** What the daemon has systemd run for Persist: a stand-in for impermanencectl that says what it was asked (see persist-dbus.test.ts). */
 let fakeCtl: string;
 let desktop: Desktop;
-let daemon: ChildProcess;
+let daemon: Daemon | undefined;
 let agent: ChildProcess;
-let daemonLog = '';
 let agentLog = '';
 let root: string;
 let configFile: string;
@@ -34,57 +34,42 @@ async function until<T>(what: string, get: () => T | undefined | false, ms = 800
   for (const start = Date.now(); ; await sleep(25)) {
     const v = get();
     if (v) return v;
-    if (Date.now() - start > ms) throw new Error(`not within ${ms} ms: ${what}\n--- agent\n${agentLog}\n--- daemon\n${daemonLog.slice(-2000)}`);
+    if (Date.now() - start > ms) throw new Error(`not within ${ms} ms: ${what}\n--- agent\n${agentLog}\n--- daemon\n${(daemon?.log() ?? '').slice(-2000)}`);
   }
 }
 const userEnv = () => ({ HOME: '/home/bird', XDG_CONFIG_HOME: join(desktop.dir, 'config') });
 const notifies = () => desktop.notifyCalls().filter((c) => c.member === 'Notify');
 
 async function startDaemon(): Promise<void> {
-  daemon = spawn(
-    'unshare',
-    ['-m', '--propagation', 'private', 'sh', '-c',
-      'mount --bind "$1/persistent" "$1/persistent" && mount --bind "$1/persistent/var/log" "$1/var/log" && mount --bind "$1/persistent/home/bird/.ssh" "$1/home/bird/.ssh" && exec "$2" "$3" --bus "$4" --root "$1" --ctl "$5"', 'sh',
-      root, process.execPath, join(REPO, 'dist', 'impermanenced.js'), bus.address, fakeCtl],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUNTIME_DIRECTORY: tempDir() } },
-  );
-  daemon.stdout!.on('data', (d) => (daemonLog += d));
-  daemon.stderr!.on('data', (d) => (daemonLog += d));
-  await until('impermanenced on the bus', () => daemonLog.includes('Watching'));
+  daemon = await startImpermanenced({
+    bus, root, args: ['--ctl', fakeCtl], bindMounts: ['var/log', 'home/bird/.ssh'], env: { RUNTIME_DIRECTORY: tempDir() },
+    ready: (log) => log.includes('Watching'),
+  });
 }
 
 async function stopDaemon(): Promise<void> {
-  if (!daemon || daemon.exitCode !== null) return;
-  daemon.kill('SIGTERM');
-  await new Promise((r) => daemon.once('exit', r));
+  await daemon?.stop();
 }
 
 beforeAll(async () => {
-  root = tempDir();
-  chmodSync(root, 0o755);
-  mkdirSync(join(root, 'etc'), { recursive: true });
-  for (const f of ['passwd', 'group']) writeFileSync(join(root, 'etc', f), readFileSync(join(EXAMPLE_ROOT, 'etc', f)));
-  for (const d of ['var/log', 'persistent/var/log', 'home/bird/.ssh', 'persistent/home/bird/.ssh', 'root']) mkdirSync(join(root, d), { recursive: true });
-  chownSync(join(root, 'home/bird'), UID, UID);
-  chmodSync(join(root, 'home/bird'), 0o700);
-  chmodSync(join(root, 'root'), 0o700);
-  const configDir = join(root, 'etc/impermanence/persist.d');
-  mkdirSync(configDir, { recursive: true });
-  writeFileSync(
-    join(configDir, '10-test.toml'),
-    `[persistence."/persistent"]
+  root = sandboxRoot({
+    config: `[persistence."/persistent"]
 directories = ["/var/log"]
 [persistence."/persistent".users.bird]
 directories = [".ssh"]
 [drift]
 ignore = ["/etc"] # the sandbox's own setup: the daemon's first scan would report it
 `,
-  );
+    dirs: ['var/log', 'persistent/var/log', 'home/bird/.ssh', 'persistent/home/bird/.ssh', 'root'],
+  });
+  chownSync(join(root, 'home/bird'), UID, UID);
+  chmodSync(join(root, 'home/bird'), 0o700);
+  chmodSync(join(root, 'root'), 0o700);
   chownSync(join(root, 'persistent/home/bird/.ssh'), UID, UID);
   chmodSync(join(root, 'persistent/home/bird/.ssh'), 0o700); // as a persisted .ssh is created by default
   fakeCtl = join(tempDir(), 'fake-impermanencectl.js');
   writeFileSync(fakeCtl, `process.stdout.write('added ' + process.argv.at(-1) + ' to 50-local.toml\\n');\n`);
-  bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
+  bus = await startBus();
   polkit = await startPolkitMock(bus);
   systemd = await startSystemdMock(bus);
   await startDaemon();

@@ -5,12 +5,12 @@
  * for impermanencectl (--ctl) that says what it was asked, so that nothing is persisted on this
  * machine; the real command, run by the real systemd, is driven in test/e2e/persist.test.ts.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runOnBus, startPolkitMock, startSystemBus, type PolkitMock, type PrivateBus, waitForName } from '../dbus/harness';
+import { runOnBus, startPolkitMock, type PolkitMock, type PrivateBus } from '../dbus/harness';
+import { ctlOnBus, sandboxRoot, startBus, startDaemon, type Daemon } from '../dbus/daemon';
 import { startSystemdMock, type SystemdMock } from '../dbus/systemd-mock';
-import { EXAMPLE_ROOT, REPO, tempDir } from '../helpers';
+import { tempDir } from '../helpers';
 
 jest.setTimeout(60_000);
 
@@ -22,22 +22,17 @@ const ACTION = 'org.impermanence.persist';
 let bus: PrivateBus;
 let polkit: PolkitMock;
 let systemd: SystemdMock;
-let daemon: ChildProcess;
-let daemonLog = '';
+let daemon: Daemon;
 let outputDir: string;
 let fakeCtl: string;
 
 const busctl = (args: string[], asUser?: string) => runOnBus(bus, ['busctl', '--system', ...args], { asUser, timeoutMs: 20_000 });
-const ctl = (args: string[], asUser?: string) => runOnBus(bus, [process.execPath, join(REPO, 'dist', 'impermanencectl.js'), ...args], { asUser, timeoutMs: 20_000 });
+const ctl = (args: string[], asUser?: string) => ctlOnBus(bus, args, { asUser });
 const persist = (path: string, storage = '', options: string[] = ['0'], asUser = 'nobody') =>
   busctl(['call', NAME, PATH, IFACE, 'Persist', 'ssa{sv}', path, storage, ...options], asUser);
 
 beforeAll(async () => {
-  const root = tempDir();
-  chmodSync(root, 0o755);
-  mkdirSync(join(root, 'etc/impermanence/persist.d'), { recursive: true });
-  for (const f of ['passwd', 'group']) writeFileSync(join(root, 'etc', f), readFileSync(join(EXAMPLE_ROOT, 'etc', f)));
-  writeFileSync(join(root, 'etc/impermanence/persist.d/10-test.toml'), '[persistence."/persistent"]\ndirectories = ["/var/log"]\n');
+  const root = sandboxRoot({ config: '[persistence."/persistent"]\ndirectories = ["/var/log"]\n' });
   outputDir = tempDir();
   // What the daemon has systemd run: says its argv; refuses paths holding "refuse" as the real
   // command refuses (its message on stderr, exit 1).
@@ -49,23 +44,14 @@ if (args.some((a) => a.includes('refuse'))) { process.stderr.write('impermanence
 process.stdout.write('ran ' + JSON.stringify(args) + '\\n');
 `,
   );
-  bus = await startSystemBus({ policyDirs: [join(REPO, 'dbus')] });
+  bus = await startBus();
   polkit = await startPolkitMock(bus);
   systemd = await startSystemdMock(bus);
-  daemon = spawn(process.execPath, [join(REPO, 'dist', 'impermanenced.js'), '--bus', bus.address, '--root', root, '--no-watch', '--ctl', fakeCtl], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUNTIME_DIRECTORY: outputDir },
-  });
-  daemon.stdout!.on('data', (d) => (daemonLog += d));
-  daemon.stderr!.on('data', (d) => (daemonLog += d));
-  await waitForName(bus, NAME, daemon, () => daemonLog, 402);
+  daemon = await startDaemon({ bus, root, args: ['--no-watch', '--ctl', fakeCtl], env: { RUNTIME_DIRECTORY: outputDir } });
 });
 
 afterAll(async () => {
-  if (daemon && daemon.exitCode === null) {
-    daemon.kill('SIGTERM');
-    await new Promise((r) => daemon.once('exit', r));
-  }
+  await daemon?.stop();
   await systemd?.stop();
   await polkit?.stop();
   await bus?.stop();
