@@ -36,16 +36,28 @@ export function rootWithUsers(): string {
   return root;
 }
 
-export function run(cmd: string, args: string[], env: Record<string, string> = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...env } });
+export interface RunOptions {
+  /** Added to this process's environment. */
+  env?: Record<string, string>;
+  input?: string;
+  cwd?: string;
+  /** Milliseconds, then SIGTERM (the code is then -1). */
+  timeout?: number;
+}
+
+/** The one process runner of the tests: runs a command to its end; never throws on a non-zero exit. (Async, on a private bus, as another user: runOnBus in test/dbus/harness.ts.) */
+export function run(cmd: string, args: string[], opts: RunOptions = {}): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...opts.env }, input: opts.input, cwd: opts.cwd, timeout: opts.timeout, maxBuffer: 1 << 28 });
+  if (r.error && (r.error as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw r.error;
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** The build's impermanence-prepare, named in generated units (so that systemd-analyze verify finds it). */
 export const PREPARE = join(REPO, 'dist', 'impermanence-prepare.js');
-export const ctl = (...args: string[]) => run(process.execPath, [join(REPO, 'dist', 'impermanencectl.js'), ...args], { IMPERMANENCE_PREPARE: PREPARE });
+export const CTL = join(REPO, 'dist', 'impermanencectl.js');
+export const ctl = (...args: string[]) => run(process.execPath, [CTL, ...args], { env: { IMPERMANENCE_PREPARE: PREPARE } });
 export const generator = (args: string[], env: Record<string, string>) =>
-  run(process.execPath, [join(REPO, 'dist', 'impermanence-generator.js'), ...args], { IMPERMANENCE_PREPARE: PREPARE, ...env });
+  run(process.execPath, [join(REPO, 'dist', 'impermanence-generator.js'), ...args], { env: { IMPERMANENCE_PREPARE: PREPARE, ...env } });
 
 /** The messages of the InvalidConfig that `fn` throws (the test fails if it throws none). */
 export function problemsOf(fn: () => unknown): string[] {

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SCHEMAS } from '../../src/cli/json-schema';
 import { COMMANDS, OPTIONS } from '../../src/cli/spec';
-import { ctl, EXAMPLES, REPO, rootWithUsers, run, tempDir, tree } from '../helpers';
+import { CTL, ctl, EXAMPLES, REPO, rootWithUsers, run, tempDir, tree } from '../helpers';
 
 const VERSION = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
 const prog = (name: string, ...args: string[]) => run(process.execPath, [join(REPO, 'dist', `${name}.js`), ...args]);
@@ -152,7 +152,7 @@ describe('impermanencectl JSON documents match their schema (version 1, lowercas
 
   it('notify status', () => {
     const home = tempDir();
-    const r = spawnSync(process.execPath, [join(REPO, 'dist', 'impermanencectl.js'), 'notify', 'status', '--json'], { encoding: 'utf8', env: { ...process.env, HOME: home, XDG_CONFIG_HOME: join(home, '.config') } });
+    const r = run(process.execPath, [CTL, 'notify', 'status', '--json'], { env: { HOME: home, XDG_CONFIG_HOME: join(home, '.config') } });
     expect(check('notify', r.stdout)).toEqual({ version: 1, enabled: true, file: join(home, '.config/impermanence/notify.toml') });
   });
 });
@@ -188,7 +188,7 @@ describe('log lines: <N> prefixes only for the journal', () => {
   it('impermanence-generator prefixes <3> off a terminal (the kernel log), not on one', () => {
     const config = tree({ 'a.toml': '[persistence."/p"]\ndirectories = ["rel"]\n' });
     const args = [join(REPO, 'dist', 'impermanence-generator.js'), tempDir()];
-    const piped = run(process.execPath, args, { IMPERMANENCE_CONFIG: config });
+    const piped = run(process.execPath, args, { env: { IMPERMANENCE_CONFIG: config } });
     expect(piped.stderr).toMatch(/^<3>impermanence-generator: .*is relative/m);
     // On a terminal: script(1) gives it one.
     const cmd = `IMPERMANENCE_CONFIG=${config} ${process.execPath} ${args.join(' ')}`;

@@ -3,9 +3,7 @@
  * separate storage filesystem, a real bind mount, and another filesystem mounted inside the root
  * (which a scan must not enter, like find -xdev). Driven through impermanencectl diff --root.
  */
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
-import { EXAMPLE_ROOT, REPO, tempDir, tree } from '../helpers';
+import { CTL, ctl, EXAMPLE_ROOT, run, tempDir, tree } from '../helpers';
 
 interface Item { kind: string; path: string; files: number; bytes: number; suggestion: string; detail: string }
 
@@ -19,11 +17,9 @@ cp ${EXAMPLE_ROOT}/etc/passwd ${EXAMPLE_ROOT}/etc/group "$R/etc/"
 mount -t tmpfs tmpfs "$R/persistent"
 ${setup}
 exec "$@" diff --root "$R" --config "$C" --json`;
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', root, config, process.execPath, join(REPO, 'dist', 'impermanencectl.js'), ...args], {
-    encoding: 'utf8',
-  });
-  if (r.status !== 0 && r.status !== 3) throw new Error(`diff failed (${r.status}): ${r.stderr}`);
-  return { code: r.status, items: (JSON.parse(r.stdout) as { items: Item[] }).items };
+  const r = run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', root, config, process.execPath, CTL, ...args]);
+  if (r.code !== 0 && r.code !== 3) throw new Error(`diff failed (${r.code}): ${r.stderr}`);
+  return { code: r.code, items: (JSON.parse(r.stdout) as { items: Item[] }).items };
 }
 
 const CONFIG = tree({
@@ -101,8 +97,8 @@ exec "$@" diff --root "$R" --config "$C" --json --since "$(cat "$R/.t")"`,
   });
 
   it('refuses a bad --since', () => {
-    const r = spawnSync(process.execPath, [join(REPO, 'dist', 'impermanencectl.js'), 'diff', '--offline', '--config', CONFIG, '--since', 'yesterday'], { encoding: 'utf8' });
-    expect(r.status).toBe(2);
+    const r = ctl('diff', '--offline', '--config', CONFIG, '--since', 'yesterday');
+    expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/--since takes "boot", "all" or seconds since the epoch/);
   });
 });

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { escapePath, mountUnitName } from '../../src/config/unit-name';
+import { run } from '../helpers';
 
 /** The real systemd-escape is the reference. */
 function systemdEscape(path: string): string {
@@ -42,10 +43,8 @@ function verifyMount(name: string, where: string) {
   const dir = mkdtempSync(join(tmpdir(), 'impermanence-hash-'));
   try {
     writeFileSync(join(dir, name), `[Mount]\nWhat=/persistent${where}\nWhere=${where}\nType=none\nOptions=bind\n`);
-    const r = spawnSync('systemd-analyze', ['verify', '--man=no', name], {
-      cwd: dir, encoding: 'utf8', env: { ...process.env, SYSTEMD_UNIT_PATH: `${dir}:`, SYSTEMD_LOG_LEVEL: 'notice' },
-    });
-    return { code: r.status, output: r.stdout + r.stderr };
+    const r = run('systemd-analyze', ['verify', '--man=no', name], { cwd: dir, env: { SYSTEMD_UNIT_PATH: `${dir}:`, SYSTEMD_LOG_LEVEL: 'notice' } });
+    return { code: r.code, output: r.stdout + r.stderr };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -24,10 +24,8 @@ function snapshot(dir: string, prefix = ''): Record<string, string> {
 function verify(dir: string) {
   const units = readdirSync(dir).filter((f) => /\.(mount|service|target)$/.test(f));
   expect(units.length).toBeGreaterThan(0);
-  const r = spawnSync('systemd-analyze', ['verify', '--man=no', ...units], {
-    cwd: dir, encoding: 'utf8', env: { ...process.env, SYSTEMD_UNIT_PATH: `${dir}:`, SYSTEMD_LOG_LEVEL: 'notice' },
-  });
-  return { code: r.status, output: r.stdout + r.stderr };
+  const r = run('systemd-analyze', ['verify', '--man=no', ...units], { cwd: dir, env: { SYSTEMD_UNIT_PATH: `${dir}:`, SYSTEMD_LOG_LEVEL: 'notice' } });
+  return { code: r.code, output: r.stdout + r.stderr };
 }
 
 function runGenerator(config: string, out = join(tempDir(), 'normal')) {
@@ -463,10 +461,9 @@ describe('check and the generator agree (13.13)', () => {
  * root; the tmpfs vanishes with the namespace.
  */
 function inTinyTmpfs(size: string, script: string, env: Record<string, string>) {
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `set -e; M=$(mktemp -d); mount -t tmpfs -o size=${size},mode=0755 tmpfs "$M"; set -- "$M" "$@"; ${script}`, 'sh', process.execPath], {
-    encoding: 'utf8', env: { ...process.env, IMPERMANENCE_PREPARE: PREPARE, ...env },
+  return run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `set -e; M=$(mktemp -d); mount -t tmpfs -o size=${size},mode=0755 tmpfs "$M"; set -- "$M" "$@"; ${script}`, 'sh', process.execPath], {
+    env: { IMPERMANENCE_PREPARE: PREPARE, ...env },
   });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 describe('all or nothing on a full or read-only output folder (13.15)', () => {

@@ -7,15 +7,14 @@
  * as for the original config, and every entry NixOS evaluated is resolved here with the same
  * path, storage, owner, mode, mount flags and method.
  */
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { loadConfig } from '../../src/config/load';
 import { parseMode } from '../../src/config/mode';
 import { resolveConfig, type Entry } from '../../src/config/resolve';
 import { UserDb } from '../../src/config/userdb';
 import { importNix } from '../../src/config/import-nix';
-import { ctl, EXAMPLE_ROOT, EXAMPLES, REPO, tempDir } from '../helpers';
+import { CTL, ctl, EXAMPLE_ROOT, EXAMPLES, REPO, run, tempDir } from '../helpers';
 
 const FIXTURES = join(REPO, 'test', 'fixtures', 'nix');
 const fixture = (name: string) => join(FIXTURES, `${name}.json`);
@@ -23,7 +22,7 @@ const fixture = (name: string) => join(FIXTURES, `${name}.json`);
 /** A root whose user database also has what wide.nix names (carol, www-data, mail). */
 function wideRoot(): string {
   const root = tempDir();
-  spawnSync('cp', ['-a', join(EXAMPLE_ROOT, 'etc'), root]);
+  cpSync(join(EXAMPLE_ROOT, 'etc'), join(root, 'etc'), { recursive: true, verbatimSymlinks: true, preserveTimestamps: true });
   writeFileSync(join(root, 'etc', 'passwd'), readFileSync(join(root, 'etc', 'passwd'), 'utf8') + 'carol:x:1002:1002:Carol:/home/carol:/bin/sh\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n');
   writeFileSync(join(root, 'etc', 'group'), readFileSync(join(root, 'etc', 'group'), 'utf8') + 'carol:x:1002:\nwww-data:x:33:\nmail:x:8:\n');
   return root;
@@ -157,11 +156,10 @@ describe.each(['seed', 'wide'])('import nix: %s.json, entry by entry against wha
 
 describe('import nix: input', () => {
   it('reads standard input with "-", and prints the TOML', () => {
-    const r = spawnSync(process.execPath, [join(REPO, 'dist', 'impermanencectl.js'), 'import', 'nix', '-', '--root', EXAMPLE_ROOT], {
+    const r = run(process.execPath, [CTL, 'import', 'nix', '-', '--root', EXAMPLE_ROOT], {
       input: JSON.stringify({ '/persist': { directories: ['/srv'], users: { bird: { files: ['.profile'] } } } }),
-      encoding: 'utf8',
     });
-    expect(r.status).toBe(0);
+    expect(r.code).toBe(0);
     expect(r.stdout).toBe(`# Imported from NixOS's environment.persistence (standard input) by impermanencectl import nix.
 
 [persistence."/persist"]
@@ -206,11 +204,10 @@ files = [
   });
 
   it('exits 1 when the result does not pass check, naming the problem, and still writes the TOML', () => {
-    const r = spawnSync(process.execPath, [join(REPO, 'dist', 'impermanencectl.js'), 'import', 'nix', '-', '--root', EXAMPLE_ROOT], {
+    const r = run(process.execPath, [CTL, 'import', 'nix', '-', '--root', EXAMPLE_ROOT], {
       input: JSON.stringify({ '/persist': { users: { nobodyhere: { directories: ['x'] } } } }),
-      encoding: 'utf8',
     });
-    expect(r.status).toBe(1);
+    expect(r.code).toBe(1);
     expect(r.stdout).toContain('[persistence."/persist".users.nobodyhere]');
     expect(r.stderr).toContain('note: environment.persistence."/persist".users.nobodyhere: no user "nobodyhere" in');
     expect(r.stderr).toMatch(/imported\.toml: persistence\."\/persist"\.users\.nobodyhere: unknown user "nobodyhere"/);

@@ -11,7 +11,7 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, tempDir } from '../helpers';
+import { REPO, run, tempDir } from '../helpers';
 
 const HELPER = join(REPO, 'dist', 'mount.impermanence');
 const NOBODY = 65534;
@@ -26,8 +26,7 @@ function inNamespace(script: string, timeout = 120_000) {
     'mount -t tmpfs impermanence-test-sbin /usr/sbin',
     `cp ${q(HELPER)} /usr/sbin/mount.impermanence`,
   ].join('\n');
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `${prelude}\n${script}`], { encoding: 'utf8', timeout });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+  return run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `${prelude}\n${script}`], { timeout });
 }
 
 function fixture() {

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, tempDir, tree } from '../helpers';
+import { CTL, run, tempDir, tree } from '../helpers';
 
 /**
  * diff --previous-boot and restore on a real btrfs (loop device) with kept old roots; the CLI
@@ -33,8 +33,8 @@ afterAll(() => {
 });
 
 const ctl = (...args: string[]) => {
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', process.execPath, join(REPO, 'dist/impermanencectl.js'), ...args, '--config', config], { encoding: 'utf8' });
-  return { code: r.status, out: r.stdout, err: r.stderr };
+  const r = run('unshare', ['-m', '--propagation', 'private', process.execPath, CTL, ...args, '--config', config]);
+  return { code: r.code, out: r.stdout, err: r.stderr };
 };
 
 describe('the previous boot, from the kept old roots', () => {
