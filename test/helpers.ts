@@ -3,6 +3,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { InvalidConfig } from '../src/config/errors';
+import { loadConfig } from '../src/config/load';
+import { resolveConfig, type ResolvedConfig } from '../src/config/resolve';
+import { UserDb } from '../src/config/userdb';
 
 export const REPO = join(__dirname, '..');
 export const EXAMPLES = join(REPO, 'examples', 'persist.d');
@@ -29,6 +32,11 @@ export function tree(files: Record<string, string>): string {
   return dir;
 }
 
+/** Config files (name → text), written to a temp folder, loaded and resolved against the example user database. */
+export function resolveFiles(files: Record<string, string>): ResolvedConfig {
+  return resolveConfig(loadConfig([tree(files)]), UserDb.read(EXAMPLE_ROOT));
+}
+
 /** A root with the example user database, for `--root`. */
 export function rootWithUsers(): string {
   const root = tempDir();
@@ -50,6 +58,21 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): { code:
   const r = spawnSync(cmd, args, { encoding: 'utf8', env: { ...process.env, ...opts.env }, input: opts.input, cwd: opts.cwd, timeout: opts.timeout, maxBuffer: 1 << 28 });
   if (r.error && (r.error as NodeJS.ErrnoException).code !== 'ETIMEDOUT') throw r.error;
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A fresh btrfs on a loop device over a sparse image of `size` in a new temp folder (root); detach() frees the device. */
+export function btrfsLoop(prefix: string, size: string): { dir: string; device: string; detach(): void } {
+  const dir = tempDir(prefix);
+  const img = join(dir, 'img');
+  const made = run('sh', ['-c', 'truncate -s "$1" "$2" && losetup -f --show "$2"', 'sh', size, img]);
+  const device = made.stdout.trim();
+  if (made.code !== 0 || !/^\/dev\/loop\d+$/.test(device)) throw new Error(`losetup failed: ${made.stderr}`);
+  const mkfs = run('mkfs.btrfs', ['-q', '-f', device]);
+  if (mkfs.code !== 0) {
+    run('losetup', ['-d', device]);
+    throw new Error(`mkfs.btrfs ${device} failed: ${mkfs.stderr}`);
+  }
+  return { dir, device, detach: () => void run('losetup', ['-d', device]) };
 }
 
 /** The build's impermanence-prepare, named in generated units (so that systemd-analyze verify finds it). */

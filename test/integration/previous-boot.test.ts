@@ -1,20 +1,18 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CTL, run, tempDir, tree } from '../helpers';
+import { btrfsLoop, CTL, run, tempDir, tree } from '../helpers';
 
 /**
  * diff --previous-boot and restore on a real btrfs (loop device) with kept old roots; the CLI
  * runs in a private mount namespace (it mounts the top level read-only under /run while it works).
  */
-let dir: string;
+let disk: ReturnType<typeof btrfsLoop> | undefined;
 let loop: string;
 let config: string;
 beforeAll(() => {
-  dir = tempDir('wipeC-prev-');
-  spawnSync('truncate', ['-s', '200M', join(dir, 'img')]);
-  loop = spawnSync('losetup', ['-f', '--show', join(dir, 'img')], { encoding: 'utf8' }).stdout.trim();
-  expect(spawnSync('mkfs.btrfs', ['-q', '-f', loop]).status).toBe(0);
+  disk = btrfsLoop('wipeC-prev-', '200M');
+  loop = disk.device;
   const setup = `set -e; M=$(mktemp -d); mount ${loop} $M; cd $M; mkdir old_roots
     for n in 2026-11-20_100000 2026-11-25_100000; do btrfs -q subvolume create old_roots/$n; mkdir -p old_roots/$n/etc old_roots/$n/root old_roots/$n/srv/kept old_roots/$n/var/lib; echo 'root:x:0:0:root:/root:/bin/sh' > old_roots/$n/etc/passwd; done
     sleep 1.1
@@ -29,7 +27,7 @@ beforeAll(() => {
   config = tree({ 'a.toml': `[wipe]\nmethod = "btrfs"\ndevice = "${loop}"\nsubvolume = "@root"\n\n[persistence."/persist"]\ndirectories = ["/srv/kept"]\n` });
 });
 afterAll(() => {
-  if (loop) spawnSync('losetup', ['-d', loop]);
+  disk?.detach();
 });
 
 const ctl = (...args: string[]) => {

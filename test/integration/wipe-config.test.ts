@@ -1,31 +1,18 @@
 /** The [wipe] table as the initrd and the CLI read it: the shell file sh sources, `impermanencectl wipe config` (resolving and errors: test/unit/wipe-config.test.ts). */
-import { spawnSync } from 'node:child_process';
-import { loadConfig } from '../../src/config/load';
-import { resolveConfig, type ResolvedConfig } from '../../src/config/resolve';
-import { UserDb } from '../../src/config/userdb';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { wipeConfText } from '../../src/config/wipe';
-import { ctl, EXAMPLE_ROOT, tree } from '../helpers';
+import { ctl, EXAMPLE_ROOT, REPO, resolveFiles, run, tree } from '../helpers';
 
-const users = UserDb.read(EXAMPLE_ROOT);
-const resolveFiles = (files: Record<string, string>): ResolvedConfig => resolveConfig(loadConfig([tree(files)]), users);
-
-const BTRFS = `[wipe]
-method = "btrfs"
-device = "LABEL=system"
-subvolume = "@root"
-from = "@pristine"
-keep = { days = 14, count = 5 }
-
-[persistence."/persist"]
-directories = ["/var/log"]
-`;
+/** A btrfs wipe (keep 14 days, 5 roots) and one storage root, /persist. */
+const BTRFS = readFileSync(join(REPO, 'test/fixtures/wipe/btrfs.toml'), 'utf8');
 
 describe('[wipe]', () => {
   it('turns into the shell file the initrd sources, with the storage roots', () => {
     const config = resolveFiles({ 'a.toml': BTRFS + `[persistence."/mnt/it's here"]\ndirectories = ["/srv"]\n` });
     const text = wipeConfText(config.wipe!, config.storages.map((s) => s.path));
     const file = `${tree({ 'wipe.conf': text })}/wipe.conf`;
-    const sourced = spawnSync('sh', ['-c', '. "$0"; printf "%s|" "$WIPE_METHOD" "$WIPE_DEVICE" "$WIPE_SUBVOLUME" "$WIPE_FROM" "$WIPE_OLD_ROOTS" "$WIPE_KEEP_DAYS" "$WIPE_KEEP_COUNT" "$WIPE_STORAGES"', file], { encoding: 'utf8' });
+    const sourced = run('sh', ['-c', '. "$0"; printf "%s|" "$WIPE_METHOD" "$WIPE_DEVICE" "$WIPE_SUBVOLUME" "$WIPE_FROM" "$WIPE_OLD_ROOTS" "$WIPE_KEEP_DAYS" "$WIPE_KEEP_COUNT" "$WIPE_STORAGES"', file]);
     expect(sourced.stdout).toBe("btrfs|LABEL=system|@root|@pristine|old_roots|14|5|/persist\n/mnt/it's here|");
   });
 

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, tempDir } from '../helpers';
+import { btrfsLoop, REPO } from '../helpers';
 
 /**
  * The initrd's wipe script (src/wipe/impermanence-wipe.sh) on a real btrfs on a loop device, in a
@@ -12,15 +12,14 @@ const SCRIPT = join(REPO, 'src/wipe/impermanence-wipe.sh');
 
 let dir: string;
 let loop: string;
+let disk: ReturnType<typeof btrfsLoop> | undefined;
 beforeAll(() => {
-  dir = tempDir('wipeC-script-');
-  spawnSync('truncate', ['-s', '300M', join(dir, 'img')]);
-  loop = spawnSync('losetup', ['-f', '--show', join(dir, 'img')], { encoding: 'utf8' }).stdout.trim();
-  expect(loop).toMatch(/^\/dev\/loop/);
-  expect(spawnSync('mkfs.btrfs', ['-q', '-f', loop]).status).toBe(0);
+  disk = btrfsLoop('wipeC-script-', '300M');
+  dir = disk.dir;
+  loop = disk.device;
 });
 afterAll(() => {
-  if (loop) spawnSync('losetup', ['-d', loop]);
+  disk?.detach();
 });
 
 /** Runs bash with the top level on $M (private namespace), then the wipe with `cmdline`, then `after`; returns the wipe's stderr, exit code and `after`'s output. */

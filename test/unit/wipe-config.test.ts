@@ -1,21 +1,9 @@
-import { loadConfig } from '../../src/config/load';
-import { resolveConfig, type ResolvedConfig } from '../../src/config/resolve';
-import { UserDb } from '../../src/config/userdb';
-import { EXAMPLE_ROOT, problemsOf, tree } from '../helpers';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { problemsOf, REPO, resolveFiles } from '../helpers';
 
-const users = UserDb.read(EXAMPLE_ROOT);
-const resolveFiles = (files: Record<string, string>): ResolvedConfig => resolveConfig(loadConfig([tree(files)]), users);
-
-const BTRFS = `[wipe]
-method = "btrfs"
-device = "LABEL=system"
-subvolume = "@root"
-from = "@pristine"
-keep = { days = 14, count = 5 }
-
-[persistence."/persist"]
-directories = ["/var/log"]
-`;
+/** A btrfs wipe (keep 14 days, 5 roots) and one storage root, /persist. */
+const BTRFS = readFileSync(join(REPO, 'test/fixtures/wipe/btrfs.toml'), 'utf8');
 
 describe('[wipe]', () => {
   it('resolves a btrfs wipe with its defaults', () => {
