@@ -10,29 +10,22 @@
 //     of any Node program's start-up.
 // Prints medians with the target: the live answer ≤ 50 ms on 1,000,000 files.
 //   npm run bench:diff      (root; needs dbus-daemon; FILES= to scale)
-import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Message, MessageType, sessionBus, Variant } from '@jellybrick/dbus-next';
+import { inMountNamespace, REPO, scratchDir, sleep, startBus, startDaemon, writeSandbox } from './sandbox.mjs';
 
-const REPO = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 const FILES = Number(process.env.FILES ?? 1_000_000);
 const RUNS = Number(process.env.RUNS ?? 21);
 const RESCANS = Number(process.env.RESCANS ?? 3);
 const TARGET_MS = 50;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ms = (x) => `${x.toFixed(1)} ms`;
 
-if (process.env.BENCH_DIFF_NS !== '1') {
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', process.execPath, new URL(import.meta.url).pathname], {
-    stdio: 'inherit',
-    env: { ...process.env, BENCH_DIFF_NS: '1' },
-  });
-  process.exit(r.status ?? 1);
-}
+inMountNamespace(import.meta.url, 'BENCH_DIFF_NS');
 
-const scratch = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'impermanence-bench-diff-'));
+const scratch = scratchDir('diff');
 const pids = [];
 try {
   const root = join(scratch, 'root');
@@ -40,11 +33,8 @@ try {
   // Its own tmpfs: fanotify marks the whole filesystem, so no other process's writes reach the daemon.
   const m = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=4g,nr_inodes=${FILES + 100_000}`, 'impermanence-bench-diff', root], { encoding: 'utf8' });
   if (m.status !== 0) throw new Error(`mount: ${m.stderr}`);
-  mkdirSync(join(root, 'etc/impermanence/persist.d'), { recursive: true });
+  writeSandbox(root, '[persistence."/persistent"]\ndirectories = ["/var/log"]\n');
   mkdirSync(join(root, 'var/log'), { recursive: true });
-  writeFileSync(join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
-  writeFileSync(join(root, 'etc/group'), 'root:x:0:\n');
-  writeFileSync(join(root, 'etc/impermanence/persist.d/a.toml'), '[persistence."/persistent"]\ndirectories = ["/var/log"]\n');
 
   // 100 × 100 folders of FILES / 10,000 empty files each (empty: no page of memory per file).
   const made = Date.now();
@@ -59,26 +49,19 @@ try {
   }
   console.log(`tree: ${n.toLocaleString('en')} files in ${((Date.now() - made) / 1000).toFixed(1)} s (tmpfs, private mount namespace)`);
 
-  const policy = readFileSync('/usr/share/dbus-1/system.conf', 'utf8').match(/<policy[\s\S]*?<\/policy>/g).join('\n');
-  writeFileSync(join(scratch, 'bus.conf'), `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig><type>system</type><listen>unix:path=${scratch}/bus</listen><auth>EXTERNAL</auth>${policy}<includedir>${REPO}/dbus</includedir></busconfig>`);
-  const bus = spawn('dbus-daemon', [`--config-file=${scratch}/bus.conf`, '--nofork', '--print-address=1'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const { child: bus, address } = await startBus(scratch);
   pids.push(bus);
-  await new Promise((r) => bus.stdout.once('data', r));
-  const address = `unix:path=${scratch}/bus`;
 
-  const daemon = spawn(process.execPath, [join(REPO, 'dist/impermanenced.js'), '--root', root, '--bus', address], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const { child: daemon, log } = startDaemon(root, address);
   pids.push(daemon);
-  let log = '';
-  daemon.stderr.on('data', (x) => (log += x));
-  const walks = () => (log.match(/Full drift scan: \d+ files walked/g) ?? []).length;
+  const walks = () => (log().match(/Full drift scan: \d+ files walked/g) ?? []).length;
   const firstLook = Date.now();
   while (walks() < 1) {
-    if (daemon.exitCode !== null) throw new Error(`impermanenced exited ${daemon.exitCode}:\n${log}`);
-    if (Date.now() - firstLook > 600_000) throw new Error(`no first look in 10 min:\n${log}`);
+    if (daemon.exitCode !== null) throw new Error(`impermanenced exited ${daemon.exitCode}:\n${log()}`);
+    if (Date.now() - firstLook > 600_000) throw new Error(`no first look in 10 min:\n${log()}`);
     await sleep(50);
   }
-  if (!log.includes('Watching')) throw new Error(`the daemon is not watching live:\n${log}`);
+  if (!log().includes('Watching')) throw new Error(`the daemon is not watching live:\n${log()}`);
   console.log(`daemon's first look (a full walk): ${((Date.now() - firstLook) / 1000).toFixed(1)} s`);
 
   const client = sessionBus({ busAddress: address });
@@ -106,7 +89,7 @@ try {
     await sleep(150); // past the watcher's 100 ms window: each run starts quiet
     plain.push((await timed('GetDrift', {})).ms);
   }
-  if (walks() !== walksBefore) throw new Error(`Scan walked the root while the live watch ran:\n${log}`);
+  if (walks() !== walksBefore) throw new Error(`Scan walked the root while the live watch ran:\n${log()}`);
 
   const rescan = [];
   for (let i = 0; i < RESCANS; i++) rescan.push((await timed('Scan', { rescan: new Variant('b', true) })).ms);

@@ -10,11 +10,11 @@
 //   and once the drift is settled.
 //   npm run bench:dos   (root; needs dbus-daemon and setpriv)
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Message, MessageType, sessionBus } from '@jellybrick/dbus-next';
+import { REPO, scratchDir, sleep, startBus, startDaemon, writeSandbox } from './sandbox.mjs';
 
-const REPO = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 /** The build to measure (DIST=folder: another build, e.g. an older one, for before/after figures). */
 const DIST = process.env.DIST ?? join(REPO, 'dist');
 const PARTS = (process.env.PARTS ?? 'props,scans,files').split(',');
@@ -24,7 +24,6 @@ const SCANS = Number(process.env.SCANS ?? 400);
 const SCAN_FILES = Number(process.env.SCAN_FILES ?? 30_000);
 const FILES = Number(process.env.FILES ?? 1_000_000);
 const ROOT_WAIT_MS = Number(process.env.ROOT_WAIT_MS ?? 180_000);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
 const MANAGER = { destination: 'org.impermanence.Manager', path: '/org/impermanence/Manager' };
 
@@ -44,34 +43,27 @@ function rssMiB(pid) {
 
 /** A sandbox root with `toml` as its config, a private bus, the daemon on it, and a root client. */
 async function start(name, toml, prepare = () => undefined) {
-  const scratch = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', `impermanence-bench-dos-${name}-`));
+  const scratch = scratchDir(`dos-${name}`);
   chmodSync(scratch, 0o755);
   const root = join(scratch, 'root');
-  mkdirSync(join(root, 'etc/impermanence/persist.d'), { recursive: true });
+  writeSandbox(root, toml, {
+    passwd: 'root:x:0:0:root:/root:/bin/sh\nbird:x:1000:1000::/home/bird:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/sh\n',
+    group: 'root:x:0:\nbird:x:1000:\nnogroup:x:65534:\n',
+  });
   mkdirSync(join(root, 'persistent'), { recursive: true });
-  writeFileSync(join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\nbird:x:1000:1000::/home/bird:/bin/sh\nnobody:x:65534:65534::/nonexistent:/bin/sh\n');
-  writeFileSync(join(root, 'etc/group'), 'root:x:0:\nbird:x:1000:\nnogroup:x:65534:\n');
-  writeFileSync(join(root, 'etc/impermanence/persist.d/a.toml'), toml);
   prepare(root);
-  const policy = readFileSync('/usr/share/dbus-1/system.conf', 'utf8').match(/<policy[\s\S]*?<\/policy>/g).join('\n');
-  writeFileSync(join(scratch, 'bus.conf'), `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig><type>system</type><listen>unix:path=${scratch}/bus</listen><auth>EXTERNAL</auth>${policy}<includedir>${REPO}/dbus</includedir></busconfig>`);
   const procs = [];
-  const bus = spawn('dbus-daemon', [`--config-file=${scratch}/bus.conf`, '--nofork', '--print-address=1'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const { child: bus, address } = await startBus(scratch);
   procs.push(bus);
-  await new Promise((r) => bus.stdout.once('data', r));
   chmodSync(`${scratch}/bus`, 0o777);
-  const address = `unix:path=${scratch}/bus`;
-  const daemon = spawn(process.execPath, [join(DIST, 'impermanenced.js'), '--root', root, '--bus', address], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const { child: daemon, log } = startDaemon(root, address, { dist: DIST, maxLog: 100_000 });
   procs.push(daemon);
-  let log = '';
-  daemon.stderr.on('data', (d) => (log = (log + d).slice(-100_000)));
   const client = sessionBus({ busAddress: address });
   await new Promise((r) => client.once('connect', r));
   for (let i = 0; i < 2000; i++) {
     const reply = await client.call(new Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'NameHasOwner', signature: 's', body: ['org.impermanence.Manager'] }));
     if (reply.body[0]) break;
-    if (daemon.exitCode !== null) throw new Error(`the daemon exited:\n${log}`);
+    if (daemon.exitCode !== null) throw new Error(`the daemon exited:\n${log()}`);
     await sleep(25);
   }
   const call = (member, iface = 'org.impermanence.Manager', signature = '', body = []) => client.call(new Message({ ...MANAGER, interface: iface, member, signature, body }));
@@ -81,7 +73,7 @@ async function start(name, toml, prepare = () => undefined) {
     await sleep(200);
     rmSync(scratch, { recursive: true, force: true });
   };
-  return { root, address, daemon, call, stop, log: () => log };
+  return { root, address, daemon, call, stop, log };
 }
 
 /** test/dbus/flood.cjs as nobody; resolves its final line; `onSent` when its calls are on their way. */

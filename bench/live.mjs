@@ -13,20 +13,16 @@
 // The daemon is started as systemd starts it: the file itself (its first line gives node its flags).
 //   npm run bench:live   (root; needs dbus-daemon; btrfs-progs for the btrfs row, BTRFS=0 skips it)
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sessionBus, Message, MessageType } from '@jellybrick/dbus-next';
+import { REPO, inMountNamespace, scratchDir, sleep, startBus, startDaemon, writeSandbox } from './sandbox.mjs';
 
-const REPO = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
 const WRITES = Number(process.env.WRITES ?? 100);
 const BURST = Number(process.env.BURST ?? 100_000);
-if (!process.env.BENCH_LIVE_NS) {
-  const r = spawnSync('unshare', ['-m', '--propagation', 'private', process.execPath, new URL(import.meta.url).pathname], { stdio: 'inherit', env: { ...process.env, BENCH_LIVE_NS: '1' } });
-  process.exit(r.status ?? 1);
-}
-const scratch = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'impermanence-bench-live-'));
+inMountNamespace(import.meta.url, 'BENCH_LIVE_NS');
+const scratch = scratchDir('live');
 const pids = [];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // '' (tmpfs) or 'btrfs-subvol' (set for the re-executed run, inside its own mount namespace).
 const FS = process.env.BENCH_LIVE_FS ?? '';
 const label = FS ? ` [root on a btrfs subvolume]` : ' [root on tmpfs]';
@@ -47,18 +43,10 @@ try {
     const mk = spawnSync('mount', ['-t', 'tmpfs', 'tmpfs', root], { encoding: 'utf8' });
     if (mk.status !== 0) throw new Error(`tmpfs setup failed: ${mk.stderr}`);
   }
-  mkdirSync(join(root, 'etc/impermanence/persist.d'), { recursive: true });
+  writeSandbox(root, '[persistence."/persistent"]\ndirectories = ["/var/log"]\n');
   mkdirSync(join(root, 'var/log'), { recursive: true });
-  writeFileSync(join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/sh\n');
-  writeFileSync(join(root, 'etc/group'), 'root:x:0:\n');
-  writeFileSync(join(root, 'etc/impermanence/persist.d/a.toml'), '[persistence."/persistent"]\ndirectories = ["/var/log"]\n');
-  const policy = readFileSync('/usr/share/dbus-1/system.conf', 'utf8').match(/<policy[\s\S]*?<\/policy>/g).join('\n');
-  writeFileSync(join(scratch, 'bus.conf'), `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig><type>system</type><listen>unix:path=${scratch}/bus</listen><auth>EXTERNAL</auth>${policy}<includedir>${REPO}/dbus</includedir></busconfig>`);
-  const bus = spawn('dbus-daemon', [`--config-file=${scratch}/bus.conf`, '--nofork', '--print-address=1'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const { child: bus, address } = await startBus(scratch);
   pids.push(bus);
-  await new Promise((r) => bus.stdout.once('data', r));
-  const address = `unix:path=${scratch}/bus`;
 
   // Idle: a daemon over its own tmpfs, mounted in a mount namespace of its own, so that no other
   // process's writes (fanotify marks the whole filesystem) and no other mount (the mount table
@@ -94,14 +82,12 @@ try {
     await new Promise((r) => d.once('exit', r));
   }
 
-  const daemon = spawn(join(REPO, 'dist/impermanenced.js'), ['--root', root, '--bus', address], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const { child: daemon, log } = startDaemon(root, address);
   pids.push(daemon);
-  let log = '';
-  daemon.stderr.on('data', (d) => (log += d));
   const client = sessionBus({ busAddress: address });
   await new Promise((r) => client.once('connect', r));
-  for (let i = 0; i < 200 && !log.includes('for drift as it happens'); i++) await sleep(25);
-  if (!log.includes('for drift as it happens')) throw new Error(`the daemon is not watching live:\n${log}`);
+  for (let i = 0; i < 200 && !log().includes('for drift as it happens'); i++) await sleep(25);
+  if (!log().includes('for drift as it happens')) throw new Error(`the daemon is not watching live:\n${log()}`);
   await client.call(new Message({ destination: 'org.freedesktop.DBus', path: '/org/freedesktop/DBus', interface: 'org.freedesktop.DBus', member: 'AddMatch', signature: 's',
     body: ["type='signal',interface='org.impermanence.Manager',member='DriftAppeared'"] }));
   const hogs = process.env.HOG === '0' ? [] : Array.from({ length: 2 }, () => spawn('sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }));

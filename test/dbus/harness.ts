@@ -2,9 +2,9 @@
  * D-Bus test harness: a private, system-like bus (Debian's system bus policy, enforced) and a
  * polkit mock on it, for tests that drive the real daemon over D-Bus.
  *
- *   const bus = await startSystemBus({ policyDirs: [path.join(REPO, 'dbus')] });
+ *   const bus = await startSystemBus({ policyDirs: [path.join(REPO, 'dbus')] });   // or startBus() of ./daemon.ts
  *   const polkit = await startPolkitMock(bus);
- *   await polkit.setAllowed(['org.impermanence.manage']);
+ *   await polkit.setAllowed(['org.impermanence.reload']);          // ACTION_RELOAD, src/bus/names.ts
  *   const r = await runOnBus(bus, ['busctl', 'call', …], { asUser: 'nobody' });
  *   …
  *   await bus.stop();                       // also stops the polkit mock

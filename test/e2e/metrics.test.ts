@@ -3,7 +3,7 @@
  * system but for the collector's folder, no network but the bus) it reaches impermanenced,
  * replaces the collector's file whole, follows an entry that goes unmounted, and does nothing
  * where no node_exporter folder exists. (The format itself is checked by the real node_exporter
- * and promtool in test/unit/metrics.test.ts.)
+ * and promtool in test/integration/metrics.test.ts.)
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';

@@ -2,7 +2,8 @@
  * End-to-end harness: boot a real systemd in a systemd-nspawn container whose root is a
  * fresh copy of a pristine Debian rootfs on every boot (like a root wiped at every boot).
  *
- * How a boot works (see /work/shared/TESTING.md for the measured facts behind it):
+ * How a boot works (`--register=no --keep-unit`: there is no machined on a test host; a boot to
+ * `systemctl is-system-running --wait` takes well under a second):
  *
  *   unshare -m --propagation private sh -c '
  *     mount -t tmpfs … TMP/root; cp -a PRISTINE/. TMP/root/      # the wiped root

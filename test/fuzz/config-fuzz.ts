@@ -1,5 +1,5 @@
 /**
- * A fuzzer of config files, shared by the unit test (test/unit/fuzz.test.ts, 1,000 cases) and
+ * A fuzzer of config files, shared by the integration test (test/integration/fuzz.test.ts, 1,000 cases) and
  * the bench (bench/fuzz.mjs, FUZZ_CASES=10000). Random TOML and JSON config files, valid and
  * broken (random keys, huge strings, control characters, invalid UTF-8, odd paths, long names,
  * symlinked storage folders, a storage root that is a file), run in process through

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { appendIgnore, configPath, readNotifyConfig, setEnabled } from '../../src/config/notify';
 import { compose, type Item } from '../../src/agent/message';
 import { itemsFromRows, toRow } from '../../src/bus/codec';
-import { tempDir } from './helpers';
+import { tempDir } from '../helpers';
 
 const HOME = '/home/bird';
 const item = (over: Partial<Item>): Item => ({ kind: 'ephemeral', path: '/home/bird/x', detail: '', files: 1, bytes: 10, suggestion: '[persistence."/persistent".users.bird]\ndirectories = ["x"]', ...over });
@@ -108,7 +108,7 @@ describe('the user config', () => {
 
 /**
  * A fake message bus, named as such: it answers the agent's calls and delivers signals in one
- * synchronous burst, as one socket read does. The real dunst (test/unit/notify.test.ts) never
+ * synchronous burst, as one socket read does. The real dunst (test/integration/notify.test.ts) never
  * closes a notification on an action, as GNOME Shell, KDE and mako do; this is how that order is tested.
  */
 class FakeBus extends EventEmitter {

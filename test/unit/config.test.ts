@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { findConfigFiles, loadConfig, parseConfigText } from '../../src/config/load';
 import { parentPerms, resolveConfig, type ResolvedConfig } from '../../src/config/resolve';
 import { UserDb } from '../../src/config/userdb';
-import { EXAMPLE_ROOT, EXAMPLES, problemsOf, tree } from './helpers';
+import { EXAMPLE_ROOT, EXAMPLES, problemsOf, tree } from '../helpers';
 
 const users = UserDb.read(EXAMPLE_ROOT);
 

@@ -4,7 +4,7 @@ import { loadConfig } from '../../src/config/load';
 import { presetsIn, systemPresets } from '../../src/config/presets';
 import { resolveConfig, type ResolvedConfig } from '../../src/config/resolve';
 import { UserDb } from '../../src/config/userdb';
-import { EXAMPLE_ROOT, problemsOf, REPO, tree } from './helpers';
+import { EXAMPLE_ROOT, problemsOf, REPO, tree } from '../helpers';
 
 const users = UserDb.read(EXAMPLE_ROOT);
 const SHIPPED = join(REPO, 'presets');

@@ -12,7 +12,7 @@ import { resolveConfig } from '../../src/config/resolve';
 import { UserDb } from '../../src/config/userdb';
 import { foldNested, NO_STORAGE, type DriftItem } from '../../src/drift/report';
 import { scanDrift } from '../../src/drift/scan';
-import { rootWithUsers } from './helpers';
+import { rootWithUsers } from '../helpers';
 
 const item = (kind: DriftItem['kind'], path: string, files: number): DriftItem => ({ kind, path, files, bytes: files * 10, detail: '', suggestion: `s ${path}` });
 

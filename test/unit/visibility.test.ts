@@ -1,7 +1,7 @@
 import { chmodSync, chownSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { canSee, canSeeContents } from '../../src/daemon/visibility';
-import { tempDir } from './helpers';
+import { tempDir } from '../helpers';
 
 /** Real folders with real owners and modes (the tests run as root). */
 describe('what a caller may see', () => {

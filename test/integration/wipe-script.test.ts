@@ -1,0 +1,155 @@
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { btrfsLoop, REPO } from '../helpers';
+
+/**
+ * The initrd's wipe script (src/wipe/impermanence-wipe.sh) on a real btrfs on a loop device, in a
+ * private mount namespace: the same commands as in the initrd, in seconds. The qemu test
+ * (test/qemu) runs it for real in dracut and initramfs-tools initrds.
+ */
+const SCRIPT = join(REPO, 'src/wipe/impermanence-wipe.sh');
+
+let dir: string;
+let loop: string;
+let disk: ReturnType<typeof btrfsLoop> | undefined;
+beforeAll(() => {
+  disk = btrfsLoop('wipeC-script-', '300M');
+  dir = disk.dir;
+  loop = disk.device;
+});
+afterAll(() => {
+  disk?.detach();
+});
+
+/** Runs bash with the top level on $M (private namespace), then the wipe with `cmdline`, then `after`; returns the wipe's stderr, exit code and `after`'s output. */
+function wipe(before: string, cmdline = 'rootflags=subvol=@root', after = '', conf: Record<string, string> = {}) {
+  const settings = { WIPE_METHOD: 'btrfs', WIPE_DEVICE: loop, WIPE_SUBVOLUME: '@root', WIPE_FROM: '@pristine', WIPE_OLD_ROOTS: 'old_roots', WIPE_KEEP_DAYS: '30', WIPE_KEEP_COUNT: '3', WIPE_TIMEOUT: '1', WIPE_STORAGES: "'/persist'", ...conf };
+  writeFileSync(join(dir, 'wipe.conf'), Object.entries(settings).map(([k, v]) => `${k}=${v}\n`).join(''));
+  writeFileSync(join(dir, 'cmdline'), `${cmdline}\n`);
+  const script = `set -e; M=${dir}/m; mkdir -p $M; mount -o noatime ${loop} $M; cd $M; ${before || ':'}
+cd /; umount $M; set +e
+IMPERMANENCE_WIPE_CONF=${dir}/wipe.conf IMPERMANENCE_WIPE_RUN=${dir}/run IMPERMANENCE_WIPE_CMDLINE=${dir}/cmdline sh ${SCRIPT} 2>${dir}/err; echo "rc=$?"
+set -e; mount -o noatime ${loop} $M; cd $M; ${after || ':'}; cd /; umount $M`;
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(r.stderr);
+  const err = spawnSync('cat', [join(dir, 'err')], { encoding: 'utf8' }).stdout;
+  const [rc, ...out] = r.stdout.split('\n');
+  return { code: Number(rc!.slice(3)), err, out: out.join('\n') };
+}
+const list = 'btrfs subvolume list . | sed "s/.* path //" | sort';
+
+describe('impermanence-wipe (btrfs, on a loop device)', () => {
+  it('moves the root to old_roots, makes it again from the pristine, and deletes an unused fresh root instead of keeping it', () => {
+    const setup = 'btrfs -q subvolume create @pristine; mkdir @pristine/etc @pristine/persist; echo p > @pristine/etc/os; btrfs property set @pristine ro true; btrfs -q subvolume snapshot @pristine @root; echo junk > @root/junk; btrfs -q subvolume create @root/nested';
+    const r = wipe(setup, undefined, `${list}; ls old_roots/*/; ls @root`);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/^@pristine\n@root\nold_roots\/[0-9-]+_\d{6}\nold_roots\/[0-9-]+_\d{6}\/nested\netc\njunk\nnested\npersist\netc\npersist\n$/);
+    // The next boot stopped before using the root: the wipe does not keep that untouched copy of the pristine.
+    const again = wipe('', undefined, 'ls old_roots | wc -l');
+    expect(again.err).toMatch(/never written since the last wipe: deleted, not kept/);
+    expect(again.out.trim()).toBe('1');
+  });
+
+  it('resumes after a power cut between the move and the new root (the journal), and refuses a missing root without it', () => {
+    const cut = wipe('btrfs subvolume delete -c @root >/dev/null; echo 2026-01-01_000000 > old_roots/.wipe-in-progress', undefined, 'ls -A old_roots; ls @root');
+    expect(cut.code).toBe(0);
+    expect(cut.err).toMatch(/missing and a wipe was in progress .*: making it again/);
+    expect(cut.out).not.toMatch(/wipe-in-progress/);
+    expect(cut.out).toMatch(/etc\npersist/);
+    const missing = wipe('btrfs subvolume delete -c @root >/dev/null', undefined, 'ls -A');
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/NOT WIPING: the root subvolume @root is missing/);
+    expect(spawnSync('cat', [join(dir, 'run/wipe-failed')], { encoding: 'utf8' }).stdout).toMatch(/@root is missing/);
+    wipe('btrfs -q subvolume snapshot @pristine @root; touch @root/used');
+  });
+
+  it('refuses, touching nothing, when storage has content inside the root, the device is wrong, or another subvolume boots', () => {
+    const before = wipe('mkdir -p @root/persist/data', undefined, `${list}`).out;
+    expect(wipe('', undefined, list)).toMatchObject({ code: 1, out: before });
+    expect(spawnSync('cat', [join(dir, 'err')], { encoding: 'utf8' }).stdout).toMatch(/storage root \/persist has content inside the root subvolume @root: it would be wiped/);
+    const other = wipe('rm -r @root/persist/data', 'rootflags=subvol=@other', list);
+    expect(other).toMatchObject({ code: 1, out: before });
+    expect(other.err).toMatch(/the kernel boots subvolume @other .*configured for @root/);
+    expect(wipe('', 'rootflags=rw', list).err).toMatch(/no rootflags=subvol=@root/);
+    const device = wipe('', 'rootflags=subvol=/@root impermanence.wipe.device=LABEL=wipeC-nosuch', list);
+    expect(device).toMatchObject({ code: 1, out: before });
+    expect(device.err).toMatch(/device LABEL=wipeC-nosuch not found after 1s/);
+    const off = wipe('', 'rootflags=subvol=@root impermanence.wipe=0', list);
+    expect(off).toMatchObject({ code: 0, out: before });
+    expect(off.err).toMatch(/not wiping: impermanence.wipe=0/);
+  });
+
+  it('keeps old roots by age and by count exactly, nested subvolumes first, and nothing outside them', () => {
+    const t = (ms: number) => new Date(Date.now() - ms).toISOString().replace(/T(\d\d):(\d\d):(\d\d).*/, '_$1$2$3');
+    const h = 3_600_000;
+    const names = { a: t(h), b: t(2 * h), d29: t(29 * 24 * h), d31: t(31 * 24 * h) };
+    const mk = Object.values(names).map((n) => `btrfs -q subvolume create old_roots/${n}`).join('; ');
+    const r = wipe(
+      `rm -rf old_roots/* 2>/dev/null || true; for s in old_roots/*; do [ -e "$s" ] && btrfs subvolume delete "$s"; done; ${mk}; btrfs -q subvolume create old_roots/${names.d31}/n; btrfs -q subvolume create old_roots/${names.d31}/n/m; btrfs -q subvolume create keep-me; btrfs -q subvolume create keep-me/n; mkdir old_roots/not-a-root; btrfs -q subvolume create old_roots/2020-01-01_0000001; touch @root/used`,
+      undefined,
+      `ls old_roots; ${list}`,
+      { WIPE_KEEP_COUNT: '3' },
+    );
+    expect(r.code).toBe(0);
+    const kept = r.out.split('\n').filter((l) => /^\d{4}-/.test(l));
+    // Newest 3 of (new, a, b, d29); d31 is older than 30 days.
+    expect(kept).toEqual([names.b, names.a, expect.stringMatching(/^\d{4}-/)].sort());
+    expect(r.out).toMatch(/^not-a-root$/m);
+    expect(r.out).toMatch(/^keep-me\nkeep-me\/n$/m);
+    expect(r.out).not.toMatch(new RegExp(names.d31));
+    expect(r.err).toMatch(new RegExp(`EXPIRE old_roots/${names.d29} \\(beyond the 3 newest\\)`));
+    expect(r.err).toMatch(new RegExp(`EXPIRE old_roots/${names.d31} \\(older than 30 days\\)`));
+    // The time is the 6 digits after "_": 2020-01-01_0000001 is 2020-01-01 00:00:00 (then "1").
+    expect(r.err).toMatch(/EXPIRE old_roots\/2020-01-01_0000001 \(older than 30 days\)/);
+  });
+
+  it('never wipes while a hibernation image waits on the resume= device', () => {
+    const swap = join(dir, 'swap');
+    spawnSync('truncate', ['-s', '40M', swap]);
+    expect(spawnSync('mkswap', [swap]).status).toBe(0);
+    spawnSync('sh', ['-c', `printf 'S1SUSPEND\\0' | dd of=${swap} bs=1 seek=4086 conv=notrunc 2>/dev/null`]);
+    const sl = spawnSync('losetup', ['-f', '--show', swap], { encoding: 'utf8' }).stdout.trim();
+    try {
+      const hib = wipe('touch @root/used', `rootflags=subvol=@root resume=${sl}`, 'ls @root');
+      expect(hib.code).toBe(0);
+      expect(hib.err).toMatch(new RegExp(`not wiping: a hibernation image is on ${sl}`));
+      expect(hib.out).toMatch(/^used$/m);
+    } finally {
+      // The signature goes first: a loop device still busy is detached only later, and the wipe
+      // looks at every disk (the kill test below would find a hibernation image and not wipe).
+      spawnSync('sh', ['-c', `dd if=/dev/zero of=${sl} bs=1 seek=4086 count=10 conv=notrunc 2>/dev/null; sync`]);
+      spawnSync('losetup', ['-d', sl]);
+    }
+  });
+});
+
+describe('impermanence-wipe killed (SIGKILL) at random points', () => {
+  it('always completes on the next run: a root from the pristine, no leftover, no kept old root lost', () => {
+    const runs = Number(process.env.WIPE_SCRIPT_KILLS ?? 15);
+    const conf = `WIPE_METHOD=btrfs\nWIPE_DEVICE=${loop}\nWIPE_SUBVOLUME=@root\nWIPE_FROM=@pristine\nWIPE_OLD_ROOTS=old_roots\nWIPE_KEEP_DAYS=0\nWIPE_KEEP_COUNT=0\nWIPE_TIMEOUT=1\nWIPE_STORAGES=/persist\n`;
+    writeFileSync(join(dir, 'kill.conf'), conf);
+    writeFileSync(join(dir, 'cmdline'), 'rootflags=subvol=@root\n');
+    const script = `set -u
+export IMPERMANENCE_WIPE_CONF=${dir}/kill.conf IMPERMANENCE_WIPE_RUN=${dir}/run IMPERMANENCE_WIPE_CMDLINE=${dir}/cmdline
+M=${dir}/k; mkdir -p $M
+check() { mount -o noatime ${loop} $M || exit 9; ( cd $M; test -d @root && test -f @root/etc/os && test ! -e @root.new && test ! -e old_roots/.wipe-in-progress && ls old_roots | wc -l ) ; r=$?; umount $M; return $r; }
+mount -o noatime ${loop} $M; ( cd $M; if [ ! -d @pristine ]; then btrfs -q subvolume create @pristine; mkdir @pristine/etc @pristine/persist; echo p > @pristine/etc/os; btrfs property set @pristine ro true; fi; if [ -d @root ]; then mkdir -p old_roots; mv @root old_roots/before-the-kill-test; fi; btrfs -q subvolume snapshot @pristine @root ); umount $M
+before=$(check) || { echo "bad start"; exit 1; }
+for i in $(seq ${runs}); do
+  mount -o noatime ${loop} $M; touch $M/@root/used-$i; umount $M
+  setsid sh ${SCRIPT} 2>/dev/null & pid=$!
+  sleep 0.$(( (RANDOM % 40) + 1 ))
+  kill -9 -$pid 2>/dev/null; wait $pid 2>/dev/null
+  while grep -q " ${dir}/run/wipe-top " /proc/self/mounts; do umount ${dir}/run/wipe-top; done
+  sh ${SCRIPT} 2>${dir}/kill.err || { echo "run $i: the wipe after the kill failed: $(cat ${dir}/kill.err)"; exit 1; }
+  now=$(check) || { echo "run $i: bad state"; exit 1; }
+  # Every boot's written root is kept (no limits here): at least one more each round.
+  [ "$now" -gt "$before" ] || { echo "run $i: old roots $before -> $now: $(cat ${dir}/kill.err)"; exit 1; }
+  before=$now
+done
+echo ok $before`;
+    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script], { encoding: 'utf8' });
+    expect(r.stdout).toMatch(/^ok \d+\n$/);
+  });
+});
