@@ -5,7 +5,7 @@ import { loadConfig } from '../../src/config/load';
 import { readConfig } from '../../src/config/read';
 import { persistedUserFiles, UserDb } from '../../src/config/userdb';
 import { collect, planUnits } from '../../src/generator/plan';
-import { tree } from './helpers';
+import { tree } from '../helpers';
 
 /**
  * A tmpfs root (or a root rolled back to a snapshot) has the /etc/passwd of the image, without

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { previousPristines, utcStamp } from '../../src/cli/pristine';
-import { REPO, tempDir, tree } from './helpers';
+import { REPO, tempDir, tree } from '../helpers';
 
 /**
  * wipe init and wipe update -- COMMAND on a real btrfs (loop device): the running root is the

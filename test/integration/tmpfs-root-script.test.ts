@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, tempDir } from './helpers';
+import { REPO, tempDir } from '../helpers';
 
 /**
  * The initrd's tmpfs-root script (src/wipe/impermanence-tmpfs-root.sh, [wipe] method = "tmpfs")

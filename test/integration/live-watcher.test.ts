@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { LiveWatcher, type LiveChange } from '../../src/drift/live';
-import { REPO } from './helpers';
+import { REPO } from '../helpers';
 
 jest.setTimeout(60_000);
 
