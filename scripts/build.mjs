@@ -58,6 +58,8 @@ const programs = {
   'impermanence-notify': 'src/agent/main.ts',
   'impermanence-prepare': 'src/activate/main.ts',
 };
+// The generator is written by hand (writeGenerator), maybe before esbuild has made dist/ for the others.
+mkdirSync('dist', { recursive: true });
 await Promise.all(
   Object.entries(programs).map(async ([name, entry]) => {
     const outfile = `dist/${name}.js`;
