@@ -10,7 +10,7 @@ import { linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync
 import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { basename, dirname, join } from 'node:path';
-import type { WipeSettings } from '../config/wipe';
+import { KEEP_PREVIOUS, type WipeSettings } from '../config/wipe';
 import { bootTime } from '../drift/boot';
 import { parseMountInfo } from '../drift/mountinfo';
 import { printable, printablePath } from '../shared/printable';
@@ -19,9 +19,6 @@ import type { OutputOptions } from './output';
 import { PreviousBootError, withTopLevel, type BtrfsWipe } from './previous-boot';
 
 type Print = (s: string) => void;
-
-/** How many previous pristines `wipe update` keeps (`@pristine.<UTC time>`), the newest first. */
-export const KEEP_PREVIOUS = 3;
 
 /** Set in COMMAND's environment by `wipe update`: the package-manager hooks stay silent there. */
 export const UPDATE_ENV = 'IMPERMANENCE_WIPE_UPDATE';
