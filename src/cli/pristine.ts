@@ -260,7 +260,10 @@ export async function wipeInit(settings: WipeSettings, opts: { root: string; dir
       }
     }
     // A read-only temporary left by a run cut before its last step becomes the pristine.
-    if (recover(top, wipe, say)) return 0;
+    if (recover(top, wipe, say)) {
+      say(`${wipe.from} is that snapshot, not a new one of ${wipe.subvolume}: change it with impermanencectl wipe update -- COMMAND\n`);
+      return 0;
+    }
     const tmp = temporary(wipe.from);
     btrfs('subvolume', 'snapshot', '-r', join(top, wipe.subvolume), join(top, tmp));
     sync(top);

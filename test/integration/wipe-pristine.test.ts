@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { locked, previousPristines, utcStamp } from '../../src/cli/pristine';
 import { btrfsLoop, CTL, REPO, run, tempDir, tree } from '../helpers';
@@ -198,6 +198,33 @@ describe('wipe update -- COMMAND', () => {
     await locked(async () => writeFileSync(lock, '1\n'), lock);
     expect(existsSync(lock)).toBe(true);
     expect(ran).toBe(1);
+  });
+
+  it('lock: of 8 runs started together on a stale lock, never two hold it at once', () => {
+    // locked() itself, bundled (as the build does) into a script, started 8 times at once, 5 rounds.
+    const d = tempDir('wipeinit-race-');
+    writeFileSync(join(d, 'race.ts'), `import { appendFileSync } from 'node:fs';
+import { locked } from ${JSON.stringify(join(REPO, 'src/cli/pristine'))};
+const [lock, log] = process.argv.slice(2) as [string, string];
+locked(async () => {
+  appendFileSync(log, 'in\\n');
+  await new Promise((r) => setTimeout(r, 30));
+  appendFileSync(log, 'out\\n');
+}, lock).catch((e: Error) => appendFileSync(log, /another wipe init or update is running|keeps changing/.test(e.message) ? 'busy\\n' : e.message + '\\n'));
+`);
+    expect(run(join(REPO, 'node_modules/.bin/esbuild'), ['--bundle', '--platform=node', '--log-level=error', join(d, 'race.ts'), `--outfile=${join(d, 'race.js')}`]).stderr).toBe('');
+    for (let round = 0; round < 5; round++) {
+      const lock = join(d, `lock${round}`);
+      const log = join(d, `log${round}`);
+      writeFileSync(lock, '999999999\n');
+      writeFileSync(log, '');
+      expect(run('sh', ['-c', 'for i in 1 2 3 4 5 6 7 8; do "$1" "$2" "$3" "$4" & done; wait', 'sh', process.execPath, join(d, 'race.js'), lock, log]).code).toBe(0);
+      const lines = readFileSync(log, 'utf8').split('\n').filter(Boolean);
+      expect(lines.filter((l) => l !== 'busy').join(' ')).toMatch(/^in out(?: in out)*$/);
+      expect(lines.filter((l) => l === 'in').length + lines.filter((l) => l === 'busy').length).toBe(8);
+      expect(existsSync(lock)).toBe(false);
+    }
+    expect(readdirSync(d).filter((n) => n.includes('.'))).toEqual(['race.js', 'race.ts']);
   });
 
   it('orders previous pristines newest first', () => {
