@@ -161,7 +161,7 @@ export async function locked<T>(work: () => Promise<T>, lockFile = '/run/imperma
       const text = readOrUndefined(lockFile);
       if (text === undefined) continue; // released in between
       const pid = lockPid(text);
-      if (pid === undefined || running(pid)) throw new PreviousBootError(`another wipe init or update is running (${pid === undefined ? 'PID not written yet' : `PID ${pid}`}, ${lockFile})`);
+      if (pid === undefined || running(pid)) throw new PreviousBootError(`another wipe init or update is running (${pid === undefined ? 'no PID in it: remove it if none runs' : `PID ${pid}`}, ${lockFile})`);
       // Stale: rename it aside; if what was renamed is not what was read, another run took it
       // over in between: put it back and stop.
       const aside = unique();
@@ -179,7 +179,7 @@ export async function locked<T>(work: () => Promise<T>, lockFile = '/run/imperma
           // another run holds it now
         }
         unlinkSync(aside);
-        throw new PreviousBootError(`another wipe init or update is running (${lockPid(moved) ? `PID ${lockPid(moved)}` : 'PID not written yet'}, ${lockFile})`);
+        throw new PreviousBootError(`another wipe init or update is running (${lockPid(moved) ? `PID ${lockPid(moved)}` : 'no PID in it: remove it if none runs'}, ${lockFile})`);
       }
       unlinkSync(aside);
     }

@@ -184,7 +184,7 @@ describe('wipe update -- COMMAND', () => {
     const work = async () => void ran++;
     for (const text of ['', '12', 'x\n']) {
       writeFileSync(lock, text);
-      await expect(locked(work, lock)).rejects.toThrow(/another wipe init or update is running \(PID not written yet, /);
+      await expect(locked(work, lock)).rejects.toThrow(/another wipe init or update is running \(no PID in it: remove it if none runs, /);
       expect(readdirSync(d)).toEqual(['pristine.lock']);
     }
     expect(ran).toBe(0);
