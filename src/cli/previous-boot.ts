@@ -39,8 +39,18 @@ export async function withTopLevel<T>(wipe: WipeSettings, writable: boolean, use
   try {
     return await use(top, device);
   } finally {
-    spawnSync('umount', [top]);
-    rmdirSync(top);
+    // Cleanup never hides the result (or the error) of `use`: a failure here is only told.
+    let u = spawnSync('umount', [top], { encoding: 'utf8' });
+    if (u.status !== 0) u = spawnSync('umount', ['-l', top], { encoding: 'utf8' });
+    if (u.status !== 0) {
+      process.stderr.write(`impermanencectl: warning: cannot unmount ${printablePath(top)}: ${printable((u.stderr || u.error?.message || '').trim())}\n`);
+    } else {
+      try {
+        rmdirSync(top);
+      } catch (e) {
+        process.stderr.write(`impermanencectl: warning: cannot remove ${printablePath(top)}: ${printable((e as Error).message)}\n`);
+      }
+    }
   }
 }
 

@@ -5,20 +5,20 @@
  * btrfs wipe). Both work on a private mount of the top level (previous-boot.ts's withTopLevel).
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { linkSync, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { basename, dirname, join } from 'node:path';
-import type { WipeSettings } from '../config/wipe';
+import { KEEP_PREVIOUS, type WipeSettings } from '../config/wipe';
 import { bootTime } from '../drift/boot';
+import { parseMountInfo } from '../drift/mountinfo';
 import { printable, printablePath } from '../shared/printable';
 import { diffOffline, printReport } from './diff';
 import type { OutputOptions } from './output';
 import { PreviousBootError, withTopLevel, type BtrfsWipe } from './previous-boot';
 
 type Print = (s: string) => void;
-
-/** How many previous pristines `wipe update` keeps (`@pristine.<UTC time>`), the newest first. */
-export const KEEP_PREVIOUS = 3;
 
 /** Set in COMMAND's environment by `wipe update`: the package-manager hooks stay silent there. */
 export const UPDATE_ENV = 'IMPERMANENCE_WIPE_UPDATE';
@@ -78,68 +78,124 @@ function sync(top: string): void {
 }
 
 /**
- * Finishes a `wipe update` cut between its two renames (the old pristine moved aside, the new one,
- * already read-only, not yet in place): the pristine is missing and a read-only temporary is there.
- * Deletes a writable temporary (a command or an init that did not finish).
+ * Deletes the subvolume `path` (relative to the top level `top`) with the subvolumes nested in it
+ * (a package's postinst running systemd-tmpfiles makes /var/lib/machines one), the deepest first,
+ * making read-only ones writable first (as the wipe's delete_tree does).
  */
-function recover(top: string, wipe: BtrfsWipe, say: Print): void {
-  const tmp = temporary(wipe.from);
-  if (!isSubvolume(join(top, tmp))) return;
-  if (!exists(join(top, wipe.from)) && isReadOnly(join(top, tmp))) {
-    renameNew(top, tmp, wipe.from);
-    sync(top);
-    say(`finished an interrupted wipe update: ${tmp} (read-only, complete) is now ${wipe.from}\n`);
-    return;
-  }
-  if (isReadOnly(join(top, tmp))) btrfs('property', 'set', '-ts', join(top, tmp), 'ro', 'false');
-  btrfs('subvolume', 'delete', join(top, tmp));
-  say(`deleted ${tmp}, left by an interrupted wipe init or update\n`);
+export function deleteTree(top: string, path: string): void {
+  const nested = btrfs('subvolume', 'list', top)
+    .split('\n')
+    .map((line) => /^ID \d+ gen \d+ top level \d+ path (.*)$/.exec(line)?.[1])
+    .filter((p): p is string => p !== undefined && p.startsWith(`${path}/`))
+    .sort((a, b) => b.split('/').length - a.split('/').length);
+  // A subvolume's entry is in its parent: every one of them must be writable to delete the ones below.
+  for (const p of [path, ...nested]) if (isSubvolume(join(top, p)) && isReadOnly(join(top, p))) btrfs('property', 'set', '-ts', join(top, p), 'ro', 'false');
+  for (const p of nested) if (isSubvolume(join(top, p))) btrfs('subvolume', 'delete', join(top, p));
+  btrfs('subvolume', 'delete', join(top, path));
 }
 
 /**
- * One wipe init or update at a time (the second would find the first's temporary snapshot and
- * take it for a leftover): a lock file in /run holding the PID; one whose process is gone is taken over.
+ * Finishes a `wipe init` or `wipe update` cut before its last rename (the new pristine, already
+ * read-only and complete, not yet in place): the pristine is missing and a read-only temporary is
+ * there; returns true then. Deletes a writable temporary (a command or an init that did not finish).
  */
-async function locked<T>(work: () => Promise<T>, lockFile = '/run/impermanence/pristine.lock'): Promise<T> {
-  mkdirSync(dirname(lockFile), { recursive: true, mode: 0o755 });
-  let fd: number | undefined;
-  for (let attempt = 0; fd === undefined; attempt++) {
-    try {
-      fd = openSync(lockFile, 'wx', 0o644);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw new PreviousBootError(`cannot take ${lockFile}: ${(e as Error).message}`);
-      const pid = Number(readFileSync(lockFile, 'utf8').trim());
-      let alive = false;
-      try {
-        alive = pid > 0 && process.kill(pid, 0);
-      } catch (err) {
-        alive = (err as NodeJS.ErrnoException).code === 'EPERM';
-      }
-      if (alive) throw new PreviousBootError(`another wipe init or update is running (PID ${pid}, ${lockFile})`);
-      unlinkSync(lockFile);
-    }
+function recover(top: string, wipe: BtrfsWipe, say: Print): boolean {
+  const tmp = temporary(wipe.from);
+  if (!isSubvolume(join(top, tmp))) return false;
+  if (!exists(join(top, wipe.from)) && isReadOnly(join(top, tmp))) {
+    renameNew(top, tmp, wipe.from);
+    sync(top);
+    say(`found ${tmp} read-only and complete and no ${wipe.from} (a wipe init or update cut before its last step): it is now ${wipe.from}\n`);
+    return true;
   }
-  writeSync(fd, `${process.pid}\n`);
-  closeSync(fd);
+  deleteTree(top, tmp);
+  say(`deleted ${tmp}, left by an interrupted wipe init or update\n`);
+  return false;
+}
+
+/** The PID in a lock file's text; undefined when there is none (being written, or damaged): then it counts as held. */
+function lockPid(text: string): number | undefined {
+  const m = /^(\d+)\n$/.exec(text);
+  const pid = m ? Number(m[1]) : 0;
+  return pid > 0 ? pid : undefined;
+}
+
+function running(pid: number): boolean {
   try {
-    return await work();
-  } finally {
-    unlinkSync(lockFile);
+    return process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
   }
 }
 
-/** The mountinfo line of the mount at `path` (the last one, which is what is seen there). */
-function mountAt(path: string): { root: string; fstype: string; source: string } | undefined {
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  let found;
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [left, right] = line.split(' - ');
-    if (!left || !right) continue;
-    const f = left.split(' ');
-    const [fstype, source] = right.split(' ');
-    if (unescape(f[4]!) === path) found = { root: unescape(f[3]!), fstype: fstype!, source: unescape(source!) };
+const readOrUndefined = (file: string) => {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
   }
-  return found;
+};
+
+/**
+ * One wipe init or update at a time (the second would find the first's temporary snapshot and
+ * take it for a leftover): a lock file in /run holding the PID, linked into place whole (never
+ * seen empty). One whose process is gone is renamed aside (one taker wins) and taken over.
+ */
+export async function locked<T>(work: () => Promise<T>, lockFile = '/run/impermanence/pristine.lock'): Promise<T> {
+  mkdirSync(dirname(lockFile), { recursive: true, mode: 0o755 });
+  const mine = `${process.pid}\n`;
+  const unique = () => `${lockFile}.${process.pid}.${randomBytes(6).toString('hex')}`;
+  const fail = (why: string) => new PreviousBootError(`cannot take ${lockFile}: ${why}`);
+  const tmp = unique();
+  writeFileSync(tmp, mine, { mode: 0o644, flag: 'wx' });
+  try {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        linkSync(tmp, lockFile);
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw fail((e as Error).message);
+      }
+      if (attempt >= 5) throw fail('it keeps changing');
+      const text = readOrUndefined(lockFile);
+      if (text === undefined) continue; // released in between
+      const pid = lockPid(text);
+      if (pid === undefined || running(pid)) throw new PreviousBootError(`another wipe init or update is running (${pid === undefined ? 'no PID in it: remove it if none runs' : `PID ${pid}`}, ${lockFile})`);
+      // Stale: rename it aside; if what was renamed is not what was read, another run took it
+      // over in between: put it back and stop.
+      const aside = unique();
+      try {
+        renameSync(lockFile, aside);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw fail((e as Error).message);
+      }
+      const moved = readFileSync(aside, 'utf8');
+      if (moved !== text) {
+        try {
+          linkSync(aside, lockFile);
+        } catch {
+          // another run holds it now
+        }
+        unlinkSync(aside);
+        throw new PreviousBootError(`another wipe init or update is running (${lockPid(moved) ? `PID ${lockPid(moved)}` : 'no PID in it: remove it if none runs'}, ${lockFile})`);
+      }
+      unlinkSync(aside);
+    }
+  } finally {
+    unlinkSync(tmp);
+  }
+  try {
+    return await work();
+  } finally {
+    if (readOrUndefined(lockFile) === mine) unlinkSync(lockFile);
+  }
+}
+
+/** The mount at `path` (the last one, which is what is seen there). */
+function mountAt(path: string) {
+  return parseMountInfo(readFileSync('/proc/self/mountinfo', 'utf8')).filter((m) => m.mountPoint === path).pop();
 }
 
 /** The running root (or --root) must be the [wipe] subvolume of the [wipe] device: what init snapshots. */
@@ -183,12 +239,12 @@ export async function wipeInit(settings: WipeSettings, opts: { root: string; dir
   const wipe = btrfsWipe(settings, 'init');
   const say = o.quiet ? () => undefined : out;
   return locked(() => withTopLevel(wipe, true, async (top, device) => {
-    recover(top, wipe, say);
+    // Checks, report and question first: nothing is changed before the answer.
+    checkBootedRoot(wipe, opts.root, device);
+    if (!isSubvolume(join(top, wipe.subvolume))) throw new PreviousBootError(`no subvolume ${wipe.subvolume} on ${wipe.device}`);
     if (exists(join(top, wipe.from))) {
       throw new PreviousBootError(`the pristine ${wipe.from} exists already on ${wipe.device}: to change it, run impermanencectl wipe update -- COMMAND (the current one is kept as ${wipe.from}.<UTC time>)`);
     }
-    checkBootedRoot(wipe, opts.root, device);
-    if (!isSubvolume(join(top, wipe.subvolume))) throw new PreviousBootError(`no subvolume ${wipe.subvolume} on ${wipe.device}`);
     const report = await diffOffline(opts.dirs, opts.required, opts.root, bootTime(), err);
     report.items = report.items.filter((i) => i.kind === 'ephemeral');
     if (!o.quiet) {
@@ -202,6 +258,11 @@ export async function wipeInit(settings: WipeSettings, opts: { root: string; dir
         err('impermanencectl wipe init: nothing done\n');
         return 1;
       }
+    }
+    // A read-only temporary left by a run cut before its last step becomes the pristine.
+    if (recover(top, wipe, say)) {
+      say(`${wipe.from} is that snapshot, not a new one of ${wipe.subvolume}: change it with impermanencectl wipe update -- COMMAND\n`);
+      return 0;
     }
     const tmp = temporary(wipe.from);
     btrfs('subvolume', 'snapshot', '-r', join(top, wipe.subvolume), join(top, tmp));
@@ -240,7 +301,7 @@ exec chroot "$r" "$@"`;
   try {
     const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', dir, ...argv], { stdio: 'inherit', env: { ...process.env, [UPDATE_ENV]: '1' } });
     if (r.error) throw new PreviousBootError(`cannot run unshare: ${r.error.message}`);
-    if (r.signal) return 128 + (({ SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[r.signal] ?? 0);
+    if (r.signal) return 128 + (constants.signals[r.signal] ?? 0);
     return r.status ?? 1;
   } finally {
     process.off('SIGINT', ignore);
@@ -266,7 +327,7 @@ export async function wipeUpdate(settings: WipeSettings, argv: string[], o: Outp
     if (code !== 0) {
       let deleted = true;
       try {
-        btrfs('subvolume', 'delete', join(top, tmp));
+        deleteTree(top, tmp);
       } catch (e) {
         deleted = false;
         err(`impermanencectl wipe update: ${printable((e as Error).message)}\n`);
@@ -292,7 +353,7 @@ export async function wipeUpdate(settings: WipeSettings, argv: string[], o: Outp
     for (const old of previousPristines(siblings, wipe.from).slice(KEEP_PREVIOUS)) {
       if (!isSubvolume(join(top, old))) continue;
       try {
-        btrfs('subvolume', 'delete', join(top, old));
+        deleteTree(top, old);
         say(`deleted ${old} (only the ${KEEP_PREVIOUS} newest previous pristines are kept)\n`);
       } catch (e) {
         err(`impermanencectl wipe update: could not delete ${basename(old)}: ${printable((e as Error).message)}\n`);

@@ -4,6 +4,8 @@
  * made from. Pure data: no I/O.
  */
 
+import { KEEP_PREVIOUS } from '../config/wipe';
+
 /** What a value (or a positional argument) is, for the completions. */
 export type Complete = 'dir' | 'file' | 'path' | 'entry' | 'storage' | 'user' | 'command' | 'none' | readonly string[];
 
@@ -132,7 +134,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   {
     name: 'wipe', args: 'config|status|init|update -- COMMAND...', minArgs: 1, maxArgs: Infinity, complete: ['config', 'status', 'init', 'update'], group: 'wipe',
     summary: 'the wipe at boot: its settings for the initrd, how it went, and the pristine it starts from',
-    description: "wipe config prints the [wipe] settings as the initrd reads them (the dracut, initramfs-tools and mkinitcpio hooks bake them into /etc/impermanence/wipe.conf); exit 3 when no file declares [wipe]. wipe status shows this boot's wipe (done, skipped, or refused: exit 3), the pristine and the previous ones, the kept old roots and which the next wipe deletes. wipe init makes the read-only pristine ([wipe] from) from the running root: it first shows what was written outside persisted paths since boot (the drift it would bake in) and asks (--yes does not); it never replaces a pristine. wipe update -- COMMAND... runs COMMAND (e.g. apt-get upgrade) chrooted into a new snapshot of the pristine; on success that becomes the pristine and the previous one is kept as FROM.<UTC time> (the 3 newest are kept), on failure it is deleted and the pristine is unchanged; the exit code is COMMAND's. The running root is not changed: the next boot starts from the new pristine.",
+    description: `wipe config prints the [wipe] settings as the initrd reads them (the dracut, initramfs-tools and mkinitcpio hooks bake them into /etc/impermanence/wipe.conf); exit 3 when no file declares [wipe]. wipe status shows this boot's wipe (done, skipped, or refused: exit 3), the pristine and the previous ones, the kept old roots and which the next wipe deletes. wipe init makes the read-only pristine ([wipe] from) from the running root: it first shows what was written outside persisted paths since boot (the drift it would bake in) and asks (--yes does not); it never replaces a pristine. wipe update -- COMMAND... runs COMMAND (e.g. apt-get upgrade) chrooted into a new snapshot of the pristine; on success that becomes the pristine and the previous one is kept as FROM.<UTC time> (the ${KEEP_PREVIOUS} newest are kept), on failure it is deleted and the pristine is unchanged; the exit code is COMMAND's. The running root is not changed: the next boot starts from the new pristine.`,
     options: ['config', 'root', 'yes', 'quiet'],
   },
   {

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import type { WipeSettings } from '../config/wipe';
+import { KEEP_PREVIOUS, type WipeSettings } from '../config/wipe';
 import { printable } from '../shared/printable';
 import { previousPristines } from './pristine';
 
@@ -59,7 +59,7 @@ export function wipeStatus(wipe: WipeSettings, json: boolean, out: (s: string) =
   out(`method: ${wipe.method}\nthis boot: ${last.result}: ${printable(last.message)}\n`);
   if (wipe.method === 'btrfs') {
     out(`root: ${wipe.subvolume} on ${wipe.device}, made from ${wipe.from === 'empty' ? 'an empty subvolume' : `${wipe.from}${pristine === false ? ' (MISSING)' : ''}`}\n`);
-    if (previous?.length) out(`previous pristines (kept by wipe update; it keeps the 3 newest): ${previous.join(', ')}\n`);
+    if (previous?.length) out(`previous pristines (kept by wipe update; it keeps the ${KEEP_PREVIOUS} newest): ${previous.join(', ')}\n`);
     if (listError) out(`old roots: cannot list subvolumes: ${printable(listError)}\n`);
     else {
       out(`old roots in ${wipe.oldRoots} (keep ${wipe.keep.days || 'any number of'} days, ${wipe.keep.count || 'any number'}): ${roots!.length}\n`);

@@ -4,6 +4,9 @@ import { normalizePath } from './paths';
 import type { Origin } from './resolve';
 import type { WipeDecl } from './schema';
 
+/** How many previous pristines `impermanencectl wipe update` keeps (`<from>.<UTC time>`), the newest first. */
+export const KEEP_PREVIOUS = 3;
+
 /** The `[wipe]` table, checked and with its defaults applied. */
 export type WipeSettings =
   | {

@@ -1,16 +1,32 @@
 import { readFileSync } from 'node:fs';
 
-/**
- * The mount points in /proc/self/mountinfo (proc(5)): the fifth field, with the octal escapes
- * the kernel uses for space, tab, newline and backslash undone.
- */
-export function parseMountPoints(mountinfo: string): Set<string> {
-  const points = new Set<string>();
+/** Undoes the octal escapes the kernel uses in mountinfo for space, tab, newline and backslash. */
+const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+
+export interface MountInfo {
+  /** The folder of the filesystem mounted (a btrfs subvolume's path, `/@root`). */
+  root: string;
+  mountPoint: string;
+  fstype: string;
+  source: string;
+}
+
+/** The lines of /proc/self/mountinfo (proc(5)), in order, unescaped. */
+export function parseMountInfo(mountinfo: string): MountInfo[] {
+  const mounts: MountInfo[] = [];
   for (const line of mountinfo.split('\n')) {
-    const field = line.split(' ')[4];
-    if (field) points.add(field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+    const [left, right] = line.split(' - ');
+    const f = (left ?? '').split(' ');
+    if (f[4] === undefined) continue;
+    const [fstype, source] = (right ?? '').split(' ');
+    mounts.push({ root: unescape(f[3]!), mountPoint: unescape(f[4]), fstype: fstype ?? '', source: unescape(source ?? '') });
   }
-  return points;
+  return mounts;
+}
+
+/** The mount points in /proc/self/mountinfo: the fifth field, unescaped. */
+export function parseMountPoints(mountinfo: string): Set<string> {
+  return new Set(parseMountInfo(mountinfo).map((m) => m.mountPoint));
 }
 
 export function readMountPoints(file = '/proc/self/mountinfo'): Set<string> {

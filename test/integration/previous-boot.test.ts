@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { btrfsLoop, CTL, run, tempDir, tree } from '../helpers';
+import { btrfsLoop, CTL, REPO, run, tempDir, tree } from '../helpers';
 
 /**
  * diff --previous-boot and restore on a real btrfs (loop device) with kept old roots; the CLI
@@ -63,5 +63,21 @@ describe('the previous boot, from the kept old roots', () => {
     expect(escape.err).toMatch(/\/escape is not a folder in old_roots\/2026-11-25_100000 \(a symlink is not followed\)/);
     expect(ctl('restore', '/nothing', '--to', to).err).toMatch(/\/nothing was not in the root of boot 1/);
     expect(ctl('restore', '/root/notes', '--to', join(to, 'c'), '--boot', '3').err).toMatch(/no old root for boot 3 in old_roots .*\(2 kept\)/);
+  });
+
+  it('withTopLevel returns what its work made when the top level is still busy at the end (umount -l), and leaves no folder', () => {
+    // withTopLevel itself, bundled (as the build does) into a script run in a private mount namespace.
+    const d = tempDir('wipeC-busy-');
+    writeFileSync(join(d, 'busy.ts'), `import { withTopLevel } from ${JSON.stringify(join(REPO, 'src/cli/previous-boot'))};
+withTopLevel({ method: 'btrfs', device: ${JSON.stringify(loop)} } as never, false, async (top) => {
+  process.chdir(top); // keeps the mount busy
+  return top;
+}).then((top) => console.log('made', top), (e) => console.log('failed', e.message));
+`);
+    expect(run(join(REPO, 'node_modules/.bin/esbuild'), ['--bundle', '--platform=node', '--log-level=error', join(d, 'busy.ts'), `--outfile=${join(d, 'busy.js')}`]).stderr).toBe('');
+    const r = run('unshare', ['-m', '--propagation', 'private', process.execPath, join(d, 'busy.js')]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^made \/run\/impermanence-top-\w+\n$/);
+    expect(existsSync(r.stdout.slice(5).trim())).toBe(false);
   });
 });
