@@ -16,7 +16,7 @@ import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmS
 import { join } from 'node:path';
 
 const repo = join(import.meta.dirname, '..');
-// SCRIPT=: another version of the script for the native figure (e.g. git show main:src/wipe/impermanence-wipe.sh > /tmp/old.sh).
+// SCRIPT=: another version of the script for the native figure (e.g. git show main:src/wipe/impermanence-wipe.sh > /tmp/old.sh; a version that sources impermanence-lib.sh needs it beside it).
 const script = process.env.SCRIPT ?? join(repo, 'src/wipe/impermanence-wipe.sh');
 const cache = process.env.IMPERMANENCE_QEMU_CACHE ?? '/var/cache/impermanence-qemu';
 const files = Number(process.env.FILES ?? 100_000);
@@ -63,7 +63,7 @@ function native() {
 
 /** The dracut image with FILES files in its pristine and root, cached by what goes into it. */
 function image() {
-  const inputs = ['src/wipe/impermanence-wipe.sh', 'units/impermanence-wipe.service', 'units/impermanence-wipe-check.service', 'test/qemu/image.sh', 'test/qemu/base.sh', ...readdirSync(join(repo, 'packaging/dracut/90impermanence')).map((f) => `packaging/dracut/90impermanence/${f}`)];
+  const inputs = ['src/wipe/impermanence-wipe.sh', 'src/wipe/impermanence-lib.sh', 'units/impermanence-wipe.service', 'units/impermanence-wipe-check.service', 'test/qemu/image.sh', 'test/qemu/base.sh', ...readdirSync(join(repo, 'packaging/dracut/90impermanence')).map((f) => `packaging/dracut/90impermanence/${f}`)];
   const hash = createHash('sha256');
   for (const f of inputs) hash.update(f).update(readFileSync(join(repo, f)));
   const name = `wipeC-bench-${files}-${hash.digest('hex').slice(0, 12)}`;

@@ -69,6 +69,8 @@ install -Dm0644 "$here/examples/persist.d/20-desktop.toml" "$dest/usr/share/doc/
 # The wipe (README "Wiping the root"): the initrd script and unit, the dracut module, the
 # initramfs-tools hook and script, the mkinitcpio hook, and the after-boot check of a refusal.
 install -Dm0755 "$here/src/wipe/impermanence-wipe.sh" "$dest/usr/lib/impermanence/impermanence-wipe"
+# What both initrd scripts source, from their own folder.
+install -Dm0644 "$here/src/wipe/impermanence-lib.sh" "$dest/usr/lib/impermanence/impermanence-lib.sh"
 install -Dm0644 "$here/units/impermanence-wipe.service" "$dest/usr/lib/impermanence/impermanence-wipe.service"
 install -Dm0755 "$here/src/wipe/impermanence-tmpfs-root.sh" "$dest/usr/lib/impermanence/impermanence-tmpfs-root"
 install -Dm0644 "$here/units/impermanence-tmpfs-root.service" "$dest/usr/lib/impermanence/impermanence-tmpfs-root.service"

@@ -16,16 +16,18 @@
 # disk's root as it is. Kernel command line: impermanence.wipe=0 boots the disk's root (rescue).
 #   impermanence-tmpfs-root [ROOT]
 set -u
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 CONF=${IMPERMANENCE_WIPE_CONF:-/etc/impermanence/wipe.conf}
-RUN=${IMPERMANENCE_WIPE_RUN:-/run/impermanence}
-CMDLINE=${IMPERMANENCE_WIPE_CMDLINE:-/proc/cmdline}
 ROOT=${1:-/sysroot}
+PROG=impermanence-tmpfs-root
+# say, status, cmdline; RUN, NL, CMDLINE_TEXT.
+case $0 in */*) LIB=${0%/*}/impermanence-lib.sh ;; *) LIB=./impermanence-lib.sh ;; esac
+[ -r "$LIB" ] || { printf '%s: NOT A TMPFS ROOT: %s is missing (rebuild the initrd)\n' "$PROG" "$LIB" >&2; exit 1; }
+# shellcheck source=src/wipe/impermanence-lib.sh
+. "$LIB"
 STAGE=$RUN/tmpfs-root
 staged=
 
-say() { printf 'impermanence-tmpfs-root: %s\n' "$*" >&2; }
-status() { mkdir -p "$RUN" && rm -f "$RUN/wipe-failed" "$RUN/wipe-skipped" "$RUN/wipe-done" && printf '%s\n' "$2" > "$RUN/$1"; }
 refuse() {
   say "NOT A TMPFS ROOT: $*"
   say "the boot goes on with the disk's root as it is"
@@ -33,13 +35,6 @@ refuse() {
   rmdir "$STAGE/root" "$STAGE/disk" "$STAGE" 2>/dev/null
   status wipe-failed "$*"
   exit 1
-}
-cmdline() {
-  v=
-  for word in $(cat "$CMDLINE" 2>/dev/null); do
-    case $word in "$1="*) v=${word#"$1="} ;; esac
-  done
-  printf '%s' "$v"
 }
 # Makes $2 a folder with the owner and mode of $1.
 same_folder() {
@@ -50,16 +45,17 @@ same_folder() {
 # shellcheck source=/dev/null
 . "$CONF"
 [ "${WIPE_METHOD:-}" = tmpfs ] || exit 0
-case $(cmdline impermanence.wipe) in
+cmdline impermanence.wipe
+case $v in
   0 | no | off | false)
-    say "not making a tmpfs root: impermanence.wipe=$(cmdline impermanence.wipe) on the kernel command line"
-    status wipe-skipped "impermanence.wipe=$(cmdline impermanence.wipe) on the kernel command line: booted the disk's root"
+    say "not making a tmpfs root: impermanence.wipe=$v on the kernel command line"
+    status wipe-skipped "impermanence.wipe=$v on the kernel command line: booted the disk's root"
     exit 0 ;;
 esac
 : "${WIPE_SIZE:=25%}" "${WIPE_MODE:=0755}"
 say "WIPE-STEP-START method tmpfs (size $WIPE_SIZE, mode $WIPE_MODE)"
-[ -d "$ROOT/usr" ] && [ ! -L "$ROOT/usr" ] || refuse "the disk's root on $ROOT has no /usr folder: a tmpfs root takes /usr from it"
-[ -d "$ROOT/etc" ] && [ ! -L "$ROOT/etc" ] || refuse "the disk's root on $ROOT has no /etc folder: a tmpfs root starts from a copy of it"
+if [ ! -d "$ROOT/usr" ] || [ -L "$ROOT/usr" ]; then refuse "the disk's root on $ROOT has no /usr folder: a tmpfs root takes /usr from it"; fi
+if [ ! -d "$ROOT/etc" ] || [ -L "$ROOT/etc" ]; then refuse "the disk's root on $ROOT has no /etc folder: a tmpfs root starts from a copy of it"; fi
 # The staging folder is a private mount: the kernel moves no mount whose parent is shared, and
 # systemd makes every mount shared. It holds the new root and, to go back to, the disk's root.
 NEW=$STAGE/root DISK=$STAGE/disk
@@ -79,7 +75,7 @@ for entry in "$DISK"/*; do
     same_folder "$entry" "$NEW/$name" || refuse "cannot create /$name"
   fi
 done
-same_folder "$DISK/etc" "$NEW/etc" && cp -a "$DISK/etc/." "$NEW/etc/" || refuse "cannot copy /etc into the tmpfs (is size = \"$WIPE_SIZE\" too small?)"
+{ same_folder "$DISK/etc" "$NEW/etc" && cp -a "$DISK/etc/." "$NEW/etc/"; } || refuse "cannot copy /etc into the tmpfs (is size = \"$WIPE_SIZE\" too small?)"
 same_folder "$DISK/usr" "$NEW/usr" || refuse "cannot create /usr"
 mount -o rbind "$DISK/usr" "$NEW/usr" || refuse "cannot bind-mount the disk's /usr"
 mount -o remount,bind,ro "$NEW/usr" || refuse "cannot make /usr read-only"

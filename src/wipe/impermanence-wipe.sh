@@ -39,7 +39,9 @@
 # retention rules, so no point loses one. What the booted system writes afterwards joins later
 # transactions, so it is never on disk without the wipe before it. Two commits happen anyway: a
 # snapshot is made by a transaction commit (the ioctl waits for it), and unmounting the top level,
-# the only mount of the filesystem in the initrd, commits before the root is mounted. A sync
+# the only mount of the filesystem in the initrd, commits before the root is mounted (if that
+# unmount fails and falls back to umount -l, the commit comes later, with btrfs's periodic commit
+# or the root's own; the order above holds all the same, only the wipe is durable later). A sync
 # between the steps would add a commit (a disk flush) each and make nothing safer; the journal's
 # content (the old root's name) may be lost in a cut, its presence is what counts.
 # A refusal leaves /run/impermanence/wipe-failed (shown after boot by the failed unit
@@ -53,23 +55,25 @@
 set -u
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH" LC_ALL=C
 CONF=${IMPERMANENCE_WIPE_CONF:-/etc/impermanence/wipe.conf}
-RUN=${IMPERMANENCE_WIPE_RUN:-/run/impermanence}
-TOP=$RUN/wipe-top
+# udev's database: the disks it has probed (IMPERMANENCE_WIPE_UDEV for the tests).
+UDEV=${IMPERMANENCE_WIPE_UDEV:-/run/udev/data}
 # When the script started, from /proc/uptime (a builtin read): the last line says how long it took.
 up=; { read -r up _ < /proc/uptime; } 2>/dev/null; STARTED=$up
-CMDLINE_TEXT=
-{ read -r CMDLINE_TEXT < "${IMPERMANENCE_WIPE_CMDLINE:-/proc/cmdline}"; } 2>/dev/null
+PROG=impermanence-wipe
+# say, status, cmdline; RUN, NL, CMDLINE_TEXT.
+case $0 in */*) LIB=${0%/*}/impermanence-lib.sh ;; *) LIB=./impermanence-lib.sh ;; esac
+[ -r "$LIB" ] || { printf '%s: NOT WIPING: %s is missing (rebuild the initrd)\n' "$PROG" "$LIB" >&2; exit 1; }
+# shellcheck source=src/wipe/impermanence-lib.sh
+. "$LIB"
+TOP=$RUN/wipe-top
 mounted=
-NL='
-'
+probed=
 
-say() { printf 'impermanence-wipe: %s\n' "$*" >&2; }
 cleanup() {
   if [ -n "$mounted" ]; then umount "$TOP" 2>/dev/null || umount -l "$TOP" 2>/dev/null; mounted=; fi
   rmdir "$TOP" 2>/dev/null
   :
 }
-status() { mkdir -p "$RUN" && rm -f "$RUN/wipe-failed" "$RUN/wipe-skipped" "$RUN/wipe-done" && printf '%s\n' "$2" > "$RUN/$1"; }
 refuse() {
   say "NOT WIPING: $*"
   say "the root was not wiped; the boot goes on with it as it is"
@@ -83,15 +87,6 @@ skip() {
   cleanup
   exit 0
 }
-# Sets v to the value of a kernel command line option, last one wins ("" if absent).
-cmdline() {
-  v=
-  set -f
-  for word in $CMDLINE_TEXT; do
-    case $word in "$1="*) v=${word#"$1="} ;; esac
-  done
-  set +f
-}
 is_subvolume() { [ -d "$1" ] && [ ! -L "$1" ] && [ "$(stat -c %i "$1" 2>/dev/null)" = 256 ]; }
 # One stat for several paths: probe PATH… sets probed; probed_subvolume PATH then tells whether
 # PATH was a subvolume (inode 256: a subvolume's root; stat does not follow a symlink).
@@ -101,6 +96,24 @@ probed_subvolume() { [ -d "$1" ] && [ ! -L "$1" ] && case $probed in *"${NL}256 
 has_content() {
   for e in "$1"/* "$1"/.[!.]* "$1"/..?*; do [ -e "$e" ] || [ -L "$e" ] && return 0; done
   return 1
+}
+# check_storages TOP WHERE WIPED KIND: refuses if a declared storage root (WIPE_STORAGES, one a
+# line, taken as written: no globbing) is, under TOP (the root's top), a subvolume (probed) or a
+# folder with anything in it: the wipe would take it away. WHERE names the root, WIPED what the
+# wipe does, KIND where the storage belongs, in the message.
+check_storages() {
+  top=$1 where=$2 wiped=$3 kind=$4
+  old_ifs=$IFS; IFS=$NL; set -f
+  # shellcheck disable=SC2086
+  set -- $WIPE_STORAGES
+  IFS=$old_ifs; set +f
+  for s in "$@"; do
+    [ -n "$s" ] || continue
+    if probed_subvolume "$top$s"; then refuse "storage root $s is a subvolume inside $where: it would be $wiped (keep storage in its own $kind beside the root)"; fi
+    if [ -d "$top$s" ] && has_content "$top$s"; then
+      refuse "storage root $s has content inside $where: it would be $wiped (mount the storage's own $kind on $s, and move that content there)"
+    fi
+  done
 }
 # Sets dev to the node of LABEL=, UUID=, PARTLABEL=, PARTUUID= or a path to a device node (""
 # if not there yet): udev's /dev/disk/by-* link first (no process to start), blkid without one.
@@ -116,14 +129,27 @@ device_node() {
   :
 }
 # Sets image to the device holding a hibernation image, if any (fails if none). Every disk: what
-# udev's probe noted when the disk appeared (ID_FS_TYPE in /run/udev/data, read without starting a
-# process; blkid probing every disk took seconds in an initrd under emulation), or blkid's probe
-# where there is no udev. Then the resume= device itself, read now.
+# udev's probe noted when the disk appeared (ID_FS_TYPE in its database, read without starting a
+# process; blkid probing every disk took seconds in an initrd under emulation), and blkid's own
+# probe of the disks udev has not probed yet (still in its queue when the wipe starts after
+# initrd-root-device.target), or of every disk where there is no udev. Then the resume= device itself.
 hibernation_image() {
   image=
-  if [ -d /run/udev/data ]; then
-    for f in /run/udev/data/b*; do
-      [ -f "$f" ] || continue
+  if [ -d "$UDEV" ]; then
+    unprobed=
+    for d in /sys/class/block/*; do
+      mm=; size=0
+      { read -r mm < "$d/dev"; read -r size < "$d/size"; } 2>/dev/null
+      # Empty ones (a loop device with no file, a drive with no medium) hold nothing.
+      if [ -z "$mm" ] || [ "$size" = 0 ]; then continue; fi
+      f=$UDEV/b$mm
+      if [ ! -f "$f" ]; then
+        # Its node in /dev, from the kernel's uevent.
+        n=${d##*/}
+        while IFS= read -r l; do case $l in DEVNAME=*) n=${l#DEVNAME=} ;; esac; done < "$d/uevent"
+        unprobed="$unprobed/dev/$n$NL"
+        continue
+      fi
       while IFS= read -r l; do
         case $l in E:ID_FS_TYPE=swsuspend) image=$f; break ;; esac
       done < "$f"
@@ -131,8 +157,16 @@ hibernation_image() {
     done
     if [ -n "$image" ]; then
       # b<major>:<minor> -> its name, from the kernel's uevent.
-      mm=${image#/run/udev/data/b}; image=/dev/block/$mm
+      mm=${image#"$UDEV"/b}; image=/dev/block/$mm
       while IFS= read -r l; do case $l in DEVNAME=*) image=/dev/${l#DEVNAME=} ;; esac; done < "/sys/dev/block/$mm/uevent"
+    elif [ -n "$unprobed" ]; then
+      old_ifs=$IFS; IFS=$NL; set -f
+      # One blkid for them all; -c /dev/null: a probe of each, no cache. A disk it cannot read is
+      # passed over.
+      # shellcheck disable=SC2086
+      image=$(blkid -c /dev/null -o device -t TYPE=swsuspend $unprobed 2>/dev/null)
+      IFS=$old_ifs; set +f
+      image=${image%%"$NL"*}
     fi
   else
     image=$(blkid -o device -t TYPE=swsuspend 2>/dev/null)
@@ -166,7 +200,7 @@ delete_tree() {
     awk -v pre="$1/" '{ sub(/^ID [0-9]+ gen [0-9]+ top level [0-9]+ path /, "") } index($0, pre) == 1 { print gsub("/", "/") "\t" $0 }' |
     sort -rn | cut -f2- |
     while IFS= read -r p; do
-      is_subvolume "$TOP/$p" && btrfs subvolume delete "$TOP/$p" >/dev/null || say "could not delete nested subvolume $p"
+      if ! is_subvolume "$TOP/$p" || ! btrfs subvolume delete "$TOP/$p" >/dev/null; then say "could not delete nested subvolume $p"; fi
     done
   btrfs subvolume delete "$TOP/$1" >/dev/null
 }
@@ -239,16 +273,7 @@ DATES
   if [ -e "$root" ] || [ -L "$root" ]; then
     probed_subvolume "$root" || refuse "$WIPE_SUBVOLUME on $WIPE_DEVICE is not a subvolume"
     # Storage on the root itself would be wiped with it.
-    old_ifs=$IFS; IFS='
-'
-    for s in $WIPE_STORAGES; do
-      [ -n "$s" ] || continue
-      if probed_subvolume "$root$s"; then refuse "storage root $s is a subvolume inside the root subvolume $WIPE_SUBVOLUME: it would be wiped (keep storage in its own subvolume beside the root)"; fi
-      if [ -d "$root$s" ] && has_content "$root$s"; then
-        refuse "storage root $s has content inside the root subvolume $WIPE_SUBVOLUME: it would be wiped (mount the storage's own filesystem or subvolume on $s, and move that content there)"
-      fi
-    done
-    IFS=$old_ifs
+    check_storages "$root" "the root subvolume $WIPE_SUBVOLUME" wiped "filesystem or subvolume"
     n=0; base=$name
     while [ -e "$old/$name" ]; do n=$((n + 1)); name=$base.$n; done
     # No sync before the move: the journal's creation is in the same transaction as the move or
@@ -291,6 +316,7 @@ SHOW
 
   # Retention: names sort by time (LC_ALL=C), so the glob lists them oldest first; one stat tells
   # which are subvolumes (inode 256). The newest first: rank = total - position + 1.
+  # roots: one a line (a name may hold spaces or glob characters: split on lines only, unglobbed).
   roots=
   total=0
   set -- "$old"/[0-9]*
@@ -299,12 +325,13 @@ SHOW
       [ "$ino" = 256 ] || continue
       name=${path##*/}
       name_number "$name" || continue
-      roots="$roots $name"; total=$((total + 1))
+      roots="$roots$name$NL"; total=$((total + 1))
     done <<STAT
 $(stat -c '%i %n' "$@" 2>/dev/null)
 STAT
   fi
   pos=0 kept=0
+  old_ifs=$IFS; IFS=$NL; set -f
   for name in $roots; do
     pos=$((pos + 1))
     why=
@@ -316,6 +343,7 @@ STAT
     # btrfs refuses (ENOTEMPTY) to delete a subvolume holding another: only then list them.
     btrfs subvolume delete "$old/$name" >/dev/null 2>&1 || delete_tree "$WIPE_OLD_ROOTS/$name" || say "could not delete $WIPE_OLD_ROOTS/$name"
   done
+  IFS=$old_ifs; set +f
   status wipe-done "fresh $WIPE_SUBVOLUME from $WIPE_FROM on $WIPE_DEVICE; $kept old roots kept in $WIPE_OLD_ROOTS"
   cleanup
   { read -r up _ < /proc/uptime; } 2>/dev/null
@@ -329,16 +357,13 @@ wipe_zfs() {
   # Storage on the dataset itself would be rolled back with it: look, read-only, before.
   if [ -n "$WIPE_STORAGES" ]; then
     mkdir -p "$TOP" || refuse "cannot create $TOP"
-    mount -t zfs -o ro,zfsutil "$WIPE_DATASET" "$TOP" || refuse "cannot mount $WIPE_DATASET read-only to check the storage roots"
+    # zfsutil mounts a dataset whose mountpoint zfs manages; mount(8) rejects it for
+    # mountpoint=legacy, which mounts like any filesystem.
+    opts=ro,zfsutil
+    [ "$(zfs get -H -o value mountpoint "$WIPE_DATASET" 2>/dev/null)" != legacy ] || opts=ro
+    mount -t zfs -o "$opts" "$WIPE_DATASET" "$TOP" || refuse "cannot mount $WIPE_DATASET read-only ($opts) to check the storage roots"
     mounted=yes
-    old_ifs=$IFS; IFS='
-'
-    for s in $WIPE_STORAGES; do
-      if [ -n "$s" ] && [ -d "$TOP$s" ] && [ -n "$(ls -A "$TOP$s" 2>/dev/null)" ]; then
-        refuse "storage root $s has content inside the dataset $WIPE_DATASET: it would be rolled back (keep the storage in its own dataset mounted on $s, and move that content there)"
-      fi
-    done
-    IFS=$old_ifs
+    check_storages "$TOP" "the dataset $WIPE_DATASET" "rolled back" dataset
     cleanup
   fi
   say "WIPE-STEP-ROLLBACK $WIPE_DATASET to @$WIPE_SNAPSHOT"
@@ -350,6 +375,7 @@ wipe_zfs() {
 cmdline impermanence.wipe
 case $v in 0 | no | off | false) skip "impermanence.wipe=$v on the kernel command line" ;; esac
 [ -r "$CONF" ] || refuse "$CONF is not in the initrd (rebuild the initrd after declaring [wipe])"
+# shellcheck source=/dev/null
 . "$CONF"
 cmdline impermanence.wipe.device
 [ -z "$v" ] || WIPE_DEVICE=$v

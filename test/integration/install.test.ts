@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO, run, tempDir } from '../helpers';
 
@@ -19,6 +19,18 @@ describe('packaging/install.sh', () => {
     expect(realpathSync(link)).toBe(join(realpathSync(dest), 'usr/lib/impermanence/impermanence-generator'));
     expect(readdirSync(join(dest, 'usr/share/impermanence/presets')).sort()).toEqual(readdirSync(join(REPO, 'presets')).sort());
     expect(existsSync(join(dest, 'usr/lib/systemd/system-preset/80-impermanence.preset'))).toBe(true);
+  });
+
+  it('installs the initrd scripts beside the shell library they both source, which the initrd hooks copy', () => {
+    const lib = join(install('--package'), 'usr/lib/impermanence');
+    for (const f of ['impermanence-wipe', 'impermanence-tmpfs-root', 'impermanence-lib.sh']) expect(existsSync(join(lib, f))).toBe(true);
+    // Each initrd builder that installs a script installs the library with it.
+    for (const hook of ['packaging/dracut/90impermanence/module-setup.sh', 'packaging/initramfs-tools/hooks/impermanence', 'packaging/mkinitcpio/install/impermanence']) {
+      const text = readFileSync(join(REPO, hook), 'utf8');
+      const scripts = (text.match(/\/usr\/lib\/impermanence\/impermanence-(wipe|tmpfs-root)(?![.\w-])/g) ?? []).length;
+      expect([hook, scripts > 0]).toEqual([hook, true]);
+      expect([hook, text.includes('/usr/lib/impermanence/impermanence-lib.sh')]).toEqual([hook, true]);
+    }
   });
 
   it('--package leaves enabling to the package manager; a plain install enables the desktop agent itself', () => {

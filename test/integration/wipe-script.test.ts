@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { btrfsLoop, REPO } from '../helpers';
 
@@ -23,13 +23,13 @@ afterAll(() => {
 });
 
 /** Runs bash with the top level on $M (private namespace), then the wipe with `cmdline`, then `after`; returns the wipe's stderr, exit code and `after`'s output. */
-function wipe(before: string, cmdline = 'rootflags=subvol=@root', after = '', conf: Record<string, string> = {}) {
+function wipe(before: string, cmdline = 'rootflags=subvol=@root', after = '', conf: Record<string, string> = {}, env = '') {
   const settings = { WIPE_METHOD: 'btrfs', WIPE_DEVICE: loop, WIPE_SUBVOLUME: '@root', WIPE_FROM: '@pristine', WIPE_OLD_ROOTS: 'old_roots', WIPE_KEEP_DAYS: '30', WIPE_KEEP_COUNT: '3', WIPE_TIMEOUT: '1', WIPE_STORAGES: "'/persist'", ...conf };
   writeFileSync(join(dir, 'wipe.conf'), Object.entries(settings).map(([k, v]) => `${k}=${v}\n`).join(''));
   writeFileSync(join(dir, 'cmdline'), `${cmdline}\n`);
   const script = `set -e; M=${dir}/m; mkdir -p $M; mount -o noatime ${loop} $M; cd $M; ${before || ':'}
 cd /; umount $M; set +e
-IMPERMANENCE_WIPE_CONF=${dir}/wipe.conf IMPERMANENCE_WIPE_RUN=${dir}/run IMPERMANENCE_WIPE_CMDLINE=${dir}/cmdline sh ${SCRIPT} 2>${dir}/err; echo "rc=$?"
+${env} IMPERMANENCE_WIPE_CONF=${dir}/wipe.conf IMPERMANENCE_WIPE_RUN=${dir}/run IMPERMANENCE_WIPE_CMDLINE=${dir}/cmdline sh ${SCRIPT} 2>${dir}/err; echo "rc=$?"
 set -e; mount -o noatime ${loop} $M; cd $M; ${after || ':'}; cd /; umount $M`;
   const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(r.stderr);
@@ -121,6 +121,59 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
       spawnSync('sh', ['-c', `dd if=/dev/zero of=${sl} bs=1 seek=4086 count=10 conv=notrunc 2>/dev/null; sync`]);
       spawnSync('losetup', ['-d', sl]);
     }
+  });
+
+  it('probes the disks udev has not probed yet (still in its queue) for a hibernation image, and trusts what udev noted for the others', () => {
+    const swap = join(dir, 'swap2');
+    spawnSync('truncate', ['-s', '40M', swap]);
+    expect(spawnSync('mkswap', [swap]).status).toBe(0);
+    spawnSync('sh', ['-c', `printf 'S1SUSPEND\\0' | dd of=${swap} bs=1 seek=4086 conv=notrunc 2>/dev/null`]);
+    const sl = spawnSync('losetup', ['-f', '--show', swap], { encoding: 'utf8' }).stdout.trim();
+    const udev = join(dir, 'udev');
+    try {
+      const mm = readFileSync(`/sys/class/block/${sl.slice(5)}/dev`, 'utf8').trim();
+      rmSync(udev, { recursive: true, force: true });
+      mkdirSync(udev);
+      // No udev entry for any disk, no resume=: the wipe probes them itself.
+      const hib = wipe('touch @root/used', undefined, 'ls @root', {}, `IMPERMANENCE_WIPE_UDEV=${udev}`);
+      expect(hib.code).toBe(0);
+      expect(hib.err).toMatch(new RegExp(`not wiping: a hibernation image is on ${sl}`));
+      expect(hib.out).toMatch(/^used$/m);
+      // udev probed it earlier and noted plain swap: not probed again (the udev folder is used).
+      writeFileSync(join(udev, `b${mm}`), 'E:ID_FS_TYPE=swap\n');
+      const noted = wipe('', undefined, 'ls @root', {}, `IMPERMANENCE_WIPE_UDEV=${udev}`);
+      expect(noted.code).toBe(0);
+      expect(noted.err).toMatch(/WIPE-STEP-DONE/);
+      expect(noted.out).not.toMatch(/^used$/m);
+    } finally {
+      spawnSync('sh', ['-c', `dd if=/dev/zero of=${sl} bs=1 seek=4086 count=10 conv=notrunc 2>/dev/null; sync`]);
+      spawnSync('losetup', ['-d', sl]);
+    }
+  });
+
+  it('takes old root names and storage roots as written: a space or a glob character splits or expands nothing', () => {
+    // "2024-01-01_000000 x" split on the space gave "x", and old_roots/x was deleted by the retention.
+    const r = wipe(
+      'btrfs -q subvolume create "old_roots/2024-01-01_000000 x"; btrfs -q subvolume create old_roots/x; btrfs -q subvolume create "old_roots/2024-01-02_000000*"; touch @root/used',
+      undefined,
+      'ls old_roots',
+      // Keep 1: the word "x", second in the old split list, was beyond it.
+      { WIPE_KEEP_COUNT: '1' },
+    );
+    expect(r.code).toBe(0);
+    expect(r.err).toMatch(/EXPIRE old_roots\/2024-01-01_000000 x \(older than 30 days\)/);
+    expect(r.err).toMatch(/EXPIRE old_roots\/2024-01-02_000000\* \(older than 30 days\)/);
+    expect(r.out).toMatch(/^x$/m);
+    expect(r.out).not.toMatch(/2024-01-0/);
+    // A storage root /tm[p] with content: not the glob's /tmp (which the host has).
+    const storages = { WIPE_STORAGES: "'/persist\n/tm[p]'" };
+    const first = wipe('mkdir -p "@root/tm[p]/data"', undefined, `${list}; ls "@root/tm[p]"`, storages);
+    expect(first.code).toBe(1);
+    expect(first.out).toMatch(/^data$/m);
+    const g = wipe('', undefined, `${list}; ls "@root/tm[p]"`, storages);
+    expect(g).toMatchObject({ code: 1, out: first.out });
+    expect(g.err).toMatch(/storage root \/tm\[p\] has content inside the root subvolume @root: it would be wiped/);
+    wipe('rm -r "@root/tm[p]"');
   });
 });
 

@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2154 # initdir, systemdsystemunitdir: set by dracut
 # dracut module: the impermanence wipe (units/impermanence-wipe.service running
 # /usr/lib/impermanence/impermanence-wipe; for method = "tmpfs", impermanence-tmpfs-root.service
 # running /usr/lib/impermanence/impermanence-tmpfs-root), with the [wipe] settings baked in as
@@ -42,6 +43,7 @@ install() {
     printf '%s\n' "$conf" > "$initdir/etc/impermanence/wipe.conf"
     if printf '%s\n' "$conf" | grep -qx 'WIPE_METHOD=tmpfs'; then
         inst_simple /usr/lib/impermanence/impermanence-tmpfs-root /usr/lib/impermanence/impermanence-tmpfs-root
+        inst_simple /usr/lib/impermanence/impermanence-lib.sh /usr/lib/impermanence/impermanence-lib.sh
         inst_multiple mount umount stat cp chmod chown mkdir rmdir rm cat
         inst_simple /usr/lib/impermanence/impermanence-tmpfs-root.service "$systemdsystemunitdir/impermanence-tmpfs-root.service"
         mkdir -p "$initdir$systemdsystemunitdir/initrd-root-fs.target.wants"
@@ -49,7 +51,8 @@ install() {
         return 0
     fi
     inst_simple /usr/lib/impermanence/impermanence-wipe /usr/lib/impermanence/impermanence-wipe
-    inst_multiple blkid mount umount stat date sed awk sort cut ls tr dd sync mv rm mkdir rmdir cat sleep grep
+    inst_simple /usr/lib/impermanence/impermanence-lib.sh /usr/lib/impermanence/impermanence-lib.sh
+    inst_multiple blkid mount umount stat date awk sort cut tr dd mv rm mkdir rmdir cat sleep grep
     case $conf in *WIPE_METHOD=btrfs*) inst_multiple btrfs ;; *WIPE_METHOD=zfs*) inst_multiple zfs ;; esac
     inst_simple /usr/lib/impermanence/impermanence-wipe.service "$systemdsystemunitdir/impermanence-wipe.service"
     mkdir -p "$initdir$systemdsystemunitdir/initrd.target.wants"
