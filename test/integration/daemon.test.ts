@@ -358,8 +358,10 @@ describe('bounds on arguments', () => {
 
 describe('reload', () => {
   it('on SIGHUP and Reload: new entries appear, a bad config changes nothing but State and ConfigProblems', async () => {
-    const monitor = ctlOnBus(bus, ['monitor', '--json'], { timeoutMs: 4000 });
-    await new Promise((r) => setTimeout(r, 500));
+    // The monitor prints nothing until an event: give it time to start and subscribe (500 ms was
+    // not enough beside qemu on this machine), and to see the events after.
+    const monitor = ctlOnBus(bus, ['monitor', '--json'], { timeoutMs: 8000 });
+    await new Promise((r) => setTimeout(r, 2500));
     writeFileSync(join(configDir, '20-more.toml'), '[persistence."/persistent"]\ndirectories = ["/srv/more"]\n');
     daemon.kill('SIGHUP');
     await new Promise((r) => setTimeout(r, 300));
