@@ -69,9 +69,9 @@ describe('impermanencectl on the bus', () => {
   });
 
   it('monitor prints a readable line when a persisted path goes away; --json one object per line of its schema', async () => {
-    const text = ctlOnBus(bus, ['monitor'], { timeoutMs: 6000 });
-    const json = ctlOnBus(bus, ['monitor', '--json'], { timeoutMs: 6000 });
-    await new Promise((r) => setTimeout(r, 1000));
+    const text = ctlOnBus(bus, ['monitor'], { timeoutMs: 9000 });
+    const json = ctlOnBus(bus, ['monitor', '--json'], { timeoutMs: 9000 });
+    await new Promise((r) => setTimeout(r, 2500)); // time to start and subscribe, on a loaded machine too
     const umount = await runOnBus(bus, ['nsenter', '-t', String(daemon.pid), '-m', 'umount', join(root, 'var/log')]);
     expect(umount.code).toBe(0);
     // Scan so that the drift (and its signals) follows at once, whatever the daemon's own pace.
