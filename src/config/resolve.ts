@@ -5,6 +5,7 @@ import { isInside, normalizePath, parentsOf, systemdPathProblem } from './paths'
 import { systemPresets, unknownPresetProblem, type PresetSource } from './presets';
 import type { DirectoryDecl, FileDecl, PermsDecl, StorageDecl } from './schema';
 import { escapePath, UNIT_NAME_MAX } from './unit-name';
+import { flat } from '../shared/flat';
 import type { UserDb } from './userdb';
 import { resolveWipe, type WipeSettings } from './wipe';
 
@@ -271,7 +272,7 @@ function baseEntry(
   at: string,
   owner: HomeOwner | undefined,
 ): Entry | undefined {
-  const origin = { file: ctx.file, entry: at };
+  const origin = { file: ctx.file, entry: flat(at) };
   let path: string;
   let storage = ctx.storage;
   try {
@@ -285,7 +286,7 @@ function baseEntry(
     return undefined;
   }
   const entry: Entry = {
-    kind, path, storage, source: storage + path, perms: undefined, method: undefined,
+    kind, path, storage, source: flat(storage + path), perms: undefined, method: undefined,
     parentDirectory: undefined, home: owner, hideMount: false, allowTrash: false, mountOptions: [], origin,
   };
   if (parentDecl) {

@@ -3,6 +3,7 @@ import { formatMode } from '../config/mode';
 import { parentsOf } from '../config/paths';
 import { parentPerms, type Entry, type Perms, type ResolvedConfig } from '../config/resolve';
 import { escapePath, mountUnitName } from '../config/unit-name';
+import { flat } from '../shared/flat';
 import { tmpfilesPath, unitEnv, unitValue, unitWord } from './syntax';
 
 /** Where the generator's output goes: files and symlinks, by path relative to the output folder. */
@@ -102,7 +103,7 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
   };
   // resolveConfig refused every path systemd cannot name.
   const mount = (plan: StoragePlan, entry: Entry) => {
-    mounts.push({ name: mountUnitName(entry.path), entry });
+    mounts.push({ name: flat(mountUnitName(entry.path)), entry });
     plan.mounts.push(entry);
   };
 
@@ -160,7 +161,7 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
       plan.tmpfiles.set(entry.path, tmpfilesLine('f', entry.path, perms));
       mount(plan, entry);
     } else {
-      plan.tmpfiles.set(entry.path, `L ${tmpfilesPath(entry.path)} - - - - ${entry.source.replace(/%/g, '%%')}\n`);
+      plan.tmpfiles.set(entry.path, flat(`L ${tmpfilesPath(entry.path)} - - - - ${entry.source.replace(/%/g, '%%')}\n`));
     }
   }
 
@@ -288,7 +289,7 @@ function mountUnit(entry: Entry): string {
 }
 
 function tmpfilesLine(type: 'd' | 'f', path: string, p: Perms): string {
-  return `${type} ${tmpfilesPath(path)} :${formatMode(p.mode)} :${p.user} :${p.group} -\n`;
+  return flat(`${type} ${tmpfilesPath(path)} :${formatMode(p.mode)} :${p.user} :${p.group} -\n`);
 }
 
 /** The unit that makes a bad config visible: it fails, `systemctl --failed` lists it, and its status shows why. */
