@@ -43,7 +43,8 @@ export function parentsOf(path: string): string[] {
 
 /** True when `inner` is strictly below `outer` (both absolute and normalized). */
 export function isInside(inner: string, outer: string): boolean {
-  return inner.length > outer.length && inner.startsWith(outer === '/' ? '/' : outer + '/');
+  // No `outer + '/'`: this runs for every entry against every storage root.
+  return inner.length > outer.length && inner.startsWith(outer) && (outer === '/' || inner.charCodeAt(outer.length) === 0x2f);
 }
 
 /** Linux's and systemd's limits: NAME_MAX bytes per component, PATH_MAX bytes with the final NUL. */

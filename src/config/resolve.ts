@@ -386,16 +386,17 @@ function checkOverlaps(entries: Entry[], storages: Array<{ path: string }>, fail
     if (first) fail(e.origin, `duplicate: ${e.path} is already persisted by ${where(first)}`);
     else byPath.set(e.path, e);
   }
-  const storagePaths = new Set([...storages.map((s) => s.path), ...entries.map((e) => e.storage)]);
+  const storagePaths = [...new Set([...storages.map((s) => s.path), ...entries.map((e) => e.storage)])];
   const explicitParents = new Map<string, Entry>();
+  // Folders whose whole chain of parents holds no persisted path: many entries share a few.
+  const clear = new Set<string>();
   for (const e of entries) {
     if (byPath.get(e.path) !== e) continue;
-    for (const dir of parentsOf(e.path)) {
-      const outer = byPath.get(dir);
-      if (outer) {
-        fail(e.origin, `${e.path} is inside ${outer.path}, which is already persisted by ${where(outer)}; persist only one of them`);
-        break;
-      }
+    if (!clear.has(e.path.slice(0, e.path.lastIndexOf('/')))) {
+      const parents = parentsOf(e.path);
+      const outer = parents.map((dir) => byPath.get(dir)).find((o) => o !== undefined);
+      if (outer) fail(e.origin, `${e.path} is inside ${outer.path}, which is already persisted by ${where(outer)}; persist only one of them`);
+      else for (const dir of parents) clear.add(dir);
     }
     for (const storage of storagePaths) {
       if (e.path === storage || isInside(e.path, storage)) fail(e.origin, `${e.path} is inside the storage root ${storage}`);

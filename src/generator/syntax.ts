@@ -2,8 +2,8 @@
  * Quoting for the two text formats the generator writes. Paths may hold spaces, quotes,
  * backslashes, "%" (a specifier in both formats) and non-ASCII text; control characters were
  * refused when the config was read. Each function skips its replacements when there is nothing
- * to replace (String.includes): the generator runs --jitless, where every regular expression is
- * interpreted, and calls these a few times per entry.
+ * to replace (String.includes, cheaper than a regular expression), as these run a few times per
+ * entry.
  */
 
 /** A value in a unit file that takes one path verbatim (What=, Where=, SourcePath=, Description=). */

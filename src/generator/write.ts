@@ -1,4 +1,5 @@
 import { closeSync, lstatSync, mkdirSync, openSync, readdirSync, rmdirSync, rmSync, symlinkSync, writeSync, type Dirent } from 'node:fs';
+import { isInside } from '../config/paths';
 import type { GeneratorOutput, OutputSink, SourceStat } from './plan';
 
 /**
@@ -113,14 +114,24 @@ export function sourceStatter(): (path: string, storage?: string) => SourceStat 
   };
   const symlink: SourceStat = { type: 'symlink', uid: -1, gid: -1, mode: -1 };
   const belowSymlink: SourceStat = { type: 'below-symlink', uid: -1, gid: -1, mode: -1 };
+  // By storage root, then parent folder: whether a folder on the way is a symlink.
+  const belowLink = new Map<string, Map<string, boolean>>();
   return (path, storage) => {
     const slash = path.lastIndexOf('/');
     const parent = path.slice(0, slash) || '/';
-    if (storage && parent.startsWith(storage + '/')) {
-      for (let i = parent.indexOf('/', storage.length + 1); ; i = parent.indexOf('/', i + 1)) {
-        if (!isRealFolder(i === -1 ? parent : parent.slice(0, i))) return belowSymlink;
-        if (i === -1) break;
+    if (storage && isInside(parent, storage)) {
+      let known = belowLink.get(storage);
+      if (!known) belowLink.set(storage, (known = new Map()));
+      let below = known.get(parent);
+      if (below === undefined) {
+        below = false;
+        for (let i = parent.indexOf('/', storage.length + 1); !below; i = parent.indexOf('/', i + 1)) {
+          below = !isRealFolder(i === -1 ? parent : parent.slice(0, i));
+          if (i === -1) break;
+        }
+        known.set(parent, below);
       }
+      if (below) return belowSymlink;
     }
     let folder = folders.get(parent);
     if (folder === undefined) {
