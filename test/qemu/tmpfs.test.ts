@@ -1,7 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { onImage, Vm } from './vm';
+import { imageVms, onImage, type Vm } from './vm';
 
 /**
  * [wipe] method = "tmpfs" on a real kernel with a dracut initrd (qemu, software emulation): the
@@ -19,23 +17,7 @@ jest.setTimeout(3_600_000);
 
 describe('a tmpfs root with an initrd built by dracut', () => {
   const dir = join(CACHE, 'tmpfsroot-test-dracut');
-  const disk = join(dir, 'disk.img');
-  const log = join(dir, 'console.log');
-  const vms: Vm[] = [];
-  const boot = () => {
-    const vm = new Vm({ disk, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), log });
-    vms.push(vm);
-    return vm;
-  };
-  afterEach(async () => {
-    for (const vm of vms.splice(0)) if (vm.proc.exitCode === null && vm.proc.signalCode === null) await vm.kill();
-  });
-
-  beforeAll(() => {
-    mkdirSync(dir, { recursive: true });
-    const r = spawnSync(join(REPO, 'test/qemu/image.sh'), ['dracut', dir, 'tmpfs'], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`image.sh dracut tmpfs failed: ${r.stderr}`);
-  });
+  const { disk, boot } = imageVms(dir, [join(REPO, 'test/qemu/image.sh'), 'dracut', dir, 'tmpfs']);
 
   const sh = async (vm: Vm, cmd: string) => {
     const r = await vm.run(cmd, 600_000);

@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
 
 /**
  * One qemu (TCG: KVM does not work on these machines) booting a disk image with a kernel and an
@@ -114,4 +115,30 @@ export function onImage(disk: string, script: string, mode: 'ro' | 'rw' = 'ro'):
   });
   if (r.status !== 0) throw new Error(`script on ${disk} failed (${r.status}): ${r.stderr}\n${script}`);
   return r.stdout;
+}
+
+/**
+ * The VMs of one describe block, booting the image kept in `dir` (disk.img, vmlinuz, initrd.img;
+ * the console appended to console.log): `build` (a script and its arguments) makes or refreshes
+ * the image before the block's tests, and after each test every VM it started is killed, so that
+ * a failed step leaves no qemu running nor the disk in use for the next one.
+ */
+export function imageVms(dir: string, build: string[], defaults: Partial<BootOptions> = {}): { disk: string; boot: (opts?: Partial<BootOptions>) => Vm } {
+  const disk = join(dir, 'disk.img');
+  const vms: Vm[] = [];
+  beforeAll(() => {
+    mkdirSync(dir, { recursive: true });
+    const [script, ...args] = build;
+    const r = spawnSync(script!, args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${basename(script!)} ${args.join(' ')} failed: ${r.stderr}`);
+  });
+  afterEach(async () => {
+    for (const vm of vms.splice(0)) if (vm.proc.exitCode === null && vm.proc.signalCode === null) await vm.kill();
+  });
+  const boot = (opts: Partial<BootOptions> = {}) => {
+    const vm = new Vm({ disk, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), log: join(dir, 'console.log'), ...defaults, ...opts });
+    vms.push(vm);
+    return vm;
+  };
+  return { disk, boot };
 }

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { onImage, Vm } from './vm';
+import { imageVms, onImage } from './vm';
 
 /**
  * The wipe on a real kernel and real initrds (qemu, software emulation): a Debian bookworm disk
@@ -30,28 +30,11 @@ const lines = (s: string) => s.split('\n').filter(Boolean);
 describe.each(FLAVORS)('the wipe with an initrd built by %s', (flavor) => {
   // WIPE_TEST_PREFIX: another folder name, for a second run of this test at the same time.
   const dir = join(CACHE, `${process.env.WIPE_TEST_PREFIX ?? 'wipeC'}-test-${flavor}`);
-  const disk = join(dir, 'disk.img');
-  const log = join(dir, 'console.log');
-  const vms: Vm[] = [];
-  const boot = (opts: { append?: string; extraDisks?: string[] } = {}) => {
-    const vm = new Vm({ disk, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), log, ...opts });
-    vms.push(vm);
-    return vm;
-  };
-  // A failed step leaves no qemu running (nor the disk in use for the next step).
-  afterEach(async () => {
-    for (const vm of vms.splice(0)) if (vm.proc.exitCode === null && vm.proc.signalCode === null) await vm.kill();
-  });
+  const { disk, boot } = imageVms(dir, [join(REPO, 'test/qemu/image.sh'), flavor, dir]);
   const oldRoots = () => lines(onImage(disk, 'ls -1 old_roots | grep -v "^\\." || true'));
   const subvolumes = () => lines(onImage(disk, 'btrfs subvolume list . | sed "s/.* path //"'));
   let wipeMs = 2000;
   const fakes: Record<string, string> = {};
-
-  beforeAll(() => {
-    mkdirSync(dir, { recursive: true });
-    const r = spawnSync(join(REPO, 'test/qemu/image.sh'), [flavor, dir], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`image.sh ${flavor} failed: ${r.stderr}`);
-  });
 
   it('wipes at boot: declared paths kept, undeclared files and a nested subvolume gone, the old root kept', async () => {
     let vm = boot();

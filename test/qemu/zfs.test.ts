@@ -1,7 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Vm } from './vm';
+import { imageVms } from './vm';
 
 /**
  * method = "zfs" on a real kernel and a real initrd (qemu, software emulation): a Debian bookworm
@@ -38,23 +36,7 @@ jest.setTimeout(3_600_000);
 
 (enabled ? describe : describe.skip)('the wipe with method = "zfs" (dracut + zfs-dracut)', () => {
   const dir = join(CACHE, 'zfs-test');
-  const disk = join(dir, 'disk.img');
-  const log = join(dir, 'console.log');
-  const vms: Vm[] = [];
-  const boot = () => {
-    const vm = new Vm({ disk, kernel: join(dir, 'vmlinuz'), initrd: join(dir, 'initrd.img'), log, root: ROOT });
-    vms.push(vm);
-    return vm;
-  };
-  afterEach(async () => {
-    for (const vm of vms.splice(0)) if (vm.proc.exitCode === null && vm.proc.signalCode === null) await vm.kill();
-  });
-
-  beforeAll(() => {
-    mkdirSync(dir, { recursive: true });
-    const r = spawnSync(join(REPO, 'test/qemu/zfs-image.sh'), [dir], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`zfs-image.sh failed: ${r.stderr}`);
-  });
+  const { disk, boot } = imageVms(dir, [join(REPO, 'test/qemu/zfs-image.sh'), dir], { root: ROOT });
 
   it('rolls the root back to @blank at boot (zfs rollback -r): declared paths kept, undeclared files and later snapshots gone', async () => {
     let vm = boot();
