@@ -158,14 +158,26 @@ type Note = (where: Array<string | number>, what: string) => void;
 type Unknown = (key: string, where: Array<string | number>) => void;
 type Owner = { name: string; homes: Set<string> } | undefined;
 
-function directory(item: Json, at: Array<string | number>, owner: Owner, defaults: Perms, t: Table, note: Note, unknownKey: Unknown): string | undefined {
-  if (typeof item === 'string') return checkedPath(item, at, owner, undefined, note) === undefined ? undefined : toml(relativeTo(item, owner));
-  if (!isObj(item)) throw new ImportError(`${keyPath(['environment', 'persistence', ...at])}: expected a directory (a string or an object), not ${describe(item)}`);
-  for (const key of Object.keys(item)) if (!DIRECTORY_KEYS.has(key)) unknownKey(key, at);
-  const raw = str(item.directory, [...at, 'directory']);
-  if (raw === undefined) throw new ImportError(`${keyPath(['environment', 'persistence', ...at])}: no "directory"`);
-  const path = checkedPath(raw, at, owner, str(item.home, [...at, 'home']), note, str(item.dirPath, [...at, 'dirPath']));
-  if (path === undefined) return undefined;
+/**
+ * What a directory or file entry starts with: a bare path is carried over as it is (`bare`, its
+ * TOML); an object gets its keys checked and its path taken. Undefined: the path is left out (noted).
+ */
+function entryStart(kind: 'directory' | 'file', item: Json, at: Array<string | number>, owner: Owner, note: Note, unknownKey: Unknown): { bare: string } | { item: Obj; path: string } | undefined {
+  if (typeof item === 'string') return checkedPath(item, at, owner, undefined, note) === undefined ? undefined : { bare: toml(relativeTo(item, owner)) };
+  if (!isObj(item)) throw new ImportError(`${keyPath(['environment', 'persistence', ...at])}: expected a ${kind} (a string or an object), not ${describe(item)}`);
+  const keys = kind === 'directory' ? DIRECTORY_KEYS : FILE_KEYS;
+  for (const key of Object.keys(item)) if (!keys.has(key)) unknownKey(key, at);
+  const raw = str(item[kind], [...at, kind]);
+  if (raw === undefined) throw new ImportError(`${keyPath(['environment', 'persistence', ...at])}: no "${kind}"`);
+  const fullKey = kind === 'directory' ? 'dirPath' : 'filePath';
+  const path = checkedPath(raw, at, owner, str(item.home, [...at, 'home']), note, str(item[fullKey], [...at, fullKey]));
+  return path === undefined ? undefined : { item, path };
+}
+
+function directory(entry: Json, at: Array<string | number>, owner: Owner, defaults: Perms, t: Table, note: Note, unknownKey: Unknown): string | undefined {
+  const start = entryStart('directory', entry, at, owner, note, unknownKey);
+  if (!start || 'bare' in start) return start?.bare;
+  const { item, path } = start;
   const fields: Array<[string, string]> = [['directory', toml(path)]];
   fields.push(...perms(item, at, defaultsOf(item, at, defaults)));
   const hide = bool(item.hideMount, [...at, 'hideMount']);
@@ -186,14 +198,10 @@ function directory(item: Json, at: Array<string | number>, owner: Owner, default
   return fields.length === 1 ? fields[0]![1] : `{ ${fields.map(([k, v]) => `${k} = ${v}`).join(', ')} }`;
 }
 
-function file(item: Json, at: Array<string | number>, owner: Owner, defaults: Perms, t: Table, note: Note, unknownKey: Unknown): string | undefined {
-  if (typeof item === 'string') return checkedPath(item, at, owner, undefined, note) === undefined ? undefined : toml(relativeTo(item, owner));
-  if (!isObj(item)) throw new ImportError(`${keyPath(['environment', 'persistence', ...at])}: expected a file (a string or an object), not ${describe(item)}`);
-  for (const key of Object.keys(item)) if (!FILE_KEYS.has(key)) unknownKey(key, at);
-  const raw = str(item.file, [...at, 'file']);
-  if (raw === undefined) throw new ImportError(`${keyPath(['environment', 'persistence', ...at])}: no "file"`);
-  const path = checkedPath(raw, at, owner, str(item.home, [...at, 'home']), note, str(item.filePath, [...at, 'filePath']));
-  if (path === undefined) return undefined;
+function file(entry: Json, at: Array<string | number>, owner: Owner, defaults: Perms, t: Table, note: Note, unknownKey: Unknown): string | undefined {
+  const start = entryStart('file', entry, at, owner, note, unknownKey);
+  if (!start || 'bare' in start) return start?.bare;
+  const { item, path } = start;
   const fields: Array<[string, string]> = [['file', toml(path)]];
   const parent = item.parentDirectory;
   if (parent !== undefined && parent !== null) {
