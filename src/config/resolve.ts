@@ -307,7 +307,8 @@ function baseEntry(
 function withMountOptions(ctx: Context, entry: Entry, own: string[] | undefined): boolean {
   const checked = own ? checkMountOptions(own, (p) => ctx.fail({ file: ctx.file, entry: `${entry.origin.entry}.mountOptions` }, p)) : [];
   if (!checked) return false;
-  entry.mountOptions = [...new Set([...ctx.defaults.mountOptions, ...checked])];
+  // The storage root's own array when the entry adds none (most entries; never changed after this).
+  entry.mountOptions = checked.length ? [...new Set([...ctx.defaults.mountOptions, ...checked])] : ctx.defaults.mountOptions;
   return true;
 }
 

@@ -165,6 +165,7 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
     }
   }
 
+  const mountUnit = mountUnits();
   for (const { name, entry } of mounts) out.file(name, mountUnit(entry));
   if (unsafe.length) planFailure('impermanence: some persisted paths were not activated', unsafe.map((p) => p.message), out);
   if (plans.size === 0) return unsafe;
@@ -259,33 +260,46 @@ function lookupError(err: unknown): string {
  * gets the paths as written, and the userspace options to record in utab, from Environment=.
  * systemd adds no RequiresMountsFor= for What= of a mount that is not Type=bind: it is here.
  */
-function mountUnit(entry: Entry): string {
-  const options = [...entry.mountOptions];
-  if (entry.hideMount) options.push('x-gvfs-hide');
-  if (entry.allowTrash) options.push('x-gvfs-trash');
-  const prepare = prepareUnitName(entry.storage);
-  const env = [unitEnv('IMPERMANENCE_STORAGE', entry.storage), unitEnv('IMPERMANENCE_PATH', entry.path), unitEnv('IMPERMANENCE_KIND', entry.kind)];
-  const user = options.filter((o) => /^[xX]-/.test(o));
-  if (user.length) env.push(unitEnv('IMPERMANENCE_USER_OPTIONS', user.join(',')));
-  return (
-    HEADER +
-      '[Unit]\n' +
-      `Description=Persistent ${entry.kind} ${unitValue(entry.path)}\n` +
-      DOCS +
-      `SourcePath=${unitValue(entry.origin.file)}\n` +
-      'DefaultDependencies=no\n' +
-      'Conflicts=umount.target\n' +
-      `Requires=${prepare}\n` +
-      `After=${prepare}\n` +
-      `Before=umount.target local-fs.target ${TARGET}\n` +
-      `RequiresMountsFor=${unitWord(entry.storage)} ${unitWord(entry.source)}\n` +
-      '\n[Mount]\n' +
-      `What=${unitValue(entry.source)}\n` +
-      `Where=${unitValue(entry.path)}\n` +
-      'Type=impermanence\n' +
-      (options.length ? `Options=${options.join(',')}\n` : '') +
-      `Environment=${env.join(' ')}\n`
-  );
+function mountUnits(): (entry: Entry) => string {
+  // What many units share (their storage root's lines, their config file's), quoted once.
+  const storages = new Map<string, { deps: string; word: string; env: string }>();
+  const files = new Map<string, string>();
+  return (entry) => {
+    const options = entry.hideMount || entry.allowTrash ? [...entry.mountOptions] : entry.mountOptions;
+    if (entry.hideMount) options.push('x-gvfs-hide');
+    if (entry.allowTrash) options.push('x-gvfs-trash');
+    let storage = storages.get(entry.storage);
+    if (!storage) {
+      const prepare = prepareUnitName(entry.storage);
+      storage = { deps: `Requires=${prepare}\nAfter=${prepare}\n`, word: unitWord(entry.storage), env: unitEnv('IMPERMANENCE_STORAGE', entry.storage) };
+      storages.set(entry.storage, storage);
+    }
+    let source = files.get(entry.origin.file);
+    if (source === undefined) files.set(entry.origin.file, (source = `SourcePath=${unitValue(entry.origin.file)}\n`));
+    const env = [storage.env, unitEnv('IMPERMANENCE_PATH', entry.path), unitEnv('IMPERMANENCE_KIND', entry.kind)];
+    const user = options.length ? options.filter((o) => /^[xX]-/.test(o)) : options;
+    if (user.length) env.push(unitEnv('IMPERMANENCE_USER_OPTIONS', user.join(',')));
+    const path = unitValue(entry.path);
+    const what = unitValue(entry.source);
+    return (
+      HEADER +
+        '[Unit]\n' +
+        `Description=Persistent ${entry.kind} ${path}\n` +
+        DOCS +
+        source +
+        'DefaultDependencies=no\n' +
+        'Conflicts=umount.target\n' +
+        storage.deps +
+        `Before=umount.target local-fs.target ${TARGET}\n` +
+        `RequiresMountsFor=${storage.word} ${unitWord(entry.source)}\n` +
+        '\n[Mount]\n' +
+        `What=${what}\n` +
+        `Where=${path}\n` +
+        'Type=impermanence\n' +
+        (options.length ? `Options=${options.join(',')}\n` : '') +
+        `Environment=${env.join(' ')}\n`
+    );
+  };
 }
 
 function tmpfilesLine(type: 'd' | 'f', path: string, p: Perms): string {
