@@ -14,9 +14,9 @@ const { version } = JSON.parse(readFileSync('package.json', 'utf8'));
 // 16 MB cuts its peak RSS by about 30 MiB at no cost in time (its data lives until it exits, and
 // scavenges of a small space are cheap). Of V8's compilers only Sparkplug, the baseline one, which
 // turns bytecode into machine code without optimizing it (and lets regular expressions run as
-// machine code): 0.35 -> 0.32 s at 10,000 entries for +1.4 MiB, and the same time at 100 entries
-// within 1 ms. The optimizing compilers (TurboFan; Maglev, on by default from Node 22) cost
-// another 6 MiB, and compile on other threads for a run too short to repay it.
+// machine code): 0.35 -> 0.32 s at 10,000 entries for +1.4 MiB, 1-2 ms more at 100 entries (1.18x
+// -> 1.20x `node -e 0` over 25 runs). The optimizing compilers (TurboFan; Maglev, on by default
+// from Node 22) cost another 6 MiB, and compile on other threads for a run too short to repay it.
 // --jitless (no compiler at all) was used before: 1.4 MiB less, 0.03 s slower. `env -S`: coreutils >= 8.30.
 const GENERATOR_FLAGS = '--max-semi-space-size=1 --no-turbofan --no-maglev';
 
