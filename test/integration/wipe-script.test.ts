@@ -104,31 +104,38 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
     expect(r.err).toMatch(/EXPIRE old_roots\/2020-01-01_0000001 \(older than 30 days\)/);
   });
 
-  it('never wipes while a hibernation image waits on the resume= device', () => {
-    const swap = join(dir, 'swap');
+  /** A loop device over a new swap file NAME (in dir) holding a hibernation image's signature. */
+  const hibernatedLoop = (name: string) => {
+    const swap = join(dir, name);
     spawnSync('truncate', ['-s', '40M', swap]);
     expect(spawnSync('mkswap', [swap]).status).toBe(0);
     spawnSync('sh', ['-c', `printf 'S1SUSPEND\\0' | dd of=${swap} bs=1 seek=4086 conv=notrunc 2>/dev/null`]);
-    const sl = spawnSync('losetup', ['-f', '--show', swap], { encoding: 'utf8' }).stdout.trim();
+    return spawnSync('losetup', ['-f', '--show', swap], { encoding: 'utf8' }).stdout.trim();
+  };
+  /**
+   * Its signature wiped, then the loop device detached. The signature goes first: a loop device
+   * still busy is detached only later, and the wipe looks at every disk (a later test would find
+   * a hibernation image and not wipe).
+   */
+  const wake = (loop: string) => {
+    spawnSync('sh', ['-c', `dd if=/dev/zero of=${loop} bs=1 seek=4086 count=10 conv=notrunc 2>/dev/null; sync`]);
+    spawnSync('losetup', ['-d', loop]);
+  };
+
+  it('never wipes while a hibernation image waits on the resume= device', () => {
+    const sl = hibernatedLoop('swap');
     try {
       const hib = wipe('touch @root/used', `rootflags=subvol=@root resume=${sl}`, 'ls @root');
       expect(hib.code).toBe(0);
       expect(hib.err).toMatch(new RegExp(`not wiping: a hibernation image is on ${sl}`));
       expect(hib.out).toMatch(/^used$/m);
     } finally {
-      // The signature goes first: a loop device still busy is detached only later, and the wipe
-      // looks at every disk (the kill test below would find a hibernation image and not wipe).
-      spawnSync('sh', ['-c', `dd if=/dev/zero of=${sl} bs=1 seek=4086 count=10 conv=notrunc 2>/dev/null; sync`]);
-      spawnSync('losetup', ['-d', sl]);
+      wake(sl);
     }
   });
 
   it('probes the disks udev has not probed yet (still in its queue) for a hibernation image, and trusts what udev noted for the others', () => {
-    const swap = join(dir, 'swap2');
-    spawnSync('truncate', ['-s', '40M', swap]);
-    expect(spawnSync('mkswap', [swap]).status).toBe(0);
-    spawnSync('sh', ['-c', `printf 'S1SUSPEND\\0' | dd of=${swap} bs=1 seek=4086 conv=notrunc 2>/dev/null`]);
-    const sl = spawnSync('losetup', ['-f', '--show', swap], { encoding: 'utf8' }).stdout.trim();
+    const sl = hibernatedLoop('swap2');
     const udev = join(dir, 'udev');
     try {
       const mm = readFileSync(`/sys/class/block/${sl.slice(5)}/dev`, 'utf8').trim();
@@ -146,8 +153,7 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
       expect(noted.err).toMatch(/WIPE-STEP-DONE/);
       expect(noted.out).not.toMatch(/^used$/m);
     } finally {
-      spawnSync('sh', ['-c', `dd if=/dev/zero of=${sl} bs=1 seek=4086 count=10 conv=notrunc 2>/dev/null; sync`]);
-      spawnSync('losetup', ['-d', sl]);
+      wake(sl);
     }
   });
 
