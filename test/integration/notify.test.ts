@@ -169,17 +169,28 @@ describe('impermanence-notify', () => {
     void shown;
   });
 
+  /**
+   * Writes bird's ~/FILE, waits for the notification (among those from `from` on) offering to
+   * persist its folder and for dunst to show it, and picks that action. Returns how many
+   * notifications there were before the pick.
+   */
+  const pickPersist = async (file: string, from: number) => {
+    const folder = file.slice(0, file.indexOf('/'));
+    mkdirSync(join(root, 'home/bird', folder), { recursive: true });
+    writeFileSync(join(root, 'home/bird', file), 'x');
+    await until(`a notification for ${folder}`, () => notifies().slice(from).find((c) => c.actions.includes(`Persist ~/${folder}`)));
+    await until('dunst showing it', () => desktop.dunstctl('count', 'displayed').trim() === '1');
+    const mark = notifies().length;
+    desktop.pick(`Persist ~/${folder}`);
+    desktop.dunstctl('context');
+    return mark;
+  };
+
   it('Persist asks the daemon (polkit decides, and may ask the user), and says how it went in a notification of its own', async () => {
     desktop.dunstctl('close-all');
     await polkit.setAllowed([]);
     await polkit.setAuthorizedIfInteractive(['org.impermanence.persist']); // as if an agent asked, and the user authenticated
-    mkdirSync(join(root, 'home/bird/Games'), { recursive: true });
-    writeFileSync(join(root, 'home/bird/Games/slot1'), 'x');
-    await until('a notification for Games', () => notifies().find((c) => c.actions.includes('Persist ~/Games')));
-    await until('dunst showing it', () => desktop.dunstctl('count', 'displayed').trim() === '1');
-    const before = notifies().length;
-    desktop.pick('Persist ~/Games');
-    desktop.dunstctl('context');
+    const before = await pickPersist('Games/slot1', 0);
     const done = await until('the result shown', () => notifies().slice(before).find((c) => c.summary.includes('persisted')));
     expect(done.summary).toBe('~/Games is persisted');
     expect(done.body).toBe('added /home/bird/Games to 50-local.toml');
@@ -192,13 +203,7 @@ describe('impermanence-notify', () => {
     await polkit.setAuthorizedIfInteractive([]);
     const units = (await systemd.transientUnits()).length;
     desktop.dunstctl('close-all');
-    mkdirSync(join(root, 'home/bird/Music'), { recursive: true });
-    writeFileSync(join(root, 'home/bird/Music/song'), 'x');
-    await until('a notification for Music', () => notifies().slice(before).find((c) => c.actions.includes('Persist ~/Music')));
-    await until('dunst showing it', () => desktop.dunstctl('count', 'displayed').trim() === '1');
-    const mark = notifies().length;
-    desktop.pick('Persist ~/Music');
-    desktop.dunstctl('context');
+    const mark = await pickPersist('Music/song', before);
     const refused = await until('the refusal shown', () => notifies().slice(mark).find((c) => c.summary.startsWith('Could not persist')));
     expect(refused.summary).toBe('Could not persist ~/Music');
     expect(refused.body).toMatch(/not allowed to org\.impermanence\.persist/);
