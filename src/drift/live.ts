@@ -103,7 +103,7 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
       if (!entries && !group) return;
     }
     const now = Date.now();
-    if (now - this.lastLine >= (this.opts.delayMs ?? 100)) this.tokens = QUICK; // after a quiet spell
+    if (now - this.lastLine >= this.delay) this.tokens = QUICK; // after a quiet spell
     this.lastLine = now;
     const change = (this.pending ??= { groups: new Set(), entries: false, overflow: false });
     if (event === 'overflow') change.overflow = true;
@@ -122,12 +122,18 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
   private tokens = QUICK;
   private refilled = Date.now();
   private lastLine = 0;
+  private get delay(): number {
+    return this.opts.delayMs ?? 100;
+  }
+  /** One token back per `delayMs` since the last refill, up to QUICK. */
+  private refill(): void {
+    const now = Date.now();
+    this.tokens = Math.min(QUICK, this.tokens + (now - this.refilled) / this.delay);
+    this.refilled = now;
+  }
   private schedule(): void {
     if (this.timer) return;
-    const delay = this.opts.delayMs ?? 100;
-    const now = Date.now();
-    this.tokens = Math.min(QUICK, this.tokens + (now - this.refilled) / delay);
-    this.refilled = now;
+    this.refill();
     const due = () => {
       this.timer = undefined;
       this.emitPending();
@@ -138,7 +144,7 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
       const t = setImmediate(due);
       this.timer = () => clearImmediate(t);
     } else {
-      const t = setTimeout(due, (1 - this.tokens) * delay);
+      const t = setTimeout(due, (1 - this.tokens) * this.delay);
       this.timer = () => clearTimeout(t);
     }
   }
@@ -147,10 +153,9 @@ export class LiveWatcher extends EventEmitter<LiveWatcherEvents> {
     const c = this.pending;
     this.pending = undefined;
     if (!c) return;
-    const now = Date.now();
-    this.tokens = Math.min(QUICK, this.tokens + (now - this.refilled) / (this.opts.delayMs ?? 100)) - 1;
-    if (this.tokens < 0) this.tokens = 0; // a "sync" emits out of turn: it does not push the next one further out
-    this.refilled = now;
+    this.refill();
+    // A "sync" emits out of turn: it does not push the next one further out.
+    this.tokens = Math.max(0, this.tokens - 1);
     if (c.groups.size || c.entries || c.overflow) this.emit('change', c);
   }
 
