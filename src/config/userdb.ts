@@ -152,7 +152,11 @@ export function persistedUserFiles(loaded: readonly LoadedFile[]): { passwd?: st
       const root = norm(key);
       if (!root || disabled.has(root)) continue;
       const consider = (raw: string | undefined, rawStorage: string | undefined, kind: 'file' | 'directory') => {
-        const path = raw === undefined ? undefined : norm(raw);
+        // Only /etc or the file itself holds them, and normalizing only drops slashes ("/", "."
+        // and ".." are refused): a path without "etc" is neither, and is not normalized here
+        // (this runs at every boot, for every entry, before resolve.ts normalizes them all).
+        if (!raw?.includes('etc')) return;
+        const path = norm(raw);
         const storage = rawStorage === undefined ? root : norm(rawStorage);
         if (!path || !storage) return;
         for (const name of ['passwd', 'group'] as const) {

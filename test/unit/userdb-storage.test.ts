@@ -27,6 +27,7 @@ describe('persistedUserFiles: where the config keeps /etc/passwd and /etc/group'
       passwd: '/persist/etc/passwd', group: '/state/etc/group',
     });
     expect(persistedUserFiles(loadedFrom('[persistence."/persist"]\nenable = false\nfiles = ["/etc/passwd"]\n'))).toEqual({});
+    expect(persistedUserFiles(loadedFrom('[persistence."/persist"]\ndirectories = ["/var/lib/etcd", "//etc/"]\nfiles = ["/srv/passwd"]\n'))).toEqual({ passwd: '/persist/etc/passwd', group: '/persist/etc/group' });
     expect(persistedUserFiles(loadedFrom('[persistence."/persist"]\nfiles = ["/etc/passwd-"]\ndirectories = ["/etc/ssh", "/var/lib"]\n'))).toEqual({});
     // The user database is not in a home: a user's table never moves it.
     expect(persistedUserFiles(loadedFrom('[persistence."/persist".users.root]\nfiles = ["/etc/passwd"]\n'))).toEqual({});
