@@ -21,38 +21,39 @@ const { version } = JSON.parse(readFileSync('package.json', 'utf8'));
 const GENERATOR_FLAGS = '--max-semi-space-size=1 --no-turbofan --no-maglev';
 
 /**
+ * node:crypto is loaded on first use, in every program: loading it costs about 6 ms at each start
+ * (`impermanencectl --version`: 92.5 -> 86.4 and 94.5 -> 88.4 ms in two runs of 40 or more, beside
+ * `node -e 0` at 64-65 ms), and most runs never use it (the D-Bus library imports it for a cookie
+ * authentication the system bus never uses; our own code, to name a temporary file or a unit).
+ */
+const LAZY_CRYPTO =
+  "let m; const c = () => (m ??= require('node:crypto'));\n" +
+  // What the bundles import from it: a name not here fails the build.
+  'export const randomBytes = (...a) => c().randomBytes(...a);\n' +
+  'export const createHash = (...a) => c().createHash(...a);\n';
+const lazyCrypto = {
+  name: 'lazy-node-crypto',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?crypto$/ }, (args) =>
+      args.namespace === 'lazy' ? { path: 'node:crypto', external: true } : { path: 'node:crypto', namespace: 'lazy' },
+    );
+    b.onLoad({ filter: /.*/, namespace: 'lazy' }, () => ({ contents: LAZY_CRYPTO, loader: 'js' }));
+  },
+};
+
+/**
  * The daemon's memory at idle (bench/live.mjs: target RSS <= 45 MiB; `node -e` alone idles at
  * about 41 MiB here, 34 of them the pages of the node binary it touched). Measured per change,
  * RSS: its bundle is minified (no renaming: stack traces keep their function names), -1.6 MiB:
  * V8 keeps a script's whole source in its heap, and one non-ASCII character in a comment of a
  * dependency (there were some) makes it two bytes a character: 1.26 MB before, 0.43 MB after.
- * node:crypto, which the D-Bus library imports for a cookie authentication the system bus never
- * uses and the daemon only to name a Persist run's unit, is loaded on first use (-0.3 to -0.5
- * MiB). Tried and not kept (no gain, or a loss): --max-semi-space-size=1 (+1 MiB),
- * --optimize-for-size (+1.5), --jitless (+0.5), --lite-mode, --max-lazy, --single-threaded,
- * --v8-pool-size=1 (within 0.3 MiB); the contract parsed at build time instead of by
- * fast-xml-parser at start (-0.3 MiB: not worth a second way to read it).
+ * node:crypto loaded on first use (above): -0.3 to -0.5 MiB. Tried and not kept (no gain, or a
+ * loss): --max-semi-space-size=1 (+1 MiB), --optimize-for-size (+1.5), --jitless (+0.5),
+ * --lite-mode, --max-lazy, --single-threaded, --v8-pool-size=1 (within 0.3 MiB); the contract
+ * parsed at build time instead of by fast-xml-parser at start (-0.3 MiB: not worth a second way
+ * to read it).
  */
-const LAZY_CRYPTO =
-  "let m; const c = () => (m ??= require('node:crypto'));\n" +
-  // What the bundle imports from it: a name not here fails the build.
-  'export const randomBytes = (...a) => c().randomBytes(...a);\n' +
-  'export const createHash = (...a) => c().createHash(...a);\n';
-const DAEMON = {
-  minifyWhitespace: true,
-  minifySyntax: true,
-  plugins: [
-    {
-      name: 'lazy-node-crypto',
-      setup(b) {
-        b.onResolve({ filter: /^(node:)?crypto$/ }, (args) =>
-          args.namespace === 'lazy' ? { path: 'node:crypto', external: true } : { path: 'node:crypto', namespace: 'lazy' },
-        );
-        b.onLoad({ filter: /.*/, namespace: 'lazy' }, () => ({ contents: LAZY_CRYPTO, loader: 'js' }));
-      },
-    },
-  ],
-};
+const DAEMON = { minifyWhitespace: true, minifySyntax: true };
 
 const programs = {
   'impermanence-generator': 'src/generator/main.ts',
@@ -85,6 +86,7 @@ await Promise.all(
       // Native: loaded from node_modules beside the bundle (packaging installs it there).
       external: ['unix-dgram'],
       write: !generator,
+      plugins: [lazyCrypto],
       ...(name === 'impermanenced' ? DAEMON : {}),
     });
     if (generator) writeGenerator(outfile, result.outputFiles[0].text);
