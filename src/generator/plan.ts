@@ -4,7 +4,7 @@ import { parentsOf } from '../config/paths';
 import { parentPerms, type Entry, type Perms, type ResolvedConfig } from '../config/resolve';
 import { escapePath, mountUnitName } from '../config/unit-name';
 import { flat } from '../shared/flat';
-import { tmpfilesPath, unitEnv, unitValue, unitWord } from './syntax';
+import { tmpfilesArgument, tmpfilesPath, unitEnv, unitValue, unitWord } from './syntax';
 
 /** Where the generator's output goes: files and symlinks, by path relative to the output folder. */
 export interface OutputSink {
@@ -161,7 +161,7 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
       plan.tmpfiles.set(entry.path, tmpfilesLine('f', entry.path, perms));
       mount(plan, entry);
     } else {
-      plan.tmpfiles.set(entry.path, flat(`L ${tmpfilesPath(entry.path)} - - - - ${entry.source.replace(/%/g, '%%')}\n`));
+      plan.tmpfiles.set(entry.path, flat(`L ${tmpfilesPath(entry.path)} - - - - ${tmpfilesArgument(entry.source)}\n`));
     }
   }
 

@@ -24,6 +24,16 @@ export function unitEnv(name: string, value: string): string {
   return '"' + text.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/%/g, '%%') + '"';
 }
 
+/**
+ * The argument field of a tmpfiles.d line: the rest of the line, C-unescaped, specifiers expanded
+ * (a symlink's target: left unescaped, "/srv/a\x41b" would link to "/srv/aAb", another entry's file).
+ * A path cannot end in white space (refused when the config is read), which the line would lose.
+ */
+export function tmpfilesArgument(text: string): string {
+  const escaped = text.includes('\\') ? text.replace(/\\/g, '\\\\') : text;
+  return escaped.includes('%') ? escaped.replace(/%/g, '%%') : escaped;
+}
+
 /** The path field of a tmpfiles.d line (C-unescaped, specifiers expanded). */
 export function tmpfilesPath(path: string): string {
   const escaped = path.includes('%') ? path.replace(/%/g, '%%') : path;

@@ -253,6 +253,18 @@ describe('the generated tmpfiles rules, applied by the real systemd-tmpfiles', (
     expect(apply().code).toBe(0);
     expect(owner('/persistent/var/log')).toBe('0:0 750');
   });
+
+  it('link each symlinked file to its own source, whatever backslashes and "%" its name holds', () => {
+    // systemd-tmpfiles C-unescapes a line's argument: written as is, the link for "/srv/a\x41b"
+    // would point at /srv/aAb's file in storage, and writes through it would replace that one.
+    const names = ['/srv/aAb', '/srv/a\\x41b', '/srv/back\\slash', '/srv/per%cent', '/srv/tab\\t'];
+    const root = tempDir();
+    const config = tree({ 'a.toml': `[persistence."/persistent"]\nfiles = [${names.map((n) => `{ file = ${JSON.stringify(n)}, method = "symlink" }`).join(', ')}]\n` });
+    const out = join(tempDir(), 'out');
+    expect(ctl('generate', '--config', config, '--root', root, '--out', out).code).toBe(0);
+    expect(run('systemd-tmpfiles', ['--create', `--root=${root}`, join(out, 'impermanence/persistent.conf')])).toMatchObject({ code: 0, stderr: '' });
+    for (const n of names) expect(readlinkSync(join(root, n))).toBe(`/persistent${n}`);
+  });
 });
 
 describe('impermanencectl', () => {
