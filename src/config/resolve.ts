@@ -30,7 +30,7 @@ export interface Entry {
   method?: 'auto' | 'symlink';
   /** The immediate parent's owner and mode, when declared with `parentDirectory`. */
   parentDirectory?: { path: string; perms: Perms };
-  /** For a user's entry: the home, whose inside belongs to the user (see parentPerms). */
+  /** The declared home the entry is in (a user's entry, or any other inside it): folders made inside it belong to that user (see parentPerms). */
   home?: HomeOwner;
   hideMount: boolean;
   allowTrash: boolean;
@@ -93,6 +93,7 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, pres
   interface StorageState { path: string; origin: Origin; enable?: [boolean, Origin]; hideMounts?: [boolean, Origin]; allowTrash?: [boolean, Origin]; mountOptions?: [string[], Origin] }
   const storages = new Map<string, StorageState>();
   const homes = new Map<string, [string, Origin]>();
+  const homeOwners = new Map<string, HomeOwner>();
   const declared: Array<{ decl: StorageDecl; storage: string; file: string; key: string }> = [];
   const driftIgnore: string[] = [];
 
@@ -171,6 +172,7 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, pres
       }
       homes.set(name, [home, origin]);
       const owner: HomeOwner = { name, group: users.primaryGroup(record), home };
+      homeOwners.set(name, owner);
       userDecl.directories?.forEach((d, i) => push(directoryEntry(context, d, `${origin.entry}.directories[${i}]`, owner)));
       userDecl.files?.forEach((f, i) => push(fileEntry(context, f, `${origin.entry}.files[${i}]`, owner)));
       if (userDecl.include) includes.push({ context, at: origin.entry, names: userDecl.include, owner });
@@ -212,6 +214,18 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, pres
 
   function push(entry: Entry | undefined) {
     if (entry) entries.push(entry);
+  }
+
+  // An entry declared outside users.<name> but inside a declared home: the folders made on its way
+  // inside that home belong to the user too, whichever entry comes first (else the home itself
+  // could be made root:root 0755 first, and its user could not write in it). The deepest home wins.
+  if (homeOwners.size) {
+    const owners = [...homeOwners.values()].sort((a, b) => b.home.length - a.home.length);
+    for (const e of entries) {
+      if (e.home) continue;
+      const h = owners.find((o) => isInside(e.path, o.home));
+      if (h) e.home = h;
+    }
   }
 
   checkOverlaps(entries, [...storages.values()].filter((s) => !s.enable || s.enable[0]), fail);

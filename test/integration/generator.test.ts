@@ -254,6 +254,26 @@ describe('the generated tmpfiles rules, applied by the real systemd-tmpfiles', (
     expect(owner('/persistent/var/log')).toBe('0:0 750');
   });
 
+  it('make the folders inside a declared home its user\'s, also on the way to an entry declared outside users.<name>', () => {
+    // The system-level entry comes first: the folders it makes on its way are the home's.
+    const root = rootWithUsers();
+    const config = tree({
+      'a.toml': '[persistence."/persistent"]\ndirectories = ["/home/bird/.local/share/flatpak-system"]\n[persistence."/persistent".users.bird]\ndirectories = ["Documents"]\n',
+    });
+    const out = join(tempDir(), 'out');
+    expect(ctl('generate', '--config', config, '--root', root, '--out', out).code).toBe(0);
+    expect(run('systemd-tmpfiles', ['--create', `--root=${root}`, join(out, 'impermanence/persistent.conf')])).toMatchObject({ code: 0, stderr: '' });
+    const owner = (p: string) => {
+      const st = statSync(join(root, p));
+      return `${st.uid}:${st.gid} ${(st.mode & 0o7777).toString(8)}`;
+    };
+    for (const p of ['/home/bird', '/home/bird/.local', '/home/bird/.local/share']) {
+      expect(owner(p)).toBe('1000:1000 700');
+      expect(owner(`/persistent${p}`)).toBe('1000:1000 700');
+    }
+    expect(owner('/home/bird/.local/share/flatpak-system')).toBe('0:0 755'); // as declared: a system entry
+  });
+
   it('link each symlinked file to its own source, whatever backslashes and "%" its name holds', () => {
     // systemd-tmpfiles C-unescapes a line's argument: written as is, the link for "/srv/a\x41b"
     // would point at /srv/aAb's file in storage, and writes through it would replace that one.
