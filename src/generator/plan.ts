@@ -75,8 +75,9 @@ const DOCS = 'Documentation=file:/usr/share/doc/impermanence/README.md\n';
  * through `opts`. The output is deterministic: the same config and storage give the same bytes.
  *
  * - per storage root, `impermanence-prepare@<storage>.service` (impermanence-prepare) once the
- *   storage is mounted: it refuses a storage root that is not a mounted filesystem of its own
- *   (a folder on the wiped root would lose everything silently), runs systemd-tmpfiles on the
+ *   storage is mounted, and whatever is mounted on the folders holding its paths (a drop-in): it
+ *   refuses a storage root that is not a mounted filesystem of its own (a folder on the wiped
+ *   root would lose everything silently), runs systemd-tmpfiles on the
  *   storage root's rules (storage sources, mount points and parents created with their declared
  *   owner and mode *only when created*, symlinks with `L`, which never replaces a file), and
  *   adopts into storage what the root holds and storage lacks;
@@ -86,8 +87,8 @@ const DOCS = 'Documentation=file:/usr/share/doc/impermanence/README.md\n';
  */
 export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: OutputSink): ConfigError[] {
   // Per storage root: tmpfiles.d lines by path (a default parent's line gives way to a declared
-  // one for the same path), parents already added, and the bind mounts.
-  interface StoragePlan { tmpfiles: Map<string, string>; defaulted: Set<string>; parentsDone: Set<string>; mounts: Entry[] }
+  // one for the same path), parents already added, the folders holding its entries, and the bind mounts.
+  interface StoragePlan { tmpfiles: Map<string, string>; defaulted: Set<string>; parentsDone: Set<string>; folders: Set<string>; mounts: Entry[] }
   const plans = new Map<string, StoragePlan>();
   const mounts: Array<{ name: string; entry: Entry }> = [];
   const unsafe: ConfigError[] = [];
@@ -132,11 +133,12 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
       continue;
     }
     let plan = plans.get(entry.storage);
-    if (!plan) plans.set(entry.storage, (plan = { tmpfiles: new Map(), defaulted: new Set(), parentsDone: new Set(), mounts: [] }));
+    if (!plan) plans.set(entry.storage, (plan = { tmpfiles: new Map(), defaulted: new Set(), parentsDone: new Set(), folders: new Set(), mounts: [] }));
     const done = plan.parentsDone;
     // Parents shared by many entries are handled once; a parent is only ever marked done with
     // all of its own parents, so a done immediate parent means nothing is left to do.
     const immediate = entry.path.slice(0, entry.path.lastIndexOf('/'));
+    if (immediate) plan.folders.add(immediate);
     if (entry.parentDirectory || !done.has(immediate)) {
       for (const dir of parentsOf(entry.path)) {
         const explicit = dir === entry.parentDirectory?.path;
@@ -181,6 +183,15 @@ export function planUnits(config: ResolvedConfig, opts: PlanOptions, out: Output
       mounts: plan.mounts.map(({ kind, path, source }) => ({ kind, path, source })),
     };
     out.file(`${PLANS}/${name}.json`, JSON.stringify(prepare, null, 1) + '\n');
+    // Prepare makes folders on the way to each path and adopts what the root holds there: only
+    // once what is mounted on those folders is (a /home or /var of its own, mounted after the
+    // storage), never on the root below it, hidden by that mount a moment later.
+    if (plan.folders.size) {
+      out.file(
+        `${prepareUnitName(storage)}.d/50-folders.conf`,
+        HEADER + '[Unit]\n' + [...plan.folders].sort().map((f) => `RequiresMountsFor=${unitWord(f)}\n`).join(''),
+      );
+    }
   }
   out.file(
     PREPARE_TEMPLATE,

@@ -213,3 +213,28 @@ describe('files symlinked into storage', () => {
     await c.stop();
   });
 });
+
+describe('a /home of its own, mounted after the storage', () => {
+  it('is prepared once it is mounted, not on the root below it: the home is its user\'s, and every path is mounted', async () => {
+    // /home on a disk that shows up two seconds after the storage (which the initrd mounts).
+    const storage = path.join(tmp, 'home-storage');
+    fs.mkdirSync(path.join(storage, 'home/bird/Documents'), { recursive: true });
+    fs.writeFileSync(path.join(storage, 'home/bird/Documents/keep.txt'), 'persisted\n');
+    fs.writeFileSync(path.join(storage, 'home/bird/.profile-kept'), 'persisted file\n');
+    const c = await boot('latehome', {
+      storage,
+      setup: (root) => {
+        shipConfig(root, '[persistence."/persistent".users.bird]\ndirectories = ["Documents"]\nfiles = [".profile-kept"]\n');
+        fs.appendFileSync(path.join(root, 'etc/fstab'), 'tmpfs /home tmpfs mode=0755 0 0\n');
+        fs.writeFileSync(path.join(root, 'etc/systemd/system/slow-disk.service'), '[Unit]\nDefaultDependencies=no\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sleep 2\n');
+        fs.mkdirSync(path.join(root, 'etc/systemd/system/home.mount.d'), { recursive: true });
+        fs.writeFileSync(path.join(root, 'etc/systemd/system/home.mount.d/slow.conf'), '[Unit]\nRequires=slow-disk.service\nAfter=slow-disk.service\n');
+      },
+    });
+    expect(await sh(c, 'systemctl --failed --no-legend --plain')).toBe('');
+    expect(await sh(c, 'stat -c "%U %a" /home/bird')).toBe('bird 700\n');
+    expect(await sh(c, 'cat /home/bird/Documents/keep.txt /home/bird/.profile-kept')).toBe('persisted\npersisted file\n');
+    expect((await sh(c, 'findmnt -n -o TARGET /home/bird/.profile-kept')).trim()).toBe('/home/bird/.profile-kept');
+    await c.stop();
+  });
+});
