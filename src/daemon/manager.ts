@@ -66,14 +66,19 @@ export const MAX_QUEUED_SCANS_PER_USER = 4;
 interface ScanRequest {
   since: number;
   publish: boolean;
-  /** The bus name that asked (may cancel it), and its user (0: root, or the daemon itself). */
-  owner: string;
+  /** The user who asked first (0: root, or the daemon itself): the queue it waits in. */
   uid: number;
+  /** Who waits for it: the first to ask, then each who asked for the same scan meanwhile. */
+  callers: ScanCaller[];
+  controller: AbortController;
+}
+
+/** One who asked for a scan: a bus name, which may cancel what it asked for (only that). */
+interface ScanCaller {
+  owner: string;
   onProgress?: (scanned: number) => void;
-  promise: Promise<DriftReport>;
   resolve: (report: DriftReport) => void;
   reject: (err: Error) => void;
-  controller: AbortController;
 }
 
 /**
@@ -229,27 +234,25 @@ export class Manager extends EventEmitter<ManagerEvents> {
    * running and MAX_QUEUED_SCANS_PER_USER waiting (more: ScanBusy), so no user can make root wait
    * for more than the one scan running. `publish`: the report becomes the current drift
    * (GetDrift, DriftCount, the 'drift' event and a journal entry per new item); for other callers
-   * the report is only returned. `owner` (a bus name) may cancel the scan it asked for.
+   * the report is only returned. `owner` (a bus name) may cancel what it asked for: the scan
+   * stops when no one waits for it any more.
    */
   scan(since: number | undefined, owner: string, publish = true, onProgress?: (scanned: number) => void, uid = 0): Promise<DriftReport> {
     const when = since ?? bootTime();
     const same = (r: ScanRequest) => r.since === when && r.publish === publish;
-    if (this.running && same(this.running)) return this.running.promise;
+    const join = (r: ScanRequest) => new Promise<DriftReport>((resolve, reject) => r.callers.push({ owner, onProgress, resolve, reject }));
+    if (this.running && same(this.running)) return join(this.running);
     const joined = this.waiting.find(same);
-    if (joined) return joined.promise;
+    if (joined) return join(joined);
     if (uid !== 0) {
       const queued = this.waiting.filter((r) => r.uid === uid).length;
       if (queued >= MAX_QUEUED_SCANS_PER_USER) {
         return Promise.reject(new ScanBusy(`uid ${uid} already has ${queued} scans waiting (at most ${MAX_QUEUED_SCANS_PER_USER}); try again when one is done`));
       }
     }
-    let resolve!: (report: DriftReport) => void;
-    let reject!: (err: Error) => void;
-    const promise = new Promise<DriftReport>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    this.waiting.push({ since: when, publish, owner, uid, onProgress, promise, resolve, reject, controller: new AbortController() });
+    const request: ScanRequest = { since: when, publish, uid, callers: [], controller: new AbortController() };
+    const promise = join(request);
+    this.waiting.push(request);
     this.nextScan();
     return promise;
   }
@@ -303,7 +306,10 @@ export class Manager extends EventEmitter<ManagerEvents> {
     // Users with nothing waiting any more need no turn kept.
     for (const u of this.lastTurn.keys()) if (u !== request.uid && !this.waiting.some((r) => r.uid === u)) this.lastTurn.delete(u);
     this.running = request;
-    this.runScan(request).then(request.resolve, request.reject).finally(() => {
+    this.runScan(request).then(
+      (report) => request.callers.forEach((c) => c.resolve(report)),
+      (err: Error) => request.callers.forEach((c) => c.reject(err)),
+    ).finally(() => {
       if (this.running === request) this.running = undefined;
       const again = this.rescanAfter;
       this.rescanAfter = undefined;
@@ -313,7 +319,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
   }
 
   private async runScan(request: ScanRequest): Promise<DriftReport> {
-    const { controller, publish, onProgress } = request;
+    const { controller, publish } = request;
     if (publish) this.live.scanStarted();
     const started = performance.now();
     let report = await scanDrift({
@@ -328,7 +334,7 @@ export class Manager extends EventEmitter<ManagerEvents> {
       walker: this.opts.walker,
       signal: controller.signal,
       onProgress: (n) => {
-        onProgress?.(n);
+        for (const c of request.callers) c.onProgress?.(n);
         this.emit('progress', n);
       },
     }).catch((err: Error) => {
@@ -358,16 +364,26 @@ export class Manager extends EventEmitter<ManagerEvents> {
     return this.firstLook;
   }
 
-  /** Cancels the scans `owner` asked for, waiting or running (`all`, for root: also the running one, whoever asked). */
+  /**
+   * Cancels what `owner` asked for, waiting or running: its calls get ScanCancelled, and a scan
+   * no one else waits for stops (`all`, for root: the running one stops, whoever asked for it).
+   */
   cancelScan(owner: string, all: boolean): boolean {
     let cancelled = false;
-    for (let i = this.waiting.length - 1; i >= 0; i--) {
-      if (this.waiting[i]!.owner !== owner) continue;
-      this.waiting.splice(i, 1)[0]!.reject(new ScanCancelled('the scan was cancelled'));
-      cancelled = true;
-    }
-    if (this.running && (all || this.running.owner === owner)) {
-      this.running.controller.abort();
+    /** Rejects owner's calls on r; whether anyone still waits for r. */
+    const drop = (r: ScanRequest) => {
+      const mine = r.callers.filter((c) => c.owner === owner);
+      if (mine.length) {
+        cancelled = true;
+        r.callers = r.callers.filter((c) => c.owner !== owner);
+        for (const c of mine) c.reject(new ScanCancelled('the scan was cancelled'));
+      }
+      return r.callers.length > 0;
+    };
+    for (let i = this.waiting.length - 1; i >= 0; i--) if (!drop(this.waiting[i]!)) this.waiting.splice(i, 1);
+    const running = this.running;
+    if (running && ((running.callers.length && !drop(running)) || all)) {
+      running.controller.abort();
       cancelled = true;
     }
     return cancelled;

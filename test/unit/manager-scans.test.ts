@@ -5,8 +5,8 @@ import type { DriftReport } from '../../src/drift/report';
 import { tree } from '../helpers';
 
 /**
- * Live drift that lost events (a kernel queue overflowed) asks the manager for a full scan. The
- * live watch is a stand-in here: a queue overflow at the exact moment a scan runs cannot be
+ * The manager's scans: who waits for which, who may cancel what, and the full scan that live
+ * drift asks for when it lost events (a kernel queue overflowed). The live watch is a stand-in here: a queue overflow at the exact moment a scan runs cannot be
  * staged with the real watcher (bench/dos.mjs shows it with a million files: 40% were never
  * counted before this). The manager, its scans and the walk of the root are real.
  */
@@ -62,5 +62,37 @@ describe('a live rescan (events were lost)', () => {
     expect(await until(() => live.scansStarted === 2)).toBe(true);
     await new Promise((r) => setTimeout(r, 200));
     expect(live.scansStarted).toBe(2);
+  });
+});
+
+describe('cancelling a scan that others joined', () => {
+  it('cancels only the calls of whoever cancels; the scan goes on for the others, and stops when no one waits', async () => {
+    const { manager, live } = await managerOver(tree({ 'var/lib/a/f': 'x' }));
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    // The first scan is held at its start, so that the others queue behind it.
+    live.fromScan = async (report) => {
+      await held;
+      return report;
+    };
+    const first = manager.scan(0, ':1.1', true, undefined, 1000);
+    expect(await until(() => live.scansStarted === 1)).toBe(true);
+    // Two callers ask for the same waiting scan; the first of them cancels.
+    const a = manager.scan(5, ':1.2', false, undefined, 1001);
+    const b = manager.scan(5, ':1.3', false, undefined, 1002);
+    expect(manager.cancelScan(':1.2', false)).toBe(true);
+    await expect(a).rejects.toThrow('the scan was cancelled');
+    // A caller who joined the running scan cancels: the one who asked first still gets the report.
+    const joiner = manager.scan(0, ':1.4', true, undefined, 1003);
+    expect(manager.cancelScan(':1.4', false)).toBe(true);
+    await expect(joiner).rejects.toThrow('the scan was cancelled');
+    release();
+    await expect(first).resolves.toMatchObject({ since: 0 });
+    await expect(b).resolves.toMatchObject({ since: 5 });
+    // Alone on a scan, cancelling stops it.
+    const alone = manager.scan(7, ':1.5', false, undefined, 1004);
+    expect(manager.cancelScan(':1.5', false)).toBe(true);
+    await expect(alone).rejects.toThrow('the scan was cancelled');
+    expect(manager.cancelScan(':1.5', false)).toBe(false);
   });
 });
