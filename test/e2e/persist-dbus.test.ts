@@ -58,6 +58,7 @@ describe('Persist over D-Bus', () => {
     expect(await sh('systemctl --failed --no-legend --plain')).toBe('');
     expect(await sh("systemctl list-units --all --no-legend --plain 'impermanence-persist-*' | wc -l")).toBe('0\n');
     expect(await sh('ls -A /run/impermanenced')).toBe('');
+    expect(await sh('stat -c %a /run/impermanenced')).toBe('700\n'); // the runs' output is root's alone
     const list = JSON.parse(await sh('impermanencectl list --json')).entries as Array<{ path: string; state: string }>;
     expect(list.find((e) => e.path === '/srv/viabus')?.state).toBe('mounted');
 
