@@ -1,7 +1,7 @@
 import { DBusError, Message, MessageType, sessionBus, systemBus, Variant, type MessageBus } from '@jellybrick/dbus-next';
 import { BusError, NO_OWNER, Unreachable } from './errors';
-import { addMatch } from './freedesktop';
-import { ALLOW_INTERACTIVE_AUTHORIZATION, BUS_NAME, MANAGER_PATH, MANAGER_SIGNALS_MATCH } from './names';
+import { addMatch, nameOwner } from './freedesktop';
+import { ALLOW_INTERACTIVE_AUTHORIZATION, BUS_NAME, DBUS, MANAGER_PATH, MANAGER_SIGNALS_MATCH, nameOwnerMatch } from './names';
 
 /** Client helpers for impermanenced: impermanencectl's and impermanence-notify's calls. */
 
@@ -67,10 +67,19 @@ export function plain(value: unknown): unknown {
   return value;
 }
 
-/** Subscribes to the daemon's signals; calls `onSignal` for each. */
+/**
+ * Subscribes to the daemon's signals; calls `onSignal` for each. Only those the daemon sent: a
+ * signal sent to this connection by name reaches it whatever the match rules, from anyone, so
+ * the sender must be the unique name owning BUS_NAME (followed across restarts of the daemon).
+ */
 export async function subscribe(bus: MessageBus, onSignal: (msg: Message) => void): Promise<void> {
+  await addMatch(bus, nameOwnerMatch(BUS_NAME));
   await addMatch(bus, MANAGER_SIGNALS_MATCH);
+  let owner = '';
   bus.on('message', (msg: Message) => {
-    if (msg.type === MessageType.SIGNAL && msg.path?.startsWith(MANAGER_PATH)) onSignal(msg);
+    if (msg.type !== MessageType.SIGNAL) return;
+    if (msg.sender === DBUS.destination && msg.member === 'NameOwnerChanged' && msg.body[0] === BUS_NAME) owner = String(msg.body[2] ?? '');
+    else if (msg.sender === owner && owner && msg.path?.startsWith(MANAGER_PATH)) onSignal(msg);
   });
+  owner ||= await nameOwner(bus, BUS_NAME);
 }

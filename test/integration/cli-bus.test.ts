@@ -72,6 +72,13 @@ describe('impermanencectl on the bus', () => {
     const text = ctlOnBus(bus, ['monitor'], { timeoutMs: 9000 });
     const json = ctlOnBus(bus, ['monitor', '--json'], { timeoutMs: 9000 });
     await new Promise((r) => setTimeout(r, 2500)); // time to start and subscribe, on a loaded machine too
+    // Anyone may send a signal to a connection by its unique name, past every match rule: one
+    // that is not the daemon's is not printed.
+    const names = (await runOnBus(bus, ['busctl', '--system', 'list', '--unique', '--no-legend'])).stdout.split('\n').map((l) => l.split(/\s+/)[0]!).filter((n) => n.startsWith(':'));
+    for (const n of names) {
+      const spoof = ['busctl', '--system', 'emit', `--destination=${n}`, '/org/impermanence/Manager', 'org.impermanence.Manager', 'DriftAppeared', 'a(sssutss)', '1', 'ephemeral', '/spoofed', 'forged', '1', '1', 'x', 'y'];
+      expect((await runOnBus(bus, spoof)).code).toBe(0);
+    }
     const umount = await runOnBus(bus, ['nsenter', '-t', String(daemon.pid), '-m', 'umount', join(root, 'var/log')]);
     expect(umount.code).toBe(0);
     // Scan so that the drift (and its signals) follows at once, whatever the daemon's own pace.
@@ -83,6 +90,8 @@ describe('impermanencectl on the bus', () => {
     expect(first).toBe('Monitoring impermanenced (org.impermanence.Manager); interrupt to stop.');
     const lines = rest.join('\n');
     expect(lines).toMatch(/^\d\d:\d\d:\d\d \/var\/log: unmounted: not mounted from \/persistent\/var\/log/m);
+    expect(lines).not.toContain('/spoofed');
+    expect(events).not.toContainEqual(expect.objectContaining({ items: expect.arrayContaining([expect.objectContaining({ path: '/spoofed' })]) }));
     expect(lines).not.toMatch(/org\.impermanence|org\.freedesktop/); // no raw D-Bus names…
     expect(lines).not.toMatch(/[[{]"/); // …nor bodies
   });
