@@ -40,8 +40,12 @@ export class PersistRunner {
   private watching: Promise<void> | undefined;
   /** systemd's unique name: only its JobRemoved are believed (anyone may send a signal). */
   private systemd = '';
-  /** Job results seen, by job path, for jobs being waited on (a signal may beat the reply). */
+  /**
+   * Job results seen while a StartTransientUnit reply is awaited (its job's signal may beat the
+   * reply), by job path: the newest 64, as every job of systemd's is seen here.
+   */
   private readonly results = new Map<string, string>();
+  private starting = 0;
   private readonly waiters = new Map<string, (result: string) => void>();
 
   constructor(
@@ -62,9 +66,15 @@ export class PersistRunner {
       ['StandardError', new Variant('s', 'inherit')],
       ['CollectMode', new Variant('s', 'inactive-or-failed')],
     ];
-    const reply = await this.bus.call(
-      new Message({ ...SYSTEMD, member: 'StartTransientUnit', signature: 'ssa(sv)a(sa(sv))', body: [name, 'fail', properties, []] }),
-    );
+    this.starting++;
+    let reply;
+    try {
+      reply = await this.bus.call(
+        new Message({ ...SYSTEMD, member: 'StartTransientUnit', signature: 'ssa(sv)a(sa(sv))', body: [name, 'fail', properties, []] }),
+      );
+    } finally {
+      this.starting--;
+    }
     if (reply?.type === MessageType.ERROR) throw new Error(`systemd refused to start ${name}: ${String(reply.body[0] ?? reply.errorName)}`);
     const job = String(reply?.body[0] ?? '');
     if (reply?.sender && reply.sender !== this.systemd) this.systemd = reply.sender; // systemd restarted (daemon-reexec)
@@ -111,8 +121,12 @@ export class PersistRunner {
     if (waiter) {
       this.waiters.delete(job);
       waiter(result);
-    } else if (this.results.size < 64) {
-      this.results.set(job, result); // a job of ours whose StartTransientUnit reply is still coming
+    } else if (this.starting > 0) {
+      // Maybe a job of ours whose StartTransientUnit reply is still coming. Only while a reply is
+      // awaited, the oldest dropped first: else other jobs' results would fill it, and a result
+      // that came early would be lost, its call never answered.
+      if (this.results.size >= 64) this.results.delete(this.results.keys().next().value!);
+      this.results.set(job, result);
     }
   };
 
