@@ -13,14 +13,20 @@
 # btrfs, with the filesystem's top level mounted on a private folder:
 #   1. refuse, without touching anything, when: a hibernation image is waiting (a resume=
 #      device or any swap holds a suspend signature: wiping under a hibernated kernel corrupts
-#      the filesystem, impermanence #250); the device is missing or not btrfs; the kernel boots
-#      another subvolume than the one configured; the pristine is missing; a declared storage
-#      root has content inside the root subvolume (the wipe would take it away).
-#   2. write OLD_ROOTS/.wipe-in-progress (the journal), then move the root to OLD_ROOTS/<UTC time>
-#      (a rename: atomic). A root never written since the last wipe made it is deleted instead.
-#   3. snapshot the pristine (or create an empty subvolume) as ROOT.new, rename it to ROOT,
-#      remove the journal. At the next boot, a missing root with the journal present means
-#      "power cut during a wipe: make the root again"; without the journal it is an error.
+#      the filesystem, impermanence #250); there is no btrfs command; the device is missing or
+#      not btrfs; the kernel boots another subvolume than the one configured; the pristine is
+#      missing; a declared storage root has content inside the root subvolume (the wipe would
+#      take it away).
+#   2. delete a leftover ROOT.new (a wipe cut short), then snapshot the pristine (or create an
+#      empty subvolume) as ROOT.new, while the root is still in place: a refusal up to here
+#      leaves the root as it was, and the boot goes on with it.
+#   3. write OLD_ROOTS/.wipe-in-progress (the journal), move the root to OLD_ROOTS/<UTC time>,
+#      rename ROOT.new to ROOT (renames: atomic), remove the journal. If that last rename fails,
+#      the root is moved back; only if that fails too is there no root, and the refusal says so
+#      and how to put it back from a rescue shell. At the next boot, a missing root with the
+#      journal present means "power cut during a wipe: make the root again"; without the journal
+#      it is an error. A root never written since the last wipe made it is deleted, once the
+#      fresh root is in place, instead of kept.
 #   4. delete old roots older than keep.days or beyond the keep.count newest: nested subvolumes
 #      first (deepest first, found by btrfs's own list, so never outside that old root's tree).
 #      Deleting only unlinks them (no --commit-after): btrfs's cleaner frees their blocks later,
@@ -31,12 +37,15 @@
 # none goes to btrfs's log tree; they all join the running transaction, and btrfs commits
 # transactions whole and in order. After a power cut the filesystem is as of the last committed
 # transaction: the steps above up to some point, in order, never a later one without an earlier
-# one. The script resumes from each such point: nothing done (the next boot wipes); the journal
-# alone (the root is there: wipe as usual); the root moved (the journal says make it again); a
-# leftover ROOT.new (deleted, made again); the fresh root renamed with the journal still there (the
-# root is there and unused: deleted as such, made again); some old roots expired (the rest
-# expire at the next boot). A kept old root is only ever renamed into OLD_ROOTS or deleted by the
-# retention rules, so no point loses one. What the booted system writes afterwards joins later
+# one. The script resumes from each such point: nothing done, or a leftover ROOT.new deleted (the
+# next boot wipes); a fresh ROOT.new, with or without the journal (the root is there: the leftover
+# is deleted and made again, the journal written again); the root moved (the journal says make it
+# again: ROOT.new is deleted and made again); the fresh root renamed with the journal still there
+# (the root is there and unused: moved, deleted as such, made again); the unused old root deleted
+# or the journal removed (a wipe done); some old roots expired (the rest expire at the next boot).
+# The same holds when the root is moved back after a failed rename: the root is there again. A
+# kept old root is only ever renamed into OLD_ROOTS or deleted by the retention rules, so no point
+# loses one. What the booted system writes afterwards joins later
 # transactions, so it is never on disk without the wipe before it. Two commits happen anyway: a
 # snapshot is made by a transaction commit (the ioctl waits for it), and unmounting the top level,
 # the only mount of the filesystem in the initrd, commits before the root is mounted (if that
@@ -45,7 +54,9 @@
 # between the steps would add a commit (a disk flush) each and make nothing safer; the journal's
 # content (the old root's name) may be lost in a cut, its presence is what counts.
 # A refusal leaves /run/impermanence/wipe-failed (shown after boot by the failed unit
-# impermanence-wipe-check.service) and exits 1; the boot goes on, unwiped.
+# impermanence-wipe-check.service) and exits 1; the boot goes on, unwiped. Only when the root was
+# moved and can be neither replaced nor moved back is there no root to boot: the refusal says
+# "THERE IS NO ROOT" and the commands that put it back.
 # Speed: the wipe is on every boot's path, and starting a process costs milliseconds in an initrd
 # (more under emulation), so shell builtins do what they can: helpers set a variable rather than
 # print into $(…) (a subshell is a process), the kernel command line is read once, one `date`
@@ -74,12 +85,24 @@ cleanup() {
   rmdir "$TOP" 2>/dev/null
   :
 }
+# rescue: set (by put_back) once the root is not in place: there is none to boot, and what to do.
+rescue=
 refuse() {
   say "NOT WIPING: $*"
-  say "the root was not wiped; the boot goes on with it as it is"
-  status wipe-failed "$*"
+  if [ -z "$rescue" ]; then
+    say "the root was not wiped; the boot goes on with it as it is"
+    status wipe-failed "$*"
+  else
+    say "THERE IS NO ROOT to boot on ${dev:-$WIPE_DEVICE}: $rescue"
+    status wipe-failed "$*; THERE IS NO ROOT to boot: $rescue"
+  fi
   cleanup
   exit 1
+}
+# put_back OLD_ROOT OR: sets rescue, for a root that is not in place: mounting it will fail; from
+# a rescue shell, the commands that make OLD_ROOTS/OLD_ROOT the root again; OR another way.
+put_back() {
+  rescue="mounting $WIPE_SUBVOLUME will fail. Put the old root back from a rescue shell: mkdir -p /mnt && mount -t btrfs -o subvolid=5 $dev /mnt && mv /mnt/$WIPE_OLD_ROOTS/$1 /mnt/$WIPE_SUBVOLUME && umount /mnt; $2"
 }
 skip() {
   say "not wiping: $*"
@@ -211,6 +234,8 @@ has_nested() {
 wipe_btrfs() {
   : "${WIPE_DEVICE:?}" "${WIPE_SUBVOLUME:?}" "${WIPE_FROM:=empty}" "${WIPE_OLD_ROOTS:=old_roots}"
   : "${WIPE_KEEP_DAYS:=30}" "${WIPE_KEEP_COUNT:=0}" "${WIPE_TIMEOUT:=30}" "${WIPE_STORAGES:=}"
+  # Without it the wipe could move the root and not make another: refuse before touching anything.
+  command -v btrfs >/dev/null 2>&1 || refuse "no btrfs command in the initrd (install btrfs-progs and rebuild the initrd)"
   cmdline rootflags; flags=$v
   booted=
   old_ifs=$IFS; IFS=,; set -f
@@ -270,15 +295,16 @@ DATES
     name=$(date -u +%Y-%m-%d_%H%M%S)
     [ "$WIPE_KEEP_DAYS" -le 0 ] || cutoff=$(date -u -d "@$(($(date -u +%s) - WIPE_KEEP_DAYS * 86400))" +%Y%m%d%H%M%S) || refuse "date cannot compute $WIPE_KEEP_DAYS days ago"
   fi
+  # present: the root is in place (moved back if the wipe cannot finish). unused: it was never
+  # written since the last wipe made it.
+  present='' unused=''
   if [ -e "$root" ] || [ -L "$root" ]; then
     probed_subvolume "$root" || refuse "$WIPE_SUBVOLUME on $WIPE_DEVICE is not a subvolume"
     # Storage on the root itself would be wiped with it.
     check_storages "$root" "the root subvolume $WIPE_SUBVOLUME" wiped "filesystem or subvolume"
+    present=yes
     n=0; base=$name
-    while [ -e "$old/$name" ]; do n=$((n + 1)); name=$base.$n; done
-    # No sync before the move: the journal's creation is in the same transaction as the move or
-    # an earlier one (see "A power cut" above).
-    printf '%s\n' "$name" > "$journal" || refuse "cannot write $WIPE_OLD_ROOTS/.wipe-in-progress"
+    while [ -e "$old/$name" ] || [ -L "$old/$name" ]; do n=$((n + 1)); name=$base.$n; done
     gen=''; ogen=''
     while IFS= read -r l; do
       case $l in
@@ -288,21 +314,21 @@ DATES
     done <<SHOW
 $(btrfs subvolume show "$root" 2>/dev/null)
 SHOW
-    say "WIPE-STEP-MOVE $WIPE_SUBVOLUME -> $WIPE_OLD_ROOTS/$name"
-    if [ -n "$gen" ] && [ "$gen" = "$ogen" ] && ! has_nested "$WIPE_SUBVOLUME"; then
-      # Made by the last wipe and never written since (that boot stopped before the root was used).
-      btrfs subvolume delete "$root" >/dev/null || refuse "cannot delete the unused root $WIPE_SUBVOLUME"
-      say "the root was never written since the last wipe: deleted, not kept"
-    else
-      mv "$root" "$old/$name" || refuse "cannot move $WIPE_SUBVOLUME to $WIPE_OLD_ROOTS/$name"
-    fi
+    if [ -n "$gen" ] && [ "$gen" = "$ogen" ] && ! has_nested "$WIPE_SUBVOLUME"; then unused=yes; fi
   elif [ -e "$journal" ]; then
-    say "the root subvolume is missing and a wipe was in progress ($(cat "$journal" 2>/dev/null)): making it again"
+    j=; { read -r j < "$journal"; } 2>/dev/null
+    say "the root subvolume is missing and a wipe was in progress ($j): making it again"
+    put_back "${j:-<the newest old root>}" "or make a fresh one: btrfs subvolume snapshot /mnt/$WIPE_FROM /mnt/$WIPE_SUBVOLUME"
   else
+    put_back "<the newest old root>" "or make a fresh one: btrfs subvolume snapshot /mnt/$WIPE_FROM /mnt/$WIPE_SUBVOLUME"
     refuse "the root subvolume $WIPE_SUBVOLUME is missing on $WIPE_DEVICE"
   fi
 
-  if [ -e "$root.new" ]; then delete_tree "$WIPE_SUBVOLUME.new" || refuse "cannot delete the leftover $WIPE_SUBVOLUME.new"; fi
+  # The fresh root first, while the root is still in place: up to the move, a refusal leaves the
+  # root as it was. A leftover ROOT.new is a wipe's that was cut short (see "A power cut" above).
+  if [ -e "$root.new" ] || [ -L "$root.new" ]; then
+    delete_tree "$WIPE_SUBVOLUME.new" || refuse "cannot delete the leftover $WIPE_SUBVOLUME.new (if it is not a subvolume, the wipe did not make it: move it away)"
+  fi
   say "WIPE-STEP-CREATE $WIPE_SUBVOLUME from $WIPE_FROM"
   if [ "$WIPE_FROM" = empty ]; then
     btrfs subvolume create "$root.new" >/dev/null || refuse "cannot create $WIPE_SUBVOLUME.new"
@@ -310,7 +336,33 @@ SHOW
     # Commits the transaction (a snapshot is taken at commit): the steps above are on disk.
     btrfs subvolume snapshot "$TOP/$WIPE_FROM" "$root.new" >/dev/null || refuse "cannot snapshot $WIPE_FROM as $WIPE_SUBVOLUME.new"
   fi
-  mv "$root.new" "$root" || refuse "cannot rename $WIPE_SUBVOLUME.new to $WIPE_SUBVOLUME"
+  if [ -n "$present" ]; then
+    # No sync before the move: the journal's creation is in the same transaction as the move or
+    # an earlier one (see "A power cut" above).
+    printf '%s\n' "$name" > "$journal" || refuse "cannot write $WIPE_OLD_ROOTS/.wipe-in-progress"
+    say "WIPE-STEP-MOVE $WIPE_SUBVOLUME -> $WIPE_OLD_ROOTS/$name"
+    # A rename that fails has done nothing: the root is still in place.
+    mv "$root" "$old/$name" || refuse "cannot move $WIPE_SUBVOLUME to $WIPE_OLD_ROOTS/$name"
+  fi
+  if ! mv "$root.new" "$root"; then
+    if [ -n "$present" ]; then
+      if mv "$old/$name" "$root"; then
+        rm -f "$journal"
+        refuse "cannot rename $WIPE_SUBVOLUME.new to $WIPE_SUBVOLUME: the root is back in place"
+      fi
+      put_back "$name" "or reboot: the next boot's wipe makes the root again (the journal $WIPE_OLD_ROOTS/.wipe-in-progress says a wipe was cut short) and keeps $WIPE_OLD_ROOTS/$name"
+      refuse "cannot rename $WIPE_SUBVOLUME.new to $WIPE_SUBVOLUME, nor move $WIPE_OLD_ROOTS/$name back to $WIPE_SUBVOLUME"
+    fi
+    refuse "cannot rename $WIPE_SUBVOLUME.new to $WIPE_SUBVOLUME"
+  fi
+  if [ -n "$unused" ]; then
+    # Made by the last wipe and never written since (that boot stopped before the root was used).
+    if btrfs subvolume delete "$old/$name" >/dev/null; then
+      say "the root was never written since the last wipe: deleted, not kept"
+    else
+      say "could not delete the unused root, kept as $WIPE_OLD_ROOTS/$name"
+    fi
+  fi
   rm -f "$journal"
   say "WIPE-STEP-DONE fresh $WIPE_SUBVOLUME from $WIPE_FROM"
 

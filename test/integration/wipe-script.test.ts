@@ -38,6 +38,22 @@ set -e; mount -o noatime ${loop} $M; cd $M; ${after || ':'}; cd /; umount $M`;
   return { code: Number(rc!.slice(3)), err, out: out.join('\n') };
 }
 const list = 'btrfs subvolume list . | sed "s/.* path //" | sort';
+/** Runs bash COMMAND with the top level on $M (private namespace), no wipe; returns its output. */
+function onDisk(command: string) {
+  const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', `set -e; M=${dir}/m; mkdir -p $M; mount -o noatime ${loop} $M; cd $M; ${command}; cd /; umount $M`], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(r.stderr);
+  return r.stdout;
+}
+/**
+ * Shell for wipe()'s `before`: /usr/bin/COMMAND becomes SCRIPT (sh; $REAL is a copy of the real
+ * command) for the rest of that private mount namespace only, the wipe included.
+ */
+function replaced(command: string, script: string) {
+  const real = join(dir, `${command}.real`);
+  const fake = join(dir, `${command}.fake`);
+  writeFileSync(fake, `#!/bin/sh\nREAL=${real}\n${script}\n`, { mode: 0o755 });
+  return `cp /usr/bin/${command} ${real}; mount --bind ${fake} /usr/bin/${command}`;
+}
 
 describe('impermanence-wipe (btrfs, on a loop device)', () => {
   it('moves the root to old_roots, makes it again from the pristine, and deletes an unused fresh root instead of keeping it', () => {
@@ -180,6 +196,64 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
     expect(g).toMatchObject({ code: 1, out: first.out });
     expect(g.err).toMatch(/storage root \/tm\[p\] has content inside the root subvolume @root: it would be wiped/);
     wipe('rm -r "@root/tm[p]"');
+  });
+
+  it('makes the fresh root before it moves the root: a failure on the way leaves the root in place, unwiped, and says so', () => {
+    const state = `${list}; ls -A old_roots; echo --; ls @root 2>&1 || true`;
+    const untouched = (r: ReturnType<typeof wipe>, before: string, why: RegExp) => {
+      expect(r.code).toBe(1);
+      expect(r.err).toMatch(why);
+      expect(r.err).toMatch(/the root was not wiped; the boot goes on with it as it is/);
+      // The root is where the boot mounts it, as it was; old_roots as it was (no journal either).
+      expect(r.out).toBe(before);
+      expect(r.out).toMatch(/^used$/m);
+    };
+    onDisk('touch @root/used');
+    const before = onDisk(state);
+    // A leftover @root.new that is not a subvolume: the wipe cannot delete it (it deleted the root's place first).
+    onDisk('mkdir @root.new');
+    untouched(wipe('', undefined, `rmdir @root.new; ${state}`), before, /NOT WIPING: cannot delete the leftover @root\.new/);
+    // btrfs cannot make the fresh root (here: it fails; in the review, there was none).
+    const failing = replaced('btrfs', 'case "$1 $2" in "subvolume snapshot" | "subvolume create") echo "ERROR: injected failure" >&2; exit 1 ;; esac\nexec "$REAL" "$@"');
+    untouched(wipe(failing, undefined, state), before, /NOT WIPING: cannot snapshot @pristine as @root\.new/);
+    // No btrfs at all (not executable: not found by command -v): refused before anything.
+    writeFileSync(join(dir, 'btrfs.none'), '', { mode: 0o644 });
+    const none = wipe(`mount --bind ${join(dir, 'btrfs.none')} /usr/bin/btrfs`, undefined, `umount /usr/bin/btrfs; ${state}`);
+    untouched(none, before, /NOT WIPING: no btrfs command in the initrd/);
+    // The last rename fails: the root is put back.
+    const rename = replaced('mv', 'case $1 in *.new) echo "mv: injected failure" >&2; exit 1 ;; esac\nexec "$REAL" "$@"');
+    const back = wipe(rename, undefined, `btrfs -q subvolume delete @root.new; ${state}`);
+    untouched(back, before, /NOT WIPING: cannot rename @root\.new to @root: the root is back in place/);
+  });
+
+  it('says that there is no root, and how to put it back, when the root cannot be put back; the next boot makes it again', () => {
+    // Both the rename and the move back fail.
+    const stuck = replaced('mv', 'case $1 in *.new | */old_roots/*) echo "mv: injected failure" >&2; exit 1 ;; esac\nexec "$REAL" "$@"');
+    const cut = () => {
+      onDisk('touch @root/used');
+      const r = wipe(stuck, undefined, `${list}; ls -A old_roots`);
+      expect(r.code).toBe(1);
+      expect(r.err).not.toMatch(/the boot goes on with it/);
+      const name = /NOT WIPING: cannot rename @root\.new to @root, nor move old_roots\/(\S+) back to @root/.exec(r.err)?.[1];
+      expect(name).toBeDefined();
+      expect(r.out).not.toMatch(/^@root$/m);
+      expect(r.out).toMatch(/^\.wipe-in-progress$/m);
+      const rescue = new RegExp(`THERE IS NO ROOT to boot on ${loop}: .*from a rescue shell: (mkdir -p /mnt && mount -t btrfs -o subvolid=5 ${loop} /mnt && mv /mnt/old_roots/${name} /mnt/@root && umount /mnt)`).exec(r.err);
+      expect(rescue).not.toBeNull();
+      expect(readFileSync(join(dir, 'run/wipe-failed'), 'utf8')).toMatch(/THERE IS NO ROOT/);
+      return { name: name!, rescue: rescue![1]! };
+    };
+    // As the message says, from a rescue shell: the root is back, as it was.
+    const { rescue } = cut();
+    const shell = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', `${rescue} && mount -o noatime ${loop} ${dir}/m && ls ${dir}/m/@root && umount ${dir}/m`], { encoding: 'utf8' });
+    expect(shell.status).toBe(0);
+    expect(shell.stdout).toMatch(/^used$/m);
+    // Or the next boot's wipe makes a root again (the journal says a wipe was cut) and keeps the old one.
+    const { name } = cut();
+    const next = wipe('', undefined, `ls @root; ls old_roots/${name}`);
+    expect(next.code).toBe(0);
+    expect(next.err).toMatch(/missing and a wipe was in progress \(.*\): making it again/);
+    expect(next.out).toMatch(/^etc\npersist\n(.|\n)*^used$/m);
   });
 });
 
