@@ -21,12 +21,13 @@
 #      empty subvolume) as ROOT.new, while the root is still in place: a refusal up to here
 #      leaves the root as it was, and the boot goes on with it.
 #   3. write OLD_ROOTS/.wipe-in-progress (the journal), move the root to OLD_ROOTS/<UTC time>,
-#      rename ROOT.new to ROOT (renames: atomic), remove the journal. If that last rename fails,
-#      the root is moved back; only if that fails too is there no root, and the refusal says so
-#      and how to put it back from a rescue shell. At the next boot, a missing root with the
-#      journal present means "power cut during a wipe: make the root again"; without the journal
-#      it is an error. A root never written since the last wipe made it is deleted, once the
-#      fresh root is in place, instead of kept.
+#      rename ROOT.new to ROOT (renames: atomic), record the fresh root's UUID in
+#      OLD_ROOTS/.fresh-root, remove the journal. If that rename fails, the root is moved back;
+#      only if that fails too is there no root, and the refusal says so and how to put it back
+#      from a rescue shell. At the next boot, a missing root with the journal present means
+#      "power cut during a wipe: make the root again"; without the journal it is an error. A root
+#      never written since the last wipe made it (its UUID is the one recorded, its generation
+#      still its creation generation) is deleted, once the fresh root is in place, instead of kept.
 #   4. delete old roots older than keep.days or beyond the keep.count newest: nested subvolumes
 #      first (deepest first, found by btrfs's own list, so never outside that old root's tree).
 #      Deleting only unlinks them (no --commit-after): btrfs's cleaner frees their blocks later,
@@ -41,18 +42,18 @@
 # next boot wipes); a fresh ROOT.new, with or without the journal (the root is there: the leftover
 # is deleted and made again, the journal written again); the root moved (the journal says make it
 # again: ROOT.new is deleted and made again); the fresh root renamed with the journal still there
-# (the root is there and unused: moved, deleted as such, made again); the unused old root deleted
-# or the journal removed (a wipe done); some old roots expired (the rest expire at the next boot).
-# The same holds when the root is moved back after a failed rename: the root is there again. A
-# kept old root is only ever renamed into OLD_ROOTS or deleted by the retention rules, so no point
-# loses one. What the booted system writes afterwards joins later
-# transactions, so it is never on disk without the wipe before it. Two commits happen anyway: a
-# snapshot is made by a transaction commit (the ioctl waits for it), and unmounting the top level,
-# the only mount of the filesystem in the initrd, commits before the root is mounted (if that
-# unmount fails and falls back to umount -l, the commit comes later, with btrfs's periodic commit
-# or the root's own; the order above holds all the same, only the wipe is durable later). A sync
-# between the steps would add a commit (a disk flush) each and make nothing safer; the journal's
-# content (the old root's name) may be lost in a cut, its presence is what counts.
+# (the root is there and unused: moved, then deleted as such if its UUID was recorded too, else
+# kept as an old root, which only takes a place in keep.count); the unused old root deleted or the
+# journal removed (a wipe done); some old roots expired (the rest expire at the next boot). The
+# same holds when the root is moved back after a failed rename: the root is there again. A kept
+# old root is only ever renamed into OLD_ROOTS or deleted by the retention rules, so no point loses
+# one. What the booted system writes afterwards joins later transactions, so it is never on disk
+# without the wipe before it. Two commits happen anyway: a snapshot is made by a transaction commit
+# (the ioctl waits for it), and unmounting the top level, the only mount of the filesystem in the
+# initrd, commits before the root is mounted (if that unmount fails, a btrfs filesystem sync
+# commits before the fallback umount -l). A sync between the steps would add a commit (a disk
+# flush) each and make nothing safer; the journal's content (the old root's name) may be lost in a
+# cut, its presence is what counts.
 # A refusal leaves /run/impermanence/wipe-failed (shown after boot by the failed unit
 # impermanence-wipe-check.service) and exits 1; the boot goes on, unwiped. Only when the root was
 # moved and can be neither replaced nor moved back is there no root to boot: the refusal says
@@ -60,8 +61,9 @@
 # Speed: the wipe is on every boot's path, and starting a process costs milliseconds in an initrd
 # (more under emulation), so shell builtins do what they can: helpers set a variable rather than
 # print into $(…) (a subshell is a process), the kernel command line is read once, one `date`
-# gives the new old root's name and the retention's cutoff, old roots' ages are compared as
-# numbers, one `stat` looks at every old root, and a nested subvolume is looked for only when
+# gives the new old root's name and the retention's cutoff, one `btrfs subvolume show` each tells
+# the root's and the fresh root's UUID and generations, old roots' ages are compared as numbers,
+# one `stat` looks at every old root, and a nested subvolume is looked for only when
 # deleting an old root fails because it has one.
 set -u
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH" LC_ALL=C
@@ -81,7 +83,16 @@ mounted=
 probed=
 
 cleanup() {
-  if [ -n "$mounted" ]; then umount "$TOP" 2>/dev/null || umount -l "$TOP" 2>/dev/null; mounted=; fi
+  # Unmounting commits. A lazy unmount of a busy top level may not: commit first, or the booted
+  # system's first writes could join the transaction that created a fresh empty root, which
+  # would then look never written (and be deleted as unused at the next wipe).
+  if [ -n "$mounted" ]; then
+    umount "$TOP" 2>/dev/null || {
+      [ "${WIPE_METHOD:-}" != btrfs ] || btrfs filesystem sync "$TOP" >/dev/null 2>&1
+      umount -l "$TOP" 2>/dev/null
+    }
+    mounted=
+  fi
   rmdir "$TOP" 2>/dev/null
   :
 }
@@ -227,6 +238,23 @@ delete_tree() {
     done
   btrfs subvolume delete "$TOP/$1" >/dev/null
 }
+# show SUBVOLUME: sets uuid, gen and ogen (its UUID, its generation, the generation it was created
+# in; "" if unknown) from one btrfs subvolume show.
+show() {
+  uuid='' gen='' ogen=''
+  while IFS= read -r l; do
+    case $l in
+      *"Gen at creation:"*) ogen=${l##*[!0-9]} ;;
+      *Generation:*) gen=${l##*[!0-9]} ;;
+      *"Parent UUID:"* | *"Received UUID:"*) ;;
+      *UUID:*) uuid=${l##*[[:space:]]} ;;
+    esac
+  done <<SHOW
+$(btrfs subvolume show "$1" 2>/dev/null)
+SHOW
+  # "-": no UUID (a subvolume made by a kernel older than UUIDs), which identifies nothing.
+  case $uuid in *-*-*-*-*) ;; *) uuid='' ;; esac
+}
 has_nested() {
   btrfs subvolume list -o "$TOP/$1" 2>/dev/null | grep -q .
 }
@@ -268,6 +296,7 @@ wipe_btrfs() {
   root=$TOP/$WIPE_SUBVOLUME
   old=$TOP/$WIPE_OLD_ROOTS
   journal=$old/.wipe-in-progress
+  fresh=$old/.fresh-root
   # The pristine, the root and the storage roots inside it, in one stat.
   set -- "$TOP/$WIPE_FROM" "$root"
   old_ifs=$IFS; IFS=$NL; set -f
@@ -305,16 +334,13 @@ DATES
     present=yes
     n=0; base=$name
     while [ -e "$old/$name" ] || [ -L "$old/$name" ]; do n=$((n + 1)); name=$base.$n; done
-    gen=''; ogen=''
-    while IFS= read -r l; do
-      case $l in
-        *"Gen at creation:"*) ogen=${l##*[!0-9]} ;;
-        *Generation:*) gen=${l##*[!0-9]} ;;
-      esac
-    done <<SHOW
-$(btrfs subvolume show "$root" 2>/dev/null)
-SHOW
-    if [ -n "$gen" ] && [ "$gen" = "$ogen" ] && ! has_nested "$WIPE_SUBVOLUME"; then unused=yes; fi
+    # Unused: the fresh root the last wipe made (its UUID, recorded then) and never written since
+    # (still at its creation generation). The generations alone are not enough: a subvolume
+    # created and filled in one transaction (such as a system just moved into a new root) has them
+    # equal too, and stays so.
+    show "$root"
+    made=''; { read -r made < "$fresh"; } 2>/dev/null
+    if [ -n "$uuid" ] && [ "$uuid" = "$made" ] && [ -n "$gen" ] && [ "$gen" = "$ogen" ] && ! has_nested "$WIPE_SUBVOLUME"; then unused=yes; fi
   elif [ -e "$journal" ]; then
     j=; { read -r j < "$journal"; } 2>/dev/null
     say "the root subvolume is missing and a wipe was in progress ($j): making it again"
@@ -336,6 +362,7 @@ SHOW
     # Commits the transaction (a snapshot is taken at commit): the steps above are on disk.
     btrfs subvolume snapshot "$TOP/$WIPE_FROM" "$root.new" >/dev/null || refuse "cannot snapshot $WIPE_FROM as $WIPE_SUBVOLUME.new"
   fi
+  show "$root.new"; made=$uuid
   if [ -n "$present" ]; then
     # No sync before the move: the journal's creation is in the same transaction as the move or
     # an earlier one (see "A power cut" above).
@@ -355,6 +382,9 @@ SHOW
     fi
     refuse "cannot rename $WIPE_SUBVOLUME.new to $WIPE_SUBVOLUME"
   fi
+  # Recorded after the rename: only a root the wipe made and put in place is ever named here. Lost
+  # in a power cut, the next wipe keeps that root as an old root even if unused (the safe side).
+  printf '%s\n' "$made" > "$fresh" || say "cannot write $WIPE_OLD_ROOTS/.fresh-root: the next wipe keeps this root even if it is never used"
   if [ -n "$unused" ]; then
     # Made by the last wipe and never written since (that boot stopped before the root was used).
     if btrfs subvolume delete "$old/$name" >/dev/null; then

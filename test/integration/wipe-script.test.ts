@@ -198,6 +198,30 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
     wipe('rm -r "@root/tm[p]"');
   });
 
+  it('keeps a root it did not make, even one never written since its creation (created and filled in one btrfs transaction)', () => {
+    // The first boot after moving a system into a new @root: created and written, no commit between.
+    const gens = join(dir, 'gens');
+    const r = wipe(
+      `btrfs -q subvolume delete @root; btrfs -q subvolume create @root; mkdir -p @root/home/alice; echo data > @root/home/alice/thesis.txt; btrfs subvolume show @root | grep -E "Generation|Gen at creation" | grep -o "[0-9]*$" > ${gens}`,
+      undefined,
+      'cat old_roots/*/home/alice/thesis.txt 2>/dev/null || echo lost',
+    );
+    const [gen, ogen] = readFileSync(gens, 'utf8').split('\n');
+    expect(gen).toBe(ogen);
+    expect(r.code).toBe(0);
+    expect(r.err).not.toMatch(/never written since the last wipe/);
+    expect(r.out).toBe('data\n');
+    // The root the wipe made, never written since: deleted, as before.
+    const again = wipe('', undefined, 'ls old_roots/*/home/alice/thesis.txt');
+    expect(again.err).toMatch(/never written since the last wipe: deleted, not kept/);
+    expect(again.out).toMatch(/thesis.txt\n$/);
+    // An empty fresh root too (created, not snapshotted: no commit of its own).
+    const empty = { WIPE_FROM: 'empty' };
+    expect(wipe('touch @root/used', undefined, '', empty).err).not.toMatch(/never written/);
+    expect(wipe('', undefined, 'ls -A @root | wc -l', empty)).toMatchObject({ code: 0, err: expect.stringMatching(/never written since the last wipe: deleted, not kept/), out: '0\n' });
+    expect(wipe('touch @root/used').err).not.toMatch(/never written/);
+  });
+
   it('makes the fresh root before it moves the root: a failure on the way leaves the root in place, unwiped, and says so', () => {
     const state = `${list}; ls -A old_roots; echo --; ls @root 2>&1 || true`;
     const untouched = (r: ReturnType<typeof wipe>, before: string, why: RegExp) => {
