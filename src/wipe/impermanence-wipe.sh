@@ -28,8 +28,10 @@
 #      "power cut during a wipe: make the root again"; without the journal it is an error. A root
 #      never written since the last wipe made it (its UUID is the one recorded, its generation
 #      still its creation generation) is deleted, once the fresh root is in place, instead of kept.
-#   4. delete old roots older than keep.days or beyond the keep.count newest: nested subvolumes
-#      first (deepest first, found by btrfs's own list, so never outside that old root's tree).
+#   4. delete old roots older than keep.days (by their names) or beyond the keep.count newest (by
+#      btrfs's creation generation, not by name: the initrd's clock may be wrong), never the one
+#      just moved, and none by age when one is named later than now: nested subvolumes first
+#      (deepest first, found by btrfs's own list, so never outside that old root's tree).
 #      Deleting only unlinks them (no --commit-after): btrfs's cleaner frees their blocks later,
 #      in the background, and resumes after a power cut.
 #
@@ -63,7 +65,7 @@
 # print into $(…) (a subshell is a process), the kernel command line is read once, one `date`
 # gives the new old root's name and the retention's cutoff, one `btrfs subvolume show` each tells
 # the root's and the fresh root's UUID and generations, old roots' ages are compared as numbers,
-# one `stat` looks at every old root, and a nested subvolume is looked for only when
+# one `btrfs subvolume list` (with awk and sort) ranks every old root, and a nested subvolume is looked for only when
 # deleting an old root fails because it has one.
 set -u
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH" LC_ALL=C
@@ -324,6 +326,9 @@ DATES
     name=$(date -u +%Y-%m-%d_%H%M%S)
     [ "$WIPE_KEEP_DAYS" -le 0 ] || cutoff=$(date -u -d "@$(($(date -u +%s) - WIPE_KEEP_DAYS * 86400))" +%Y%m%d%H%M%S) || refuse "date cannot compute $WIPE_KEEP_DAYS days ago"
   fi
+  # now, as a number, for the retention; without it the old root would have no name.
+  name_number "$name" || refuse "date gave no time (${name:-nothing}): no name for the old root (is date in the initrd? rebuild it)"
+  now=$num
   # present: the root is in place (moved back if the wipe cannot finish). unused: it was never
   # written since the last wipe made it.
   present='' unused=''
@@ -385,9 +390,13 @@ DATES
   # Recorded after the rename: only a root the wipe made and put in place is ever named here. Lost
   # in a power cut, the next wipe keeps that root as an old root even if unused (the safe side).
   printf '%s\n' "$made" > "$fresh" || say "cannot write $WIPE_OLD_ROOTS/.fresh-root: the next wipe keeps this root even if it is never used"
+  # moved: the old root this boot made, if kept.
+  moved=''
+  [ -z "$present" ] || moved=$name
   if [ -n "$unused" ]; then
     # Made by the last wipe and never written since (that boot stopped before the root was used).
     if btrfs subvolume delete "$old/$name" >/dev/null; then
+      moved=''
       say "the root was never written since the last wipe: deleted, not kept"
     else
       say "could not delete the unused root, kept as $WIPE_OLD_ROOTS/$name"
@@ -396,34 +405,51 @@ DATES
   rm -f "$journal"
   say "WIPE-STEP-DONE fresh $WIPE_SUBVOLUME from $WIPE_FROM"
 
-  # Retention: names sort by time (LC_ALL=C), so the glob lists them oldest first; one stat tells
-  # which are subvolumes (inode 256). The newest first: rank = total - position + 1.
-  # roots: one a line (a name may hold spaces or glob characters: split on lines only, unglobbed).
-  roots=
-  total=0
-  set -- "$old"/[0-9]*
-  if [ -e "$1" ]; then
-    while read -r ino path; do
-      [ "$ino" = 256 ] || continue
-      name=${path##*/}
-      name_number "$name" || continue
-      roots="$roots$name$NL"; total=$((total + 1))
-    done <<STAT
-$(stat -c '%i %n' "$@" 2>/dev/null)
-STAT
-  fi
+  # Retention. The newest are the last made: old roots are ranked by btrfs's creation
+  # generation, then subvolume ID (both only grow), not by name. A name comes from the initrd's
+  # clock, which may be behind (no RTC, a dead CMOS battery: the root just moved would look the
+  # oldest) or start at the same second at every boot (.10 sorts before .2). The root moved at this
+  # boot is the newest, and is never expired.
+  # roots: "CGEN ID NAME" a line, newest first, from one btrfs subvolume list: the subvolumes
+  # directly in OLD_ROOTS named as old roots (a name may hold spaces or glob characters: split on
+  # lines only, unglobbed).
+  roots=$(btrfs subvolume list -c "$TOP" 2>/dev/null |
+    awk -v pre="$WIPE_OLD_ROOTS/" '
+      /^ID [0-9]+ gen [0-9]+ cgen [0-9]+ top level [0-9]+ path / {
+        p = $0; sub(/^ID [0-9]+ gen [0-9]+ cgen [0-9]+ top level [0-9]+ path /, "", p)
+        if (index(p, pre) != 1) next
+        n = substr(p, length(pre) + 1)
+        if (index(n, "/") == 0 && n ~ /^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]_[0-9][0-9][0-9][0-9][0-9][0-9]/) print $6 " " $2 " " n
+      }' |
+    sort -rn -k1,1 -k2,2)
   pos=0 kept=0
+  if [ -n "$moved" ]; then pos=1 kept=1; fi
   old_ifs=$IFS; IFS=$NL; set -f
-  for name in $roots; do
+  # The age of each comes from its name, unless a name is later than now: then the clock is behind,
+  # or was wrong when that one was named, and no age can be trusted.
+  if [ "$cutoff" -gt 0 ]; then
+    for l in $roots; do
+      l=${l#* }; l=${l#* }
+      name_number "$l"
+      if [ "$num" -gt "$now" ]; then
+        say "$WIPE_OLD_ROOTS/$l is named later than now ($name): the clock is behind, or was wrong; no old root is expired by age at this boot"
+        cutoff=0
+        break
+      fi
+    done
+  fi
+  for l in $roots; do
+    l=${l#* }; l=${l#* }
+    [ "$l" != "$moved" ] || continue
     pos=$((pos + 1))
     why=
-    if [ "$WIPE_KEEP_COUNT" -gt 0 ] && [ $((total - pos + 1)) -gt "$WIPE_KEEP_COUNT" ]; then why="beyond the $WIPE_KEEP_COUNT newest"; fi
-    name_number "$name"
+    if [ "$WIPE_KEEP_COUNT" -gt 0 ] && [ "$pos" -gt "$WIPE_KEEP_COUNT" ]; then why="beyond the $WIPE_KEEP_COUNT newest"; fi
+    name_number "$l"
     if [ "$cutoff" -gt 0 ] && [ "$num" -lt "$cutoff" ]; then why="older than $WIPE_KEEP_DAYS days"; fi
     if [ -z "$why" ]; then kept=$((kept + 1)); continue; fi
-    say "WIPE-STEP-EXPIRE $WIPE_OLD_ROOTS/$name ($why)"
+    say "WIPE-STEP-EXPIRE $WIPE_OLD_ROOTS/$l ($why)"
     # btrfs refuses (ENOTEMPTY) to delete a subvolume holding another: only then list them.
-    btrfs subvolume delete "$old/$name" >/dev/null 2>&1 || delete_tree "$WIPE_OLD_ROOTS/$name" || say "could not delete $WIPE_OLD_ROOTS/$name"
+    btrfs subvolume delete "$old/$l" >/dev/null 2>&1 || delete_tree "$WIPE_OLD_ROOTS/$l" || say "could not delete $WIPE_OLD_ROOTS/$l"
   done
   IFS=$old_ifs; set +f
   status wipe-done "fresh $WIPE_SUBVOLUME from $WIPE_FROM on $WIPE_DEVICE; $kept old roots kept in $WIPE_OLD_ROOTS"

@@ -44,6 +44,8 @@ function onDisk(command: string) {
   if (r.status !== 0) throw new Error(r.stderr);
   return r.stdout;
 }
+/** Shell: deletes every subvolume in old_roots (nested ones first), then what is left there. */
+const emptyOldRoots = 'btrfs subvolume list . | sed -n "s/^ID .* path \\(old_roots\\/.*\\)$/\\1/p" | sort -r | while IFS= read -r s; do btrfs -q subvolume delete "$s"; done; rm -rf old_roots/*';
 /**
  * Shell for wipe()'s `before`: /usr/bin/COMMAND becomes SCRIPT (sh; $REAL is a copy of the real
  * command) for the rest of that private mount namespace only, the wipe included.
@@ -53,6 +55,16 @@ function replaced(command: string, script: string) {
   const fake = join(dir, `${command}.fake`);
   writeFileSync(fake, `#!/bin/sh\nREAL=${real}\n${script}\n`, { mode: 0o755 });
   return `cp /usr/bin/${command} ${real}; mount --bind ${fake} /usr/bin/${command}`;
+}
+/** Shell for wipe()'s `before`: the clock says WHEN (UTC, "YYYY-MM-DD HH:MM:SS") for the wipe's date. */
+function clockAt(when: string) {
+  const base = `${when} UTC`;
+  // The wipe's three forms: -f - (a time a line: "now", "N days ago"), -d (a given time), neither (now).
+  return replaced('date', `case " $* " in
+  *" -f "*) sed 's/^now$/${base}/; s/^\\(.* ago\\)$/${base} \\1/' | exec "$REAL" "$@" ;;
+  *" -d "*) exec "$REAL" "$@" ;;
+  *) exec "$REAL" -d '${base}' "$@" ;;
+esac`);
 }
 
 describe('impermanence-wipe (btrfs, on a loop device)', () => {
@@ -100,9 +112,10 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
     const t = (ms: number) => new Date(Date.now() - ms).toISOString().replace(/T(\d\d):(\d\d):(\d\d).*/, '_$1$2$3');
     const h = 3_600_000;
     const names = { a: t(h), b: t(2 * h), d29: t(29 * 24 * h), d31: t(31 * 24 * h) };
-    const mk = Object.values(names).map((n) => `btrfs -q subvolume create old_roots/${n}`).join('; ');
+    // Made oldest first, as the boots before made them (the newest is ranked by creation).
+    const mk = ['2020-01-01_0000001', names.d31, names.d29, names.b, names.a].map((n) => `btrfs -q subvolume create old_roots/${n}`).join('; ');
     const r = wipe(
-      `rm -rf old_roots/* 2>/dev/null || true; for s in old_roots/*; do [ -e "$s" ] && btrfs subvolume delete "$s"; done; ${mk}; btrfs -q subvolume create old_roots/${names.d31}/n; btrfs -q subvolume create old_roots/${names.d31}/n/m; btrfs -q subvolume create keep-me; btrfs -q subvolume create keep-me/n; mkdir old_roots/not-a-root; btrfs -q subvolume create old_roots/2020-01-01_0000001; touch @root/used`,
+      `rm -rf old_roots/* 2>/dev/null || true; for s in old_roots/*; do [ -e "$s" ] && btrfs subvolume delete "$s"; done; ${mk}; btrfs -q subvolume create old_roots/${names.d31}/n; btrfs -q subvolume create old_roots/${names.d31}/n/m; btrfs -q subvolume create keep-me; btrfs -q subvolume create keep-me/n; mkdir old_roots/not-a-root; touch @root/used`,
       undefined,
       `ls old_roots; ${list}`,
       { WIPE_KEEP_COUNT: '3' },
@@ -220,6 +233,47 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
     expect(wipe('touch @root/used', undefined, '', empty).err).not.toMatch(/never written/);
     expect(wipe('', undefined, 'ls -A @root | wc -l', empty)).toMatchObject({ code: 0, err: expect.stringMatching(/never written since the last wipe: deleted, not kept/), out: '0\n' });
     expect(wipe('touch @root/used').err).not.toMatch(/never written/);
+  });
+
+  it('never expires the root it just moved, and ranks old roots by creation, not by name, when the clock is behind', () => {
+    // Three boots with the clock right, then one with the clock reset to an earlier date.
+    const behind = wipe(
+      `${emptyOldRoots}; for n in 2026-11-24_000000 2026-11-25_000000 2026-11-26_000000; do btrfs -q subvolume create old_roots/$n; done; touch @root/used; ${clockAt('2025-06-01 00:00:00')}`,
+      undefined,
+      'ls old_roots; ls old_roots/2025-06-01_000000 2>&1 || true',
+      { WIPE_KEEP_COUNT: '3', WIPE_KEEP_DAYS: '30' },
+    );
+    expect(behind.code).toBe(0);
+    expect(behind.err).toMatch(/WIPE-STEP-MOVE @root -> old_roots\/2025-06-01_000000\n/);
+    expect(behind.err).toMatch(/EXPIRE old_roots\/2026-11-24_000000 \(beyond the 3 newest\)/);
+    expect(behind.err).not.toMatch(/EXPIRE old_roots\/2025/);
+    expect(behind.out).toBe('2025-06-01_000000\n2026-11-25_000000\n2026-11-26_000000\netc\npersist\nused\n');
+    // An old root named later than now: the clock is wrong, no old root is expired by age (by count still).
+    const r = wipe(
+      `${emptyOldRoots}; for n in 2025-01-01_000000 2026-11-26_000000; do btrfs -q subvolume create old_roots/$n; done; touch @root/used; ${clockAt('2025-06-01 00:00:00')}`,
+      undefined,
+      'ls old_roots',
+      { WIPE_KEEP_COUNT: '0', WIPE_KEEP_DAYS: '30' },
+    );
+    expect(r.code).toBe(0);
+    expect(r.err).toMatch(/old_roots\/2026-11-26_000000 is named later than now \(2025-06-01_000000\): the clock is behind, or was wrong; no old root is expired by age at this boot/);
+    expect(r.err).not.toMatch(/EXPIRE/);
+    expect(r.out).toBe('2025-01-01_000000\n2025-06-01_000000\n2026-11-26_000000\n');
+  });
+
+  it('ranks old roots made in the same second by creation: .10 is newer than .9', () => {
+    // A board without a clock: every boot starts at the same second.
+    const same = Array.from({ length: 13 }, (_, i) => `2026-01-01_000000${i ? `.${i}` : ''}`);
+    const r = wipe(
+      `${emptyOldRoots}; for n in ${same.join(' ')}; do btrfs -q subvolume create old_roots/$n; done; touch @root/used; ${clockAt('2026-01-01 00:00:00')}`,
+      undefined,
+      'ls old_roots',
+      { WIPE_KEEP_COUNT: '6', WIPE_KEEP_DAYS: '30' },
+    );
+    expect(r.code).toBe(0);
+    expect(r.err).toMatch(/WIPE-STEP-MOVE @root -> old_roots\/2026-01-01_000000\.13\n/);
+    expect(r.out.trim().split('\n').sort()).toEqual(['2026-01-01_000000.13', ...same.slice(8)].sort());
+    for (const n of same.slice(0, 8)) expect(r.err).toMatch(`EXPIRE old_roots/${n} (beyond the 6 newest)`);
   });
 
   it('makes the fresh root before it moves the root: a failure on the way leaves the root in place, unwiped, and says so', () => {
