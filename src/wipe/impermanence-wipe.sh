@@ -11,12 +11,12 @@
 #   impermanence.wipe.device=  use this device instead of the one baked in (LABEL=…, UUID=…, /dev/…)
 #
 # btrfs, with the filesystem's top level mounted on a private folder:
-#   1. refuse, without touching anything, when: a hibernation image is waiting (a resume=
-#      device or any swap holds a suspend signature: wiping under a hibernated kernel corrupts
-#      the filesystem, impermanence #250); there is no btrfs command; the device is missing or
-#      not btrfs; the kernel boots another subvolume than the one configured; the pristine is
-#      missing; a declared storage root has content inside the root subvolume (the wipe would
-#      take it away).
+#   1. refuse, without touching anything, when: a hibernation image is waiting (any swap, or the
+#      resume= device at resume_offset=, holds a suspend signature: wiping under a hibernated
+#      kernel corrupts the filesystem, impermanence #250); there is no btrfs command; the device
+#      is missing or not btrfs; the kernel boots another subvolume than the one configured; the
+#      pristine is missing; a declared storage root has content inside the root subvolume (the
+#      wipe would take it away).
 #   2. delete a leftover ROOT.new (a wipe cut short), then snapshot the pristine (or create an
 #      empty subvolume) as ROOT.new, while the root is still in place: a refusal up to here
 #      leaves the root as it was, and the boot goes on with it.
@@ -213,9 +213,22 @@ hibernation_image() {
   [ -n "$v" ] || return 1
   device_node "$v"
   [ -n "$dev" ] || return 1
-  # The swap header's signature is the last 10 bytes of its first page (4096 on x86).
-  sig=$(dd if="$dev" bs=1 skip=4086 count=10 2>/dev/null | tr -d '\000')
-  case $sig in S1SUSPEND | S2SUSPEND | ULSUSPEND | LINHIB0001) image=$dev; return 0 ;; esac
+  # The swap header's signature is the last 10 bytes of its first page, which is resume_offset=
+  # pages into the device: a swap file's first page in its filesystem (0, or none, for a swap
+  # partition). The kernel takes the number as sscanf %llu does: leading digits, else 0.
+  cmdline resume_offset
+  off=${v%%[!0-9]*}
+  while :; do case $off in 0?*) off=${off#0} ;; *) break ;; esac; done
+  # A page is 4096 bytes on x86 and most kernels, 65536 on some arm64 and ppc64le ones: both are
+  # read, unless the first finds a swap area's own signature (then that is the page size, and no
+  # image is written over it).
+  for page in 4096 65536; do
+    sig=$(dd if="$dev" bs=1 skip=$((${off:-0} * page + page - 10)) count=10 2>/dev/null | tr -d '\000')
+    case $sig in
+      S1SUSPEND | S2SUSPEND | ULSUSPEND | LINHIB0001) image=$dev; return 0 ;;
+      SWAPSPACE2 | SWAP-SPACE) return 1 ;;
+    esac
+  done
   return 1
 }
 # Sets num to an old root's name (YYYY-MM-DD_HHMMSS[.N]) as the number YYYYMMDDHHMMSS; fails for

@@ -133,38 +133,80 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
     expect(r.err).toMatch(/EXPIRE old_roots\/2020-01-01_0000001 \(older than 30 days\)/);
   });
 
-  /** A loop device over a new swap file NAME (in dir) holding a hibernation image's signature. */
-  const hibernatedLoop = (name: string) => {
+  /**
+   * A loop device over a new swap file NAME (in dir) holding a hibernation image's signature: a
+   * swap area of PAGE-byte pages that starts OFFSET pages into the device (as a swap file does in
+   * its filesystem, resume_offset=); the signature is at `at`.
+   */
+  const hibernatedLoop = (name: string, page = 4096, offset = 0) => {
     const swap = join(dir, name);
+    const at = offset * page + page - 10;
     spawnSync('truncate', ['-s', '40M', swap]);
-    expect(spawnSync('mkswap', [swap]).status).toBe(0);
-    spawnSync('sh', ['-c', `printf 'S1SUSPEND\\0' | dd of=${swap} bs=1 seek=4086 conv=notrunc 2>/dev/null`]);
-    return spawnSync('losetup', ['-f', '--show', swap], { encoding: 'utf8' }).stdout.trim();
+    spawnSync('truncate', ['-s', '1M', `${swap}.area`]);
+    expect(spawnSync('mkswap', ['-p', String(page), `${swap}.area`]).status).toBe(0);
+    spawnSync('sh', ['-c', `dd if=${swap}.area of=${swap} bs=${page} count=1 seek=${offset} conv=notrunc 2>/dev/null; printf 'S1SUSPEND\\0' | dd of=${swap} bs=1 seek=${at} conv=notrunc 2>/dev/null`]);
+    return { loop: spawnSync('losetup', ['-f', '--show', swap], { encoding: 'utf8' }).stdout.trim(), at };
   };
   /**
    * Its signature wiped, then the loop device detached. The signature goes first: a loop device
    * still busy is detached only later, and the wipe looks at every disk (a later test would find
    * a hibernation image and not wipe).
    */
-  const wake = (loop: string) => {
-    spawnSync('sh', ['-c', `dd if=/dev/zero of=${loop} bs=1 seek=4086 count=10 conv=notrunc 2>/dev/null; sync`]);
+  const wake = ({ loop, at }: ReturnType<typeof hibernatedLoop>) => {
+    spawnSync('sh', ['-c', `dd if=/dev/zero of=${loop} bs=1 seek=${at} count=10 conv=notrunc 2>/dev/null; sync`]);
     spawnSync('losetup', ['-d', loop]);
   };
 
   it('never wipes while a hibernation image waits on the resume= device', () => {
-    const sl = hibernatedLoop('swap');
+    const swap = hibernatedLoop('swap');
+    const sl = swap.loop;
     try {
       const hib = wipe('touch @root/used', `rootflags=subvol=@root resume=${sl}`, 'ls @root');
       expect(hib.code).toBe(0);
       expect(hib.err).toMatch(new RegExp(`not wiping: a hibernation image is on ${sl}`));
       expect(hib.out).toMatch(/^used$/m);
     } finally {
-      wake(sl);
+      wake(swap);
+    }
+  });
+
+  it('reads the resume= signature resume_offset= pages in (a swap file), in 4 KiB or 64 KiB pages', () => {
+    // A swap area 3 pages of 64 KiB in (an arm64 or ppc64le kernel's pages).
+    const swap = hibernatedLoop('swap64', 65536, 3);
+    try {
+      const hib = wipe('touch @root/used', `rootflags=subvol=@root resume=${swap.loop} resume_offset=3`, 'ls @root');
+      expect(hib.code).toBe(0);
+      expect(hib.err).toMatch(new RegExp(`not wiping: a hibernation image is on ${swap.loop}`));
+      expect(hib.out).toMatch(/^used$/m);
+    } finally {
+      wake(swap);
+    }
+  });
+
+  it('never wipes while a hibernation image waits in a swap file on btrfs (resume_offset=)', () => {
+    // The offset in pages, as the kernel takes it (btrfs inspect-internal map-swapfile -r).
+    const offset = onDisk('btrfs -q subvolume create @swap; btrfs -q filesystem mkswapfile -s 16m @swap/swapfile >/dev/null; btrfs inspect-internal map-swapfile -r @swap/swapfile').trim();
+    expect(offset).toMatch(/^[1-9]\d*$/);
+    const cmdline = `rootflags=subvol=@root resume=${loop} resume_offset=${offset}`;
+    const signature = (sig: string) => `printf '${sig}' | dd of=@swap/swapfile bs=1 seek=4086 conv=notrunc 2>/dev/null`;
+    try {
+      const hib = wipe(`${signature('S1SUSPEND\\0')}; touch @root/used`, cmdline, 'ls @root');
+      expect(hib.code).toBe(0);
+      expect(hib.err).toMatch(new RegExp(`not wiping: a hibernation image is on ${loop}`));
+      expect(hib.out).toMatch(/^used$/m);
+      // The swap file as mkswap made it (no image): wiped.
+      const swap = wipe(signature('SWAPSPACE2'), cmdline, 'ls @root');
+      expect(swap.code).toBe(0);
+      expect(swap.err).toMatch(/WIPE-STEP-DONE/);
+      expect(swap.out).not.toMatch(/^used$/m);
+    } finally {
+      onDisk('btrfs -q subvolume delete @swap');
     }
   });
 
   it('probes the disks udev has not probed yet (still in its queue) for a hibernation image, and trusts what udev noted for the others', () => {
-    const sl = hibernatedLoop('swap2');
+    const swap = hibernatedLoop('swap2');
+    const sl = swap.loop;
     const udev = join(dir, 'udev');
     try {
       const mm = readFileSync(`/sys/class/block/${sl.slice(5)}/dev`, 'utf8').trim();
@@ -182,7 +224,7 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
       expect(noted.err).toMatch(/WIPE-STEP-DONE/);
       expect(noted.out).not.toMatch(/^used$/m);
     } finally {
-      wake(sl);
+      wake(swap);
     }
   });
 
