@@ -1,9 +1,10 @@
 #!/bin/sh
 # impermanence-wipe: the wipe at boot, run in the initrd before the root is mounted (dracut and
 # mkinitcpio: impermanence-wipe.service; initramfs-tools: scripts/local-premount/impermanence).
-# A POSIX shell script over the tools the initrd already carries (btrfs, blkid, mount, date, stat):
-# no runtime beyond them, readable by whoever has to trust it with their disk, and each step is
-# one btrfs operation that is atomic on its own, so a journal of one file makes it resumable.
+# A POSIX shell script over btrfs and common tools (blkid, mount, date, stat, awk, sort, dd, mv,
+# rm…: the list each initrd hook installs, packaging/*): no runtime beyond them, readable by
+# whoever has to trust it with their disk, and each step is one btrfs operation that is atomic on
+# its own, so a journal of one file makes it resumable.
 #
 # Settings: /etc/impermanence/wipe.conf in the initrd, written from the [wipe] table by
 # `impermanencectl wipe config` when the initrd is built. Kernel command line:
