@@ -360,13 +360,14 @@ DATES
     show "$root"
     made=''; { read -r made < "$fresh"; } 2>/dev/null
     if [ -n "$uuid" ] && [ "$uuid" = "$made" ] && [ -n "$gen" ] && [ "$gen" = "$ogen" ] && ! has_nested "$WIPE_SUBVOLUME"; then unused=yes; fi
-  elif [ -e "$journal" ]; then
-    j=; { read -r j < "$journal"; } 2>/dev/null
-    say "the root subvolume is missing and a wipe was in progress ($j): making it again"
-    put_back "${j:-<the newest old root>}" "or make a fresh one: btrfs subvolume snapshot /mnt/$WIPE_FROM /mnt/$WIPE_SUBVOLUME"
   else
-    put_back "<the newest old root>" "or make a fresh one: btrfs subvolume snapshot /mnt/$WIPE_FROM /mnt/$WIPE_SUBVOLUME"
-    refuse "the root subvolume $WIPE_SUBVOLUME is missing on $WIPE_DEVICE"
+    # No root: if the wipe cannot make one, the refusal says how to put one there.
+    remake="btrfs subvolume snapshot /mnt/$WIPE_FROM /mnt/$WIPE_SUBVOLUME"
+    [ "$WIPE_FROM" != empty ] || remake="btrfs subvolume create /mnt/$WIPE_SUBVOLUME"
+    j=; { read -r j < "$journal"; } 2>/dev/null
+    put_back "${j:-<the newest old root>}" "or, in place of that mv, make a fresh one: $remake"
+    [ -e "$journal" ] || refuse "the root subvolume $WIPE_SUBVOLUME is missing on $WIPE_DEVICE"
+    say "the root subvolume is missing and a wipe was in progress ($j): making it again"
   fi
 
   # The fresh root first, while the root is still in place: up to the move, a refusal leaves the

@@ -88,6 +88,9 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
     const missing = wipe('btrfs subvolume delete -c @root >/dev/null', undefined, 'ls -A');
     expect(missing.code).toBe(1);
     expect(missing.err).toMatch(/NOT WIPING: the root subvolume @root is missing/);
+    // There is no root to go on with: said, with how to put one there.
+    expect(missing.err).not.toMatch(/the boot goes on/);
+    expect(missing.err).toMatch(/THERE IS NO ROOT to boot on .*mv \/mnt\/old_roots\/<the newest old root> \/mnt\/@root && umount \/mnt; or, in place of that mv, make a fresh one: btrfs subvolume snapshot \/mnt\/@pristine \/mnt\/@root/);
     expect(spawnSync('cat', [join(dir, 'run/wipe-failed')], { encoding: 'utf8' }).stdout).toMatch(/@root is missing/);
     wipe('btrfs -q subvolume snapshot @pristine @root; touch @root/used');
   });
