@@ -66,8 +66,8 @@
 # print into $(…) (a subshell is a process), the kernel command line is read once, one `date`
 # gives the new old root's name and the retention's cutoff, one `btrfs subvolume show` each tells
 # the root's and the fresh root's UUID and generations, old roots' ages are compared as numbers,
-# one `btrfs subvolume list` (with awk and sort) ranks every old root, and a nested subvolume is looked for only when
-# deleting an old root fails because it has one.
+# one `btrfs subvolume list` (with awk and sort) ranks every old root, and a nested subvolume is
+# looked for only when deleting an old root fails because it has one.
 set -u
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH" LC_ALL=C
 CONF=${IMPERMANENCE_WIPE_CONF:-/etc/impermanence/wipe.conf}
