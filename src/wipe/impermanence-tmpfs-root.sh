@@ -20,7 +20,7 @@ export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 CONF=${IMPERMANENCE_WIPE_CONF:-/etc/impermanence/wipe.conf}
 ROOT=${1:-/sysroot}
 PROG=impermanence-tmpfs-root
-# say, status, cmdline; RUN, NL, CMDLINE_TEXT.
+# say, status, cmdline; RUN, NL, CMDLINE_TEXT, CMDLINE_PARAMS.
 case $0 in */*) LIB=${0%/*}/impermanence-lib.sh ;; *) LIB=./impermanence-lib.sh ;; esac
 [ -r "$LIB" ] || { printf '%s: NOT A TMPFS ROOT: %s is missing (rebuild the initrd)\n' "$PROG" "$LIB" >&2; exit 1; }
 # shellcheck source=src/wipe/impermanence-lib.sh

@@ -76,7 +76,7 @@ UDEV=${IMPERMANENCE_WIPE_UDEV:-/run/udev/data}
 # When the script started, from /proc/uptime (a builtin read): the last line says how long it took.
 up=; { read -r up _ < /proc/uptime; } 2>/dev/null; STARTED=$up
 PROG=impermanence-wipe
-# say, status, cmdline; RUN, NL, CMDLINE_TEXT.
+# say, status, cmdline; RUN, NL, CMDLINE_TEXT, CMDLINE_PARAMS.
 case $0 in */*) LIB=${0%/*}/impermanence-lib.sh ;; *) LIB=./impermanence-lib.sh ;; esac
 [ -r "$LIB" ] || { printf '%s: NOT WIPING: %s is missing (rebuild the initrd)\n' "$PROG" "$LIB" >&2; exit 1; }
 # shellcheck source=src/wipe/impermanence-lib.sh

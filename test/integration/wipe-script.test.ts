@@ -111,6 +111,24 @@ describe('impermanence-wipe (btrfs, on a loop device)', () => {
     expect(off.err).toMatch(/not wiping: impermanence.wipe=0/);
   });
 
+  it('reads the kernel command line as the kernel does: a double-quoted value or parameter, quotes removed, one word however many spaces it holds', () => {
+    // Valid for the kernel and systemd (both strip the quotes): the wipe runs.
+    for (const cmdline of ['rootflags="subvol=@root,compress=zstd"', '"rootflags=subvol=/@root"', 'rootflags="compress=zstd,subvol=@root/"']) {
+      const r = wipe('touch @root/used', cmdline, 'ls @root');
+      expect(r).toMatchObject({ code: 0, err: expect.stringMatching(/WIPE-STEP-DONE/) });
+      expect(r.out).not.toMatch(/^used$/m);
+    }
+    // Another subvolume, quoted: named as the kernel sees it, without the quote.
+    const other = wipe('touch @root/used', 'rootflags="compress=zstd,subvol=@other"', list);
+    expect(other.code).toBe(1);
+    expect(other.err).toMatch(/the kernel boots subvolume @other \(rootflags=subvol=\), the wipe is configured for @root\n/);
+    // A quoted value holding spaces is one parameter's value: the words in it are not parameters.
+    const inside = wipe('', 'rootflags=subvol=@root dyndbg="file rootflags=subvol=@other +p"', 'ls @root');
+    expect(inside).toMatchObject({ code: 0, err: expect.stringMatching(/WIPE-STEP-DONE/) });
+    const before = onDisk(list);
+    expect(wipe('', 'rootflags=subvol=@root impermanence.wipe="0"', list)).toMatchObject({ code: 0, out: before, err: expect.stringMatching(/not wiping: impermanence.wipe=0 on the kernel command line/) });
+  });
+
   it('keeps old roots by age and by count exactly, nested subvolumes first, and nothing outside them', () => {
     const t = (ms: number) => new Date(Date.now() - ms).toISOString().replace(/T(\d\d):(\d\d):(\d\d).*/, '_$1$2$3');
     const h = 3_600_000;
