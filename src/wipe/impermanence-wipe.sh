@@ -36,6 +36,12 @@
 #      Deleting only unlinks them (no --commit-after): btrfs's cleaner frees their blocks later,
 #      in the background, and resumes after a power cut.
 #
+# ZFS (the pool imported by zfs-dracut): refuse, without touching anything, when there is no zfs
+# command, the kernel boots another dataset than the one configured (root=, read as zfs-dracut
+# reads it; for root=zfs:AUTO or none, the pools' bootfs property), the dataset or its snapshot is
+# missing, or a declared storage root has content on the dataset (mounted read-only to look); then
+# zfs rollback -r DATASET@SNAPSHOT. Nothing of the previous root is kept.
+#
 # A power cut, and why there is no sync: every step is a metadata operation (create a file,
 # rename, create or snapshot a subvolume, unlink, delete a subvolume) and nothing here fsyncs, so
 # none goes to btrfs's log tree; they all join the running transaction, and btrfs commits
@@ -475,6 +481,36 @@ DATES
 wipe_zfs() {
   : "${WIPE_DATASET:?}" "${WIPE_SNAPSHOT:?}"
   command -v zfs >/dev/null 2>&1 || refuse "no zfs command in the initrd (install zfs-dracut, or zfs-initramfs, and rebuild the initrd)"
+  # The dataset the kernel boots, read as zfs-dracut reads root= and rootfstype= (decode_root_args
+  # in its zfs-lib.sh): root=zfs:DATASET, root=ZFS=DATASET, or root=DATASET with rootfstype=zfs
+  # ("+" for a space); no root=, root=zfs, root=zfs: and root=zfs:AUTO boot the first bootfs
+  # property of the imported pools. Another dataset (another boot environment, booted to rescue)
+  # is refused, as another subvolume is with btrfs: the rollback would wipe what this boot leaves.
+  cmdline root; arg=$v booted='' how="root=$v"
+  case $arg in
+    '' | zfs | zfs: | zfs:AUTO) ;;
+    ZFS=* | zfs:*) booted=${arg#zfs:}; booted=${booted#ZFS=} ;;
+    *)
+      cmdline rootfstype
+      [ "$v" = zfs ] || refuse "the kernel boots root=$arg, not a ZFS dataset (root=zfs:$WIPE_DATASET), the wipe is configured for $WIPE_DATASET"
+      booted=$arg ;;
+  esac
+  while :; do case $booted in *+*) booted="${booted%%+*} ${booted#*+}" ;; *) break ;; esac; done
+  if [ -z "$booted" ]; then
+    # One zpool, as zfs-dracut asks it (the tool it imports the pools with, so in the initrd). With
+    # no zpool, or no pool naming a bootfs (then zfs-dracut finds no root to mount either), which
+    # dataset boots cannot be told here: the wipe goes on with the configured one, as it did
+    # before it looked.
+    if command -v zpool >/dev/null 2>&1; then
+      while IFS= read -r l; do case $l in '' | -) ;; *) booted=$l; break ;; esac; done <<BOOTFS
+$(zpool list -H -o bootfs 2>/dev/null)
+BOOTFS
+    fi
+    how="the first bootfs property of the imported pools, root=zfs:AUTO"
+  fi
+  if [ -n "$booted" ] && [ "$booted" != "$WIPE_DATASET" ]; then
+    refuse "the kernel boots the dataset $booted ($how), the wipe is configured for $WIPE_DATASET"
+  fi
   zfs list -H -o name "$WIPE_DATASET" >/dev/null 2>&1 || refuse "dataset $WIPE_DATASET not found (pool ${WIPE_DATASET%%/*} not imported, or wrong dataset in [wipe] dataset?)"
   zfs list -H -o name "$WIPE_DATASET@$WIPE_SNAPSHOT" >/dev/null 2>&1 || refuse "snapshot $WIPE_DATASET@$WIPE_SNAPSHOT not found (make it with zfs snapshot $WIPE_DATASET@$WIPE_SNAPSHOT, or name another in [wipe] snapshot)"
   # Storage on the dataset itself would be rolled back with it: look, read-only, before.

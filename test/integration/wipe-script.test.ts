@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { btrfsLoop, REPO } from '../helpers';
+import { btrfsLoop, REPO, tempDir } from '../helpers';
 
 /**
  * The initrd's wipe script (src/wipe/impermanence-wipe.sh) on a real btrfs on a loop device, in a
@@ -425,5 +425,73 @@ done
 echo ok $before`;
     const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script], { encoding: 'utf8' });
     expect(r.stdout).toMatch(/^ok \d+\n$/);
+  });
+});
+
+describe('impermanence-wipe (zfs, with a stand-in zfs command)', () => {
+  /**
+   * There is no ZFS here (no module, and the host must not load one): `zfs` and `zpool` are
+   * stand-ins on PATH, found because the machine has neither (the script puts the system's
+   * folders first). zfs answers `list` for tank/root and tank/root@blank, and logs a rollback;
+   * `zpool list -H -o bootfs` prints BOOTFS (the imported pools' bootfs properties, "-" for none).
+   * The qemu test (test/qemu/zfs.test.ts) is the real one.
+   */
+  const dir = tempDir('wipe-zfs-');
+  const fakes = join(dir, 'bin');
+  beforeAll(() => {
+    expect(spawnSync('sh', ['-c', 'PATH=/usr/sbin:/usr/bin:/sbin:/bin command -v zfs || command -v zpool']).status).not.toBe(0);
+    mkdirSync(fakes);
+    writeFileSync(join(fakes, 'zfs'), `#!/bin/sh\n# A stand-in for zfs (see above).\necho "zfs $*" >> ${dir}/log\ncase $1 in\n  list) for a; do :; done; case $a in tank/root | tank/root@blank | tank/be2 | tank/be2@blank) exit 0 ;; esac; exit 1 ;;\n  rollback) exit 0 ;;\n  *) exit 1 ;;\nesac\n`, { mode: 0o755 });
+    writeFileSync(join(fakes, 'zpool'), `#!/bin/sh\n# A stand-in for zpool (see above).\necho "zpool $*" >> ${dir}/log\ncase "$*" in "list -H -o bootfs") printf '%s' "$BOOTFS" ;; *) exit 1 ;; esac\n`, { mode: 0o755 });
+    writeFileSync(join(dir, 'wipe.conf'), "WIPE_METHOD=zfs\nWIPE_DATASET='tank/root'\nWIPE_SNAPSHOT='blank'\nWIPE_STORAGES=''\n");
+  });
+  /** The wipe with this kernel command line and bootfs properties: its exit code, stderr, and whether it rolled back. */
+  function zfsWipe(cmdline: string, bootfs = '-\n') {
+    writeFileSync(join(dir, 'cmdline'), `${cmdline}\n`);
+    rmSync(join(dir, 'log'), { force: true });
+    const r = spawnSync('sh', [SCRIPT], {
+      encoding: 'utf8',
+      env: { PATH: `${process.env.PATH}:${fakes}`, BOOTFS: bootfs, IMPERMANENCE_WIPE_CONF: join(dir, 'wipe.conf'), IMPERMANENCE_WIPE_RUN: join(dir, 'run'), IMPERMANENCE_WIPE_CMDLINE: join(dir, 'cmdline') },
+    });
+    const log = spawnSync('cat', [join(dir, 'log')], { encoding: 'utf8' }).stdout;
+    return { code: r.status, err: r.stderr, rolledBack: /^zfs rollback -r tank\/root@blank$/m.test(log), log };
+  }
+
+  it('rolls back the dataset the kernel boots: root=zfs:DATASET, root=ZFS=DATASET, rootfstype=zfs root=DATASET', () => {
+    for (const cmdline of ['root=zfs:tank/root', 'root=ZFS=tank/root', 'root="zfs:tank/root" rw', 'rootfstype=zfs root=tank/root']) {
+      const r = zfsWipe(cmdline);
+      expect(r).toMatchObject({ code: 0, rolledBack: true });
+      expect(r.err).toMatch(/WIPE-STEP-DONE rolled tank\/root back to @blank/);
+    }
+  });
+
+  it('refuses, rolling back nothing, when the kernel boots another dataset (another boot environment, to rescue) or no ZFS root', () => {
+    for (const [cmdline, booted] of [
+      ['root=zfs:tank/be2', 'tank/be2 \\(root=zfs:tank/be2\\)'],
+      ['root=ZFS=tank/be2', 'tank/be2 \\(root=ZFS=tank/be2\\)'],
+      ['rootfstype=zfs root=tank/be2', 'tank/be2 \\(root=tank/be2\\)'],
+      // "+" is a space, as zfs-dracut reads it.
+      ['root=zfs:tank/root+2', 'tank/root 2 \\(root=zfs:tank/root\\+2\\)'],
+    ]) {
+      const r = zfsWipe(cmdline!);
+      expect(r).toMatchObject({ code: 1, rolledBack: false });
+      expect(r.err).toMatch(new RegExp(`NOT WIPING: the kernel boots the dataset ${booted}, the wipe is configured for tank/root\\n`));
+      expect(r.log).not.toMatch(/rollback/);
+      expect(readFileSync(join(dir, 'run/wipe-failed'), 'utf8')).toMatch(/the kernel boots the dataset tank\/(be2|root 2)/);
+    }
+    const other = zfsWipe('root=UUID=0123-4567 rootfstype=ext4');
+    expect(other).toMatchObject({ code: 1, rolledBack: false });
+    expect(other.err).toMatch(/NOT WIPING: the kernel boots root=UUID=0123-4567, not a ZFS dataset \(root=zfs:tank\/root\), the wipe is configured for tank\/root/);
+  });
+
+  it('compares root=zfs:AUTO (or no root=) with the pools\' bootfs property, as zfs-dracut picks the root; goes on when no pool names one', () => {
+    for (const cmdline of ['root=zfs:AUTO', 'root=zfs:', 'ro quiet']) {
+      expect(zfsWipe(cmdline, '-\ntank/root\n')).toMatchObject({ code: 0, rolledBack: true });
+      const r = zfsWipe(cmdline, '-\ntank/be2\ntank/root\n');
+      expect(r).toMatchObject({ code: 1, rolledBack: false });
+      expect(r.err).toMatch(/NOT WIPING: the kernel boots the dataset tank\/be2 \(the first bootfs property of the imported pools, root=zfs:AUTO\), the wipe is configured for tank\/root\n/);
+    }
+    // No bootfs: zfs-dracut finds no root to mount either; the wipe goes on as configured.
+    expect(zfsWipe('root=zfs:AUTO', '-\n')).toMatchObject({ code: 0, rolledBack: true });
   });
 });
