@@ -5,10 +5,10 @@ import { normalizePath } from '../config/paths';
 import type { WipeSettings } from '../config/wipe';
 import { printable, printablePath } from '../shared/printable';
 import { diffOffline, printReport } from './diff';
+import { listSubvolumes, rankOldRoots } from './old-roots';
 import type { OutputOptions } from './output';
 
 type Print = (s: string) => void;
-const OLD_ROOT = /^\d{4}-\d\d-\d\d_\d{6}/;
 
 export class PreviousBootError extends Error {}
 
@@ -58,11 +58,17 @@ export async function withTopLevel<T>(wipe: WipeSettings, writable: boolean, use
 async function withOldRoot<T>(wipe: WipeSettings, boot: number, use: (oldRoot: string, name: string) => Promise<T>): Promise<T> {
   if (wipe.method !== 'btrfs') throw new PreviousBootError(`[wipe] method = "${wipe.method}" keeps no old roots (only btrfs does)`);
   return withTopLevel(wipe, false, async (top) => {
+    // Ranked as the wipe ranks them, by creation (old-roots.ts); by name only when btrfs cannot
+    // list the subvolumes (then a boot whose clock was wrong is out of place).
+    const listed = listSubvolumes(top);
     let names: string[];
-    try {
-      names = readdirSync(join(top, wipe.oldRoots)).filter((n) => OLD_ROOT.test(n)).sort().reverse();
-    } catch {
-      names = [];
+    if ('subvolumes' in listed) names = rankOldRoots(listed.subvolumes, wipe.oldRoots);
+    else {
+      try {
+        names = rankOldRoots(readdirSync(join(top, wipe.oldRoots)).map((n) => `${wipe.oldRoots}/${n}`), wipe.oldRoots);
+      } catch {
+        names = [];
+      }
     }
     const name = names[boot - 1];
     if (!name) throw new PreviousBootError(`no old root for boot ${boot} in ${wipe.oldRoots} on ${wipe.device} (${names.length} kept)`);

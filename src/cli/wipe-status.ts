@@ -1,7 +1,7 @@
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { KEEP_PREVIOUS, type WipeSettings } from '../config/wipe';
 import { printable } from '../shared/printable';
+import { listSubvolumes, rankOldRoots, type Subvolume } from './old-roots';
 import { previousPristines } from './pristine';
 
 /** What the initrd's wipe left in /run at this boot: done, failed (refused) or skipped, and why. */
@@ -18,18 +18,16 @@ export function lastWipe(run = '/run/impermanence'): { result: 'done' | 'failed'
 
 export interface OldRoot { name: string; time: number; expires: string | null }
 
-/** Old roots named YYYY-MM-DD_HHMMSS[.N] in a subvolume list, newest first, with what the next wipe does to them. */
-export function oldRootsOf(paths: readonly string[], wipe: Extract<WipeSettings, { method: 'btrfs' }>, now: number): OldRoot[] {
-  const prefix = `${wipe.oldRoots}/`;
-  const roots = paths
-    .filter((p) => p.startsWith(prefix) && !p.slice(prefix.length).includes('/'))
-    .map((p) => p.slice(prefix.length))
-    .flatMap((name) => {
-      const m = /^(\d{4}-\d\d-\d\d)_(\d\d)(\d\d)(\d\d)/.exec(name);
-      return m ? [{ name, time: Date.parse(`${m[1]}T${m[2]}:${m[3]}:${m[4]}Z`) }] : [];
-    })
-    .sort((a, b) => (a.name < b.name ? 1 : -1));
-  // The next wipe adds one old root first: it counts against keep.count.
+/**
+ * The old roots in a subvolume list (`btrfs subvolume list -c`; names alone are ranked by name),
+ * newest first as the wipe ranks them (old-roots.ts), with what the next wipe does to them.
+ */
+export function oldRootsOf(subvolumes: readonly (Subvolume | string)[], wipe: Extract<WipeSettings, { method: 'btrfs' }>, now: number): OldRoot[] {
+  const roots = rankOldRoots(subvolumes, wipe.oldRoots).map((name) => {
+    const m = /^(\d{4}-\d\d-\d\d)_(\d\d)(\d\d)(\d\d)/.exec(name)!;
+    return { name, time: Date.parse(`${m[1]}T${m[2]}:${m[3]}:${m[4]}Z`) };
+  });
+  // The next wipe adds one old root first, the newest (the root it moves): it counts against keep.count.
   return roots.map((r, i) => {
     let expires: string | null = null;
     if (wipe.keep.days > 0 && now - r.time > wipe.keep.days * 86_400_000) expires = `older than ${wipe.keep.days} days`;
@@ -41,17 +39,19 @@ export function oldRootsOf(paths: readonly string[], wipe: Extract<WipeSettings,
 /** `impermanencectl wipe status`: the config, this boot's wipe, and for btrfs the pristine and the old roots. */
 export function wipeStatus(wipe: WipeSettings, json: boolean, out: (s: string) => void): number {
   const last = lastWipe();
-  let subvolumes: string[] | undefined;
+  let subvolumes: Subvolume[] | undefined;
   let listError: string | undefined;
   if (wipe.method === 'btrfs') {
-    const r = spawnSync('btrfs', ['subvolume', 'list', '-a', '/'], { encoding: 'utf8' });
-    if (r.status === 0) subvolumes = r.stdout.split('\n').map((l) => /^ID \d+ gen \d+ top level \d+ path (?:<FS_TREE>\/)?(.*)$/.exec(l)?.[1]).filter((p): p is string => !!p);
-    else listError = (r.stderr || r.error?.message || 'btrfs subvolume list failed').trim();
+    // Every subvolume of the root's filesystem, with its creation generation (the old roots' rank).
+    const r = listSubvolumes('/', true);
+    if ('error' in r) listError = r.error;
+    else subvolumes = r.subvolumes;
   }
+  const paths = subvolumes?.map((s) => s.path);
   const roots = wipe.method === 'btrfs' && subvolumes ? oldRootsOf(subvolumes, wipe, Date.now()) : undefined;
-  const pristine = wipe.method === 'btrfs' && wipe.from !== 'empty' && subvolumes ? subvolumes.includes(wipe.from) : undefined;
+  const pristine = wipe.method === 'btrfs' && wipe.from !== 'empty' && paths ? paths.includes(wipe.from) : undefined;
   // wipe update keeps the previous pristines as FROM.<UTC time>, newest first.
-  const previous = wipe.method === 'btrfs' && wipe.from !== 'empty' && subvolumes ? previousPristines(subvolumes, wipe.from) : undefined;
+  const previous = wipe.method === 'btrfs' && wipe.from !== 'empty' && paths ? previousPristines(paths, wipe.from) : undefined;
   if (json) {
     out(JSON.stringify({ method: wipe.method, lastWipe: last, pristine: pristine ?? null, previousPristines: previous ?? null, oldRoots: roots ?? null, error: listError ?? null }, null, 2) + '\n');
     return last.result === 'failed' ? 3 : 0;

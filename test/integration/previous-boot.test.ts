@@ -65,6 +65,23 @@ describe('the previous boot, from the kept old roots', () => {
     expect(ctl('restore', '/root/notes', '--to', join(to, 'c'), '--boot', '3').err).toMatch(/no old root for boot 3 in old_roots .*\(2 kept\)/);
   });
 
+  it('takes the newest old root by btrfs creation, as the wipe ranks them, not by name: a boot with its clock behind', () => {
+    // Made after the others, by a wipe whose clock said 2025: boot 1 all the same.
+    const onDisk = (command: string) =>
+      spawnSync('unshare', ['-m', '--propagation', 'private', 'bash', '-c', `set -e; M=$(mktemp -d); mount ${loop} $M; cd $M; ${command}; cd /; umount $M; rmdir $M`], { encoding: 'utf8' });
+    expect(onDisk('btrfs -q subvolume create old_roots/2025-06-01_000000; mkdir old_roots/2025-06-01_000000/root; echo behind > old_roots/2025-06-01_000000/root/notes').stderr).toBe('');
+    try {
+      const to = tempDir('wipeC-restore-clock-');
+      expect(ctl('restore', '/root/notes', '--to', to)).toMatchObject({ code: 0, out: `restored ${to}/root/notes from old_roots/2025-06-01_000000\n` });
+      expect(readFileSync(join(to, 'root/notes'), 'utf8')).toBe('behind\n');
+      expect(ctl('restore', '/root/notes', '--to', join(to, 'b'), '--boot', '2')).toMatchObject({ code: 0, out: `restored ${to}/b/root/notes from old_roots/2026-11-25_100000\n` });
+      expect(ctl('restore', '/root/notes', '--to', join(to, 'c'), '--boot', '3')).toMatchObject({ code: 0, out: `restored ${to}/c/root/notes from old_roots/2026-11-20_100000\n` });
+      expect(ctl('diff', '--previous-boot').out).toMatch(/^Boot 1 \(its root is kept in old_roots\/2025-06-01_000000\):/);
+    } finally {
+      onDisk('btrfs -q subvolume delete old_roots/2025-06-01_000000');
+    }
+  });
+
   it('withTopLevel returns what its work made when the top level is still busy at the end (umount -l), and leaves no folder', () => {
     // withTopLevel itself, bundled (as the build does) into a script run in a private mount namespace.
     const d = tempDir('wipeC-busy-');

@@ -60,4 +60,41 @@ describe('wipe status', () => {
       ['2026-11-01_000000', 'older than 14 days'],
     ]);
   });
+
+  it('ranks old roots as the wipe does, by btrfs creation generation then subvolume ID, not by name (the initrd\'s clock may be wrong)', async () => {
+    const { oldRootsOf } = await import('../../src/cli/wipe-status');
+    const { parseSubvolumeList } = await import('../../src/cli/old-roots');
+    const { wipe } = resolveFiles({ 'a.toml': BTRFS.replace('count = 5', 'count = 3') });
+    if (wipe?.method !== 'btrfs') throw new Error('expected btrfs');
+    const now = Date.parse('2026-11-26T12:00:00Z');
+    // `btrfs subvolume list -a -c /` as it prints them. Boots with the clock right (11-24, 11-25),
+    // then one with the clock reset (2025-06-01), then two at the same second with no clock
+    // (.10 made after .9); old_roots/x is no old root.
+    const list = [
+      'ID 256 gen 90 cgen 5 top level 5 path @pristine',
+      'ID 300 gen 40 cgen 30 top level 5 path <FS_TREE>/old_roots/2026-11-25_000000',
+      'ID 290 gen 35 cgen 20 top level 5 path <FS_TREE>/old_roots/2026-11-24_000000',
+      'ID 310 gen 50 cgen 40 top level 5 path <FS_TREE>/old_roots/2025-06-01_000000',
+      'ID 331 gen 70 cgen 60 top level 5 path <FS_TREE>/old_roots/2025-06-01_000000.10',
+      'ID 320 gen 60 cgen 50 top level 5 path <FS_TREE>/old_roots/2025-06-01_000000.9',
+      'ID 332 gen 70 cgen 60 top level 331 path <FS_TREE>/old_roots/2025-06-01_000000.10/var/lib/machines',
+      'ID 340 gen 80 cgen 70 top level 5 path <FS_TREE>/old_roots/x',
+      'ID 350 gen 95 cgen 80 top level 5 path @root',
+      '',
+    ].join('\n');
+    const subvolumes = parseSubvolumeList(list);
+    expect(subvolumes.find((s) => s.path === 'old_roots/2025-06-01_000000.10/var/lib/machines')).toEqual({ id: 332, cgen: 60, path: 'old_roots/2025-06-01_000000.10/var/lib/machines' });
+    // The clock right again: the 2025 ones are old by their names; the 11-24 and 11-25 ones are
+    // beyond the 3 newest (the wipe's own count: the root it moves, then these by creation).
+    expect(oldRootsOf(subvolumes, wipe, now).map((r) => [r.name, r.expires])).toEqual([
+      ['2025-06-01_000000.10', 'older than 14 days'],
+      ['2025-06-01_000000.9', 'older than 14 days'],
+      ['2025-06-01_000000', 'older than 14 days'],
+      ['2026-11-25_000000', 'beyond the 3 newest'],
+      ['2026-11-24_000000', 'beyond the 3 newest'],
+    ]);
+    // The same generation (one transaction): the higher ID was made later.
+    const same = parseSubvolumeList('ID 400 gen 9 cgen 9 top level 5 path old_roots/2026-01-01_000000\nID 401 gen 9 cgen 9 top level 5 path old_roots/2025-01-01_000000\n');
+    expect(oldRootsOf(same, wipe, now).map((r) => r.name)).toEqual(['2025-01-01_000000', '2026-01-01_000000']);
+  });
 });
