@@ -27,10 +27,13 @@ export function oldRootsOf(subvolumes: readonly (Subvolume | string)[], wipe: Ex
     const m = /^(\d{4}-\d\d-\d\d)_(\d\d)(\d\d)(\d\d)/.exec(name)!;
     return { name, time: Date.parse(`${m[1]}T${m[2]}:${m[3]}:${m[4]}Z`) };
   });
+  // As the wipe: when an old root is named later than now, the clock is behind or was wrong when
+  // that one was named, and none is expired by age.
+  const byAge = wipe.keep.days > 0 && roots.every((r) => r.time <= now);
   // The next wipe adds one old root first, the newest (the root it moves): it counts against keep.count.
   return roots.map((r, i) => {
     let expires: string | null = null;
-    if (wipe.keep.days > 0 && now - r.time > wipe.keep.days * 86_400_000) expires = `older than ${wipe.keep.days} days`;
+    if (byAge && now - r.time > wipe.keep.days * 86_400_000) expires = `older than ${wipe.keep.days} days`;
     else if (wipe.keep.count > 0 && i + 2 > wipe.keep.count) expires = `beyond the ${wipe.keep.count} newest`;
     return { ...r, expires };
   });

@@ -97,4 +97,19 @@ describe('wipe status', () => {
     const same = parseSubvolumeList('ID 400 gen 9 cgen 9 top level 5 path old_roots/2026-01-01_000000\nID 401 gen 9 cgen 9 top level 5 path old_roots/2025-01-01_000000\n');
     expect(oldRootsOf(same, wipe, now).map((r) => r.name)).toEqual(['2025-01-01_000000', '2026-01-01_000000']);
   });
+
+  it('predicts no expiry by age when an old root is named later than now, as the wipe then expires none by age', async () => {
+    const { oldRootsOf } = await import('../../src/cli/wipe-status');
+    const { parseSubvolumeList } = await import('../../src/cli/old-roots');
+    const { wipe } = resolveFiles({ 'a.toml': BTRFS.replace('count = 5', 'count = 0') });
+    if (wipe?.method !== 'btrfs') throw new Error('expected btrfs');
+    const list = 'ID 300 gen 9 cgen 8 top level 5 path old_roots/2025-01-01_000000\nID 301 gen 9 cgen 9 top level 5 path old_roots/2026-11-26_000000\n';
+    // The clock is behind (or was wrong when 2026-11-26 was named): no age can be trusted.
+    expect(oldRootsOf(parseSubvolumeList(list), wipe, Date.parse('2025-06-01T00:00:00Z')).map((r) => [r.name, r.expires])).toEqual([
+      ['2026-11-26_000000', null],
+      ['2025-01-01_000000', null],
+    ]);
+    // The clock right: 2025-01-01 is old.
+    expect(oldRootsOf(parseSubvolumeList(list), wipe, Date.parse('2026-11-27T00:00:00Z')).map((r) => r.expires)).toEqual([null, 'older than 14 days']);
+  });
 });
