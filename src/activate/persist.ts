@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, constants, existsSync, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmdirSync, rmSync, type Stats } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, unlinkSync, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { addEntry, removeEntry, type EntryRef } from '../config/edit';
 import { InvalidConfig } from '../config/errors';
@@ -14,7 +14,8 @@ import { GENERATOR_DIR } from '../drift/state';
 import { collect, planUnits } from '../generator/plan';
 import { sourceStatter, statOnRoot } from '../generator/write';
 import { removeStaleTemps, replaceFile } from '../shared/replace-file';
-import { adoptAll, copyTree, storageProblem, tempBeside } from './prepare';
+import { at, copyTree, isOwnTempDir, makeTempDir, openBeneath, openChild, removeTempDir, syncFileSystem, type TempDir } from './as-root';
+import { adoptAll, storageProblem, tempBeside } from './prepare';
 
 /**
  * Persisting and unpersisting a path on a running system, without a reboot: the same adoption
@@ -253,7 +254,12 @@ function adoptNow(entry: Entry, say: Say): void {
     if (result.problems.length) throw new PersistError(result.problems.join('\n'));
     for (const p of result.adopted) say(`copied ${p} into ${entry.source}`);
   }
-  removeOwnLeftovers(entry.source, 'adopt');
+  const dir = held(() => openBeneath(entry.storage, dirname(entry.source)));
+  try {
+    removeOwnLeftovers(dir, entry.source, 'adopt');
+  } finally {
+    closeSync(dir);
+  }
 }
 
 /**
@@ -294,51 +300,87 @@ function activate(entry: Entry, say: Say): void {
 
 /**
  * Puts a copy of the storage's content back on the root in place of the mount (or symlink):
- * copied beside it first (`.NAME.impermanence-unpersist`), then the mount stopped, then moved in.
+ * copied beside it first, into a folder of root's own (`.NAME.impermanence-unpersist.XXXXXX`,
+ * 0700), then the mount stopped, then moved in. The folder the path is in may be a user's (a
+ * home): it is held open, reached from "/" without a symlink, and every name in it is looked up
+ * through it (see as-root.ts), so nothing a user makes there is written through.
  * Returns false when there was nothing left to do (a run cut short after the copy was in place).
  */
 function copyBack(entry: Entry, say: Say): boolean {
   const mounted = readMountPoints().has(entry.path);
-  const here = lstatSync(entry.path, { throwIfNoEntry: false });
-  const linked = here?.isSymbolicLink() && readlinkSync(entry.path) === entry.source;
-  const holds = here && !here.isSymbolicLink() && (here.isDirectory() ? readdirSync(entry.path).length > 0 : here.size > 0);
-  if (!mounted && !linked && holds) {
-    // Cut short after the copy was moved in: the root holds it.
-    removeOwnLeftovers(entry.path, 'unpersist');
-    return false;
+  const parent = held(() => openBeneath('/', dirname(entry.path)));
+  try {
+    const name = basename(entry.path);
+    const here = lstatSync(at(parent, name), { throwIfNoEntry: false });
+    const linked = here?.isSymbolicLink() && readlinkSync(at(parent, name)) === entry.source;
+    const holds = here && !here.isSymbolicLink() && (here.isDirectory() ? readdirSync(at(parent, name)).length > 0 : here.size > 0);
+    if (!mounted && !linked && holds) {
+      // Cut short after the copy was moved in: the root holds it.
+      removeOwnLeftovers(parent, entry.path, 'unpersist');
+      return false;
+    }
+    // Mounted or linked; or cut short after the mount was stopped, before the copy was moved in:
+    // the path is empty, and storage still holds everything, so the copy is made again.
+    if (!existsSync(entry.source)) throw new PersistError(`${entry.source} does not exist: nothing to copy back`);
+    removeOwnLeftovers(parent, entry.path, 'unpersist');
+    const from = held(() => openBeneath(entry.storage, dirname(entry.source)));
+    let temp: TempDir;
+    try {
+      temp = held(() => makeTempDir(parent, `${basename(tempBeside(entry.path, 'unpersist'))}.`));
+      const cp = copyTree(`/proc/self/fd/3/${basename(entry.source)}`, '/proc/self/fd/4/x', [from, temp.fd]);
+      if (cp.status !== 0) {
+        removeTempDir(temp);
+        throw new PersistError(`cannot copy ${entry.source} back: ${cp.stderr.trim()}`);
+      }
+    } finally {
+      closeSync(from);
+    }
+    let done = false;
+    try {
+      syncFileSystem(temp.fd);
+      refuseWriters(entry.path);
+      if (mounted) {
+        systemctl('stop', mountUnitName(entry.path));
+        if (readMountPoints().has(entry.path)) throw new PersistError(`${entry.path} is still mounted`);
+      }
+      // What the mount hid goes aside, not away, unless it is only an older copy of what storage
+      // holds (a persist cut short before it cleared it): it may be someone's data.
+      const under = lstatSync(at(parent, name), { throwIfNoEntry: false });
+      const hidden = under && (under.isSymbolicLink() ? false : under.isDirectory() ? readdirSync(at(parent, name)).length > 0 : under.size > 0);
+      if (hidden && withinTree(at(parent, name), at(temp.fd, 'x'))) {
+        renameSync(at(parent, name), at(temp.fd, 'old')); // deleted with the temporary folder
+      } else if (hidden) {
+        const aside = `${name}.impermanence-hidden-${Date.now()}`;
+        renameSync(at(parent, name), at(parent, aside));
+        say(`what the mount hid on the root is in ${dirname(entry.path)}/${aside}`);
+      } else if (under?.isSymbolicLink() || under?.isFile()) {
+        unlinkSync(at(parent, name)); // the symlink, or the empty mount point file
+      }
+      renameSync(at(temp.fd, 'x'), at(parent, name)); // over the empty mount point folder, or into the free name
+      done = true;
+    } finally {
+      // Our copy, if it was not moved in (storage still holds all of it), and what was moved aside into it.
+      try {
+        removeTempDir(temp);
+      } catch (err) {
+        if (done) throw err;
+      }
+    }
+    say(`copied ${entry.source} back to ${entry.path}`);
+    return true;
+  } finally {
+    closeSync(parent);
   }
-  // Mounted or linked; or cut short after the mount was stopped, before the copy was moved in:
-  // the path is empty, and storage still holds everything, so the copy is made again.
-  if (!existsSync(entry.source)) throw new PersistError(`${entry.source} does not exist: nothing to copy back`);
-  removeOwnLeftovers(entry.path, 'unpersist');
-  const temp = tempBeside(entry.path, 'unpersist');
-  const cp = copyTree(entry.source, temp);
-  if (cp.status !== 0) {
-    rmSync(temp, { recursive: true, force: true });
-    throw new PersistError(`cannot copy ${entry.source} back: ${cp.stderr.trim()}`);
+}
+
+/** What `open` opens, or a PersistError saying why not. */
+function held<T>(open: () => T): T {
+  try {
+    return open();
+  } catch (err) {
+    if (err instanceof PersistError) throw err;
+    throw new PersistError((err as Error).message);
   }
-  spawnSync('sync', ['--file-system', temp]);
-  refuseWriters(entry.path);
-  if (mounted) {
-    systemctl('stop', mountUnitName(entry.path));
-    if (readMountPoints().has(entry.path)) throw new PersistError(`${entry.path} is still mounted`);
-  }
-  // What the mount hid goes aside, not away, unless it is only an older copy of what storage
-  // holds (a persist cut short before it cleared it): it may be someone's data.
-  const under = lstatSync(entry.path, { throwIfNoEntry: false });
-  const hidden = under && (under.isSymbolicLink() ? false : under.isDirectory() ? readdirSync(entry.path).length > 0 : under.size > 0);
-  if (hidden && withinTree(entry.path, temp)) {
-    rmSync(entry.path, { recursive: true, force: true });
-  } else if (hidden) {
-    const aside = `${entry.path}.impermanence-hidden-${Date.now()}`;
-    renameSync(entry.path, aside);
-    say(`what the mount hid on the root is in ${aside}`);
-  } else if (under?.isSymbolicLink() || under?.isFile()) {
-    rmSync(entry.path); // the symlink, or the empty mount point file
-  }
-  renameSync(temp, entry.path); // over the empty mount point folder, or into the free name
-  say(`copied ${entry.source} back to ${entry.path}`);
-  return true;
 }
 
 function copyBackLeftovers(path: string): string[] {
@@ -348,21 +390,21 @@ function copyBackLeftovers(path: string): string[] {
 }
 
 /**
- * Our own temporary copies beside `path` left by a run cut short this boot: redundant now, since
- * what they were copied from is still there. Older ones stay (after a reboot a partial copy in
- * storage may be all that is left of a wiped root; drift shows it as an orphan).
+ * Our own temporary folders beside `path` (in the folder held by `dir`) left by a run cut short
+ * this boot: redundant now, since what they were copied from is still there. Only folders of
+ * root's (0700): anything else of that name is a user's, and stays. Older ones stay (after a
+ * reboot a partial copy in storage may be all that is left of a wiped root; drift shows it as an
+ * orphan).
  */
-function removeOwnLeftovers(path: string, what: 'adopt' | 'unpersist'): void {
-  const dir = dirname(path);
-  const prefix = basename(tempBeside(path, what));
-  if (!existsSync(dir)) return;
+function removeOwnLeftovers(dir: number, path: string, what: 'adopt' | 'unpersist'): void {
+  const prefix = `${basename(tempBeside(path, what))}.`;
   const boot = bootTime();
-  for (const name of readdirSync(dir)) {
-    if (name !== prefix && !name.startsWith(`${prefix}.`)) continue;
-    const st = lstatSync(`${dir}/${name}`);
-    if (st.ctimeMs / 1000 < boot) continue;
+  for (const name of readdirSync(at(dir))) {
+    if (!name.startsWith(prefix) || !isOwnTempDir(dir, name)) continue;
     try {
-      rmSync(`${dir}/${name}`, { recursive: true, force: true });
+      const fd = openChild(dir, name);
+      if (fstatSync(fd).ctimeMs / 1000 < boot) closeSync(fd);
+      else removeTempDir({ parent: dir, fd, name });
     } catch {
       // still being removed by someone else, or busy: the next run takes it
     }

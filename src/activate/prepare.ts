@@ -1,10 +1,10 @@
-import { spawnSync } from 'node:child_process';
-import { closeSync, constants, existsSync, fstatSync, fsyncSync, opendirSync, linkSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, renameSync, unlinkSync, type Stats } from 'node:fs';
+import { closeSync, constants, fstatSync, opendirSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { parentsOf } from '../config/paths';
 import { readMountPoints, storageIsMounted } from '../drift/mountinfo';
 import type { PreparePlan } from '../generator/plan';
 import { replaceFile } from '../shared/replace-file';
+import { copyTree, makeTempDir, openBeneath, placeInto, removeTempDir, syncDir, syncFileSystem } from './as-root';
 
 /**
  * What impermanence-prepare does for one storage root at boot, before anything is mounted from
@@ -43,9 +43,9 @@ export const MOUNT_EARLY_HINT =
  * Adopts, for every bind-mounted entry of a storage root, what the root holds and storage does
  * not: a directory whose source is missing or empty, a file whose source is missing. The copy is
  * made by `cp -a` (owner, mode, ACLs, xattrs, timestamps, hard links, symlinks and special
- * files) under a temporary name beside the source, synced, then renamed into place: a crash
- * leaves either nothing or a whole copy at the source, and at worst a partial copy under the
- * temporary name, which drift reports as an orphan (never deleted: it may be all that is left).
+ * files) into a root-only temporary folder beside the source, synced, then renamed into place: a
+ * crash leaves either nothing or a whole copy at the source, and at worst a partial copy in the
+ * temporary folder, which drift reports as an orphan (never deleted: it may be all that is left).
  * A directory only replaces an empty one; a file is linked into place, which fails rather than
  * overwrite. When storage already holds the entry, storage wins: what only the root holds is
  * recorded as shadowed.
@@ -81,13 +81,7 @@ function adopt(kind: 'directory' | 'file', path: string, source: string, storage
   } else if (there) {
     return undefined; // the root's older copy of a file storage holds is not news
   }
-  const temp = copyAside(path, source, kind, here);
-  if (kind === 'directory') renameSync(temp, source); // replaces an empty folder only; fails on a non-empty one
-  else {
-    linkSync(temp, source); // fails if it appeared meanwhile: never overwrite
-    unlinkSync(temp);
-  }
-  syncFolder(dirname(source));
+  copyAside(path, source, storage, kind, here);
   return 'adopted';
 }
 
@@ -101,32 +95,46 @@ function holdsAnything(dir: string): boolean {
   }
 }
 
-/** The temporary name beside `path` under which a copy of ours is made (adopt: into storage; unpersist: back onto the root). */
+/** The temporary name beside `path` under which a copy of ours is made (adopt: into storage; unpersist: back onto the root), before mkdtemp's suffix. */
 export function tempBeside(path: string, what: 'adopt' | 'unpersist'): string {
   return `${dirname(path)}/.${basename(path)}.impermanence-${what}`;
 }
 
 /**
- * A full copy of `path` under a new temporary name beside `source`, synced to disk. We act as
- * root on a path users may write: what is copied is what was opened, not what the name points
- * at a moment later. `path` is opened without following a symlink (O_NOFOLLOW), checked through
- * the descriptor (fstat: the type and inode seen before; /proc/self/fd: no symlinked parent on
- * the way), and cp reads the descriptor (/proc/self/fd/3), so a swap after the check changes
- * nothing.
+ * A full copy of `path` put at `source`, never over anything there. We act as root on paths
+ * users may write: what is copied is what was opened, not what the name points at a moment later.
+ * `path` is opened without following a symlink (O_NOFOLLOW), checked through the descriptor
+ * (fstat: the type and inode seen before; /proc/self/fd: no symlinked parent on the way), and cp
+ * reads the descriptor (/proc/self/fd/3), so a swap after the check changes nothing. The copy is
+ * written into a folder of root's own (0700, mkdtemp) beside the source, which the folder of the
+ * source is held open for (reached from the storage root without a symlink): nothing a user makes
+ * in her storage folder can redirect it (see as-root.ts). Synced, then renamed into place (a
+ * folder: over an empty one only) or linked (a file: fails rather than overwrite). A crash leaves
+ * at worst a partial copy in that root-only folder (`.NAME.impermanence-adopt.XXXXXX`).
  */
-function copyAside(path: string, source: string, kind: 'directory' | 'file', seen: Stats): string {
-  const fd = openChecked(path, kind, seen);
+function copyAside(path: string, source: string, storage: string, kind: 'directory' | 'file', seen: Stats): void {
+  const into = openBeneath(storage, dirname(source));
   try {
-    const base = tempBeside(source, 'adopt');
-    let temp = base;
-    for (let i = 1; lstatSync(temp, { throwIfNoEntry: false }); i++) temp = `${base}.${i}`; // a crashed attempt's copy stays
-    const cp = copyTree('/proc/self/fd/3', temp, fd);
-  if (cp.status !== 0) throw new Error(`cp: ${(cp.stderr || cp.error?.message || `exit ${cp.status}`).trim()} (a partial copy may be left at ${temp})`);
-    const sync = spawnSync('sync', ['--file-system', temp], { encoding: 'utf8' });
-    if (sync.status !== 0) throw new Error(`sync: ${(sync.stderr || `exit ${sync.status}`).trim()}`);
-    return temp;
+    const fd = openChecked(path, kind, seen);
+    try {
+      const temp = makeTempDir(into, `${basename(tempBeside(source, 'adopt'))}.`);
+      let placed = false;
+      try {
+        const cp = copyTree('/proc/self/fd/3', '/proc/self/fd/4/x', [fd, temp.fd], true);
+        if (cp.status !== 0) throw new Error(`cp: ${(cp.stderr || cp.error?.message || `exit ${cp.status}`).trim()} (a partial copy may be left in ${dirname(source)}/${temp.name})`);
+        syncFileSystem(temp.fd);
+        if (!placeInto(temp, 'x', into, basename(source))) throw new Error(`${source} appeared while ${path} was being copied: it is kept, and the copy is left in ${dirname(source)}/${temp.name}`);
+        placed = true;
+      } finally {
+        if (placed) removeTempDir(temp);
+        else closeSync(temp.fd);
+      }
+    } finally {
+      closeSync(fd);
+    }
+    syncDir(into);
   } finally {
-    closeSync(fd);
+    closeSync(into);
   }
 }
 
@@ -145,28 +153,6 @@ export function openChecked(path: string, kind: 'directory' | 'file', seen: Stat
   } catch (err) {
     closeSync(fd);
     throw err;
-  }
-}
-
-/**
- * `cp -a SOURCE TARGET`, which dies with us (setpriv --pdeathsig): a copy cut short by kill -9
- * must not go on writing beside what the next run makes.
- */
-export function copyTree(source: string, target: string, fd?: number): ReturnType<typeof spawnSync> & { stderr: string } {
-  // With a descriptor (given to cp as fd 3, SOURCE its /proc/self/fd/3): -H follows that one
-  // magic link on the command line to the opened file itself; below it, -a copies symlinks as such.
-  const argv = ['cp', '-a', ...(fd === undefined ? [] : ['-H']), '--no-target-directory', '--', source, target];
-  const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
-  const stdio: Array<'ignore' | 'pipe' | number> = fd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', 'pipe', 'pipe', fd];
-  return spawnSync(setpriv ?? argv[0]!, setpriv ? ['--pdeathsig', 'KILL', '--', ...argv] : argv.slice(1), { encoding: 'utf8', stdio });
-}
-
-function syncFolder(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 

@@ -1,0 +1,170 @@
+/**
+ * impermanencectl persist and unpersist as root, on real files, real uids and real mounts, each
+ * run in a mount namespace of its own (unshare): a tmpfs on /run, the storage bind-mounted on
+ * itself (a mounted filesystem, as the storage check wants), a kernel command line naming the
+ * config folder on the storage, and test/fixtures/persist-bin first in PATH: a systemctl that runs
+ * the real generator and the real mount.impermanence (PID 1 is not systemd here), and a cp that
+ * lets an unprivileged user win a race at the moment root's copy starts. The same commands on a
+ * booted systemd: test/e2e/persist.test.ts.
+ */
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CTL, REPO, run, tempDir } from '../helpers';
+
+const isRoot = process.getuid?.() === 0;
+const BIN = join(REPO, 'test/fixtures/persist-bin');
+const VICTIM_TEXT = 'ROOT ONLY\n';
+
+interface Sandbox { dir: string; storage: string; config: string; victim: string; victimDir: string; raceLog: string }
+
+/** A sandbox folder (traversable by uid 1000), its storage and config folder, and a root-only victim file and folder. */
+function sandbox(): Sandbox {
+  const dir = tempDir('impermanence-persist-');
+  chmodSync(dir, 0o755);
+  const storage = join(dir, 'persistent');
+  const config = join(storage, 'etc/impermanence/persist.d');
+  mkdirSync(config, { recursive: true });
+  writeFileSync(join(config, '10-base.toml'), `[persistence."${storage}"]\ndirectories = []\n`);
+  writeFileSync(join(dir, 'cmdline'), `quiet impermanence.config=${config}\n`);
+  const victim = join(dir, 'victim');
+  writeFileSync(victim, VICTIM_TEXT, { mode: 0o600 });
+  const victimDir = join(dir, 'victim.d');
+  mkdirSync(victimDir, { mode: 0o700 });
+  writeFileSync(join(victimDir, 'secret'), VICTIM_TEXT, { mode: 0o600 });
+  return { dir, storage, config, victim, victimDir, raceLog: join(dir, 'race.log') };
+}
+
+/** `impermanencectl ARGS` in a mount namespace of its own (see the top); `setup` runs there first. */
+function ctlIn(sb: Sandbox, args: string[], opts: { env?: Record<string, string>; setup?: string } = {}) {
+  const script = [
+    'mount -t tmpfs -o mode=0755 tmpfs /run',
+    'mount --bind "$SB/persistent" "$SB/persistent"',
+    'mount --bind "$SB/cmdline" /proc/cmdline',
+    opts.setup ?? ':',
+    'exec "$IMPERMANENCE_NODE" "$CTL" "$@"',
+  ].join('\n');
+  return run('unshare', ['-m', '--propagation', 'private', 'sh', '-ec', script, 'sh', ...args], {
+    env: { SB: sb.dir, CTL, IMPERMANENCE_NODE: process.execPath, IMPERMANENCE_DIST: join(REPO, 'dist'), PATH: `${BIN}:${process.env.PATH}`, ...opts.env },
+  });
+}
+
+/** The user who races root (test/fixtures/persist-bin/cp), acting in `dirs`, her symlinks leading to `victim`. */
+const racer = (sb: Sandbox, dirs: string[], victim = sb.victim) => ({ RACE_VICTIM: victim, RACE_DIRS: dirs.join(' '), RACE_LOG: sb.raceLog });
+
+function expectVictimsUntouched(sb: Sandbox): void {
+  const look = (p: string) => {
+    const st = lstatSync(p);
+    return { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, ...(st.isDirectory() ? { names: readdirSync(p) } : { text: readFileSync(p, 'utf8') }) };
+  };
+  expect(look(sb.victim)).toEqual({ text: VICTIM_TEXT, uid: 0, gid: 0, mode: 0o600 });
+  expect(look(sb.victimDir)).toEqual({ names: ['secret'], uid: 0, gid: 0, mode: 0o700 });
+  expect(look(join(sb.victimDir, 'secret'))).toEqual({ text: VICTIM_TEXT, uid: 0, gid: 0, mode: 0o600 });
+}
+
+/** What is in a folder, apart from `except`: [name, uid, kind]. */
+const entries = (dir: string, except: string[] = []) =>
+  readdirSync(dir)
+    .filter((n) => !except.includes(n))
+    .sort()
+    .map((n) => {
+      const st = lstatSync(join(dir, n));
+      return [n, st.uid, st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'dir' : 'file'];
+    });
+
+(isRoot ? describe : describe.skip)('persist and unpersist as root, where a user owns the folders', () => {
+  it('unpersist: a symlink the user makes at the moment root copies the file back leads nowhere (the copy is made in a root-only folder)', () => {
+    const sb = sandbox();
+    const share = join(sb.dir, 'share');
+    const kept = join(sb.storage, share.slice(1), 'app.conf');
+    mkdirSync(join(sb.storage, share.slice(1)), { recursive: true });
+    writeFileSync(kept, 'written by uid 1000\n');
+    chownSync(kept, 1000, 1000);
+    mkdirSync(share);
+    chownSync(share, 1000, 1000);
+    symlinkSync(kept, join(share, 'app.conf')); // the entry as the boot made it (a symlink: method "symlink")
+    writeFileSync(join(sb.config, '50-local.toml'), `[persistence."${sb.storage}"]\nfiles = [\n  "${share}/app.conf",\n]\n`);
+
+    const r = ctlIn(sb, ['unpersist', join(share, 'app.conf')], { env: racer(sb, [share]) });
+    // The race happened: she planted or swapped at the moment cp started.
+    expect(readFileSync(sb.raceLog, 'utf8')).toMatch(/^(planted|swapped) /m);
+    expectVictimsUntouched(sb);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`copied ${kept} back to ${share}/app.conf`);
+    // The file is back on the root, hers; nothing of root's is left in her folder (only her own symlinks).
+    expect(readFileSync(join(share, 'app.conf'), 'utf8')).toBe('written by uid 1000\n');
+    expect(entries(share)).toEqual(expect.arrayContaining([['app.conf', 1000, 'file']]));
+    for (const [name, uid, kind] of entries(share, ['app.conf'])) expect([name, uid, kind]).toEqual([name, 1000, 'symlink']);
+    expect(readFileSync(kept, 'utf8')).toBe('written by uid 1000\n'); // storage keeps its copy
+  });
+
+  it('unpersist of a mounted folder: a symlink to a root-only folder, made where root copies it back or swapped for root\'s temporary folder, neither redirects nor blocks the copy', () => {
+    const sb = sandbox();
+    const share = join(sb.dir, 'share');
+    const data = join(share, 'data');
+    const source = join(sb.storage, data.slice(1));
+    mkdirSync(join(source, 'sub'), { recursive: true });
+    writeFileSync(join(source, 'sub/notes'), 'notes\n');
+    chownSync(join(source, 'sub/notes'), 1000, 1000);
+    mkdirSync(data, { recursive: true });
+    chownSync(share, 1000, 1000);
+    writeFileSync(join(sb.config, '50-local.toml'), `[persistence."${sb.storage}"]\ndirectories = [\n  "${data}",\n]\n`);
+    const unit = run('systemd-escape', ['--path', '--suffix=mount', data]).stdout.trim();
+
+    const r = ctlIn(sb, ['unpersist', data], { env: racer(sb, [share], sb.victimDir), setup: `systemctl daemon-reload; systemctl start '${unit}'; mountpoint -q '${data}'` });
+    expect(readFileSync(sb.raceLog, 'utf8')).toMatch(/^(planted|swapped) /m);
+    expectVictimsUntouched(sb);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(readFileSync(join(data, 'sub/notes'), 'utf8')).toBe('notes\n');
+    expect(lstatSync(join(data, 'sub/notes')).uid).toBe(1000);
+    for (const [name, uid, kind] of entries(share, ['data'])) expect([name, uid, kind]).toEqual([name, 1000, 'symlink']);
+  });
+
+  it('unpersist: the user\'s folder swapped for a symlink to a root-only folder at the moment root copies back: the file lands in her folder, wherever she moved it', () => {
+    const sb = sandbox();
+    const home = join(sb.dir, 'home');
+    const share = join(home, 'share');
+    const kept = join(sb.storage, share.slice(1), 'app.conf');
+    mkdirSync(join(sb.storage, share.slice(1)), { recursive: true });
+    writeFileSync(kept, 'written by uid 1000\n');
+    chownSync(kept, 1000, 1000);
+    mkdirSync(share, { recursive: true });
+    chownSync(home, 1000, 1000);
+    chownSync(share, 1000, 1000);
+    symlinkSync(kept, join(share, 'app.conf'));
+    writeFileSync(join(sb.config, '50-local.toml'), `[persistence."${sb.storage}"]\nfiles = [\n  "${share}/app.conf",\n]\n`);
+
+    const r = ctlIn(sb, ['unpersist', join(share, 'app.conf')], { env: { ...racer(sb, [share], sb.victimDir), RACE_MOVE: share } });
+    expect(readFileSync(sb.raceLog, 'utf8')).toMatch(/^moved /m);
+    expectVictimsUntouched(sb);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    // Root held the folder itself: the file is in it, under the name she gave it.
+    expect(readlinkSync(share)).toBe(sb.victimDir);
+    expect(readFileSync(join(home, 'share.moved/app.conf'), 'utf8')).toBe('written by uid 1000\n');
+    for (const [name, uid, kind] of entries(join(home, 'share.moved'), ['app.conf'])) expect([name, uid, kind]).toEqual([name, 1000, 'symlink']);
+  });
+
+  it('persist (adoption): a symlink the user makes in her storage folder at the moment root copies her file into it leads nowhere', () => {
+    const sb = sandbox();
+    const share = join(sb.dir, 'share');
+    const inStorage = join(sb.storage, share.slice(1));
+    mkdirSync(inStorage, { recursive: true });
+    chownSync(inStorage, 1000, 1000); // a storage folder she may write, as a home's is
+    mkdirSync(share);
+    chownSync(share, 1000, 1000);
+    writeFileSync(join(share, 'app.conf'), 'written by uid 1000\n');
+    chownSync(join(share, 'app.conf'), 1000, 1000);
+
+    const r = ctlIn(sb, ['persist', join(share, 'app.conf')], { env: racer(sb, [inStorage]) });
+    expect(readFileSync(sb.raceLog, 'utf8')).toMatch(/^(planted|swapped) /m);
+    expectVictimsUntouched(sb);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`copied ${share}/app.conf into ${inStorage}/app.conf`);
+    expect(readFileSync(join(inStorage, 'app.conf'), 'utf8')).toBe('written by uid 1000\n');
+    expect(lstatSync(join(inStorage, 'app.conf')).uid).toBe(1000);
+    for (const [name, uid, kind] of entries(inStorage, ['app.conf'])) expect([name, uid, kind]).toEqual([name, 1000, 'symlink']);
+  });
+});
