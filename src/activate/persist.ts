@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, constants, existsSync, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, unlinkSync, type Stats } from 'node:fs';
+import { closeSync, existsSync, fstatSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, unlinkSync, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { addEntry, removeEntry, type EntryRef } from '../config/edit';
 import { InvalidConfig } from '../config/errors';
@@ -9,12 +9,13 @@ import { resolveConfig, type Entry, type ResolvedConfig } from '../config/resolv
 import { escapePath, mountUnitName } from '../config/unit-name';
 import { UserDb } from '../config/userdb';
 import { bootTime } from '../drift/boot';
-import { mountOf, readMountPoints } from '../drift/mountinfo';
+import { readMountPoints } from '../drift/mountinfo';
 import { GENERATOR_DIR } from '../drift/state';
 import { collect, planUnits } from '../generator/plan';
 import { sourceStatter, statOnRoot } from '../generator/write';
 import { removeStaleTemps, replaceFile } from '../shared/replace-file';
 import { at, copyTree, isOwnTempDir, makeTempDir, openBeneath, openChild, removeTempDir, syncFileSystem, type TempDir } from './as-root';
+import { clearCovered, openCovered, sameEntry, type Cleared } from './clear-covered';
 import { adoptAll, storageProblem, tempBeside } from './prepare';
 
 /**
@@ -105,14 +106,17 @@ export function persist(req: PersistRequest, say: Say, dropIn = localDropIn()): 
   const entry = config.entries.find((e) => e.path === path)!;
 
   // 2. What is there now, into storage (its parents first, as the boot makes them); 3. the drop-in;
-  // 4. the mount; 5. the root's copy, now hidden under the mount, cleared: it was moved, not copied.
+  // 4. the mount; 5. the root's copy, now hidden under the mount, cleared: it was moved, not copied
+  // (what was written there after the copy goes into storage, or aside: clear-covered.ts).
   const mounted = readMountPoints().has(path);
   let covered: number | undefined;
   if (!mounted) {
     refuseWriters(path);
     createParents(config, entry);
     adoptNow(entry, say);
-    if (kind === 'file') covered = openCovered(path);
+    covered = openCovered(path, kind);
+  } else {
+    removeAdoptLeftovers(entry); // of a run cut short after the mount, while it cleared the root's copy
   }
   if (text !== undefined) {
     mkdirSync(dirname(dropIn), { recursive: true });
@@ -125,7 +129,7 @@ export function persist(req: PersistRequest, say: Say, dropIn = localDropIn()): 
   try {
     if (!mounted) activate(entry, say);
     // Only what this run mounted over: what an earlier mount covers may be anyone's (shadowed).
-    if (!mounted && readMountPoints().has(path)) clearCovered(covered, path, kind);
+    if (covered !== undefined && readMountPoints().has(path)) clear(covered, entry, say);
   } finally {
     if (covered !== undefined) closeSync(covered);
   }
@@ -133,59 +137,33 @@ export function persist(req: PersistRequest, say: Say, dropIn = localDropIn()): 
   return entry;
 }
 
-/** A descriptor of what stands at `path` before the mount covers it (never through a symlink), or undefined. */
-function openCovered(path: string): number | undefined {
-  try {
-    return openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch {
-    return undefined;
-  }
-}
-
 /**
- * Empties what the mount now covers (the root's copy, moved into storage). A covered file is
- * truncated through the descriptor opened before the mount. A covered folder is reached in a
- * mount namespace of its own, where the mount is taken off (this works as well when a run was
- * cut short after the mount): its children are moved into a root-only folder at the top of the
- * same filesystem (no user can reach or swap anything there), and deleted from it. (A run cut
- * short before this leaves the copy covered; unpersist recognizes it as a copy, see copyBack.)
+ * The root's copy, now under the mount, cleared (see clear-covered.ts), and the user told what was
+ * written there while this ran: moved into storage, set aside, or left hidden.
+ * (A run cut short before this leaves the copy covered; unpersist recognizes it as a copy, see copyBack.)
  */
-function clearCovered(fd: number | undefined, path: string, kind: Entry['kind']): void {
-  if (kind === 'file') {
-    if (fd === undefined || !fstatSync(fd).isFile() || fstatSync(fd).size === 0) return;
-    const w = openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY);
-    try {
-      ftruncateSync(w, 0);
-    } finally {
-      closeSync(w);
-    }
-    return;
+function clear(covered: number, entry: Entry, say: Say): void {
+  const storageDir = held(() => openBeneath(entry.storage, dirname(entry.source)));
+  let out: Cleared;
+  try {
+    out = clearCovered(covered, entry.path, entry.source, storageDir, entry.kind);
+  } finally {
+    closeSync(storageDir);
   }
-  const top = mountOf(dirname(path), readMountPoints());
-  const trash = `${top === '/' ? '' : top}/.impermanence-trash-${process.pid}`;
-  const script = [
-    'set -e',
-    'umount -l -- "$1"', // here only: the root's own folder shows again
-    'cd -P -- "$1"',
-    '[ "$(pwd -P)" = "$1" ]', // reached without a symlink: nothing below can redirect what follows
-    'mkdir -m 0700 -- "$2"',
-    'find . -mindepth 1 -maxdepth 1 -exec mv -t "$2" -- {} +',
-    'rm -rf -- "$2"',
-  ].join('\n');
-  removeStaleTrash(top);
-  spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', path, trash], { stdio: 'ignore' });
-}
-
-/** Trash folders of runs that were cut short (their process is gone): deleted. */
-function removeStaleTrash(top: string): void {
-  for (const name of readdirSync(top)) {
-    const pid = /^\.impermanence-trash-(\d+)$/.exec(name)?.[1];
-    if (!pid || existsSync(`/proc/${pid}`)) continue;
-    try {
-      rmSync(`${top === '/' ? '' : top}/${name}`, { recursive: true, force: true });
-    } catch {
-      // busy: the next run takes it
-    }
+  const list = (names: string[]) => (names.length > 10 ? `${names.slice(0, 10).join(', ')} and ${names.length - 10} more` : names.join(', '));
+  const count = (names: string[], what: string) => `${names.length === 1 ? '1 file or folder' : `${names.length} files or folders`} ${what}`;
+  if (out.moved.length) say(`${count(out.moved, `written to ${entry.path} while it was being persisted (after the copy)`)}: moved into ${entry.source}: ${list(out.moved)}`);
+  if (out.aside.length) {
+    say(
+      `${count(out.aside, `changed in ${entry.path} while it was being persisted, different from the copy in storage`)}: set aside in ${out.asideDir}: ${list(out.aside)} ` +
+        `(that folder is root's only: compare with ${entry.path}, keep what you need, then remove it)`,
+    );
+  }
+  if (out.kept.length) {
+    say(
+      `${count(out.kept, `in ${entry.path}`)} could not be moved into storage (${out.problem}): left on the root, hidden under the mount, lost at the next reboot ` +
+        `(\`impermanencectl unpersist ${entry.path}\` shows them again): ${list(out.kept)}`,
+    );
   }
 }
 
@@ -254,7 +232,17 @@ function adoptNow(entry: Entry, say: Say): void {
     if (result.problems.length) throw new PersistError(result.problems.join('\n'));
     for (const p of result.adopted) say(`copied ${p} into ${entry.source}`);
   }
-  const dir = held(() => openBeneath(entry.storage, dirname(entry.source)));
+  removeAdoptLeftovers(entry);
+}
+
+/** Our temporary folders beside the entry's source in storage, left by a run cut short this boot (see removeOwnLeftovers). */
+function removeAdoptLeftovers(entry: Entry): void {
+  let dir: number;
+  try {
+    dir = openBeneath(entry.storage, dirname(entry.source));
+  } catch {
+    return; // not reached without a symlink: nothing of ours is there
+  }
   try {
     removeOwnLeftovers(dir, entry.source, 'adopt');
   } finally {
@@ -424,10 +412,7 @@ function withinTree(a: string, b: string): boolean {
 function sameTree(a: string, b: string): boolean {
   const sa = lstatSync(a);
   const sb = lstatSync(b);
-  const same = (x: Stats, y: Stats) =>
-    x.mode === y.mode && x.uid === y.uid && x.gid === y.gid && (x.isDirectory() || (x.size === y.size && Math.trunc(x.mtimeMs) === Math.trunc(y.mtimeMs)));
-  if (!same(sa, sb)) return false;
-  if (sa.isSymbolicLink()) return readlinkSync(a) === readlinkSync(b);
+  if (!sameEntry(sa, sb, a, b)) return false;
   if (!sa.isDirectory()) return true;
   const na = readdirSync(a).sort();
   const nb = readdirSync(b).sort();

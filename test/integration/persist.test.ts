@@ -168,3 +168,80 @@ const entries = (dir: string, except: string[] = []) =>
     for (const [name, uid, kind] of entries(inStorage, ['app.conf'])) expect([name, uid, kind]).toEqual([name, 1000, 'symlink']);
   });
 });
+
+(isRoot ? describe : describe.skip)('persist: what is written while it runs is not lost', () => {
+  it('a folder: files and folders written after the copy, before the mount, are moved into storage; a file changed meanwhile is set aside and named', () => {
+    const sb = sandbox();
+    const app = join(sb.dir, 'srv/app');
+    const source = join(sb.storage, app.slice(1));
+    mkdirSync(join(app, 'sub'), { recursive: true });
+    writeFileSync(join(app, 'a'), 'one\n');
+    writeFileSync(join(app, 'sub/b'), 'two\n');
+    chownSync(join(app, 'sub'), 1000, 1000);
+    // A service writing while persist runs: at the moment the mount is started (after the copy).
+    const hook = [
+      `echo new > '${app}/new'`,
+      `echo new2 > '${app}/sub/new2'`,
+      `mkdir '${app}/newdir' && echo c > '${app}/newdir/c'`,
+      `chown -R 1000:1000 '${app}/newdir'`,
+      `echo changed > '${app}/a'`,
+    ].join('\n');
+
+    const r = ctlIn(sb, ['persist', app], { env: { SYSTEMCTL_START_HOOK: hook } });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`${app} is mounted from ${source}`);
+    // In storage: the copy, and what was written meanwhile, in its place, with its owner.
+    expect(readFileSync(join(source, 'a'), 'utf8')).toBe('one\n');
+    expect(readFileSync(join(source, 'sub/b'), 'utf8')).toBe('two\n');
+    expect(readFileSync(join(source, 'new'), 'utf8')).toBe('new\n');
+    expect(readFileSync(join(source, 'sub/new2'), 'utf8')).toBe('new2\n');
+    expect(readFileSync(join(source, 'newdir/c'), 'utf8')).toBe('c\n');
+    expect(lstatSync(join(source, 'newdir/c')).uid).toBe(1000);
+    // What differs from storage's copy is set aside in storage, and the output says where.
+    const aside = readdirSync(join(source, '..')).filter((n) => n.startsWith('app.impermanence-unsaved-'));
+    expect(aside).toHaveLength(1);
+    expect(readFileSync(join(source, '..', aside[0]!, 'a'), 'utf8')).toBe('changed\n');
+    expect(r.stdout).toContain(`moved into ${source}: new, newdir, sub/new2`);
+    expect(r.stdout).toContain(`set aside in ${join(source, '..', aside[0]!)}: a`);
+    // The root's copy under the mount is cleared (what is left on the root after the namespace is gone).
+    expect(readdirSync(app)).toEqual([]);
+    // No temporary folder of ours is left in storage.
+    expect(readdirSync(join(source, '..')).sort()).toEqual(['app', aside[0]]);
+  });
+
+  it('a file changed after the copy, before the mount: the changed content is set aside, not truncated away', () => {
+    const sb = sandbox();
+    const file = join(sb.dir, 'srv/f.conf');
+    const source = join(sb.storage, file.slice(1));
+    mkdirSync(join(sb.dir, 'srv'));
+    writeFileSync(file, 'old\n');
+
+    const r = ctlIn(sb, ['persist', file], { env: { SYSTEMCTL_START_HOOK: `echo newer > '${file}'` } });
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(readFileSync(source, 'utf8')).toBe('old\n');
+    const aside = readdirSync(join(source, '..')).filter((n) => n.startsWith('f.conf.impermanence-unsaved-'));
+    expect(aside).toHaveLength(1);
+    expect(readFileSync(join(source, '..', aside[0]!, 'f.conf'), 'utf8')).toBe('newer\n');
+    expect(r.stdout).toContain(`set aside in ${join(source, '..', aside[0]!)}: f.conf`);
+    expect(readFileSync(file, 'utf8')).toBe(''); // the root's copy under the mount: cleared
+  });
+
+  it('a folder with nothing written meanwhile: all moved, the root\'s copy cleared, nothing set aside', () => {
+    const sb = sandbox();
+    const app = join(sb.dir, 'srv/quiet');
+    const source = join(sb.storage, app.slice(1));
+    mkdirSync(join(app, 'd/e'), { recursive: true });
+    writeFileSync(join(app, 'd/e/f'), 'f\n');
+    symlinkSync('d/e/f', join(app, 'link'));
+    const r = ctlIn(sb, ['persist', app]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toMatch(/moved into|set aside|hidden/);
+    expect(readFileSync(join(source, 'd/e/f'), 'utf8')).toBe('f\n');
+    expect(readlinkSync(join(source, 'link'))).toBe('d/e/f');
+    expect(readdirSync(app)).toEqual([]);
+    expect(readdirSync(join(source, '..'))).toEqual(['quiet']);
+  });
+});
