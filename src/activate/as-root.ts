@@ -40,16 +40,18 @@ export function openBeneath(top: string, path: string): number {
   const rest = path === top ? '' : top === '/' ? path.slice(1) : path.startsWith(`${top}/`) ? path.slice(top.length + 1) : undefined;
   if (rest === undefined) throw new Error(`${path} is not below ${top}`);
   let fd = openSync(top, constants.O_RDONLY | constants.O_DIRECTORY);
+  let reached = top === '/' ? '' : top;
   try {
     for (const name of rest.split('/').filter(Boolean)) {
       if (name === '.' || name === '..') throw new Error(`${path}: "${name}" in a path`);
+      reached += `/${name}`;
       let next: number;
       try {
         next = openChild(fd, name);
       } catch (err) {
         const st = lstatSync(at(fd, name), { throwIfNoEntry: false });
-        if (st?.isSymbolicLink()) throw new Error(`${path} is reached through a symlink (${name}, made by uid ${st.uid}): nothing is done through it`);
-        throw err;
+        if (st?.isSymbolicLink()) throw new Error(`${reached} is a symlink (made by uid ${st.uid}): nothing is done through it`);
+        throw new Error(`cannot open the folder ${reached}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
       closeSync(fd);
       fd = next;
