@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, unlinkSync, type Stats } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, unlinkSync, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { addEntry, removeEntry, type EntryRef } from '../config/edit';
 import { InvalidConfig } from '../config/errors';
@@ -14,7 +14,7 @@ import { GENERATOR_DIR } from '../drift/state';
 import { collect, planUnits } from '../generator/plan';
 import { sourceStatter, statOnRoot } from '../generator/write';
 import { removeStaleTemps, replaceFile } from '../shared/replace-file';
-import { at, copyTree, isOwnTempDir, makeTempDir, openBeneath, openChild, removeTempDir, syncFileSystem, type TempDir } from './as-root';
+import { at, copyTree, isOwnTempDir, makeTempDir, openBeneath, openChild, removeTempDir, runWith, syncFileSystem, type TempDir } from './as-root';
 import { clearCovered, openCovered, sameEntry, type Cleared } from './clear-covered';
 import { adoptAll, storageProblem, tempBeside } from './prepare';
 
@@ -83,6 +83,10 @@ function refFor(ctx: Context, path: string, kind: EntryRef['kind'], storage: str
 
 export function persist(req: PersistRequest, say: Say, dropIn = localDropIn()): Entry {
   const path = checkedPath(req.path);
+  return oneAtATime(say, () => persistNow(path, req, say, dropIn));
+}
+
+function persistNow(path: string, req: PersistRequest, say: Say, dropIn: string): Entry {
   removeStaleTemps(dropIn); // what a run killed while writing the drop-in left beside it
   const ctx = context(dropIn);
   const declared = ctx.config.entries.find((e) => e.path === path);
@@ -169,6 +173,10 @@ function clear(covered: number, entry: Entry, say: Say): void {
 
 export function unpersist(rawPath: string, say: Say, dropIn = localDropIn()): Entry {
   const path = checkedPath(rawPath);
+  return oneAtATime(say, () => unpersistNow(path, say, dropIn));
+}
+
+function unpersistNow(path: string, say: Say, dropIn: string): Entry {
   removeStaleTemps(dropIn);
   const ctx = context(dropIn);
   const entry = ctx.config.entries.find((e) => e.path === path);
@@ -192,6 +200,31 @@ export function unpersist(rawPath: string, say: Say, dropIn = localDropIn()): En
   tellDaemon();
   if (back) say(`${path} is a plain ${entry.kind} on the root again: it is lost at the next reboot`);
   return entry;
+}
+
+/** Held while a persist or unpersist runs (see oneAtATime). */
+const LOCK = '/run/impermanence/persist.lock';
+
+/**
+ * One persist or unpersist at a time, whoever runs it (impermanencectl as root, or the daemon's
+ * transient units, which may run side by side): each reads the drop-in, writes it back edited and
+ * reloads systemd, and two at once lost an entry (two Persist calls at once left one in the
+ * drop-in). A flock(2) on LOCK, taken by flock(1) on this process's own open file (a lock belongs
+ * to the open file, not to the process that took it): released when this process ends, however.
+ */
+function oneAtATime<T>(say: Say, run: () => T): T {
+  mkdirSync(dirname(LOCK), { recursive: true });
+  const fd = openSync(LOCK, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  try {
+    if (runWith(['flock', '--nonblock', '--exclusive', '3'], [fd]).status !== 0) {
+      say('waiting for another persist or unpersist to finish…');
+      const r = runWith(['flock', '--exclusive', '3'], [fd]);
+      if (r.status !== 0) throw new PersistError(`cannot lock ${LOCK}: ${r.stderr.trim() || `flock exited with ${r.status}`}`);
+    }
+    return run();
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function checkedPath(raw: string): string {

@@ -244,4 +244,34 @@ const entries = (dir: string, except: string[] = []) =>
     expect(readdirSync(app)).toEqual([]);
     expect(readdirSync(join(source, '..'))).toEqual(['quiet']);
   });
+
+  it('two persists at once: one waits for the other, and both paths end up persisted (in the drop-in and mounted)', () => {
+    const sb = sandbox();
+    const a = join(sb.dir, 'srv/a');
+    const b = join(sb.dir, 'srv/b');
+    for (const d of [a, b]) {
+      mkdirSync(d, { recursive: true });
+      writeFileSync(join(d, 'f'), 'f\n');
+    }
+    // Both in one namespace (one /run, where the lock is), each copy slowed down so that they overlap.
+    const both = [
+      'mount -t tmpfs -o mode=0755 tmpfs /run',
+      'mount --bind "$SB/persistent" "$SB/persistent"',
+      'mount --bind "$SB/cmdline" /proc/cmdline',
+      '"$IMPERMANENCE_NODE" "$CTL" persist "$A" > "$SB/a.out" 2>&1 & pa=$!',
+      '"$IMPERMANENCE_NODE" "$CTL" persist "$B" > "$SB/b.out" 2>&1 & pb=$!',
+      'wait $pa; ra=$?; wait $pb; rb=$?',
+      'echo "codes $ra $rb"',
+      'mountpoint -q "$A" && mountpoint -q "$B" && echo "both mounted"',
+    ].join('\n');
+    const r = run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', both], {
+      env: { SB: sb.dir, A: a, B: b, CTL, IMPERMANENCE_NODE: process.execPath, IMPERMANENCE_DIST: join(REPO, 'dist'), PATH: `${BIN}:${process.env.PATH}`, CP_DELAY: '1' },
+    });
+    expect(r.stdout).toBe('codes 0 0\nboth mounted\n');
+    const said = readFileSync(join(sb.dir, 'a.out'), 'utf8') + readFileSync(join(sb.dir, 'b.out'), 'utf8');
+    expect(said).toContain('waiting for another persist or unpersist to finish');
+    const dropIn = readFileSync(join(sb.config, '50-local.toml'), 'utf8');
+    expect(dropIn).toContain(`"${a}"`);
+    expect(dropIn).toContain(`"${b}"`);
+  });
 });
