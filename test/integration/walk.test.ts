@@ -183,6 +183,85 @@ describe('impermanence-walk', () => {
     expect(existsSync(join(root, 'mnt', 'f'))).toBe(false);
   });
 
+  /**
+   * Runs the walker with `sh` limits (`ulimit` arguments, e.g. '-s 8192') over a tree that `make`
+   * (a Node script run with the root as its argument, chdir-ing down so that no path grows past
+   * PATH_MAX) builds on a tmpfs mounted in a private mount namespace: a tree too deep for rm -r is
+   * gone with the namespace.
+   */
+  function walkMade(make: string, limits: string[], threads: number) {
+    const root = tempDir('impermanence-walk-deep-');
+    const script =
+      'mount -t tmpfs -o nr_inodes=0 walk-deep "$1" && "$2" -e "$3" "$1" && ' +
+      limits.map((l) => `ulimit ${l} && `).join('') +
+      'IMPERMANENCE_WALK_THREADS=$4 exec "$5" "$1" 0 </dev/null';
+    const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', root, process.execPath, make, String(threads), BIN], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 28,
+    });
+    return { stdout: r.stdout, status: r.status, stderr: r.stderr };
+  }
+  const DEPTH = 20_000;
+  /** One chain of folders 20,000 deep with a file at the bottom, or `chains` of them side by side
+   * (c0, c1...): with two threads, parallel chains make each thread go deep. */
+  const makeDeep = (chains: number) => `const fs = require('fs'); process.chdir(process.argv[1]);
+    for (let c = 0; c < ${chains}; c++) {
+      if (${chains} > 1) { fs.mkdirSync('c' + c); process.chdir('c' + c); }
+      for (let i = 0; i < ${DEPTH}; i++) { fs.mkdirSync('d'); process.chdir('d'); }
+      fs.writeFileSync('secret', 'hello');
+      process.chdir(process.argv[1]);
+    }`;
+  const bottoms = (chains: number) =>
+    new Map(Array.from({ length: chains }, (_, c) => [(chains > 1 ? `/c${c}` : '') + '/d'.repeat(DEPTH), '1 5']));
+  const chainsFor = (threads: number) => (threads === 1 ? 1 : 12);
+
+  (isRoot ? test.each([1, 2]) : test.skip.each([1, 2]))('a tree 20,000 folders deep, 8 MB of stack, %i thread(s): the file at the bottom counts', (threads) => {
+    const chains = chainsFor(threads);
+    const r = walkMade(makeDeep(chains), ['-s 8192'], threads);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const res = parse(r.stdout, r.status, r.stderr);
+    expect(res.dirs).toEqual(bottoms(chains));
+    expect(res.scanned).toBe(chains);
+  });
+
+  (isRoot ? test.each([1, 2]) : test.skip.each([1, 2]))('a low RLIMIT_NOFILE, %i thread(s): the walk is whole, or it fails saying so, never a partial count', (threads) => {
+    // 16 fds (soft and hard) in all: the walk raises nothing, and holds few.
+    const deep = walkMade(makeDeep(chainsFor(threads)), ['-n 16'], threads);
+    if (deep.status === 0) expect(parse(deep.stdout, deep.status, deep.stderr).dirs).toEqual(bottoms(chainsFor(threads)));
+    else {
+      expect(deep.status).toBe(1);
+      expect(deep.stderr).toMatch(/^impermanence-walk: .*the walk is incomplete/);
+      expect(deep.stdout).not.toMatch(/^total\t/m);
+    }
+    // 300 levels, each with subdirectories left to enter after the one that goes on ("d" between
+    // "a" and "z", whatever the order of the listing): their fds past the budget are closed and
+    // the folders opened again later.
+    const makeWide = `const fs = require('fs'); process.chdir(process.argv[1]);
+      for (let i = 0; i < 300; i++) {
+        for (const s of ['a', 'd', 'z']) fs.mkdirSync(s);
+        fs.writeFileSync('a/f', 'x'); fs.writeFileSync('z/f', 'yy'); process.chdir('d');
+      }`;
+    const want = new Map<string, string>();
+    for (let i = 0; i < 300; i++) {
+      want.set('/d'.repeat(i) + '/a', '1 1');
+      want.set('/d'.repeat(i) + '/z', '1 2');
+    }
+    for (const limit of ['-n 16', '-n 64']) {
+      const wide = walkMade(makeWide, [limit], threads);
+      if (wide.status !== 0) {
+        expect(wide.status).toBe(1);
+        expect(wide.stderr).toMatch(/^impermanence-walk: .*the walk is incomplete/);
+        continue;
+      }
+      const res = parse(wide.stdout, wide.status, wide.stderr);
+      expect(res.dirs).toEqual(want);
+      expect(res.scanned).toBe(600);
+    }
+    // One thread needs few fds: with 16 it is whole.
+    if (threads === 1) expect([deep.status, walkMade(makeWide, ['-n 16'], 1).status]).toEqual([0, 0]);
+  });
+
   test('SINCE: only what changed since then counts, to the nanosecond', async () => {
     const root = tempDir('impermanence-walk-');
     mkdirSync(join(root, 'd'));

@@ -16,8 +16,12 @@
  * with O_NOFOLLOW, never by full path: a symlink swapped in during the walk cannot redirect it.
  * Walks with min(2, usable CPUs) threads, or IMPERMANENCE_WALK_THREADS (1: a single thread).
  * They share a short queue of open directories: a thread walks its subtree depth-first and hands
- * a subdirectory over to the queue only while the queue is short, so the open fds stay bounded
- * by the queue plus one per level of depth per thread.
+ * a subdirectory over to the queue only while the queue is short. A thread walks without
+ * recursion (a stack of frames on the heap) and reads each directory whole before entering its
+ * subdirectories; it keeps a directory's fd only while subdirectories remain to be entered, and
+ * at most a budget of them (64, less under a low RLIMIT_NOFILE): past it, a directory is opened
+ * again later from a held ancestor, a component at a time with O_NOFOLLOW, and only when its
+ * st_dev and st_ino are still those read. So neither the stack nor the fds grow with depth.
  * Every non-directory entry (file, symlink, other) whose ctime >= SINCE (or any, for 0) counts
  * towards the directory that holds it. Output, for each directory holding a counted entry:
  *   FILES \t BYTES \t LOGICALPATH \n
@@ -31,7 +35,11 @@
  * SCANNED: the non-directory entries looked at, counted or not. \n, \t and \ in paths are
  * written as \n, \t and \\. Lines come out in chunks of whole lines as the walk goes, not all
  * at the end, so that the reader can work on them meanwhile. Entries that vanish or cannot be
- * read are skipped silently; a bad ROOT or SINCE exits 1 with a message on stderr (2 for usage).
+ * read (EACCES...) are skipped silently; a bad ROOT or SINCE exits 1 with a message on stderr (2
+ * for usage). Running out of fds or memory, or a name too long (EMFILE, ENFILE, ENOMEM,
+ * ENAMETOOLONG), would leave part of the tree unseen: the walk then stops with exit 1 and a
+ * message on stderr ("... (the walk is incomplete)"), with no total line, which walkNative
+ * (src/drift/walker.ts) turns into a failed scan, never a partial count taken as whole.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -59,17 +67,36 @@ static size_t n_skips;
 static char **globs;
 static size_t n_globs;
 
+/* One directory being walked: its fd (-1 once closed), the length of its logical path, its
+ * st_dev and st_ino (to check it when opened again), the names of its subdirectories (each ended
+ * by a NUL) with the offset of the next one to enter, and what it holds that counts. */
+struct frame {
+	int fd;
+	size_t len;
+	dev_t dev;
+	ino_t ino;
+	char *names;
+	size_t names_len, names_cap, next;
+	unsigned long long files;
+	long long bytes;
+};
+
 /* One per thread: the logical path being looked at ("" for ROOT, then "/a", "/a/b"...; grows as
- * needed), the output not yet written, and the entries scanned. */
+ * needed), the output not yet written, the entries scanned, its stack of frames (kept for reuse)
+ * with how many hold an fd, and its getdents64 buffer. */
 struct walker {
 	char *path;
 	size_t path_cap;
 	char *out;
 	size_t out_len, out_cap;
 	unsigned long long scanned;
-	char **bufs; /* a getdents64 buffer per level of depth being walked, allocated on first use */
-	size_t n_bufs;
+	struct frame *frames;
+	size_t n_frames, held;
+	char *buf;
 };
+
+/* The fds of frames a thread may hold at once (see walk). */
+static size_t fd_budget = 64;
 
 /* The shared queue of directories to walk, each an open fd (owned) and its logical path. */
 struct item {
@@ -242,46 +269,27 @@ static void put_closed(struct walker *w, const struct stat *st, size_t len)
 	flush_out(w);
 }
 
-static void walk(struct walker *w, int fd, size_t len, size_t depth);
-
-/* The subdirectory open as sub (owned), whose logical path is w->path[0..len): hands it to the
- * shared queue when that is short and other threads may take it, else walks it here. */
-static void descend(struct walker *w, int sub, size_t len, size_t depth)
+/* Hands the subdirectory open as sub (owned), whose logical path is w->path[0..len), to the
+ * shared queue when that is short and other threads may take it. */
+static bool handed_over(struct walker *w, int sub, size_t len)
 {
-	if (n_threads > 1) {
-		pthread_mutex_lock(&q_lock);
-		if (q_len < q_max) {
-			char *p = malloc(len + 1);
-			if (p) {
-				memcpy(p, w->path, len);
-				p[len] = 0;
-				queue[q_len++] = (struct item){ sub, len, p };
-				if (n_idle)
-					pthread_cond_signal(&q_cond);
-				pthread_mutex_unlock(&q_lock);
-				return;
-			}
-		}
-		pthread_mutex_unlock(&q_lock);
-	}
-	walk(w, sub, len, depth);
-}
-
-/* Opens the subdirectory name of fd, without following a symlink, and walks it when it is on
- * ROOT's filesystem. Returns false, with errno, when it cannot be opened. */
-static bool enter(struct walker *w, int fd, const char *name, size_t len, size_t depth)
-{
-	/* Open first, then fstat the fd: what is entered is what was checked. */
-	int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (sub < 0)
+	if (n_threads < 2)
 		return false;
-	struct stat st;
-	if (fstat(sub, &st) == 0 && st.st_dev == root_dev) {
-		put_closed(w, &st, len);
-		descend(w, sub, len, depth);
-	} else
-		close(sub);
-	return true;
+	pthread_mutex_lock(&q_lock);
+	if (q_len < q_max) {
+		char *p = malloc(len + 1);
+		if (p) {
+			memcpy(p, w->path, len);
+			p[len] = 0;
+			queue[q_len++] = (struct item){ sub, len, p };
+			if (n_idle)
+				pthread_cond_signal(&q_cond);
+			pthread_mutex_unlock(&q_lock);
+			return true;
+		}
+	}
+	pthread_mutex_unlock(&q_lock);
+	return false;
 }
 
 /* getdents64(2), which glibc 2.36 does not wrap. */
@@ -294,31 +302,74 @@ struct linux_dirent64 {
 };
 #define DENTS_BUF (64 * 1024)
 
-/* Walks the directory open as fd (owned: closed here), whose logical path is w->path[0..len),
- * at depth (0 for what a thread took from the queue). Reads the entries with getdents64 into a
- * buffer of this depth's own, as readdir would, without readdir's fcntl and fstat calls. */
-static void walk(struct walker *w, int fd, size_t len, size_t depth)
+/* Out of descriptors or memory, or a path too long: what is below could not be looked at, so the
+ * walk says so and exits 1 (the reader then fails the scan) rather than report a partial count. */
+static void fail(struct walker *w, size_t len, const char *what, int err)
 {
-	if (depth >= w->n_bufs) {
-		size_t n = depth * 2 + 8;
-		w->bufs = xrealloc(w->bufs, n * sizeof *w->bufs);
-		memset(w->bufs + w->n_bufs, 0, (n - w->n_bufs) * sizeof *w->bufs);
-		w->n_bufs = n;
+	pthread_mutex_lock(&out_lock);
+	w->path[len] = 0;
+	fprintf(stderr, "impermanence-walk: %s %s: %s (the walk is incomplete)\n", what, len ? w->path : "/", strerror(err));
+	_exit(1);
+}
+
+static bool fatal_errno(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOMEM || err == ENAMETOOLONG;
+}
+
+/* Opens the subdirectory name of fd without following a symlink: an fd on ROOT's filesystem, or
+ * -1 when it is not one (another filesystem: closed here) or cannot be opened (errno set). */
+static int open_sub(struct walker *w, int fd, const char *name, size_t len, struct stat *st)
+{
+	/* Open first, then fstat the fd: what is entered is what was checked. */
+	int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sub < 0) {
+		if (fatal_errno(errno))
+			fail(w, len, "cannot open", errno);
+		return -1;
 	}
-	if (!w->bufs[depth])
-		w->bufs[depth] = xrealloc(NULL, DENTS_BUF);
-	char *buf = w->bufs[depth];
-	unsigned long long files = 0;
-	long long bytes = 0;
+	if (fstat(sub, st) != 0 || st->st_dev != root_dev) {
+		close(sub);
+		errno = EXDEV;
+		return -1;
+	}
+	return sub;
+}
+
+/* Counts the non-directory entry st of the frame's directory. */
+static void count_entry(struct walker *w, struct frame *f, const struct stat *st)
+{
+	w->scanned++;
+	if (since_all || st->st_ctim.tv_sec > since_sec ||
+	    (st->st_ctim.tv_sec == since_sec && st->st_ctim.tv_nsec >= since_nsec)) {
+		f->files++;
+		f->bytes += st->st_size;
+	}
+}
+
+/* Reads the whole directory of the top frame (open as f->fd, logical path w->path[0..f->len)):
+ * counts its non-directory entries and keeps the names of its subdirectories, to be entered
+ * after, one by one. One getdents64 buffer per thread, as readdir would without its fcntl and
+ * fstat calls. */
+static void read_dir(struct walker *w, struct frame *f)
+{
+	size_t len = f->len;
+	f->names_len = f->next = 0;
+	f->files = 0;
+	f->bytes = 0;
+	if (!w->buf)
+		w->buf = xrealloc(NULL, DENTS_BUF);
 	for (;;) {
-		long got = syscall(SYS_getdents64, fd, buf, DENTS_BUF);
+		long got = syscall(SYS_getdents64, f->fd, w->buf, DENTS_BUF);
 		if (got <= 0) {
 			if (got < 0 && errno == EINTR)
 				continue;
+			if (got < 0 && fatal_errno(errno))
+				fail(w, len, "cannot read", errno);
 			break; /* the end, or cannot be read: what was read counts */
 		}
 		for (long off = 0; off < got;) {
-			struct linux_dirent64 *e = (struct linux_dirent64 *)(buf + off);
+			struct linux_dirent64 *e = (struct linux_dirent64 *)(w->buf + off);
 			off += e->d_reclen;
 			const char *name = e->d_name;
 			if (name[0] == '.' && (name[1] == 0 || (name[1] == '.' && name[2] == 0)))
@@ -326,39 +377,165 @@ static void walk(struct walker *w, int fd, size_t len, size_t depth)
 			size_t nlen = strlen(name);
 			if (len + nlen + 2 > w->path_cap)
 				w->path = xrealloc(w->path, w->path_cap = (len + nlen + 2) * 2);
-			char *path = w->path;
-			path[len] = '/';
-			memcpy(path + len + 1, name, nlen + 1);
-			if (skipped(path))
+			w->path[len] = '/';
+			memcpy(w->path + len + 1, name, nlen + 1);
+			if (skipped(w->path))
 				continue;
-
-			if (e->d_type == DT_DIR) {
-				if (enter(w, fd, name, len + 1 + nlen, depth + 1))
+			if (e->d_type != DT_DIR) {
+				struct stat st;
+				if (fstatat(f->fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
 					continue;
-				if (errno != ENOTDIR && errno != ELOOP)
-					continue; /* EACCES, vanished... */
-				/* replaced by a non-directory meanwhile: look at it as one */
+				if (!S_ISDIR(st.st_mode)) {
+					count_entry(w, f, &st);
+					continue;
+				}
+				if (st.st_dev != root_dev)
+					continue;
 			}
-			struct stat st;
-			if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-				continue;
-			if (S_ISDIR(st.st_mode)) {
-				if (st.st_dev == root_dev)
-					enter(w, fd, name, len + 1 + nlen, depth + 1);
-				continue;
-			}
-			w->scanned++;
-			if (since_all || st.st_ctim.tv_sec > since_sec ||
-			    (st.st_ctim.tv_sec == since_sec && st.st_ctim.tv_nsec >= since_nsec)) {
-				files++;
-				bytes += st.st_size;
-			}
+			if (f->names_len + nlen + 1 > f->names_cap)
+				f->names = xrealloc(f->names, f->names_cap = (f->names_len + nlen + 1) * 2);
+			memcpy(f->names + f->names_len, name, nlen + 1);
+			f->names_len += nlen + 1;
 		}
 	}
-	close(fd);
-	if (files) {
-		w->path[len] = 0;
-		put_line(w, files, bytes, len ? w->path : "/");
+}
+
+/* Opens again the directory of frame i, whose fd was closed to stay within the budget: from the
+ * nearest frame below that holds one, a component at a time with O_NOFOLLOW (as the walk itself
+ * opens, so a symlink swapped in meanwhile is refused), and only when it is still the directory
+ * that was read (same st_dev and st_ino). False when it is gone or was replaced. */
+static bool reopen(struct walker *w, size_t i)
+{
+	struct frame *f = &w->frames[i];
+	size_t a = i;
+	while (w->frames[--a].fd < 0)
+		; /* frame 0 always holds its fd */
+	int cur = w->frames[a].fd;
+	size_t pos = w->frames[a].len + 1;
+	bool ok = true;
+	while (ok && pos <= f->len) {
+		size_t end = pos;
+		while (end < f->len && w->path[end] != '/')
+			end++;
+		char saved = w->path[end];
+		w->path[end] = 0;
+		int next = openat(cur, w->path + pos, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		int err = errno;
+		w->path[end] = saved;
+		if (cur != w->frames[a].fd)
+			close(cur);
+		if (next < 0) {
+			if (fatal_errno(err))
+				fail(w, f->len, "cannot open again", err);
+			return false;
+		}
+		cur = next;
+		pos = end + 1;
+	}
+	struct stat st;
+	if (fstat(cur, &st) != 0 || st.st_dev != f->dev || st.st_ino != f->ino) {
+		close(cur);
+		return false;
+	}
+	f->fd = cur;
+	w->held++;
+	return true;
+}
+
+/* Walks the directory open as fd (owned: closed here), whose logical path is w->path[0..len),
+ * without recursion: a stack of frames on the heap, one per level of depth, each the names of the
+ * subdirectories still to enter. A directory is read whole before its subdirectories are entered,
+ * and its fd is kept only while some remain to be entered, at most fd_budget of them per thread
+ * (past it, the one nearest the top is closed and opened again when needed, see reopen): a deep
+ * tree costs heap, neither stack nor descriptors. */
+static void walk(struct walker *w, int fd, size_t len)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0) {
+		close(fd);
+		return;
+	}
+	size_t top = 0; /* frames in use */
+	for (;;) {
+		/* Push the directory open as fd at w->path[0..len). */
+		if (top == w->n_frames) {
+			size_t n = w->n_frames * 2 + 16;
+			w->frames = xrealloc(w->frames, n * sizeof *w->frames);
+			memset(w->frames + w->n_frames, 0, (n - w->n_frames) * sizeof *w->frames);
+			w->n_frames = n;
+		}
+		struct frame *f = &w->frames[top++];
+		f->fd = fd;
+		f->len = len;
+		f->dev = st.st_dev;
+		f->ino = st.st_ino;
+		w->held++;
+		read_dir(w, f);
+		if (!f->names_len && top > 1) { /* nothing to enter: the fd is no longer needed */
+			close(f->fd);
+			f->fd = -1;
+			w->held--;
+		}
+		if (w->held > fd_budget) /* close the one nearest the top, but never frame 0 */
+			for (size_t i = top - 1; i-- > 1;)
+				if (w->frames[i].fd >= 0) {
+					close(w->frames[i].fd);
+					w->frames[i].fd = -1;
+					w->held--;
+					break;
+				}
+
+		/* The next subdirectory to enter, popping the frames that have none left. */
+		fd = -1;
+		while (top) {
+			f = &w->frames[top - 1];
+			if (f->next >= f->names_len) {
+				if (f->fd >= 0) {
+					close(f->fd);
+					w->held--;
+				}
+				if (f->files) {
+					w->path[f->len] = 0;
+					put_line(w, f->files, f->bytes, f->len ? w->path : "/");
+				}
+				top--;
+				continue;
+			}
+			const char *name = f->names + f->next;
+			size_t nlen = strlen(name);
+			f->next += nlen + 1;
+			len = f->len + 1 + nlen;
+			if (len + 1 > w->path_cap)
+				w->path = xrealloc(w->path, w->path_cap = (len + 1) * 2);
+			w->path[f->len] = '/';
+			memcpy(w->path + f->len + 1, name, nlen + 1);
+			if (f->fd < 0 && !reopen(w, top - 1)) {
+				f->next = f->names_len; /* gone or replaced meanwhile: as if it had vanished */
+				continue;
+			}
+			fd = open_sub(w, f->fd, name, len, &st);
+			if (fd < 0 && (errno == ENOTDIR || errno == ELOOP)) {
+				/* replaced by a non-directory meanwhile: look at it as one */
+				struct stat fst;
+				if (fstatat(f->fd, name, &fst, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(fst.st_mode))
+					count_entry(w, f, &fst);
+			}
+			if (f->next >= f->names_len && top > 1) { /* its last: the fd is no longer needed */
+				close(f->fd);
+				f->fd = -1;
+				w->held--;
+			}
+			if (fd < 0)
+				continue; /* EACCES, vanished, another filesystem... */
+			put_closed(w, &st, len);
+			if (handed_over(w, fd, len)) {
+				fd = -1;
+				continue;
+			}
+			break;
+		}
+		if (fd < 0)
+			return;
 	}
 }
 
@@ -390,7 +567,7 @@ static void *worker(void *arg)
 			w->path = xrealloc(w->path, w->path_cap = (it.len + 2) * 2);
 		memcpy(w->path, it.path, it.len + 1);
 		free(it.path);
-		walk(w, it.fd, it.len, 0);
+		walk(w, it.fd, it.len);
 	}
 	flush_out(w);
 	return NULL;
@@ -435,11 +612,13 @@ int main(int argc, char **argv)
 	}
 	root_dev = st.st_dev;
 
-	/* One fd per level of depth: allow as deep a tree as the hard limit does. */
+	/* Raise the soft limit of fds to the hard one; the budget below fits in it. */
 	struct rlimit rl;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	bool have_rl = getrlimit(RLIMIT_NOFILE, &rl) == 0;
+	if (have_rl && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			have_rl = getrlimit(RLIMIT_NOFILE, &rl) == 0;
 	}
 
 	read_skips();
@@ -457,6 +636,13 @@ int main(int argc, char **argv)
 		ws[i].path[0] = 0;
 	}
 	q_max = want > 1 ? 4 * want : 1;
+	/* Each thread holds at most fd_budget + 1 frames' fds and 2 more while it opens one; the queue
+	 * q_max; stdin, stdout, stderr and a few spare. Under a low limit the budget shrinks (the walk
+	 * opens directories again more often); past it, EMFILE fails the walk loudly. */
+	if (have_rl && rl.rlim_cur != RLIM_INFINITY) {
+		long long room = ((long long)rl.rlim_cur - 8 - (long long)q_max) / want - 3;
+		fd_budget = room < 2 ? 2 : room > 64 ? 64 : (size_t)room;
+	}
 	queue = xrealloc(NULL, q_max * sizeof *queue);
 
 	if (skipped("/")) {
