@@ -262,6 +262,22 @@ describe('impermanence-walk', () => {
     if (threads === 1) expect([deep.status, walkMade(makeWide, ['-n 16'], 1).status]).toEqual([0, 0]);
   });
 
+  // tmpfs allows files of up to LLONG_MAX bytes (ext4 does not).
+  (existsSync('/dev/shm') ? test : test.skip)('BYTES saturates at LLONG_MAX: two sparse files of nearly that size each (tmpfs) do not overflow', () => {
+    const root = mkdtempSync('/dev/shm/impermanence-walk-sparse-');
+    try {
+      for (const name of ['a', 'b']) {
+        const t = spawnSync('truncate', ['-s', '9223372036854775000', join(root, name)], { encoding: 'utf8' });
+        expect(t.stderr).toBe('');
+      }
+      const r = walk(root, '0');
+      expect(r.status).toBe(0);
+      expect(r.dirs).toEqual(new Map([['/', '2 9223372036854775807']]));
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   test('SINCE: only what changed since then counts, to the nanosecond', async () => {
     const root = tempDir('impermanence-walk-');
     mkdirSync(join(root, 'd'));

@@ -24,7 +24,7 @@
  * st_dev and st_ino are still those read. So neither the stack nor the fds grow with depth.
  * Every non-directory entry (file, symlink, other) whose ctime >= SINCE (or any, for 0) counts
  * towards the directory that holds it. Output, for each directory holding a counted entry:
- *   FILES \t BYTES \t LOGICALPATH \n
+ *   FILES \t BYTES \t LOGICALPATH \n       (BYTES: the sum of their st_size, at most LLONG_MAX)
  * in no particular order (with one thread, children before their parent), then a last line
  *   total \t SCANNED \t - \n
  * Each directory entered (ROOT included) that not everyone may list (a mode without all of
@@ -46,6 +46,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fnmatch.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdbool.h>
@@ -78,7 +79,7 @@ struct frame {
 	char *names;
 	size_t names_len, names_cap, next;
 	unsigned long long files;
-	long long bytes;
+	unsigned long long bytes; /* saturates at LLONG_MAX */
 };
 
 /* One per thread: the logical path being looked at ("" for ROOT, then "/a", "/a/b"...; grows as
@@ -246,10 +247,10 @@ static void put_text(struct walker *w, const char *head, const char *p)
 }
 
 /* Appends "FILES\tBYTES\tPATH\n", the path escaped. */
-static void put_line(struct walker *w, unsigned long long files, long long bytes, const char *p)
+static void put_line(struct walker *w, unsigned long long files, unsigned long long bytes, const char *p)
 {
 	char head[48];
-	snprintf(head, sizeof head, "%llu\t%lld", files, bytes);
+	snprintf(head, sizeof head, "%llu\t%llu", files, bytes);
 	put_text(w, head, p);
 }
 
@@ -343,7 +344,9 @@ static void count_entry(struct walker *w, struct frame *f, const struct stat *st
 	if (since_all || st->st_ctim.tv_sec > since_sec ||
 	    (st->st_ctim.tv_sec == since_sec && st->st_ctim.tv_nsec >= since_nsec)) {
 		f->files++;
-		f->bytes += st->st_size;
+		/* Sparse files may claim near LLONG_MAX each: saturate rather than overflow. */
+		unsigned long long size = st->st_size > 0 ? (unsigned long long)st->st_size : 0;
+		f->bytes = size > (unsigned long long)LLONG_MAX - f->bytes ? (unsigned long long)LLONG_MAX : f->bytes + size;
 	}
 }
 
