@@ -13,6 +13,21 @@ export interface NativeWalk {
   known: Set<string>;
   skips: { exact: string[]; globs: string[] };
   signal?: AbortSignal;
+  /** For tests: counts the characters of the folder paths and path components looked up while grouping (see below). */
+  lookups?: { chars: number };
+}
+
+/** The closed folders kept, as a tree of path components: a path's closed ancestors are found by going down its components only as far as some closed folder lies below, not by looking up every prefix of it. */
+interface ClosedNode {
+  children?: Map<string, ClosedNode>;
+  st?: { uid: number; gid: number; mode: number };
+}
+
+/** How many components path has ("/" none, "/a/b" two). */
+function depthOf(path: string): number {
+  let n = 0;
+  if (path !== '/') for (let i = path.indexOf('/'); i >= 0; i = path.indexOf('/', i + 1)) n++;
+  return n;
 }
 
 /**
@@ -44,10 +59,28 @@ export async function walkNative(binary: string, w: NativeWalk): Promise<{ group
   // any line for it or below it): any other folder it entered is open to all, so no stat of
   // ours per folder. Past MAX_CLOSED of them (a huge tree costs no more memory) the rest are
   // not kept, and a folder not kept is looked at here, once each (forgotten past 100,000).
+  // Each line costs about its own length (a deep tree prints long lines: looking up every prefix
+  // of each cost depth x length per line, minutes at 4,000 levels): the closed ancestors are found
+  // in closedTree, and groupOf sees no more of the path than known folders can decide.
   const closed = new Map<string, { uid: number; gid: number; mode: number }>();
+  const closedTree: ClosedNode = {};
   let closedFull = false;
+  const counter = w.lookups ?? { chars: 0 };
+  // groupOf(path) depends on the first (deepest known folder's depth + 2) components only, and
+  // on whether there are more; a path cut after one more component groups the same.
+  let knownDepth = 0;
+  for (const k of w.known) knownDepth = Math.max(knownDepth, depthOf(k));
+  const groupPath = (dir: string) => {
+    let end = 0;
+    for (let c = 0; c < knownDepth + 3; c++) {
+      end = dir.indexOf('/', end + 1);
+      if (end < 0) return dir;
+    }
+    return dir.slice(0, end);
+  };
   const modes = new Map<string, { uid: number; gid: number; mode: number } | null>();
   const folderMode = (p: string) => {
+    counter.chars += p.length;
     const c = closed.get(p);
     if (c || !closedFull) return c;
     let m = modes.get(p);
@@ -75,25 +108,57 @@ export async function walkNative(binary: string, w: NativeWalk): Promise<{ group
       if (closed.size >= MAX_CLOSED) closedFull = true;
       else {
         const [mode, uid, gid] = text.slice(t1 + 1, t2).split(' ').map(Number);
-        closed.set(dir, { uid: uid!, gid: gid!, mode: mode! | constants.S_IFDIR });
+        const st = { uid: uid!, gid: gid!, mode: mode! | constants.S_IFDIR };
+        closed.set(dir, st);
+        let node = closedTree;
+        for (let pos = 0; pos < dir.length - 1; ) {
+          let end = dir.indexOf('/', pos + 1);
+          if (end < 0) end = dir.length;
+          const children = (node.children ??= new Map());
+          const name = dir.slice(pos + 1, end);
+          let next = children.get(name);
+          if (!next) children.set(name, (next = {}));
+          node = next;
+          pos = end;
+        }
+        node.st = st;
       }
       return;
     }
+    counter.chars += dir.length;
     if (w.known.has(dir)) {
       knownDirs.push(dir);
       return;
     }
-    const key = groupOf(dir, w.known, () => true);
+    const key = groupOf(groupPath(dir), w.known, () => true);
     let g = groups.get(key);
     if (!g) groups.set(key, (g = { files: 0, bytes: 0, isDirectory: true }));
     // The folders from the group's down to this one that not everyone may list (see DriftItem.closed).
     let chain = -1;
-    for (let end = key.length; ; end = dir.indexOf('/', end + 1)) {
-      const last = end < 0 || end >= dir.length;
-      const p = last ? dir : dir.slice(0, end);
-      const st = folderMode(p);
-      if (st) chain = closedChain(g, p, st, chain);
-      if (last) break;
+    if (closedFull) {
+      // Folders not kept may be closed too: each is looked at (folderMode).
+      for (let end = key.length; ; end = dir.indexOf('/', end + 1)) {
+        const last = end < 0 || end >= dir.length;
+        const p = last ? dir : dir.slice(0, end);
+        const st = folderMode(p);
+        if (st) chain = closedChain(g, p, st, chain);
+        if (last) break;
+      }
+    } else {
+      // Down closedTree along dir's components, from "/" (counted only when the group is "/").
+      if (closedTree.st && key.length <= 1) chain = closedChain(g, '/', closedTree.st, chain);
+      let node = closedTree;
+      for (let pos = 0; node.children && pos < dir.length - 1; ) {
+        let end = dir.indexOf('/', pos + 1);
+        if (end < 0) end = dir.length;
+        const name = dir.slice(pos + 1, end);
+        counter.chars += name.length;
+        const next = node.children.get(name);
+        if (!next) break;
+        node = next;
+        pos = end;
+        if (node.st && end >= key.length) chain = closedChain(g, dir.slice(0, end), node.st, chain);
+      }
     }
     count(g, chain, Number(a), Number(text.slice(t1 + 1, t2)));
     g.common = commonDir(g.common, dir);

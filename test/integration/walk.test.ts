@@ -348,3 +348,57 @@ describe('impermanence-walk', () => {
     }
   });
 });
+
+describe('walkNative (src/drift/walker.ts) over the real walker', () => {
+  /** A Set that adds up the length of every string looked up in it. */
+  class CountingSet extends Set<string> {
+    chars = 0;
+    override has(p: string): boolean {
+      this.chars += p.length;
+      return super.has(p);
+    }
+  }
+
+  (existsSync('/dev/shm') ? test : test.skip)('a tree 4,000 folders deep: grouping costs about the length of what the walker printed, not depth x length per line', async () => {
+    const DEPTH = 4000;
+    const root = mkdtempSync('/dev/shm/impermanence-walknative-deep-');
+    try {
+      chmodSync(root, 0o755);
+      // A file at every level; closed folders at levels 3 and 2,000 (chdir down: the paths pass PATH_MAX).
+      const make = `const fs = require('fs'); process.chdir(process.argv[1]);
+        for (let i = 1; i <= ${DEPTH}; i++) {
+          fs.mkdirSync('d', { mode: i === 3 ? 0o700 : i === 2000 ? 0o750 : 0o755 }); process.chdir('d');
+          fs.writeFileSync('f', 'x');
+        }`;
+      const m = spawnSync(process.execPath, ['-e', make, root], { encoding: 'utf8' });
+      expect(m.stderr).toBe('');
+      const known = new CountingSet();
+      const lookups = { chars: 0 };
+      const { walkNative } = await import('../../src/drift/walker');
+      const { groups, scanned } = await walkNative(BIN, {
+        host: (p) => (p === '/' ? root : root + p),
+        since: 0,
+        known,
+        skips: { exact: [], globs: [] },
+        lookups,
+      });
+      expect(scanned).toBe(DEPTH);
+      const g = groups.get('/d/d')!;
+      expect([g.files, g.bytes]).toEqual([DEPTH - 1, DEPTH - 1]);
+      const at = (level: number) => '/d'.repeat(level);
+      expect(g.closed?.map((c) => [c.path, c.mode, c.files, c.parent])).toEqual([
+        [at(3), 0o700, 2000 - 3, -1], // levels 3 to 1,999: below, the files count towards the closed folder inside
+        [at(2000), 0o750, DEPTH - 1999, 0],
+      ]);
+      expect(groups.get('/d')).toMatchObject({ files: 1, bytes: 1 });
+      // The walker printed a line per level, each about 2 x level long: the lookups stay within a
+      // few times that (looking up every prefix of every line was ~DEPTH / 3 times more).
+      let printed = 0;
+      for (let level = 1; level <= DEPTH; level++) printed += 2 * level;
+      expect(lookups.chars + known.chars).toBeGreaterThan(0);
+      expect(lookups.chars + known.chars).toBeLessThan(4 * printed);
+    } finally {
+      spawnSync('rm', ['-rf', root]);
+    }
+  });
+});
