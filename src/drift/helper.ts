@@ -1,16 +1,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 
 /**
  * The pipes of our native helpers (impermanence-fanotify, impermanence-pathwatch,
- * impermanence-walk): one line per event, paths with "\n", "\t" and "\\" escaped.
+ * impermanence-walk): one line per event, paths with "\n", "\t" and "\\" escaped, and the
+ * other control characters as "\xHH" (a bare "\r" must not end a line).
  */
 export function escapeLine(text: string): string {
   return text.replace(/[\n\t\\]/g, (c) => (c === '\n' ? '\\n' : c === '\t' ? '\\t' : '\\\\'));
 }
 
 export function unescapeLine(text: string): string {
-  return text.replace(/\\(n|t|\\)/g, (_, c: string) => (c === 'n' ? '\n' : c === 't' ? '\t' : '\\'));
+  return text.replace(/\\(n|t|\\|x[0-9a-fA-F]{2})/g, (_, c: string) =>
+    c === 'n' ? '\n' : c === 't' ? '\t' : c === '\\' ? '\\' : String.fromCharCode(parseInt(c.slice(1), 16)),
+  );
 }
 
 /**
@@ -40,11 +42,23 @@ export function startHelper(
       onExit(code ?? -1, stderr.trim());
       if (!up) resolve(false);
     });
-    createInterface({ input: child.stdout! }).on('line', (line) => {
+    const handle = (line: string) => {
       if (!up && line === 'ready') {
         up = true;
         resolve(true);
       } else onLine(line);
+    };
+    // Lines end at "\n" only (readline would also end one at a bare "\r", which a file name may hold).
+    let rest = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => {
+      const lines = (rest + chunk).split('\n');
+      rest = lines.pop()!;
+      for (const line of lines) handle(line);
+    });
+    child.stdout!.on('end', () => {
+      if (rest) handle(rest);
+      rest = '';
     });
   });
   return { child, ready };

@@ -329,6 +329,36 @@ const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.lengt
     await w.stop();
   });
 
+  test('read by startHelper (src/drift/helper.ts): a "\\r" or another control byte in a name ends no line and injects none', async () => {
+    const { startHelper, unescapeLine } = await import('../../src/drift/helper');
+    const mnt = join(tempDir('impermanence-fanotify-'), 'mnt');
+    mkdirSync(mnt);
+    const lines: string[] = [];
+    const { child, ready } = startHelper(
+      'unshare',
+      ['-m', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs tmpfs "$1" && exec "$2" "$1"', 'sh', mnt, BIN],
+      (l) => lines.push(l),
+      () => undefined,
+    );
+    try {
+      expect(await ready).toBe(true);
+      const here = `/proc/${child.pid}/root${mnt}`;
+      const names = ['.ssh\rX', 'x\rsync', 'y\roverflow', 'bell\x07\x1b[0m\x7f'];
+      for (const n of names) writeFileSync(join(here, n), 'x');
+      child.stdin!.write('\n');
+      const deadline = Date.now() + 10_000;
+      while (!lines.includes('sync') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      const events = lines.slice(0, lines.indexOf('sync'));
+      // Every line is an event with a PID and a path: none was cut at a "\r", none injected.
+      for (const l of events) expect(l).toMatch(/^(create|close_write)\t\d+\t/);
+      expect(lines.filter((l) => l === 'sync' || l.startsWith('overflow'))).toEqual(['sync']);
+      const closed = events.filter((l) => l.startsWith('close_write\t')).map((l) => unescapeLine(l.split('\t')[2]!));
+      expect(closed.sort()).toEqual(names.map((n) => join(mnt, n)).sort());
+    } finally {
+      child.kill('SIGTERM');
+    }
+  });
+
   test('exits 0 when its stdin is closed (the parent died), and on SIGTERM', async () => {
     const a = await Watcher.start('tmpfs');
     a.child.stdin!.end();

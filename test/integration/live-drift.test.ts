@@ -113,3 +113,30 @@ describe('live drift, watched with inotify', () => {
     }
   });
 });
+
+describe('impermanence-pathwatch read by PathWatch (src/drift/path-watch.ts)', () => {
+  it('reports a name holding "\\r" or another control byte whole, and injects no overflow', async () => {
+    const { PathWatch } = await import('../../src/drift/path-watch');
+    const dir = tempDir('impermanence-pathwatch-');
+    const pw = new PathWatch(PATHWATCH);
+    const changes: string[] = [];
+    let overflows = 0;
+    pw.on('change', (p) => changes.push(p));
+    pw.on('overflow', () => overflows++);
+    const watching = new Promise((resolve) => pw.once('watching', resolve));
+    try {
+      expect(await pw.start()).toBe(true);
+      pw.watch([dir]);
+      await watching;
+      const names = ['.ssh\rX', 'x\roverflow', 'bell\x07\x1b[0m\x7f'];
+      for (const n of names) writeFileSync(join(dir, n), 'x');
+      const want = names.map((n) => join(dir, n)).sort();
+      const deadline = Date.now() + 10_000;
+      while (!want.every((p) => changes.includes(p)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect([...new Set(changes)].sort()).toEqual(want);
+      expect(overflows).toBe(0);
+    } finally {
+      pw.stop();
+    }
+  });
+});

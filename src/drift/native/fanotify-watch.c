@@ -47,8 +47,9 @@
  *     whose parent does exist: drop everything under that path. When MOUNTPOINT mounts only part
  *     of its filesystem (a btrfs subvolume, a bind mount of a folder), events in directories that
  *     exist but cannot be reached through it are not printed.
- *   - In PATH, newline, tab and backslash are written as \n, \t and \\. Other bytes pass through
- *     unchanged (Linux names are bytes, usually UTF-8).
+ *   - In PATH, newline, tab and backslash are written as \n, \t and \\, the other control bytes
+ *     (0x01-0x1f, 0x7f: a "\r" must not end a line) as \xHH. Other bytes pass through unchanged
+ *     (Linux names are bytes, usually UTF-8).
  *
  * stderr: one line "impermanence-fanotify: ..." on error.
  * Exit status: 0 when stdin reaches end of file (the parent died or closed it; anything written to
@@ -142,15 +143,23 @@ static void put(const char *s, size_t n)
 	out_len += n;
 }
 
+/* Newline, tab and backslash as \n, \t and \\; the other control bytes (a "\r" would end a line
+ * for some readers) as \xHH. The same escaping as in walk.c and path-watch.c. */
 static void put_escaped(const char *s)
 {
-	for (; *s; s++) {
-		switch (*s) {
-		case '\n': put("\\n", 2); break;
-		case '\t': put("\\t", 2); break;
-		case '\\': put("\\\\", 2); break;
-		default: put(s, 1);
-		}
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '\n')
+			put("\\n", 2);
+		else if (*p == '\t')
+			put("\\t", 2);
+		else if (*p == '\\')
+			put("\\\\", 2);
+		else if (*p < 0x20 || *p == 0x7f) {
+			char hex[5];
+			snprintf(hex, sizeof hex, "\\x%02x", *p);
+			put(hex, 4);
+		} else
+			put((const char *)p, 1);
 	}
 }
 

@@ -17,7 +17,8 @@
  *
  * PATH is never followed when it is a symlink (IN_DONT_FOLLOW); a path that does not exist is
  * skipped (the parent names it again when it appears). In paths, newline, tab and backslash are
- * written as \n, \t and \\ (both ways).
+ * written as \n, \t and \\, and the other control bytes as \xHH (both ways; stdin also takes
+ * \xHH for any byte).
  *
  * stdout, one line per event, flushed after each batch:
  *
@@ -35,6 +36,7 @@
  * stdout is closed; 1 on errors (one line "impermanence-pathwatch: ..." on stderr).
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -91,17 +93,23 @@ static void put(const char *s, size_t n)
 	outlen += n;
 }
 
+/* Newline, tab and backslash as \n, \t and \\; the other control bytes (a "\r" would end a line
+ * for some readers) as \xHH. The same escaping as in walk.c and fanotify-watch.c. */
 static void put_escaped(const char *s)
 {
-	for (; *s; s++) {
-		if (*s == '\n')
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '\n')
 			put("\\n", 2);
-		else if (*s == '\t')
+		else if (*p == '\t')
 			put("\\t", 2);
-		else if (*s == '\\')
+		else if (*p == '\\')
 			put("\\\\", 2);
-		else
-			put(s, 1);
+		else if (*p < 0x20 || *p == 0x7f) {
+			char hex[5];
+			snprintf(hex, sizeof hex, "\\x%02x", *p);
+			put(hex, 4);
+		} else
+			put((const char *)p, 1);
 	}
 }
 
@@ -109,7 +117,11 @@ static void unescape(char *s)
 {
 	char *w = s;
 	for (char *r = s; *r; r++) {
-		if (*r == '\\' && r[1]) {
+		if (*r == '\\' && r[1] == 'x' && isxdigit((unsigned char)r[2]) && isxdigit((unsigned char)r[3])) {
+			char hex[3] = { r[2], r[3], 0 };
+			*w++ = (char)strtoul(hex, NULL, 16);
+			r += 3;
+		} else if (*r == '\\' && r[1]) {
 			r++;
 			*w++ = *r == 'n' ? '\n' : *r == 't' ? '\t' : *r;
 		} else

@@ -33,7 +33,7 @@
  *   closed \t MODE UID GID \t LOGICALPATH \n      (MODE: st_mode & 07777, in decimal)
  * so that the reader learns which folders are closed without a stat of its own per folder.
  * SCANNED: the non-directory entries looked at, counted or not. \n, \t and \ in paths are
- * written as \n, \t and \\. Lines come out in chunks of whole lines as the walk goes, not all
+ * written as \n, \t and \\, the other control bytes (0x01-0x1f, 0x7f) as \xHH. Lines come out in chunks of whole lines as the walk goes, not all
  * at the end, so that the reader can work on them meanwhile. Entries that vanish or cannot be
  * read (EACCES...) are skipped silently; a bad ROOT or SINCE exits 1 with a message on stderr (2
  * for usage). Running out of fds or memory, or a name too long (EMFILE, ENFILE, ENOMEM,
@@ -227,17 +227,21 @@ static void flush_out(struct walker *w)
 /* Appends "HEAD\tPATH\n", the path escaped. */
 static void put_text(struct walker *w, const char *head, const char *p)
 {
-	size_t need = w->out_len + 2 * strlen(p) + strlen(head) + 4;
+	size_t need = w->out_len + 4 * strlen(p) + strlen(head) + 4;
 	if (need > w->out_cap)
 		w->out = xrealloc(w->out, w->out_cap = need * 2);
 	char *o = w->out + w->out_len;
 	o += sprintf(o, "%s\t", head);
-	for (; *p; p++) {
-		switch (*p) {
+	for (const unsigned char *u = (const unsigned char *)p; *u; u++) {
+		switch (*u) {
 		case '\n': *o++ = '\\'; *o++ = 'n'; break;
 		case '\t': *o++ = '\\'; *o++ = 't'; break;
 		case '\\': *o++ = '\\'; *o++ = '\\'; break;
-		default: *o++ = *p;
+		default:
+			if (*u < 0x20 || *u == 0x7f)
+				o += sprintf(o, "\\x%02x", *u); /* the other control bytes, as the watchers do */
+			else
+				*o++ = (char)*u;
 		}
 	}
 	*o++ = '\n';
