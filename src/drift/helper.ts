@@ -3,16 +3,29 @@ import { spawn, type ChildProcess } from 'node:child_process';
 /**
  * The pipes of our native helpers (impermanence-fanotify, impermanence-pathwatch,
  * impermanence-walk): one line per event, paths with "\n", "\t" and "\\" escaped, and the
- * other control characters as "\xHH" (a bare "\r" must not end a line).
+ * other control characters and the bytes that are not valid UTF-8 as "\xHH" (a bare "\r" must
+ * not end a line; two names must not decode to the same U+FFFD).
+ *
+ * A byte 0x80-0xff that is not UTF-8 becomes the lone surrogate U+DC80-U+DCFF in the path's
+ * string, as Python's surrogateescape does: a path made of any bytes is a distinct string (no
+ * valid name decodes to a lone surrogate), so different folders never merge, and escapeLine
+ * gives the bytes back. Written out as UTF-8 (D-Bus, JSON text, the journal) such a character
+ * shows as U+FFFD; the items stay apart.
  */
 export function escapeLine(text: string): string {
-  return text.replace(/[\n\t\\]/g, (c) => (c === '\n' ? '\\n' : c === '\t' ? '\\t' : '\\\\'));
+  return text.replace(/[\n\t\\]|[\udc80-\udcff]/gu, (c) =>
+    c === '\n' ? '\\n' : c === '\t' ? '\\t' : c === '\\' ? '\\\\' : `\\x${(c.charCodeAt(0) - 0xdc00).toString(16)}`,
+  );
 }
 
 export function unescapeLine(text: string): string {
-  return text.replace(/\\(n|t|\\|x[0-9a-fA-F]{2})/g, (_, c: string) =>
-    c === 'n' ? '\n' : c === 't' ? '\t' : c === '\\' ? '\\' : String.fromCharCode(parseInt(c.slice(1), 16)),
-  );
+  return text.replace(/\\(n|t|\\|x[0-9a-fA-F]{2})/g, (_, c: string) => {
+    if (c === 'n') return '\n';
+    if (c === 't') return '\t';
+    if (c === '\\') return '\\';
+    const byte = parseInt(c.slice(1), 16);
+    return String.fromCharCode(byte < 0x80 ? byte : 0xdc00 + byte);
+  });
 }
 
 /**

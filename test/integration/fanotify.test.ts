@@ -329,7 +329,7 @@ const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.lengt
     await w.stop();
   });
 
-  test('read by startHelper (src/drift/helper.ts): a "\\r" or another control byte in a name ends no line and injects none', async () => {
+  test('read by startHelper (src/drift/helper.ts): a "\\r" or another control byte in a name ends no line and injects none; bytes not UTF-8 stay apart', async () => {
     const { startHelper, unescapeLine } = await import('../../src/drift/helper');
     const mnt = join(tempDir('impermanence-fanotify-'), 'mnt');
     mkdirSync(mnt);
@@ -345,6 +345,9 @@ const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.lengt
       const here = `/proc/${child.pid}/root${mnt}`;
       const names = ['.ssh\rX', 'x\rsync', 'y\roverflow', 'bell\x07\x1b[0m\x7f'];
       for (const n of names) writeFileSync(join(here, n), 'x');
+      // And names that are not UTF-8: each byte comes back as U+DC00 + byte (see helper.ts), apart.
+      for (const byte of [0xff, 0xfe]) writeFileSync(Buffer.concat([Buffer.from(`${here}/z`), Buffer.from([byte])]), 'x');
+      names.push('z\udcff', 'z\udcfe');
       child.stdin!.write('\n');
       const deadline = Date.now() + 10_000;
       while (!lines.includes('sync') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));

@@ -115,7 +115,7 @@ describe('live drift, watched with inotify', () => {
 });
 
 describe('impermanence-pathwatch read by PathWatch (src/drift/path-watch.ts)', () => {
-  it('reports a name holding "\\r" or another control byte whole, and injects no overflow', async () => {
+  it('reports a name holding "\\r" or another control byte whole, and injects no overflow; bytes not UTF-8 stay apart', async () => {
     const { PathWatch } = await import('../../src/drift/path-watch');
     const dir = tempDir('impermanence-pathwatch-');
     const pw = new PathWatch(PATHWATCH);
@@ -130,6 +130,9 @@ describe('impermanence-pathwatch read by PathWatch (src/drift/path-watch.ts)', (
       await watching;
       const names = ['.ssh\rX', 'x\roverflow', 'bell\x07\x1b[0m\x7f'];
       for (const n of names) writeFileSync(join(dir, n), 'x');
+      // Names that are not UTF-8: each byte comes back as U+DC00 + byte (see helper.ts), apart.
+      for (const byte of [0xff, 0xfe]) writeFileSync(Buffer.concat([Buffer.from(`${dir}/z`), Buffer.from([byte])]), 'x');
+      names.push('z\udcff', 'z\udcfe');
       const want = names.map((n) => join(dir, n)).sort();
       const deadline = Date.now() + 10_000;
       while (!want.every((p) => changes.includes(p)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));

@@ -359,6 +359,30 @@ describe('walkNative (src/drift/walker.ts) over the real walker', () => {
     }
   }
 
+  test('folders named with bytes that are not UTF-8 (0xff, 0xfe) stay apart: a group and a closed entry each', async () => {
+    const root = tempDir('impermanence-walknative-bytes-');
+    chmodSync(root, 0o755);
+    const named = (byte: number) => Buffer.concat([Buffer.from(root + '/'), Buffer.from([byte])]);
+    for (const [byte, text] of [[0xff, 'a'], [0xfe, 'bb']] as const) {
+      mkdirSync(named(byte), { mode: 0o700 });
+      chmodSync(named(byte), 0o700);
+      writeFileSync(Buffer.concat([named(byte), Buffer.from('/f')]), text);
+    }
+    const { walkNative } = await import('../../src/drift/walker');
+    const { escapeLine } = await import('../../src/drift/helper');
+    const { groups, scanned } = await walkNative(BIN, { host: (p) => (p === '/' ? root : root + p), since: 0, known: new Set(), skips: { exact: [], globs: [] } });
+    expect(scanned).toBe(2);
+    // Each byte is the lone surrogate U+DC00 + byte (see helper.ts), and escapes back to \xHH.
+    const ff = '/\udcff';
+    const fe = '/\udcfe';
+    expect([...groups.keys()].sort()).toEqual([fe, ff]);
+    expect(groups.get(ff)).toMatchObject({ files: 1, bytes: 1 });
+    expect(groups.get(fe)).toMatchObject({ files: 1, bytes: 2 });
+    expect(groups.get(ff)!.closed?.map((c) => [c.path, c.mode, c.files])).toEqual([[ff, 0o700, 1]]);
+    expect(groups.get(fe)!.closed?.map((c) => [c.path, c.mode, c.files])).toEqual([[fe, 0o700, 1]]);
+    expect([escapeLine(ff), escapeLine(fe)]).toEqual(['/\\xff', '/\\xfe']);
+  });
+
   (existsSync('/dev/shm') ? test : test.skip)('a tree 4,000 folders deep: grouping costs about the length of what the walker printed, not depth x length per line', async () => {
     const DEPTH = 4000;
     const root = mkdtempSync('/dev/shm/impermanence-walknative-deep-');

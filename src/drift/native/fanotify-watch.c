@@ -48,8 +48,8 @@
  *     of its filesystem (a btrfs subvolume, a bind mount of a folder), events in directories that
  *     exist but cannot be reached through it are not printed.
  *   - In PATH, newline, tab and backslash are written as \n, \t and \\, the other control bytes
- *     (0x01-0x1f, 0x7f: a "\r" must not end a line) as \xHH. Other bytes pass through unchanged
- *     (Linux names are bytes, usually UTF-8).
+ *     (0x01-0x1f, 0x7f: a "\r" must not end a line) and the bytes that are not valid UTF-8 as
+ *     \xHH: the output is valid UTF-8, and two names never read the same.
  *
  * stderr: one line "impermanence-fanotify: ..." on error.
  * Exit status: 0 when stdin reaches end of file (the parent died or closed it; anything written to
@@ -143,8 +143,39 @@ static void put(const char *s, size_t n)
 	out_len += n;
 }
 
+/* The length of the valid UTF-8 sequence (2 to 4 bytes, no overlong form, no surrogate, at most
+ * U+10FFFF) at p, whose first byte is >= 0x80; 0 when it is not one. */
+static size_t utf8_len(const unsigned char *p)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		n = 3;
+		if (p[0] == 0xe0)
+			lo = 0xa0;
+		else if (p[0] == 0xed)
+			hi = 0x9f;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		n = 4;
+		if (p[0] == 0xf0)
+			lo = 0x90;
+		else if (p[0] == 0xf4)
+			hi = 0x8f;
+	} else
+		return 0;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
 /* Newline, tab and backslash as \n, \t and \\; the other control bytes (a "\r" would end a line
- * for some readers) as \xHH. The same escaping as in walk.c and path-watch.c. */
+ * for some readers) and the bytes that are not valid UTF-8 (which a reader would decode to U+FFFD,
+ * merging different names) as \xHH. The same escaping as in walk.c and path-watch.c. */
 static void put_escaped(const char *s)
 {
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -154,7 +185,11 @@ static void put_escaped(const char *s)
 			put("\\t", 2);
 		else if (*p == '\\')
 			put("\\\\", 2);
-		else if (*p < 0x20 || *p == 0x7f) {
+		else if (*p >= 0x80 && utf8_len(p)) {
+			size_t n = utf8_len(p);
+			put((const char *)p, n);
+			p += n - 1;
+		} else if (*p < 0x20 || *p >= 0x7f) {
 			char hex[5];
 			snprintf(hex, sizeof hex, "\\x%02x", *p);
 			put(hex, 4);

@@ -17,8 +17,8 @@
  *
  * PATH is never followed when it is a symlink (IN_DONT_FOLLOW); a path that does not exist is
  * skipped (the parent names it again when it appears). In paths, newline, tab and backslash are
- * written as \n, \t and \\, and the other control bytes as \xHH (both ways; stdin also takes
- * \xHH for any byte).
+ * written as \n, \t and \\, and the other control bytes and the bytes that are not valid UTF-8
+ * as \xHH (both ways; stdin takes \xHH for any byte).
  *
  * stdout, one line per event, flushed after each batch:
  *
@@ -93,8 +93,39 @@ static void put(const char *s, size_t n)
 	outlen += n;
 }
 
+/* The length of the valid UTF-8 sequence (2 to 4 bytes, no overlong form, no surrogate, at most
+ * U+10FFFF) at p, whose first byte is >= 0x80; 0 when it is not one. */
+static size_t utf8_len(const unsigned char *p)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		n = 3;
+		if (p[0] == 0xe0)
+			lo = 0xa0;
+		else if (p[0] == 0xed)
+			hi = 0x9f;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		n = 4;
+		if (p[0] == 0xf0)
+			lo = 0x90;
+		else if (p[0] == 0xf4)
+			hi = 0x8f;
+	} else
+		return 0;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
 /* Newline, tab and backslash as \n, \t and \\; the other control bytes (a "\r" would end a line
- * for some readers) as \xHH. The same escaping as in walk.c and fanotify-watch.c. */
+ * for some readers) and the bytes that are not valid UTF-8 (which a reader would decode to U+FFFD,
+ * merging different names) as \xHH. The same escaping as in walk.c and fanotify-watch.c. */
 static void put_escaped(const char *s)
 {
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -104,7 +135,11 @@ static void put_escaped(const char *s)
 			put("\\t", 2);
 		else if (*p == '\\')
 			put("\\\\", 2);
-		else if (*p < 0x20 || *p == 0x7f) {
+		else if (*p >= 0x80 && utf8_len(p)) {
+			size_t n = utf8_len(p);
+			put((const char *)p, n);
+			p += n - 1;
+		} else if (*p < 0x20 || *p >= 0x7f) {
 			char hex[5];
 			snprintf(hex, sizeof hex, "\\x%02x", *p);
 			put(hex, 4);

@@ -33,7 +33,8 @@
  *   closed \t MODE UID GID \t LOGICALPATH \n      (MODE: st_mode & 07777, in decimal)
  * so that the reader learns which folders are closed without a stat of its own per folder.
  * SCANNED: the non-directory entries looked at, counted or not. \n, \t and \ in paths are
- * written as \n, \t and \\, the other control bytes (0x01-0x1f, 0x7f) as \xHH. Lines come out in chunks of whole lines as the walk goes, not all
+ * written as \n, \t and \\, the other control bytes (0x01-0x1f, 0x7f) and the bytes that are not
+ * valid UTF-8 as \xHH, so that the output is valid UTF-8 and two names never read the same. Lines come out in chunks of whole lines as the walk goes, not all
  * at the end, so that the reader can work on them meanwhile. Entries that vanish or cannot be
  * read (EACCES...) are skipped silently; a bad ROOT or SINCE exits 1 with a message on stderr (2
  * for usage). Running out of fds or memory, or a name too long (EMFILE, ENFILE, ENOMEM,
@@ -224,6 +225,36 @@ static void flush_out(struct walker *w)
 	}
 }
 
+/* The length of the valid UTF-8 sequence (2 to 4 bytes, no overlong form, no surrogate, at most
+ * U+10FFFF) at p, whose first byte is >= 0x80; 0 when it is not one. */
+static size_t utf8_len(const unsigned char *p)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		n = 3;
+		if (p[0] == 0xe0)
+			lo = 0xa0;
+		else if (p[0] == 0xed)
+			hi = 0x9f;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		n = 4;
+		if (p[0] == 0xf0)
+			lo = 0x90;
+		else if (p[0] == 0xf4)
+			hi = 0x8f;
+	} else
+		return 0;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
 /* Appends "HEAD\tPATH\n", the path escaped. */
 static void put_text(struct walker *w, const char *head, const char *p)
 {
@@ -238,8 +269,13 @@ static void put_text(struct walker *w, const char *head, const char *p)
 		case '\t': *o++ = '\\'; *o++ = 't'; break;
 		case '\\': *o++ = '\\'; *o++ = '\\'; break;
 		default:
-			if (*u < 0x20 || *u == 0x7f)
-				o += sprintf(o, "\\x%02x", *u); /* the other control bytes, as the watchers do */
+			if (*u >= 0x80 && utf8_len(u)) {
+				size_t n = utf8_len(u);
+				memcpy(o, u, n);
+				o += n;
+				u += n - 1;
+			} else if (*u < 0x20 || *u >= 0x7f) /* control bytes, bytes not UTF-8: as the watchers do */
+				o += sprintf(o, "\\x%02x", *u);
 			else
 				*o++ = (char)*u;
 		}
