@@ -295,6 +295,13 @@ const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.lengt
       }
     });
 
+    test('a live folder really named "x (deleted)" keeps its whole name (not "?/NAME")', async () => {
+      const from = w.lines.length;
+      w.sh('mkdir "x (deleted)" && echo hi > "x (deleted)/f"');
+      expect(await w.missing([['create', 'x (deleted)/f'], ['close_write', 'x (deleted)/f']])).toEqual([]);
+      expect(w.lines.slice(from).filter((l) => l.path.startsWith('?'))).toEqual([]);
+    });
+
     test('latency from a write to its line, over 200 writes', async () => {
       const ms: number[] = [];
       for (let i = 0; i < 200; i++) {

@@ -244,13 +244,9 @@ static bool fd_path(int fd, char *buf, size_t size)
 	static const char deleted[] = " (deleted)";
 	size_t dl = sizeof deleted - 1;
 	if ((size_t)n > dl && memcmp(buf + n - dl, deleted, dl) == 0) {
-		/* Unlinked, or really named "... (deleted)": compare with what the name leads to now. */
-		struct stat a, b;
-		buf[n - dl] = 0;
-		bool real = fstat(fd, &a) == 0 && lstat(buf, &b) == 0 && a.st_dev == b.st_dev &&
-			    a.st_ino == b.st_ino;
-		buf[n - dl] = ' ';
-		return real;
+		/* Unlinked (no link left), or really named "... (deleted)": then the whole name. */
+		struct stat a;
+		return fstat(fd, &a) == 0 && a.st_nlink > 0;
 	}
 	return true;
 }
