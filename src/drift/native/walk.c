@@ -93,7 +93,9 @@ struct walker {
 	size_t out_len, out_cap;
 	unsigned long long scanned;
 	struct frame *frames;
-	size_t n_frames, held;
+	size_t n_frames;
+	size_t *held; /* the frames that hold an fd, by index, ascending */
+	size_t n_held, held_cap;
 	char *buf;
 };
 
@@ -426,8 +428,11 @@ static void read_dir(struct walker *w, struct frame *f)
 				continue;
 			if (e->d_type != DT_DIR) {
 				struct stat st;
-				if (fstatat(f->fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-					continue;
+				if (fstatat(f->fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+					if (fatal_errno(errno))
+						fail(w, len + 1 + nlen, "cannot stat", errno);
+					continue; /* vanished meanwhile */
+				}
 				if (!S_ISDIR(st.st_mode)) {
 					count_entry(w, f, &st);
 					continue;
@@ -441,6 +446,46 @@ static void read_dir(struct walker *w, struct frame *f)
 			f->names_len += nlen + 1;
 		}
 	}
+}
+
+/* Frame i (above all that hold an fd: the top one) now holds one. */
+static void hold(struct walker *w, size_t i)
+{
+	if (w->n_held == w->held_cap)
+		w->held = xrealloc(w->held, (w->held_cap = w->held_cap * 2 + 16) * sizeof *w->held);
+	w->held[w->n_held++] = i;
+}
+
+/* Closes the fd of frame i. */
+static void release(struct walker *w, size_t i)
+{
+	close(w->frames[i].fd);
+	w->frames[i].fd = -1;
+	size_t j = w->n_held;
+	while (j && w->held[j - 1] != i)
+		j--;
+	if (j) {
+		memmove(w->held + j - 1, w->held + j, (w->n_held - j) * sizeof *w->held);
+		w->n_held--;
+	}
+}
+
+/* Past the budget, closes the fd of one frame, neither the first (the thread's root) nor the top
+ * one: the one whose closing leaves the smallest gap between the frames still held around it, so
+ * that they stay spread over the depth and a frame is opened again in a few steps (closing the one
+ * nearest the top made a deep tree with siblings at each level quadratic: 32 s at 5,000 levels). */
+static void thin_out(struct walker *w)
+{
+	size_t best = 0, best_gap = (size_t)-1;
+	for (size_t j = 1; j + 1 < w->n_held; j++) {
+		size_t gap = w->held[j + 1] - w->held[j - 1];
+		if (gap <= best_gap) {
+			best_gap = gap;
+			best = j;
+		}
+	}
+	if (best)
+		release(w, w->held[best]);
 }
 
 /* Opens again the directory of frame i, whose fd was closed to stay within the budget: from the
@@ -481,7 +526,7 @@ static bool reopen(struct walker *w, size_t i)
 		return false;
 	}
 	f->fd = cur;
-	w->held++;
+	hold(w, i);
 	return true;
 }
 
@@ -489,8 +534,8 @@ static bool reopen(struct walker *w, size_t i)
  * without recursion: a stack of frames on the heap, one per level of depth, each the names of the
  * subdirectories still to enter. A directory is read whole before its subdirectories are entered,
  * and its fd is kept only while some remain to be entered, at most fd_budget of them per thread
- * (past it, the one nearest the top is closed and opened again when needed, see reopen): a deep
- * tree costs heap, neither stack nor descriptors. */
+ * (past it, one is closed, see thin_out, and opened again when needed, see reopen): a deep tree
+ * costs heap, neither stack nor descriptors. */
 static void walk(struct walker *w, int fd, size_t len)
 {
 	struct stat st;
@@ -512,31 +557,20 @@ static void walk(struct walker *w, int fd, size_t len)
 		f->len = len;
 		f->dev = st.st_dev;
 		f->ino = st.st_ino;
-		w->held++;
+		hold(w, top - 1);
 		read_dir(w, f);
-		if (!f->names_len && top > 1) { /* nothing to enter: the fd is no longer needed */
-			close(f->fd);
-			f->fd = -1;
-			w->held--;
-		}
-		if (w->held > fd_budget) /* close the one nearest the top, but never frame 0 */
-			for (size_t i = top - 1; i-- > 1;)
-				if (w->frames[i].fd >= 0) {
-					close(w->frames[i].fd);
-					w->frames[i].fd = -1;
-					w->held--;
-					break;
-				}
+		if (!f->names_len && top > 1) /* nothing to enter: the fd is no longer needed */
+			release(w, top - 1);
+		if (w->n_held > fd_budget)
+			thin_out(w);
 
 		/* The next subdirectory to enter, popping the frames that have none left. */
 		fd = -1;
 		while (top) {
 			f = &w->frames[top - 1];
 			if (f->next >= f->names_len) {
-				if (f->fd >= 0) {
-					close(f->fd);
-					w->held--;
-				}
+				if (f->fd >= 0)
+					release(w, top - 1);
 				if (f->files) {
 					w->path[f->len] = 0;
 					put_line(w, f->files, f->bytes, f->len ? w->path : "/");
@@ -563,11 +597,8 @@ static void walk(struct walker *w, int fd, size_t len)
 				if (fstatat(f->fd, name, &fst, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(fst.st_mode))
 					count_entry(w, f, &fst);
 			}
-			if (f->next >= f->names_len && top > 1) { /* its last: the fd is no longer needed */
-				close(f->fd);
-				f->fd = -1;
-				w->held--;
-			}
+			if (f->next >= f->names_len && top > 1) /* its last: the fd is no longer needed */
+				release(w, top - 1);
 			if (fd < 0)
 				continue; /* EACCES, vanished, another filesystem... */
 			put_closed(w, &st, len);
