@@ -31,7 +31,15 @@ describe('PersistRunner', () => {
   it("gets its job's result whether the signal comes before the reply or after, however many other jobs systemd ran", async () => {
     const bus = new BusStandIn();
     const runner = new PersistRunner(bus as never, { ctl: ['/bin/true'], outputDir: tempDir() });
-    const run = () => Promise.race([runner.run(['persist', '/x']), new Promise((r) => setTimeout(() => r('no answer'), 2000))]);
+    const run = async () => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise((r) => (timer = setTimeout(() => r('no answer'), 2000)));
+      try {
+        return await Promise.race([runner.run(['persist', '/x']), late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
     expect(await run()).toMatchObject({ ok: true, result: 'done' });
     // Other units' jobs end all the time; their results are not waited for.
     for (let i = 0; i < 100; i++) bus.signal(`/org/freedesktop/systemd1/job/other${i}`, 'done');
