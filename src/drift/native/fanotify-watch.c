@@ -79,6 +79,7 @@
 #include <linux/btrfs.h>
 #include <linux/btrfs_tree.h>
 #include <linux/magic.h>
+#include "line-escape.h"
 
 enum { EXIT_OK = 0, EXIT_OTHER = 1, EXIT_UNSUPPORTED = 2, EXIT_PERMISSION = 3 };
 
@@ -143,58 +144,14 @@ static void put(const char *s, size_t n)
 	out_len += n;
 }
 
-/* The length of the valid UTF-8 sequence (2 to 4 bytes, no overlong form, no surrogate, at most
- * U+10FFFF) at p, whose first byte is >= 0x80; 0 when it is not one. */
-static size_t utf8_len(const unsigned char *p)
-{
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t n;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-		n = 3;
-		if (p[0] == 0xe0)
-			lo = 0xa0;
-		else if (p[0] == 0xed)
-			hi = 0x9f;
-	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-		n = 4;
-		if (p[0] == 0xf0)
-			lo = 0x90;
-		else if (p[0] == 0xf4)
-			hi = 0x8f;
-	} else
-		return 0;
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
-}
-
-/* Newline, tab and backslash as \n, \t and \\; the other control bytes (a "\r" would end a line
- * for some readers) and the bytes that are not valid UTF-8 (which a reader would decode to U+FFFD,
- * merging different names) as \xHH. The same escaping as in walk.c and path-watch.c. */
+/* s, escaped (line-escape.h). */
 static void put_escaped(const char *s)
 {
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '\n')
-			put("\\n", 2);
-		else if (*p == '\t')
-			put("\\t", 2);
-		else if (*p == '\\')
-			put("\\\\", 2);
-		else if (*p >= 0x80 && utf8_len(p)) {
-			size_t n = utf8_len(p);
-			put((const char *)p, n);
-			p += n - 1;
-		} else if (*p < 0x20 || *p >= 0x7f) {
-			char hex[5];
-			snprintf(hex, sizeof hex, "\\x%02x", *p);
-			put(hex, 4);
-		} else
-			put((const char *)p, 1);
+	char buf[5];
+	size_t len, step;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p += step) {
+		const char *e = escape_at(p, buf, &len, &step);
+		put(e, len);
 	}
 }
 

@@ -58,6 +58,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "line-escape.h"
 
 static dev_t root_dev;
 static bool since_all;
@@ -227,36 +228,6 @@ static void flush_out(struct walker *w)
 	}
 }
 
-/* The length of the valid UTF-8 sequence (2 to 4 bytes, no overlong form, no surrogate, at most
- * U+10FFFF) at p, whose first byte is >= 0x80; 0 when it is not one. */
-static size_t utf8_len(const unsigned char *p)
-{
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t n;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-		n = 3;
-		if (p[0] == 0xe0)
-			lo = 0xa0;
-		else if (p[0] == 0xed)
-			hi = 0x9f;
-	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-		n = 4;
-		if (p[0] == 0xf0)
-			lo = 0x90;
-		else if (p[0] == 0xf4)
-			hi = 0x8f;
-	} else
-		return 0;
-	if (p[1] < lo || p[1] > hi)
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
-}
-
 /* Appends "HEAD\tPATH\n", the path escaped. */
 static void put_text(struct walker *w, const char *head, const char *p)
 {
@@ -265,22 +236,12 @@ static void put_text(struct walker *w, const char *head, const char *p)
 		w->out = xrealloc(w->out, w->out_cap = need * 2);
 	char *o = w->out + w->out_len;
 	o += sprintf(o, "%s\t", head);
-	for (const unsigned char *u = (const unsigned char *)p; *u; u++) {
-		switch (*u) {
-		case '\n': *o++ = '\\'; *o++ = 'n'; break;
-		case '\t': *o++ = '\\'; *o++ = 't'; break;
-		case '\\': *o++ = '\\'; *o++ = '\\'; break;
-		default:
-			if (*u >= 0x80 && utf8_len(u)) {
-				size_t n = utf8_len(u);
-				memcpy(o, u, n);
-				o += n;
-				u += n - 1;
-			} else if (*u < 0x20 || *u >= 0x7f) /* control bytes, bytes not UTF-8: as the watchers do */
-				o += sprintf(o, "\\x%02x", *u);
-			else
-				*o++ = (char)*u;
-		}
+	char buf[5];
+	size_t len, step;
+	for (const unsigned char *u = (const unsigned char *)p; *u; u += step) {
+		const char *e = escape_at(u, buf, &len, &step);
+		memcpy(o, e, len);
+		o += len;
 	}
 	*o++ = '\n';
 	w->out_len = o - w->out;
