@@ -105,8 +105,7 @@ export function removeTempDir(temp: TempDir): void {
 
 /** `name` in the folder held by `dir`, and all below it, deleted without following a symlink (coreutils rm). */
 export function removeTree(dir: number, name: string): void {
-  const r = runWith(['rm', '-rf', '--one-file-system', '--', `/proc/self/fd/3/${name}`], [dir]);
-  if (r.status !== 0) throw new Error(`rm: ${(r.stderr || `exit ${r.status}`).trim()}`);
+  succeeded('rm', runWith(['rm', '-rf', '--one-file-system', '--', `/proc/self/fd/3/${name}`], [dir]));
 }
 
 /**
@@ -116,6 +115,11 @@ export function removeTree(dir: number, name: string): void {
 export function runWith(argv: string[], fds: number[] = []): ReturnType<typeof spawnSync> & { stderr: string } {
   const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
   return spawnSync(setpriv ?? argv[0]!, setpriv ? ['--pdeathsig', 'KILL', '--', ...argv] : argv.slice(1), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe', ...fds] });
+}
+
+/** Throws what `tool` said, run by runWith, when it failed. */
+export function succeeded(tool: string, r: ReturnType<typeof runWith>): void {
+  if (r.status !== 0) throw new Error(`${tool}: ${(r.stderr || `exit ${r.status}`).trim()}`);
 }
 
 /**
@@ -130,8 +134,7 @@ export function copyTree(source: string, target: string, fds: number[] = [], fol
 
 /** Flushes the filesystem of the folder held by `fd` to disk (syncfs). */
 export function syncFileSystem(fd: number): void {
-  const r = runWith(['sync', '--file-system', '/proc/self/fd/3'], [fd]);
-  if (r.status !== 0) throw new Error(`sync: ${(r.stderr || `exit ${r.status}`).trim()}`);
+  succeeded('sync', runWith(['sync', '--file-system', '/proc/self/fd/3'], [fd]));
 }
 
 /** fsync of the folder held by `fd`: the names renamed or linked into it are on disk. */

@@ -1,6 +1,6 @@
 import { closeSync, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readdirSync, readlinkSync, rmdirSync, statSync, unlinkSync, constants, type Stats } from 'node:fs';
 import { basename, dirname } from 'node:path';
-import { at, makeTempDir, openChild, placeInto, removeTempDir, removeTree, runWith, syncFileSystem, type TempDir } from './as-root';
+import { at, copyTree, makeTempDir, openChild, placeInto, removeTempDir, removeTree, runWith, succeeded, syncFileSystem, type TempDir } from './as-root';
 import { tempBeside } from './prepare';
 
 /**
@@ -105,8 +105,7 @@ class Clearing {
     if (!there || !sameEntry(st, there)) {
       try {
         const into = this.asideFolder('');
-        const cp = runWith(['cp', '-a', '-H', '--no-target-directory', '--', '/proc/self/fd/3', `/proc/self/fd/4/${name}`], [fd, into]);
-        if (cp.status !== 0) throw new Error(`cp: ${(cp.stderr || `exit ${cp.status}`).trim()}`);
+        succeeded('cp', copyTree('/proc/self/fd/3', `/proc/self/fd/4/${name}`, [fd, into], true));
         syncFileSystem(into);
       } catch (err) {
         this.keep(name, err);
@@ -173,8 +172,7 @@ class Clearing {
       let a: number | undefined;
       try {
         a = this.asideFolder(rel);
-        const failed = copyNames(c, toAside, a);
-        if (failed) throw new Error(failed);
+        copyNames(c, toAside, a);
         syncFileSystem(a);
         for (const name of toAside) {
           this.out.aside.push(relOf(name));
@@ -226,10 +224,11 @@ class Clearing {
   private intoStorage(c: number, names: string[], s: number): string[] {
     this.temp ??= makeTempDir(this.storageDir, `${basename(tempBeside(this.source, 'adopt'))}.`);
     const temp = this.temp;
-    const failed = copyNames(c, names, temp.fd);
-    if (failed) {
+    try {
+      copyNames(c, names, temp.fd);
+    } catch (err) {
       for (const n of readdirSync(at(temp.fd))) removeTree(temp.fd, n);
-      throw new Error(failed);
+      throw err;
     }
     syncFileSystem(temp.fd);
     const taken = names.filter((n) => !placeInto(temp, n, s, n));
@@ -276,12 +275,10 @@ class Clearing {
   }
 }
 
-/** `cp -a` of `names` in the folder held by `from` into the folder held by `into`, in batches; the error, if one failed. */
-function copyNames(from: number, names: string[], into: number): string | undefined {
+/** `cp -a` of `names` in the folder held by `from` into the folder held by `into`, in batches; throws what cp said if one failed. */
+function copyNames(from: number, names: string[], into: number): void {
   for (let i = 0; i < names.length; i += 200) {
     const batch = names.slice(i, i + 200).map((n) => `/proc/self/fd/3/${n}`);
-    const cp = runWith(['cp', '-a', '--target-directory=/proc/self/fd/4', '--', ...batch], [from, into]);
-    if (cp.status !== 0) return `cp: ${(cp.stderr || `exit ${cp.status}`).trim()}`;
+    succeeded('cp', runWith(['cp', '-a', '--target-directory=/proc/self/fd/4', '--', ...batch], [from, into]));
   }
-  return undefined;
 }

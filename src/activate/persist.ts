@@ -332,10 +332,11 @@ function copyBack(entry: Entry, say: Say): boolean {
   const parent = held(() => openBeneath('/', dirname(entry.path)));
   try {
     const name = basename(entry.path);
+    /** Whether the path, as `st` found it, holds something of its own (not a symlink, not empty). */
+    const holding = (st: Stats | undefined) => !!st && !st.isSymbolicLink() && (st.isDirectory() ? readdirSync(at(parent, name)).length > 0 : st.size > 0);
     const here = lstatSync(at(parent, name), { throwIfNoEntry: false });
     const linked = here?.isSymbolicLink() && readlinkSync(at(parent, name)) === entry.source;
-    const holds = here && !here.isSymbolicLink() && (here.isDirectory() ? readdirSync(at(parent, name)).length > 0 : here.size > 0);
-    if (!mounted && !linked && holds) {
+    if (!mounted && !linked && holding(here)) {
       // Cut short after the copy was moved in: the root holds it.
       removeOwnLeftovers(parent, entry.path, 'unpersist');
       return false;
@@ -367,7 +368,7 @@ function copyBack(entry: Entry, say: Say): boolean {
       // What the mount hid goes aside, not away, unless it is only an older copy of what storage
       // holds (a persist cut short before it cleared it): it may be someone's data.
       const under = lstatSync(at(parent, name), { throwIfNoEntry: false });
-      const hidden = under && (under.isSymbolicLink() ? false : under.isDirectory() ? readdirSync(at(parent, name)).length > 0 : under.size > 0);
+      const hidden = holding(under);
       if (hidden && withinTree(at(parent, name), at(temp.fd, 'x'))) {
         renameSync(at(parent, name), at(temp.fd, 'old')); // deleted with the temporary folder
       } else if (hidden) {
