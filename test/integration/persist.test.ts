@@ -34,14 +34,17 @@ function sandbox(): Sandbox {
   return { dir, storage, config, victim, victimDir, raceLog: join(dir, 'race.log') };
 }
 
-/** `impermanencectl ARGS` in a mount namespace of its own (see the top); `setup` runs there first. */
-function ctlIn(sb: Sandbox, args: string[], opts: { env?: Record<string, string>; setup?: string } = {}) {
+/**
+ * `impermanencectl ARGS` in a mount namespace of its own (see the top); `setup` runs there first;
+ * `command`, a shell script, runs there instead ("$IMPERMANENCE_NODE" "$CTL" runs impermanencectl).
+ */
+function ctlIn(sb: Sandbox, args: string[], opts: { env?: Record<string, string>; setup?: string; command?: string } = {}) {
   const script = [
     'mount -t tmpfs -o mode=0755 tmpfs /run',
     'mount --bind "$SB/persistent" "$SB/persistent"',
     'mount --bind "$SB/cmdline" /proc/cmdline',
     opts.setup ?? ':',
-    'exec "$IMPERMANENCE_NODE" "$CTL" "$@"',
+    opts.command ?? 'exec "$IMPERMANENCE_NODE" "$CTL" "$@"',
   ].join('\n');
   return run('unshare', ['-m', '--propagation', 'private', 'sh', '-ec', script, 'sh', ...args], {
     env: { SB: sb.dir, CTL, IMPERMANENCE_NODE: process.execPath, IMPERMANENCE_DIST: join(REPO, 'dist'), PATH: `${BIN}:${process.env.PATH}`, ...opts.env },
@@ -255,18 +258,13 @@ const entries = (dir: string, except: string[] = []) =>
     }
     // Both in one namespace (one /run, where the lock is), each copy slowed down so that they overlap.
     const both = [
-      'mount -t tmpfs -o mode=0755 tmpfs /run',
-      'mount --bind "$SB/persistent" "$SB/persistent"',
-      'mount --bind "$SB/cmdline" /proc/cmdline',
       '"$IMPERMANENCE_NODE" "$CTL" persist "$A" > "$SB/a.out" 2>&1 & pa=$!',
       '"$IMPERMANENCE_NODE" "$CTL" persist "$B" > "$SB/b.out" 2>&1 & pb=$!',
-      'wait $pa; ra=$?; wait $pb; rb=$?',
+      'ra=0; wait $pa || ra=$?; rb=0; wait $pb || rb=$?',
       'echo "codes $ra $rb"',
       'mountpoint -q "$A" && mountpoint -q "$B" && echo "both mounted"',
     ].join('\n');
-    const r = run('unshare', ['-m', '--propagation', 'private', 'sh', '-c', both], {
-      env: { SB: sb.dir, A: a, B: b, CTL, IMPERMANENCE_NODE: process.execPath, IMPERMANENCE_DIST: join(REPO, 'dist'), PATH: `${BIN}:${process.env.PATH}`, CP_DELAY: '1' },
-    });
+    const r = ctlIn(sb, [], { env: { A: a, B: b, CP_DELAY: '1' }, command: both });
     expect(r.stdout).toBe('codes 0 0\nboth mounted\n');
     const said = readFileSync(join(sb.dir, 'a.out'), 'utf8') + readFileSync(join(sb.dir, 'b.out'), 'utf8');
     expect(said).toContain('waiting for another persist or unpersist to finish');
