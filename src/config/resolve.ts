@@ -92,8 +92,8 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, pres
   // Storage-wide options may be set in several files; they must agree.
   interface StorageState { path: string; origin: Origin; enable?: [boolean, Origin]; hideMounts?: [boolean, Origin]; allowTrash?: [boolean, Origin]; mountOptions?: [string[], Origin] }
   const storages = new Map<string, StorageState>();
-  const homes = new Map<string, [string, Origin]>();
-  const homeOwners = new Map<string, HomeOwner>();
+  /** Each declared user's home (its owner) and where it was last declared: every declaration must agree. */
+  const homes = new Map<string, { owner: HomeOwner; origin: Origin }>();
   const declared: Array<{ decl: StorageDecl; storage: string; file: string; key: string }> = [];
   const driftIgnore: string[] = [];
 
@@ -166,13 +166,12 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, pres
         continue;
       }
       const known = homes.get(name);
-      if (known && known[0] !== home) {
-        fail(origin, `home ${JSON.stringify(home)} conflicts with home ${JSON.stringify(known[0])} in ${known[1].file}`);
+      if (known && known.owner.home !== home) {
+        fail(origin, `home ${JSON.stringify(home)} conflicts with home ${JSON.stringify(known.owner.home)} in ${known.origin.file}`);
         continue;
       }
-      homes.set(name, [home, origin]);
       const owner: HomeOwner = { name, group: users.primaryGroup(record), home };
-      homeOwners.set(name, owner);
+      homes.set(name, { owner, origin });
       userDecl.directories?.forEach((d, i) => push(directoryEntry(context, d, `${origin.entry}.directories[${i}]`, owner)));
       userDecl.files?.forEach((f, i) => push(fileEntry(context, f, `${origin.entry}.files[${i}]`, owner)));
       if (userDecl.include) includes.push({ context, at: origin.entry, names: userDecl.include, owner });
@@ -219,8 +218,8 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, pres
   // An entry declared outside users.<name> but inside a declared home: the folders made on its way
   // inside that home belong to the user too, whichever entry comes first (else the home itself
   // could be made root:root 0755 first, and its user could not write in it). The deepest home wins.
-  if (homeOwners.size) {
-    const owners = [...homeOwners.values()].sort((a, b) => b.home.length - a.home.length);
+  if (homes.size) {
+    const owners = [...homes.values()].map((h) => h.owner).sort((a, b) => b.home.length - a.home.length);
     for (const e of entries) {
       if (e.home) continue;
       const h = owners.find((o) => isInside(e.path, o.home));
