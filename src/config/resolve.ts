@@ -141,7 +141,7 @@ export function resolveConfig(loaded: readonly LoadedFile[], users: UserDb, pres
   for (const { decl, storage, file, key } of declared) {
     const state = storages.get(storage)!;
     if (state.enable && !state.enable[0]) continue;
-    const defaults = { hideMount: state.hideMounts?.[0] ?? false, allowTrash: state.allowTrash?.[0] ?? false, mountOptions: state.mountOptions?.[0] ?? [] };
+    const defaults = { hideMount: state.hideMounts?.[0] ?? false, allowTrash: state.allowTrash?.[0] ?? false, mountOptions: [...new Set(state.mountOptions?.[0] ?? [])] };
     const base = ['persistence', key];
 
     const context: Context = { file, storage, defaults, users, fail };
@@ -320,7 +320,7 @@ function baseEntry(
 function withMountOptions(ctx: Context, entry: Entry, own: string[] | undefined): boolean {
   const checked = own ? checkMountOptions(own, (p) => ctx.fail({ file: ctx.file, entry: `${entry.origin.entry}.mountOptions` }, p)) : [];
   if (!checked) return false;
-  // The storage root's own array when the entry adds none (most entries; never changed after this).
+  // The storage root's own array (once each, see defaults) when the entry adds none (most entries; never changed after this).
   entry.mountOptions = checked.length ? [...new Set([...ctx.defaults.mountOptions, ...checked])] : ctx.defaults.mountOptions;
   return true;
 }

@@ -122,6 +122,9 @@ files = [
     expect(unit).toContain('Options=X-fstrim.notrim,nodev,nosuid\n');
     expect(unit).toContain('"IMPERMANENCE_USER_OPTIONS=X-fstrim.notrim"');
     expect(verify(r.out).code).toBe(0);
+    // A storage root's option written twice is applied once, on entries with no options of their own too.
+    const twice = runGenerator(tree({ 'a.toml': `[persistence."${store}"]\nmountOptions = ["nosuid", "nosuid"]\ndirectories = ["/srv/b"]\n` }));
+    expect(readFileSync(join(twice.out, 'srv-b.mount'), 'utf8')).toContain('Options=nosuid\n');
   });
 
   it('keeps systemd-machine-id-commit off a persisted /etc/machine-id', () => {
