@@ -241,7 +241,8 @@ export class Manager extends EventEmitter<ManagerEvents> {
     const when = since ?? bootTime();
     const same = (r: ScanRequest) => r.since === when && r.publish === publish;
     const join = (r: ScanRequest) => new Promise<DriftReport>((resolve, reject) => r.callers.push({ owner, onProgress, resolve, reject }));
-    if (this.running && same(this.running)) return join(this.running);
+    // Not one being stopped (everyone who asked for it cancelled): its callers get Cancelled.
+    if (this.running && !this.running.controller.signal.aborted && same(this.running)) return join(this.running);
     const joined = this.waiting.find(same);
     if (joined) return join(joined);
     if (uid !== 0) {

@@ -96,3 +96,23 @@ describe('cancelling a scan that others joined', () => {
     expect(manager.cancelScan(':1.5', false)).toBe(false);
   });
 });
+
+describe('a scan everyone who asked for it cancelled', () => {
+  it('is not joined while it stops: who asks for the same scan then gets a scan of their own', async () => {
+    const { manager, live } = await managerOver(tree({ 'var/lib/a/f': 'x' }));
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    live.fromScan = async (report) => {
+      await held;
+      return report;
+    };
+    const first = manager.scan(0, ':1.1', true, undefined, 1000);
+    expect(await until(() => live.scansStarted === 1)).toBe(true);
+    expect(manager.cancelScan(':1.1', false)).toBe(true);
+    const second = manager.scan(0, ':1.2', true, undefined, 1001);
+    release();
+    await first.catch(() => undefined);
+    await expect(second).resolves.toMatchObject({ since: 0 });
+    expect(live.scansStarted).toBe(2);
+  });
+});
