@@ -6,7 +6,7 @@ import { DBusError, Message, MessageType, NameFlag, RequestNameReply, Variant, t
 import { itemsFromRows } from '../bus/codec';
 import { BusError, NO_OWNER } from '../bus/errors';
 import { addMatch, nameOwner } from '../bus/freedesktop';
-import { AGENT_NAME, ALLOW_INTERACTIVE_AUTHORIZATION, DBUS, MANAGER, nameOwnerMatch, NOTIFICATIONS } from '../bus/names';
+import { AGENT_NAME, ALLOW_INTERACTIVE_AUTHORIZATION, MANAGER, nameOwnerMatch, NOTIFICATIONS, ownerChange } from '../bus/names';
 import { appendIgnore, DEFAULTS, readNotifyConfig, type NotifyConfig } from '../config/notify';
 import { printable, printablePath } from '../shared/printable';
 import { replaceFile } from '../shared/replace-file';
@@ -150,8 +150,8 @@ export class Agent {
 
   private readonly onSystem = (msg: Message): void => {
     if (msg.type !== MessageType.SIGNAL) return;
-    if (msg.sender === DBUS.destination && msg.member === 'NameOwnerChanged' && msg.body[0] === MANAGER.destination) {
-      const owner = msg.body[2] as string;
+    const owner = ownerChange(msg, MANAGER.destination);
+    if (owner !== undefined) {
       if (!owner) {
         this.daemonOwner = '';
         this.log(4, 'impermanenced left the bus; waiting for it to come back');
@@ -168,9 +168,10 @@ export class Agent {
 
   private readonly onSession = (msg: Message): void => {
     if (msg.type !== MessageType.SIGNAL) return;
-    if (msg.sender === DBUS.destination && msg.member === 'NameOwnerChanged' && msg.body[0] === NOTIFICATIONS.destination) {
+    const server = ownerChange(msg, NOTIFICATIONS.destination);
+    if (server !== undefined) {
       // A new server (or none) knows nothing of our notification: what was not seen is shown again.
-      this.serverOwner = msg.body[2] as string;
+      this.serverOwner = server;
       this.forgetNotification();
       if (this.serverOwner) this.queue(() => this.readCapabilities().then(() => this.render()));
       return;

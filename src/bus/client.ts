@@ -1,7 +1,7 @@
 import { DBusError, Message, MessageType, sessionBus, systemBus, Variant, type MessageBus } from '@jellybrick/dbus-next';
 import { BusError, NO_OWNER, Unreachable } from './errors';
 import { addMatch, nameOwner } from './freedesktop';
-import { ALLOW_INTERACTIVE_AUTHORIZATION, BUS_NAME, DBUS, MANAGER_PATH, MANAGER_SIGNALS_MATCH, nameOwnerMatch } from './names';
+import { ALLOW_INTERACTIVE_AUTHORIZATION, BUS_NAME, MANAGER_PATH, MANAGER_SIGNALS_MATCH, nameOwnerMatch, ownerChange } from './names';
 
 /** Client helpers for impermanenced: impermanencectl's and impermanence-notify's calls. */
 
@@ -78,7 +78,8 @@ export async function subscribe(bus: MessageBus, onSignal: (msg: Message) => voi
   let owner = '';
   bus.on('message', (msg: Message) => {
     if (msg.type !== MessageType.SIGNAL) return;
-    if (msg.sender === DBUS.destination && msg.member === 'NameOwnerChanged' && msg.body[0] === BUS_NAME) owner = String(msg.body[2] ?? '');
+    const changed = ownerChange(msg, BUS_NAME);
+    if (changed !== undefined) owner = changed;
     else if (msg.sender === owner && owner && msg.path?.startsWith(MANAGER_PATH)) onSignal(msg);
   });
   owner ||= await nameOwner(bus, BUS_NAME);

@@ -1,4 +1,4 @@
-import type { MessageBus } from '@jellybrick/dbus-next';
+import type { Message, MessageBus } from '@jellybrick/dbus-next';
 
 /**
  * Every D-Bus name this project speaks, written once (like systemd's bus-locator.c: one locator
@@ -64,6 +64,10 @@ export function entryPathOf(objectPath: string): string | undefined {
 /** Match rule: the owner of `name` changed (the bus's NameOwnerChanged, for that name only). */
 export function nameOwnerMatch(name: string): string {
   return `type='signal',sender='${DBUS.destination}',interface='${DBUS.interface}',member='NameOwnerChanged',arg0='${name}'`;
+}
+/** The new owner of `name` ("" for none) when `msg` is the bus's NameOwnerChanged for it (what nameOwnerMatch lets in); else undefined. */
+export function ownerChange(msg: Message, name: string): string | undefined {
+  return msg.sender === DBUS.destination && msg.member === 'NameOwnerChanged' && msg.body[0] === name ? String(msg.body[2] ?? '') : undefined;
 }
 /** Match rule: every NameOwnerChanged. */
 export const OWNERS_MATCH = `type='signal',sender='${DBUS.destination}',path='${DBUS.path}',interface='${DBUS.interface}',member='NameOwnerChanged'`;
