@@ -79,6 +79,8 @@ export class PersistRunner {
     const job = String(reply?.body[0] ?? '');
     if (reply?.sender && reply.sender !== this.systemd) this.systemd = reply.sender; // systemd restarted (daemon-reexec)
     const result = await this.resultOf(job);
+    // Kept for a run whose reply is awaited; none is now: the other jobs' results are of no use.
+    if (!this.starting) this.results.clear();
     let said = '';
     try {
       said = readFileSync(output, 'utf8').trim();
