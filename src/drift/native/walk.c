@@ -461,8 +461,7 @@ static bool reopen(struct walker *w, size_t i)
 		; /* frame 0 always holds its fd */
 	int cur = w->frames[a].fd;
 	size_t pos = w->frames[a].len + 1;
-	bool ok = true;
-	while (ok && pos <= f->len) {
+	while (pos <= f->len) {
 		size_t end = pos;
 		while (end < f->len && w->path[end] != '/')
 			end++;
