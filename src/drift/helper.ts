@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Readable } from 'node:stream';
 
 /**
  * The pipes of our native helpers (impermanence-fanotify, impermanence-pathwatch,
@@ -25,6 +26,29 @@ export function unescapeLine(text: string): string {
     if (c === '\\') return '\\';
     const byte = parseInt(c.slice(1), 16);
     return String.fromCharCode(byte < 0x80 ? byte : 0xdc00 + byte);
+  });
+}
+
+/**
+ * Calls `line(text, start, end)` for each line of a helper's output as it comes (text.slice(start,
+ * end), read as UTF-8, without its "\n"), the last one at the end even if no "\n" ends it. Lines
+ * end at "\n" only: readline would also end one at a bare "\r", which a file name may hold.
+ */
+export function eachLine(out: Readable, line: (text: string, start: number, end: number) => void): void {
+  let rest = '';
+  out.setEncoding('utf8');
+  out.on('data', (chunk: string) => {
+    const text = rest ? rest + chunk : chunk;
+    let start = 0;
+    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
+      line(text, start, nl);
+      start = nl + 1;
+    }
+    rest = text.slice(start);
+  });
+  out.on('end', () => {
+    if (rest) line(rest, 0, rest.length);
+    rest = '';
   });
 }
 
@@ -61,18 +85,7 @@ export function startHelper(
         resolve(true);
       } else onLine(line);
     };
-    // Lines end at "\n" only (readline would also end one at a bare "\r", which a file name may hold).
-    let rest = '';
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => {
-      const lines = (rest + chunk).split('\n');
-      rest = lines.pop()!;
-      for (const line of lines) handle(line);
-    });
-    child.stdout!.on('end', () => {
-      if (rest) handle(rest);
-      rest = '';
-    });
+    eachLine(child.stdout!, (text, start, end) => handle(text.slice(start, end)));
   });
   return { child, ready };
 }

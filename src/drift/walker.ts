@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { constants, lstatSync } from 'node:fs';
 import { closedChain, commonDir, count, groupOf, type Group } from './groups';
 import { looseFiles } from './walk';
-import { unescapeLine } from './helper';
+import { eachLine, unescapeLine } from './helper';
 
 /** The closed folders of one walk kept from the walker's lines; past it, the others are looked at here. */
 const MAX_CLOSED = 100_000;
@@ -163,24 +163,13 @@ export async function walkNative(binary: string, w: NativeWalk): Promise<{ group
     count(g, chain, Number(a), Number(text.slice(t1 + 1, t2)));
     g.common = commonDir(g.common, dir);
   };
-  let rest = '';
-  child.stdout!.setEncoding('utf8');
-  child.stdout!.on('data', (chunk: string) => {
-    const text = rest ? rest + chunk : chunk;
-    let start = 0;
-    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
-      line(text, start, nl);
-      start = nl + 1;
-    }
-    rest = text.slice(start);
-  });
+  eachLine(child.stdout!, line);
   const ended = new Promise<void>((resolve) => child.stdout!.once('close', resolve));
   const code = await exited;
   await ended;
   w.signal?.removeEventListener('abort', abort);
   if (w.signal?.aborted) throw new Error('scan cancelled');
   if (code !== 0) throw new Error(`impermanence-walk failed (${code}): ${stderr.trim()}`);
-  if (rest) line(rest, 0, rest.length);
 
   // The files right inside a known folder: a group each, or one for all of them (see looseFiles).
   const skipped = new Set(w.skips.exact);
