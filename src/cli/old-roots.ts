@@ -8,8 +8,14 @@
  */
 import { spawnSync } from 'node:child_process';
 
-/** An old root's name: YYYY-MM-DD_HHMMSS, then anything (".1" for a second one in that second). */
-export const OLD_ROOT_NAME = /^\d{4}-\d\d-\d\d_\d{6}/;
+/** An old root's name: YYYY-MM-DD_HHMMSS, then anything (".1" for a second one in that second); the groups: the date, the hours, minutes and seconds. */
+const OLD_ROOT_NAME = /^(\d{4}-\d\d-\d\d)_(\d\d)(\d\d)(\d\d)/;
+
+/** The UTC time an old root is named for (ms since the epoch), or undefined for another name. */
+export function oldRootTime(name: string): number | undefined {
+  const m = OLD_ROOT_NAME.exec(name);
+  return m ? Date.parse(`${m[1]}T${m[2]}:${m[3]}:${m[4]}Z`) : undefined;
+}
 
 /** A subvolume from `btrfs subvolume list -c`: its path from the top level, its ID, the generation it was created in. */
 export interface Subvolume {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { KEEP_PREVIOUS, type WipeSettings } from '../config/wipe';
 import { printable } from '../shared/printable';
-import { listSubvolumes, rankOldRoots, type Subvolume } from './old-roots';
+import { listSubvolumes, oldRootTime, rankOldRoots, type Subvolume } from './old-roots';
 import { previousPristines } from './pristine';
 
 /** What the initrd's wipe left in /run at this boot: done, failed (refused) or skipped, and why. */
@@ -23,10 +23,7 @@ export interface OldRoot { name: string; time: number; expires: string | null }
  * newest first as the wipe ranks them (old-roots.ts), with what the next wipe does to them.
  */
 export function oldRootsOf(subvolumes: readonly (Subvolume | string)[], wipe: Extract<WipeSettings, { method: 'btrfs' }>, now: number): OldRoot[] {
-  const roots = rankOldRoots(subvolumes, wipe.oldRoots).map((name) => {
-    const m = /^(\d{4}-\d\d-\d\d)_(\d\d)(\d\d)(\d\d)/.exec(name)!;
-    return { name, time: Date.parse(`${m[1]}T${m[2]}:${m[3]}:${m[4]}Z`) };
-  });
+  const roots = rankOldRoots(subvolumes, wipe.oldRoots).map((name) => ({ name, time: oldRootTime(name)! }));
   // As the wipe: when an old root is named later than now, the clock is behind or was wrong when
   // that one was named, and none is expired by age.
   const byAge = wipe.keep.days > 0 && roots.every((r) => r.time <= now);
