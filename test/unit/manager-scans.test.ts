@@ -38,6 +38,18 @@ async function managerOver(root: string): Promise<{ manager: Manager; live: Live
   return { manager, live };
 }
 
+/** A manager whose publishing scans are held after their walk until `release()`: what else is asked for meanwhile queues behind. */
+async function heldManager(): Promise<{ manager: Manager; live: LiveStandIn; release: () => void }> {
+  const { manager, live } = await managerOver(tree({ 'var/lib/a/f': 'x' }));
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  live.fromScan = async (report) => {
+    await held;
+    return report;
+  };
+  return { manager, live, release };
+}
+
 const until = async (ok: () => boolean) => {
   for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 10));
   return ok();
@@ -67,14 +79,8 @@ describe('a live rescan (events were lost)', () => {
 
 describe('cancelling a scan that others joined', () => {
   it('cancels only the calls of whoever cancels; the scan goes on for the others, and stops when no one waits', async () => {
-    const { manager, live } = await managerOver(tree({ 'var/lib/a/f': 'x' }));
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    // The first scan is held at its start, so that the others queue behind it.
-    live.fromScan = async (report) => {
-      await held;
-      return report;
-    };
+    // The first scan is held, so that the others queue behind it.
+    const { manager, live, release } = await heldManager();
     const first = manager.scan(0, ':1.1', true, undefined, 1000);
     expect(await until(() => live.scansStarted === 1)).toBe(true);
     // Two callers ask for the same waiting scan; the first of them cancels.
@@ -99,13 +105,7 @@ describe('cancelling a scan that others joined', () => {
 
 describe('a scan everyone who asked for it cancelled', () => {
   it('is not joined while it stops: who asks for the same scan then gets a scan of their own', async () => {
-    const { manager, live } = await managerOver(tree({ 'var/lib/a/f': 'x' }));
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    live.fromScan = async (report) => {
-      await held;
-      return report;
-    };
+    const { manager, live, release } = await heldManager();
     const first = manager.scan(0, ':1.1', true, undefined, 1000);
     expect(await until(() => live.scansStarted === 1)).toBe(true);
     expect(manager.cancelScan(':1.1', false)).toBe(true);
